@@ -1,0 +1,1 @@
+//! Sans-IO stream framer (placeholder, being written).

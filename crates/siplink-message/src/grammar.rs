@@ -1,0 +1,444 @@
+//! RFC 3261 §25 grammar primitives shared by the start-line, header and URI parsers.
+//!
+//! Everything here works on `&[u8]` slices borrowed from a message's [`Bytes`]
+//! buffer; [`Src::text`] turns a sub-slice back into a zero-copy [`ByteString`].
+
+use std::borrow::Cow;
+
+use bytes::Bytes;
+use bytestring::ByteString;
+use nom::{
+    IResult, Parser,
+    bytes::complete::{take_while, take_while1},
+    error::{ErrorKind, ParseError},
+};
+
+use crate::error::{Error, Result};
+
+/// nom input type used throughout the crate.
+pub(crate) type In<'a> = &'a [u8];
+
+/// nom result type used throughout the crate.
+pub(crate) type PResult<'a, O> = IResult<In<'a>, O>;
+
+const fn class_table(extra: &[u8], alnum: bool) -> [bool; 256] {
+    let mut t = [false; 256];
+    if alnum {
+        let mut c = b'0';
+        while c <= b'9' {
+            t[c as usize] = true;
+            c += 1;
+        }
+        let mut c = b'a';
+        while c <= b'z' {
+            t[c as usize] = true;
+            t[(c - 32) as usize] = true;
+            c += 1;
+        }
+    }
+    let mut i = 0;
+    while i < extra.len() {
+        t[extra[i] as usize] = true;
+        i += 1;
+    }
+    t
+}
+
+static TOKEN: [bool; 256] = class_table(b"-.!%*_+`'~", true);
+static WORD: [bool; 256] = class_table(b"-.!%*_+`'~()<>:\\\"/[]?{}", true);
+
+/// `token` character (RFC 3261 §25.1).
+#[inline]
+pub(crate) fn is_token_char(b: u8) -> bool {
+    TOKEN[b as usize]
+}
+
+/// `word` character (RFC 3261 §25.1), used by Call-ID.
+#[inline]
+pub(crate) fn is_word_char(b: u8) -> bool {
+    WORD[b as usize]
+}
+
+/// `WSP`: space or horizontal tab.
+#[inline]
+pub(crate) fn is_wsp(b: u8) -> bool {
+    b == b' ' || b == b'\t'
+}
+
+/// Skips optional linear white space (`SWS`): spaces, tabs and folded line breaks
+/// (CRLF followed by at least one WSP). Never fails.
+#[inline]
+pub(crate) fn sws(mut i: In<'_>) -> In<'_> {
+    loop {
+        match i {
+            [b' ' | b'\t', rest @ ..] => i = rest,
+            [b'\r', b'\n', b' ' | b'\t', rest @ ..] => i = rest,
+            [b'\n', b' ' | b'\t', rest @ ..] => i = rest,
+            _ => return i,
+        }
+    }
+}
+
+/// Trims LWS from both ends of a slice.
+pub(crate) fn trim_lws(i: In<'_>) -> In<'_> {
+    let i = sws(i);
+    let mut end = i.len();
+    while end > 0 && matches!(i[end - 1], b' ' | b'\t' | b'\r' | b'\n') {
+        end -= 1;
+    }
+    &i[..end]
+}
+
+fn fail<'a, O>(i: In<'a>, kind: ErrorKind) -> PResult<'a, O> {
+    Err(nom::Err::Error(nom::error::Error::from_error_kind(i, kind)))
+}
+
+/// One or more token characters.
+pub(crate) fn token(i: In<'_>) -> PResult<'_, In<'_>> {
+    take_while1(is_token_char).parse(i)
+}
+
+/// Zero or more token characters.
+pub(crate) fn token0(i: In<'_>) -> PResult<'_, In<'_>> {
+    take_while(is_token_char).parse(i)
+}
+
+/// Matches `c` surrounded by optional LWS (`SEMI`, `COMMA`, `EQUAL`, `SLASH`, `COLON`...).
+pub(crate) fn sep(c: u8) -> impl Fn(In<'_>) -> PResult<'_, ()> {
+    move |i| {
+        let j = sws(i);
+        match j.split_first() {
+            Some((&b, rest)) if b == c => Ok((sws(rest), ())),
+            _ => fail(i, ErrorKind::Char),
+        }
+    }
+}
+
+/// `quoted-string` (RFC 3261 §25.1) without leading LWS: returns the raw contents
+/// between the quotes, escapes still in place (see [`unescape_quoted`]).
+pub(crate) fn quoted_string(i: In<'_>) -> PResult<'_, In<'_>> {
+    let Some((b'"', body)) = i.split_first() else {
+        return fail(i, ErrorKind::Char);
+    };
+    let mut k = 0;
+    while k < body.len() {
+        match body[k] {
+            b'"' => return Ok((&body[k + 1..], &body[..k])),
+            b'\\' => {
+                // quoted-pair = "\" (%x00-09 / %x0B-0C / %x0E-7F)
+                match body.get(k + 1) {
+                    Some(&c) if c <= 0x7f && c != b'\n' && c != b'\r' => k += 2,
+                    _ => return fail(&body[k..], ErrorKind::Escaped),
+                }
+            }
+            b'\r' | b'\n' => {
+                // Only folded line breaks (LWS) are allowed inside.
+                let rest = &body[k..];
+                let skipped = sws(rest);
+                if skipped.len() == rest.len() {
+                    return fail(rest, ErrorKind::Char);
+                }
+                k = body.len() - skipped.len();
+            }
+            c if c < 0x20 && c != b'\t' => return fail(&body[k..], ErrorKind::Char),
+            0x7f => return fail(&body[k..], ErrorKind::Char),
+            _ => k += 1,
+        }
+    }
+    fail(&body[body.len()..], ErrorKind::Eof)
+}
+
+/// Removes `quoted-pair` escapes; borrows when there are none.
+pub(crate) fn unescape_quoted(raw: &[u8]) -> Cow<'_, [u8]> {
+    if !raw.contains(&b'\\') {
+        return Cow::Borrowed(raw);
+    }
+    let mut out = Vec::with_capacity(raw.len());
+    let mut it = raw.iter();
+    while let Some(&c) = it.next() {
+        if c == b'\\' {
+            if let Some(&n) = it.next() {
+                out.push(n);
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// Parses a decimal number of at most `max_digits` digits, after skipping leading
+/// zeros (RFC 4475 §3.1.1.1 has `Max-Forwards: 0068`). Returns `None` on overflow.
+pub(crate) fn parse_decimal(digits: &[u8], max: u64) -> Option<u64> {
+    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let mut v: u64 = 0;
+    for &d in digits {
+        v = v.checked_mul(10)?.checked_add(u64::from(d - b'0'))?;
+        if v > max {
+            return None;
+        }
+    }
+    Some(v)
+}
+
+/// The source buffer a parse works on, with the offset of the slice being parsed
+/// relative to the start of the message (for error positions).
+#[derive(Clone, Copy)]
+pub(crate) struct Src<'b> {
+    /// The whole buffer (the message).
+    pub bytes: &'b Bytes,
+    /// Offset of `bytes` in the message, normally 0.
+    pub base: usize,
+}
+
+impl<'b> Src<'b> {
+    pub(crate) fn new(bytes: &'b Bytes) -> Self {
+        Src { bytes, base: 0 }
+    }
+
+    /// Offset of `sub` (a sub-slice of the buffer) from the start of the message.
+    #[inline]
+    pub(crate) fn offset_of(&self, sub: &[u8]) -> usize {
+        let start = self.bytes.as_ptr() as usize;
+        let p = sub.as_ptr() as usize;
+        self.base + p.saturating_sub(start).min(self.bytes.len())
+    }
+
+    /// A zero-copy [`Bytes`] for `sub`, which must lie inside the buffer.
+    #[inline]
+    pub(crate) fn slice(&self, sub: &[u8]) -> Bytes {
+        if sub.is_empty() {
+            return Bytes::new();
+        }
+        self.bytes.slice_ref(sub)
+    }
+
+    /// A zero-copy [`ByteString`] for `sub`; fails if it is not UTF-8.
+    pub(crate) fn text(&self, sub: &[u8], context: &'static str) -> Result<ByteString> {
+        ByteString::try_from(self.slice(sub))
+            .map_err(|_| Error::syntax(self.offset_of(sub), context, "UTF-8 text"))
+    }
+
+    /// Text that may need unescaping (a quoted string's contents).
+    pub(crate) fn unquoted_text(&self, raw: &[u8], context: &'static str) -> Result<ByteString> {
+        match unescape_quoted(raw) {
+            Cow::Borrowed(b) => self.text(b, context),
+            Cow::Owned(v) => ByteString::try_from(Bytes::from(v))
+                .map_err(|_| Error::syntax(self.offset_of(raw), context, "UTF-8 text")),
+        }
+    }
+
+    /// A syntax error at the start of `rest`.
+    pub(crate) fn err(&self, rest: &[u8], context: &'static str, expected: &'static str) -> Error {
+        Error::syntax(self.offset_of(rest), context, expected)
+    }
+}
+
+/// A header or URI parameter: `name` or `name=value`.
+///
+/// Names compare case-insensitively through [`Params::get`]. A quoted value is
+/// stored without its quotes and with escapes removed; [`Param::quoted`] says it
+/// was quoted.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Param {
+    /// Parameter name as received.
+    pub name: ByteString,
+    /// Parameter value, if any.
+    pub value: Option<ByteString>,
+    /// Whether the value was a quoted string.
+    pub quoted: bool,
+}
+
+/// An ordered list of [`Param`]s.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct Params(pub Vec<Param>);
+
+impl Params {
+    /// The first parameter named `name` (case-insensitive).
+    pub fn find(&self, name: &str) -> Option<&Param> {
+        self.0.iter().find(|p| p.name.eq_ignore_ascii_case(name))
+    }
+
+    /// The value of the first parameter named `name`: `Some(None)` for a parameter
+    /// without a value, `None` when the parameter is absent.
+    pub fn get(&self, name: &str) -> Option<Option<&str>> {
+        self.find(name).map(|p| p.value.as_deref())
+    }
+
+    /// Whether a parameter named `name` is present.
+    pub fn contains(&self, name: &str) -> bool {
+        self.find(name).is_some()
+    }
+
+    /// Iterates over the parameters in order.
+    pub fn iter(&self) -> std::slice::Iter<'_, Param> {
+        self.0.iter()
+    }
+
+    /// Number of parameters.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether there are no parameters.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl<'a> IntoIterator for &'a Params {
+    type Item = &'a Param;
+    type IntoIter = std::slice::Iter<'a, Param>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter()
+    }
+}
+
+/// `gen-value = token / host / quoted-string`, with the RFC 5118 §4.5 liberal
+/// reading that also allows a bracketed IPv6 reference. Returns the value slice and
+/// whether it was quoted (quoted values come back raw, escapes in place).
+fn gen_value(i: In<'_>) -> PResult<'_, (In<'_>, bool)> {
+    match i.first() {
+        Some(b'"') => quoted_string(i).map(|(r, v)| (r, (v, true))),
+        Some(b'[') => match memchr::memchr(b']', i) {
+            Some(end)
+                if i[1..end]
+                    .iter()
+                    .all(|c| c.is_ascii_hexdigit() || *c == b':' || *c == b'.') =>
+            {
+                Ok((&i[end + 1..], (&i[..=end], false)))
+            }
+            _ => fail(i, ErrorKind::Char),
+        },
+        _ => {
+            // token chars plus ':' so that an unbracketed IPv6 address in
+            // `received=` (RFC 5118 §4.5) is read whole.
+            let (r, v) = take_while1(|c| is_token_char(c) || c == b':').parse(i)?;
+            Ok((r, (v, false)))
+        }
+    }
+}
+
+/// Parses `*( SEMI generic-param )` from the start of `i`. Stops (without error)
+/// before the first byte that does not start `SEMI`; a `;` not followed by a valid
+/// parameter is an error.
+pub(crate) fn params<'a>(
+    src: &Src<'_>,
+    mut i: In<'a>,
+    context: &'static str,
+) -> Result<(In<'a>, Params)> {
+    let mut out = Vec::new();
+    loop {
+        let Ok((after_semi, ())) = sep(b';')(i) else {
+            return Ok((i, Params(out)));
+        };
+        let (rest, name) =
+            token(after_semi).map_err(|_| src.err(after_semi, context, "parameter name"))?;
+        let (rest, value, quoted) = match sep(b'=')(rest) {
+            Ok((v, ())) => {
+                let (rest, (raw, quoted)) =
+                    gen_value(v).map_err(|_| src.err(v, context, "parameter value"))?;
+                let value = if quoted {
+                    src.unquoted_text(raw, context)?
+                } else {
+                    src.text(raw, context)?
+                };
+                (rest, Some(value), quoted)
+            }
+            Err(_) => (rest, None, false),
+        };
+        out.push(Param {
+            name: src.text(name, context)?,
+            value,
+            quoted,
+        });
+        i = rest;
+    }
+}
+
+/// Splits a header value on top-level commas (outside quoted strings and `<...>`),
+/// trimming LWS around each element. Empty elements are kept (as empty slices) so
+/// that callers can reject them with a position.
+pub(crate) fn split_commas(value: In<'_>) -> impl Iterator<Item = In<'_>> {
+    let mut rest = Some(value);
+    std::iter::from_fn(move || {
+        let v = rest?;
+        let mut in_quote = false;
+        let mut in_angle = false;
+        let mut k = 0;
+        while k < v.len() {
+            match v[k] {
+                b'\\' if in_quote => k += 1,
+                b'"' => in_quote = !in_quote,
+                b'<' if !in_quote => in_angle = true,
+                b'>' if !in_quote => in_angle = false,
+                b',' if !in_quote && !in_angle => {
+                    rest = Some(&v[k + 1..]);
+                    return Some(trim_lws(&v[..k]));
+                }
+                _ => {}
+            }
+            k += 1;
+        }
+        rest = None;
+        Some(trim_lws(v))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sws_skips_folding() {
+        assert_eq!(sws(b" \t\r\n  x"), b"x");
+        assert_eq!(sws(b"\r\nx"), b"\r\nx");
+        assert_eq!(trim_lws(b"  a b \r\n "), b"a b");
+    }
+
+    #[test]
+    fn quoted_strings() {
+        assert_eq!(quoted_string(b"\"a\\\"b\" rest").unwrap(), (&b" rest"[..], &b"a\\\"b"[..]));
+        assert!(quoted_string(b"\"unterminated").is_err());
+        assert_eq!(unescape_quoted(b"a\\\"b").as_ref(), b"a\"b");
+    }
+
+    #[test]
+    fn decimal_limits() {
+        assert_eq!(parse_decimal(b"0068", 255), Some(68));
+        assert_eq!(parse_decimal(b"300", 255), None);
+        assert_eq!(parse_decimal(b"36893488147419103232", u64::from(u32::MAX)), None);
+        assert_eq!(parse_decimal(b"", 9), None);
+    }
+
+    #[test]
+    fn params_and_commas() {
+        let b = Bytes::from_static(b";branch=z9hG4bK1 ; rport;received=[2001:db8::1];x=\"q \\\" v\" tail");
+        let src = Src::new(&b);
+        let (rest, p) = params(&src, &b, "test").unwrap();
+        assert_eq!(rest, b" tail");
+        assert_eq!(p.get("BRANCH"), Some(Some("z9hG4bK1")));
+        assert_eq!(p.get("rport"), Some(None));
+        assert_eq!(p.get("received"), Some(Some("[2001:db8::1]")));
+        assert_eq!(p.get("x"), Some(Some("q \" v")));
+        assert!(p.find("x").unwrap().quoted);
+        let parts: Vec<_> = split_commas(b"a, \"b,c\" <d,e>, f").collect();
+        assert_eq!(parts, vec![&b"a"[..], b"\"b,c\" <d,e>", b"f"]);
+    }
+
+    #[test]
+    fn bad_param_has_position() {
+        let b = Bytes::from_static(b";;x");
+        let e = params(&Src::new(&b), &b, "Via header").unwrap_err();
+        assert_eq!(
+            e,
+            Error::Syntax {
+                offset: 1,
+                context: "Via header",
+                expected: "parameter name"
+            }
+        );
+    }
+}

@@ -1,0 +1,1 @@
+//! Authentication header views (placeholder, being written).

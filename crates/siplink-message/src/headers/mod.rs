@@ -1,0 +1,3 @@
+//! Header names and typed header views.
+
+pub mod auth;
