@@ -76,6 +76,16 @@ pub enum Error {
 }
 
 impl Error {
+    /// The status code a request with this fault is answered with: 505 for an
+    /// unsupported version, 513 for an oversize message, 400 for the rest.
+    pub fn status_code(&self) -> u16 {
+        match self {
+            Error::VersionNotSupported { .. } => 505,
+            Error::TooLarge { .. } => 513,
+            _ => 400,
+        }
+    }
+
     /// Shorthand for a [`Error::Syntax`] error.
     pub(crate) fn syntax(offset: usize, context: &'static str, expected: &'static str) -> Self {
         Error::Syntax {

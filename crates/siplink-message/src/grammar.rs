@@ -9,7 +9,7 @@ use bytes::Bytes;
 use bytestring::ByteString;
 use nom::{
     IResult, Parser,
-    bytes::complete::{take_while, take_while1},
+    bytes::complete::take_while1,
     error::{ErrorKind, ParseError},
 };
 
@@ -96,11 +96,6 @@ fn fail<'a, O>(i: In<'a>, kind: ErrorKind) -> PResult<'a, O> {
 /// One or more token characters.
 pub(crate) fn token(i: In<'_>) -> PResult<'_, In<'_>> {
     take_while1(is_token_char).parse(i)
-}
-
-/// Zero or more token characters.
-pub(crate) fn token0(i: In<'_>) -> PResult<'_, In<'_>> {
-    take_while(is_token_char).parse(i)
 }
 
 /// Matches `c` surrounded by optional LWS (`SEMI`, `COMMA`, `EQUAL`, `SLASH`, `COLON`...).
@@ -251,6 +246,40 @@ pub struct Param {
     pub quoted: bool,
 }
 
+/// Characters a parameter value may hold without quotes (token, `:` and the
+/// brackets of an IPv6 reference).
+fn is_gen_value_char(b: u8) -> bool {
+    is_token_char(b) || matches!(b, b':' | b'[' | b']')
+}
+
+impl std::fmt::Display for Param {
+    /// Writes `;name`, `;name=value` or `;name="value"`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, ";{}", self.name)?;
+        match &self.value {
+            None => Ok(()),
+            Some(v) if self.quoted => {
+                f.write_str("=\"")?;
+                for c in v.chars() {
+                    if c == '"' || c == '\\' {
+                        f.write_str("\\")?;
+                    }
+                    write!(f, "{c}")?;
+                }
+                f.write_str("\"")
+            }
+            Some(v) => write!(f, "={v}"),
+        }
+    }
+}
+
+impl std::fmt::Display for Params {
+    /// Writes every parameter with its leading `;`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.iter().try_for_each(|p| write!(f, "{p}"))
+    }
+}
+
 /// An ordered list of [`Param`]s.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub struct Params(pub Vec<Param>);
@@ -270,6 +299,36 @@ impl Params {
     /// Whether a parameter named `name` is present.
     pub fn contains(&self, name: &str) -> bool {
         self.find(name).is_some()
+    }
+
+    /// Appends a parameter (the value is written quoted if it is not a token).
+    pub fn push(&mut self, name: &str, value: Option<&str>) {
+        let quoted = value.is_some_and(|v| v.is_empty() || !v.bytes().all(is_gen_value_char));
+        self.0.push(Param {
+            name: ByteString::from(name),
+            value: value.map(ByteString::from),
+            quoted,
+        });
+    }
+
+    /// Sets a parameter: replaces the value of the first one named `name`, or
+    /// appends it.
+    pub fn set(&mut self, name: &str, value: Option<&str>) {
+        match self.0.iter().position(|p| p.name.eq_ignore_ascii_case(name)) {
+            Some(k) => {
+                self.0[k].value = value.map(ByteString::from);
+                self.0[k].quoted =
+                    value.is_some_and(|v| v.is_empty() || !v.bytes().all(is_gen_value_char));
+            }
+            None => self.push(name, value),
+        }
+    }
+
+    /// Removes every parameter named `name`; returns whether one was present.
+    pub fn remove(&mut self, name: &str) -> bool {
+        let before = self.0.len();
+        self.0.retain(|p| !p.name.eq_ignore_ascii_case(name));
+        before != self.0.len()
     }
 
     /// Iterates over the parameters in order.

@@ -1,3 +1,269 @@
 //! Header names and typed header views.
+//!
+//! Typed views are parsed from the message's header slices the first time they
+//! are asked for (through the accessors on [`Message`]) and the result, success or
+//! error, is cached until the message is edited. Header lines that hold several
+//! comma-separated values and the same header on several lines read as one list.
 
+mod addr;
 pub mod auth;
+mod name;
+mod simple;
+mod via;
+
+pub use addr::{Contacts, NameAddr};
+pub use auth::{Challenge, Credentials};
+pub use name::HeaderName;
+pub use simple::{CSeq, MediaType, RetryAfter};
+pub use via::{MAGIC_COOKIE, Via};
+
+use bytestring::ByteString;
+
+use crate::Message;
+use crate::error::{Error, Result};
+use crate::uri::Uri;
+
+/// Returns the cached value of `$field`, computing it with `$init` on first use.
+macro_rules! cached {
+    ($self:ident . $field:ident, $init:expr) => {
+        $self.cache.$field.get_or_init(|| $init).as_ref().map_err(Clone::clone)
+    };
+}
+
+impl Message {
+    /// The Request-URI, parsed (requests only).
+    pub fn request_uri(&self) -> Result<&Uri> {
+        cached!(self.request_uri, {
+            match self.request_uri_bytes() {
+                Some(b) => {
+                    let src = crate::grammar::Src {
+                        bytes: b,
+                        base: self.offset_of(b),
+                    };
+                    Uri::parse_src(&src, b)
+                }
+                None => Err(Error::MissingHeader("Request-URI (not a request)")),
+            }
+        })
+    }
+
+    /// Every Via value, top first.
+    pub fn via(&self) -> Result<&[Via]> {
+        cached!(self.via, {
+            let mut out = Vec::new();
+            self.for_each_value(HeaderName::Via, |src, v| {
+                for part in crate::grammar::split_commas(v) {
+                    out.push(Via::parse_src(src, part)?);
+                }
+                Ok(())
+            })
+            .map(|_| out)
+        })
+        .map(Vec::as_slice)
+    }
+
+    /// The top Via value.
+    pub fn top_via(&self) -> Result<&Via> {
+        self.via()?.first().ok_or(Error::MissingHeader("Via"))
+    }
+
+    /// The From header.
+    pub fn from(&self) -> Result<&NameAddr> {
+        cached!(self.from, {
+            self.first_value(HeaderName::From, |src, v| {
+                NameAddr::parse_src(src, v, "From header")
+            })?
+            .ok_or(Error::MissingHeader("From"))
+        })
+    }
+
+    /// The To header.
+    pub fn to(&self) -> Result<&NameAddr> {
+        cached!(self.to, {
+            self.first_value(HeaderName::To, |src, v| {
+                NameAddr::parse_src(src, v, "To header")
+            })?
+            .ok_or(Error::MissingHeader("To"))
+        })
+    }
+
+    /// The Contact header(s): `*` or the list of contacts (empty when absent).
+    pub fn contact(&self) -> Result<&Contacts> {
+        cached!(self.contact, addr::parse_contacts(self))
+    }
+
+    /// Route values in order.
+    pub fn route(&self) -> Result<&[NameAddr]> {
+        cached!(self.route, addr::parse_list(self, HeaderName::Route, "Route header"))
+            .map(Vec::as_slice)
+    }
+
+    /// Record-Route values in order.
+    pub fn record_route(&self) -> Result<&[NameAddr]> {
+        cached!(
+            self.record_route,
+            addr::parse_list(self, HeaderName::RecordRoute, "Record-Route header")
+        )
+        .map(Vec::as_slice)
+    }
+
+    /// Path values in order (RFC 3327).
+    pub fn path(&self) -> Result<&[NameAddr]> {
+        cached!(self.path, addr::parse_list(self, HeaderName::Path, "Path header"))
+            .map(Vec::as_slice)
+    }
+
+    /// The Call-ID.
+    pub fn call_id(&self) -> Result<&str> {
+        cached!(self.call_id, {
+            self.first_value(HeaderName::CallId, simple::parse_call_id)?
+                .ok_or(Error::MissingHeader("Call-ID"))
+        })
+        .map(|s| &**s)
+    }
+
+    /// The CSeq header.
+    pub fn cseq(&self) -> Result<&CSeq> {
+        cached!(self.cseq, {
+            self.first_value(HeaderName::CSeq, CSeq::parse_src)?
+                .ok_or(Error::MissingHeader("CSeq"))
+        })
+    }
+
+    /// Max-Forwards (0 to 255), `None` when absent.
+    pub fn max_forwards(&self) -> Result<Option<u8>> {
+        cached!(self.max_forwards, {
+            self.first_value(HeaderName::MaxForwards, |src, v| {
+                simple::parse_number(src, v, 255, "Max-Forwards header", "0 to 255").map(|n| n as u8)
+            })
+        })
+        .copied()
+    }
+
+    /// Expires in seconds, `None` when absent.
+    pub fn expires(&self) -> Result<Option<u32>> {
+        cached!(self.expires, {
+            self.first_value(HeaderName::Expires, |src, v| {
+                simple::parse_number(src, v, u64::from(u32::MAX), "Expires header", "0 to 2^32-1")
+                    .map(|n| n as u32)
+            })
+        })
+        .copied()
+    }
+
+    /// Min-Expires in seconds, `None` when absent.
+    pub fn min_expires(&self) -> Result<Option<u32>> {
+        cached!(self.min_expires, {
+            self.first_value(HeaderName::MinExpires, |src, v| {
+                simple::parse_number(src, v, u64::from(u32::MAX), "Min-Expires header", "0 to 2^32-1")
+                    .map(|n| n as u32)
+            })
+        })
+        .copied()
+    }
+
+    /// Content-Type, `None` when absent.
+    pub fn content_type(&self) -> Result<Option<&MediaType>> {
+        cached!(self.content_type, {
+            self.first_value(HeaderName::ContentType, MediaType::parse_src)
+        })
+        .map(Option::as_ref)
+    }
+
+    /// WWW-Authenticate challenges (one per header line).
+    pub fn www_authenticate(&self) -> Result<&[Challenge]> {
+        cached!(self.www_authenticate, {
+            self.for_each_value(HeaderName::WwwAuthenticate, Challenge::parse_src)
+        })
+        .map(Vec::as_slice)
+    }
+
+    /// Proxy-Authenticate challenges (one per header line).
+    pub fn proxy_authenticate(&self) -> Result<&[Challenge]> {
+        cached!(self.proxy_authenticate, {
+            self.for_each_value(HeaderName::ProxyAuthenticate, Challenge::parse_src)
+        })
+        .map(Vec::as_slice)
+    }
+
+    /// Authorization credentials (one per header line).
+    pub fn authorization(&self) -> Result<&[Credentials]> {
+        cached!(self.authorization, {
+            self.for_each_value(HeaderName::Authorization, Credentials::parse_src)
+        })
+        .map(Vec::as_slice)
+    }
+
+    /// Proxy-Authorization credentials (one per header line).
+    pub fn proxy_authorization(&self) -> Result<&[Credentials]> {
+        cached!(self.proxy_authorization, {
+            self.for_each_value(HeaderName::ProxyAuthorization, Credentials::parse_src)
+        })
+        .map(Vec::as_slice)
+    }
+
+    /// Allow: the methods listed.
+    pub fn allow(&self) -> Result<&[ByteString]> {
+        cached!(self.allow, simple::parse_tokens(self, HeaderName::Allow, "Allow header"))
+            .map(Vec::as_slice)
+    }
+
+    /// Supported: option tags.
+    pub fn supported(&self) -> Result<&[ByteString]> {
+        cached!(
+            self.supported,
+            simple::parse_tokens(self, HeaderName::Supported, "Supported header")
+        )
+        .map(Vec::as_slice)
+    }
+
+    /// Require: option tags.
+    pub fn require(&self) -> Result<&[ByteString]> {
+        cached!(
+            self.require,
+            simple::parse_tokens(self, HeaderName::Require, "Require header")
+        )
+        .map(Vec::as_slice)
+    }
+
+    /// Proxy-Require: option tags.
+    pub fn proxy_require(&self) -> Result<&[ByteString]> {
+        cached!(
+            self.proxy_require,
+            simple::parse_tokens(self, HeaderName::ProxyRequire, "Proxy-Require header")
+        )
+        .map(Vec::as_slice)
+    }
+
+    /// Unsupported: option tags.
+    pub fn unsupported(&self) -> Result<&[ByteString]> {
+        cached!(
+            self.unsupported,
+            simple::parse_tokens(self, HeaderName::Unsupported, "Unsupported header")
+        )
+        .map(Vec::as_slice)
+    }
+
+    /// Retry-After, `None` when absent.
+    pub fn retry_after(&self) -> Result<Option<&RetryAfter>> {
+        cached!(self.retry_after, {
+            self.first_value(HeaderName::RetryAfter, RetryAfter::parse_src)
+        })
+        .map(Option::as_ref)
+    }
+
+    /// User-Agent, as raw text.
+    pub fn user_agent(&self) -> Option<&[u8]> {
+        self.header(HeaderName::UserAgent)
+    }
+
+    /// Server, as raw text.
+    pub fn server(&self) -> Option<&[u8]> {
+        self.header(HeaderName::Server)
+    }
+
+    /// Checks the Date header, if any (RFC 1123 date in GMT).
+    pub fn check_date(&self) -> Result<()> {
+        self.for_each_value(HeaderName::Date, simple::check_date).map(|_| ())
+    }
+}

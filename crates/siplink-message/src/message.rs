@@ -1,0 +1,834 @@
+//! The parsed message: a `Bytes` buffer plus an index of its start line and headers.
+
+use std::fmt;
+use std::sync::OnceLock;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use memchr::memchr;
+
+use crate::error::{Error, Result};
+use crate::grammar::{Src, is_token_char, is_wsp, parse_decimal, trim_lws};
+use crate::headers::HeaderName;
+use crate::method::Method;
+
+/// Limits applied while parsing. Every size has a limit: hostile input cannot make
+/// the parser allocate or loop without bound.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ParseOptions {
+    /// Largest accepted message in bytes (default 65,535: the largest UDP payload).
+    pub max_size: usize,
+    /// Most header lines accepted (default 256).
+    pub max_headers: usize,
+    /// Whether a missing Content-Length is an error (stream transports, RFC 3261
+    /// §18.3). When `false` (datagrams) the body is the rest of the input.
+    pub require_content_length: bool,
+}
+
+impl Default for ParseOptions {
+    fn default() -> Self {
+        ParseOptions {
+            max_size: 65_535,
+            max_headers: 256,
+            require_content_length: false,
+        }
+    }
+}
+
+/// Byte range `[start, end)` inside the message buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct Span {
+    pub start: u32,
+    pub end: u32,
+}
+
+impl Span {
+    fn new(start: usize, end: usize) -> Span {
+        Span {
+            start: start as u32,
+            end: end as u32,
+        }
+    }
+    #[inline]
+    fn of(self, buf: &[u8]) -> &[u8] {
+        &buf[self.start as usize..self.end as usize]
+    }
+}
+
+/// What the first line says.
+#[derive(Debug, Clone)]
+enum StartLine {
+    Request {
+        method: Method,
+        uri: Bytes,
+        version: Span,
+    },
+    Response {
+        code: u16,
+        reason: Span,
+        version: Span,
+    },
+}
+
+/// One header line as indexed by the parser, or one added by an edit.
+#[derive(Debug, Clone)]
+struct Entry {
+    name: HeaderName,
+    /// The whole line including folded continuations and the final CRLF.
+    line: Span,
+    /// The name as written.
+    raw_name: Span,
+    /// The value with surrounding LWS trimmed.
+    value: Span,
+    /// Set for headers added or replaced by an edit; the spans are then unused.
+    new: Option<Box<(Bytes, Bytes)>>,
+}
+
+/// A header as seen through [`Message::headers`].
+#[derive(Debug, Clone, Copy)]
+pub struct Header<'a> {
+    name: HeaderName,
+    raw_name: &'a [u8],
+    value: &'a [u8],
+}
+
+impl<'a> Header<'a> {
+    /// The classified name ([`HeaderName::Other`] for extension headers).
+    pub fn name(&self) -> HeaderName {
+        self.name
+    }
+    /// The name exactly as written (`v`, `VIA`, `X-Foo`...).
+    pub fn raw_name(&self) -> &'a [u8] {
+        self.raw_name
+    }
+    /// The value, with leading and trailing whitespace removed; folded lines are
+    /// kept as received (CRLF followed by whitespace).
+    pub fn value(&self) -> &'a [u8] {
+        self.value
+    }
+    /// The value as text, if it is UTF-8.
+    pub fn value_str(&self) -> Option<&'a str> {
+        std::str::from_utf8(self.value).ok()
+    }
+}
+
+macro_rules! typed_cache {
+    ($( $field:ident : $ty:ty ),* $(,)?) => {
+        /// Typed views, parsed on first use and kept until the next edit.
+        #[derive(Debug, Default)]
+        pub(crate) struct Cache {
+            $( pub(crate) $field: OnceLock<Result<$ty>>, )*
+        }
+    };
+}
+
+typed_cache! {
+    request_uri: crate::uri::Uri,
+    via: Vec<crate::headers::Via>,
+    from: crate::headers::NameAddr,
+    to: crate::headers::NameAddr,
+    contact: crate::headers::Contacts,
+    route: Vec<crate::headers::NameAddr>,
+    record_route: Vec<crate::headers::NameAddr>,
+    path: Vec<crate::headers::NameAddr>,
+    call_id: bytestring::ByteString,
+    cseq: crate::headers::CSeq,
+    max_forwards: Option<u8>,
+    expires: Option<u32>,
+    min_expires: Option<u32>,
+    content_type: Option<crate::headers::MediaType>,
+    www_authenticate: Vec<crate::headers::Challenge>,
+    proxy_authenticate: Vec<crate::headers::Challenge>,
+    authorization: Vec<crate::headers::Credentials>,
+    proxy_authorization: Vec<crate::headers::Credentials>,
+    allow: Vec<bytestring::ByteString>,
+    supported: Vec<bytestring::ByteString>,
+    require: Vec<bytestring::ByteString>,
+    proxy_require: Vec<bytestring::ByteString>,
+    unsupported: Vec<bytestring::ByteString>,
+    retry_after: Option<crate::headers::RetryAfter>,
+}
+
+/// A SIP request or response.
+///
+/// The message owns its buffer ([`Bytes`]); parsing indexes the start line and
+/// every header line once. Header names and values are slices of the buffer, and
+/// typed views ([`Message::via`], [`Message::cseq`]...) are parsed from those
+/// slices on first use and cached. Unknown headers are kept byte for byte and in
+/// order. Until it is edited, [`Message::to_bytes`] returns the received bytes.
+///
+/// ```
+/// use siplink_message::{Message, Method};
+///
+/// let msg = Message::parse(&b"OPTIONS sip:carol@chicago.example.com SIP/2.0\r\n\
+/// Via: SIP/2.0/UDP pc33.example.com;branch=z9hG4bKhjhs8ass877\r\n\
+/// Max-Forwards: 70\r\nTo: <sip:carol@chicago.example.com>\r\n\
+/// From: Alice <sip:alice@example.com>;tag=1928301774\r\n\
+/// Call-ID: a84b4c76e66710\r\nCSeq: 63104 OPTIONS\r\nContent-Length: 0\r\n\r\n"[..])?;
+/// assert_eq!(msg.method(), Some(&Method::Options));
+/// assert_eq!(msg.top_via()?.branch(), Some("z9hG4bKhjhs8ass877"));
+/// assert_eq!(msg.from()?.tag(), Some("1928301774"));
+/// assert_eq!(msg.cseq()?.seq, 63104);
+/// # Ok::<(), siplink_message::Error>(())
+/// ```
+#[derive(Debug)]
+pub struct Message {
+    buf: Bytes,
+    start: StartLine,
+    /// End of the start line, CRLF included.
+    start_end: u32,
+    /// Replacement start line after an edit.
+    new_start: Option<Bytes>,
+    headers: Vec<Entry>,
+    body: Bytes,
+    /// Content-Length as received, if present.
+    content_length: Option<u32>,
+    /// Bytes after the message in the datagram (ignored per RFC 3261 §18.3).
+    trailing: usize,
+    edited: bool,
+    pub(crate) cache: Cache,
+}
+
+impl Clone for Message {
+    fn clone(&self) -> Self {
+        Message {
+            buf: self.buf.clone(),
+            start: self.start.clone(),
+            start_end: self.start_end,
+            new_start: self.new_start.clone(),
+            headers: self.headers.clone(),
+            body: self.body.clone(),
+            content_length: self.content_length,
+            trailing: self.trailing,
+            edited: self.edited,
+            cache: Cache::default(),
+        }
+    }
+}
+
+const CTX_START: &str = "start line";
+const CTX_HEADER: &str = "header line";
+
+/// Finds the end of the line starting at `from`: returns the index just past its
+/// LF. Lines must end in CRLF.
+#[inline]
+fn line_end(b: &[u8], from: usize, context: &'static str) -> Result<usize> {
+    match memchr(b'\n', &b[from..]) {
+        Some(k) => {
+            let nl = from + k;
+            if nl == 0 || b[nl - 1] != b'\r' {
+                return Err(Error::syntax(nl, context, "CRLF line ending"));
+            }
+            Ok(nl + 1)
+        }
+        None => Err(Error::Incomplete),
+    }
+}
+
+/// `SIP-Version = "SIP" "/" 1*DIGIT "." 1*DIGIT`; returns whether it is 2.0.
+fn check_version(v: &[u8], offset: usize) -> Result<bool> {
+    let bad = || Error::syntax(offset, CTX_START, "SIP-Version (SIP/2.0)");
+    if v.len() < 7 || !v[..4].eq_ignore_ascii_case(b"SIP/") {
+        return Err(bad());
+    }
+    let rest = &v[4..];
+    let dot = memchr(b'.', rest).ok_or_else(bad)?;
+    let (major, minor) = (&rest[..dot], &rest[dot + 1..]);
+    if major.is_empty()
+        || minor.is_empty()
+        || !major.iter().all(u8::is_ascii_digit)
+        || !minor.iter().all(u8::is_ascii_digit)
+    {
+        return Err(bad());
+    }
+    Ok(v == b"SIP/2.0")
+}
+
+impl Message {
+    /// Parses one message from a datagram with the default [`ParseOptions`].
+    ///
+    /// Without Content-Length, the body is the rest of the datagram; bytes after
+    /// the Content-Length body are ignored (see [`Message::trailing_bytes`]).
+    pub fn parse(buf: impl Into<Bytes>) -> Result<Message> {
+        Message::parse_with(buf, &ParseOptions::default())
+    }
+
+    /// Parses one message with explicit limits.
+    pub fn parse_with(buf: impl Into<Bytes>, opts: &ParseOptions) -> Result<Message> {
+        let mut buf: Bytes = buf.into();
+        if buf.len() > opts.max_size {
+            return Err(Error::TooLarge {
+                size: buf.len(),
+                limit: opts.max_size,
+            });
+        }
+        // RFC 3261 §7.5: CRLFs before the start line are ignored.
+        let lead = buf
+            .chunks(2)
+            .take_while(|c| *c == b"\r\n")
+            .count()
+            .saturating_mul(2);
+        if lead > 0 {
+            buf = buf.slice(lead..);
+        }
+        let b: &[u8] = &buf;
+        let start_end = line_end(b, 0, CTX_START)?;
+        let start = Self::parse_start_line(&buf, &b[..start_end - 2])?;
+
+        let mut headers: Vec<Entry> = Vec::with_capacity(16);
+        let mut content_length: Option<(u32, usize)> = None;
+        let mut p = start_end;
+        let body_start = loop {
+            match b.get(p..p + 2) {
+                Some(b"\r\n") => break p + 2,
+                None => return Err(Error::Incomplete),
+                _ => {}
+            }
+            // One header line, with folded continuation lines.
+            let mut end = line_end(b, p, CTX_HEADER)?;
+            while matches!(b.get(end), Some(b' ' | b'\t')) {
+                end = line_end(b, end, CTX_HEADER)?;
+            }
+            let mut q = p;
+            while q < end && is_token_char(b[q]) {
+                q += 1;
+            }
+            if q == p {
+                return Err(Error::syntax(p, CTX_HEADER, "header name"));
+            }
+            let name_end = q;
+            while q < end && is_wsp(b[q]) {
+                q += 1;
+            }
+            if b[q] != b':' {
+                return Err(Error::syntax(q, CTX_HEADER, "':' after the header name"));
+            }
+            let raw_value = &b[q + 1..end - 2];
+            let value = trim_lws(raw_value);
+            let vstart = if value.is_empty() {
+                q + 1
+            } else {
+                value.as_ptr() as usize - b.as_ptr() as usize
+            };
+            let name = HeaderName::from_bytes(&b[p..name_end]);
+            if name == HeaderName::ContentLength {
+                let n = parse_decimal(value, u64::from(u32::MAX)).ok_or(
+                    Error::InvalidContentLength {
+                        offset: vstart,
+                        reason: "not a decimal number of bytes",
+                    },
+                )? as u32;
+                match content_length {
+                    Some((prev, _)) if prev != n => {
+                        return Err(Error::InvalidContentLength {
+                            offset: vstart,
+                            reason: "several different Content-Length values",
+                        });
+                    }
+                    _ => content_length = Some((n, vstart)),
+                }
+            }
+            if headers.len() == opts.max_headers {
+                return Err(Error::TooManyHeaders {
+                    limit: opts.max_headers,
+                });
+            }
+            headers.push(Entry {
+                name,
+                line: Span::new(p, end),
+                raw_name: Span::new(p, name_end),
+                value: Span::new(vstart, vstart + value.len()),
+                new: None,
+            });
+            p = end;
+        };
+
+        let available = b.len() - body_start;
+        let (body_len, trailing) = match content_length {
+            Some((n, _)) => {
+                let n = n as usize;
+                if n > available {
+                    return Err(Error::TruncatedBody {
+                        declared: n,
+                        available,
+                    });
+                }
+                (n, available - n)
+            }
+            None if opts.require_content_length => return Err(Error::MissingContentLength),
+            None => (available, 0),
+        };
+        if trailing > 0 {
+            buf.truncate(body_start + body_len);
+        }
+        let body = buf.slice(body_start..body_start + body_len);
+        Ok(Message {
+            buf,
+            start,
+            start_end: start_end as u32,
+            new_start: None,
+            headers,
+            body,
+            content_length: content_length.map(|(n, _)| n),
+            trailing,
+            edited: false,
+            cache: Cache::default(),
+        })
+    }
+
+    fn parse_start_line(buf: &Bytes, line: &[u8]) -> Result<StartLine> {
+        let sp1 = memchr(b' ', line).ok_or(Error::syntax(line.len(), CTX_START, "SP"))?;
+        if line.len() >= 4 && line[..4].eq_ignore_ascii_case(b"SIP/") {
+            // Status-Line = SIP-Version SP Status-Code SP Reason-Phrase
+            let version = Span::new(0, sp1);
+            check_version(&line[..sp1], 0)?;
+            let rest = &line[sp1 + 1..];
+            let code_len = rest.iter().take_while(|c| c.is_ascii_digit()).count();
+            if code_len != 3 || rest.get(3) != Some(&b' ') {
+                return Err(Error::syntax(
+                    sp1 + 1,
+                    CTX_START,
+                    "a three-digit status code followed by SP",
+                ));
+            }
+            let code = parse_decimal(&rest[..3], 999).unwrap_or(0) as u16;
+            if !(100..=699).contains(&code) {
+                return Err(Error::OutOfRange {
+                    offset: sp1 + 1,
+                    context: "status code",
+                    limit: "100 to 699",
+                });
+            }
+            let reason = &rest[4..];
+            if let Some(k) = reason.iter().position(|&c| c < 0x20 && c != b'\t') {
+                return Err(Error::syntax(
+                    sp1 + 5 + k,
+                    CTX_START,
+                    "reason phrase text (no control characters)",
+                ));
+            }
+            return Ok(StartLine::Response {
+                code,
+                reason: Span::new(sp1 + 5, line.len()),
+                version,
+            });
+        }
+        // Request-Line = Method SP Request-URI SP SIP-Version
+        let method = &line[..sp1];
+        if method.is_empty() || !method.iter().all(|&c| is_token_char(c)) {
+            return Err(Error::syntax(0, CTX_START, "method token"));
+        }
+        let sp2 = line
+            .iter()
+            .rposition(|&c| c == b' ')
+            .filter(|&k| k > sp1)
+            .ok_or(Error::syntax(line.len(), CTX_START, "SP SIP-Version"))?;
+        let version = &line[sp2 + 1..];
+        check_version(version, sp2 + 1)?;
+        let uri = &line[sp1 + 1..sp2];
+        if uri.is_empty() {
+            return Err(Error::syntax(sp1 + 1, CTX_START, "Request-URI"));
+        }
+        if let Some(k) = uri.iter().position(|&c| c <= b' ' || c == 0x7f) {
+            return Err(Error::syntax(
+                sp1 + 1 + k,
+                CTX_START,
+                "Request-URI without whitespace or control characters",
+            ));
+        }
+        let src = Src::new(buf);
+        Ok(StartLine::Request {
+            method: Method::from_token(method, || {
+                bytestring::ByteString::try_from(src.slice(method)).unwrap_or_default()
+            }),
+            uri: src.slice(uri),
+            version: Span::new(sp2 + 1, line.len()),
+        })
+    }
+
+    // ----- start line -----
+
+    /// Whether this is a request.
+    pub fn is_request(&self) -> bool {
+        matches!(self.start, StartLine::Request { .. })
+    }
+
+    /// Whether this is a response.
+    pub fn is_response(&self) -> bool {
+        !self.is_request()
+    }
+
+    /// The request method, `None` for a response.
+    pub fn method(&self) -> Option<&Method> {
+        match &self.start {
+            StartLine::Request { method, .. } => Some(method),
+            StartLine::Response { .. } => None,
+        }
+    }
+
+    /// The status code, `None` for a request.
+    pub fn status(&self) -> Option<u16> {
+        match &self.start {
+            StartLine::Response { code, .. } => Some(*code),
+            StartLine::Request { .. } => None,
+        }
+    }
+
+    /// The reason phrase of a response (raw bytes; UTF-8 is allowed but not checked).
+    pub fn reason(&self) -> Option<&[u8]> {
+        match &self.start {
+            StartLine::Response { reason, .. } => Some(reason.of(&self.buf)),
+            StartLine::Request { .. } => None,
+        }
+    }
+
+    /// The SIP-Version of the start line as written (`SIP/2.0`, or another
+    /// well-formed version that [`validate`](crate::validate) answers with 505).
+    pub fn version(&self) -> &[u8] {
+        match &self.start {
+            StartLine::Request { version, .. } | StartLine::Response { version, .. } => {
+                version.of(&self.buf)
+            }
+        }
+    }
+
+    /// The Request-URI exactly as written (zero-copy), `None` for a response.
+    pub fn request_uri_bytes(&self) -> Option<&Bytes> {
+        match &self.start {
+            StartLine::Request { uri, .. } => Some(uri),
+            StartLine::Response { .. } => None,
+        }
+    }
+
+    /// Offset of `sub` in the received buffer (0 if it is not inside it, e.g. an
+    /// edited value).
+    pub(crate) fn offset_of(&self, sub: &[u8]) -> usize {
+        let start = self.buf.as_ptr() as usize;
+        let p = sub.as_ptr() as usize;
+        if p >= start && p + sub.len() <= start + self.buf.len() {
+            p - start
+        } else {
+            0
+        }
+    }
+
+    // ----- headers -----
+
+    /// Every header line in order (including extension headers).
+    pub fn headers(&self) -> impl Iterator<Item = Header<'_>> + '_ {
+        self.headers.iter().map(|e| self.header_ref(e))
+    }
+
+    /// Number of header lines.
+    pub fn header_count(&self) -> usize {
+        self.headers.len()
+    }
+
+    fn header_ref<'a>(&'a self, e: &'a Entry) -> Header<'a> {
+        match &e.new {
+            Some(nv) => Header {
+                name: e.name,
+                raw_name: &nv.0,
+                value: &nv.1,
+            },
+            None => Header {
+                name: e.name,
+                raw_name: e.raw_name.of(&self.buf),
+                value: e.value.of(&self.buf),
+            },
+        }
+    }
+
+    /// The value of the first header line with this name.
+    pub fn header(&self, name: HeaderName) -> Option<&[u8]> {
+        self.header_values(name).next()
+    }
+
+    /// The values of every header line with this name, in order (one item per
+    /// line: comma-separated values on one line are not split here).
+    pub fn header_values(&self, name: HeaderName) -> impl Iterator<Item = &[u8]> + '_ {
+        self.headers
+            .iter()
+            .filter(move |e| e.name == name)
+            .map(|e| self.header_ref(e).value)
+    }
+
+    /// Values of an extension header looked up by name (case-insensitive).
+    pub fn header_values_named<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
+        self.headers()
+            .filter(move |h| h.raw_name.eq_ignore_ascii_case(name.as_bytes()))
+            .map(|h| h.value)
+    }
+
+    /// Number of header lines with this name.
+    pub fn count(&self, name: HeaderName) -> usize {
+        self.headers.iter().filter(|e| e.name == name).count()
+    }
+
+    /// Calls `f` with a [`Src`] and the value slice of every line of `name`,
+    /// so typed parsers get zero-copy slices and positions in the message.
+    pub(crate) fn for_each_value<T>(
+        &self,
+        name: HeaderName,
+        mut f: impl FnMut(&Src<'_>, &[u8]) -> Result<T>,
+    ) -> Result<Vec<T>> {
+        let mut out = Vec::new();
+        for e in self.headers.iter().filter(|e| e.name == name) {
+            match &e.new {
+                Some(nv) => out.push(f(&Src::new(&nv.1), &nv.1)?),
+                None => out.push(f(&Src::new(&self.buf), e.value.of(&self.buf))?),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Like [`Message::for_each_value`] for the first line only.
+    pub(crate) fn first_value<T>(
+        &self,
+        name: HeaderName,
+        f: impl FnOnce(&Src<'_>, &[u8]) -> Result<T>,
+    ) -> Result<Option<T>> {
+        match self.headers.iter().find(|e| e.name == name) {
+            None => Ok(None),
+            Some(e) => match &e.new {
+                Some(nv) => f(&Src::new(&nv.1), &nv.1).map(Some),
+                None => f(&Src::new(&self.buf), e.value.of(&self.buf)).map(Some),
+            },
+        }
+    }
+
+    // ----- body -----
+
+    /// The body (zero-copy).
+    pub fn body(&self) -> &Bytes {
+        &self.body
+    }
+
+    /// The Content-Length value as received, if the header was present.
+    pub fn content_length(&self) -> Option<u32> {
+        self.content_length
+    }
+
+    /// How many bytes followed the message in its datagram and were ignored
+    /// (RFC 3261 §18.3). They are not part of the message and are never forwarded.
+    pub fn trailing_bytes(&self) -> usize {
+        self.trailing
+    }
+
+    // ----- serialisation and edits -----
+
+    /// Whether the message was edited since it was parsed.
+    pub fn is_edited(&self) -> bool {
+        self.edited
+    }
+
+    /// The message on the wire. Unedited, this is the received buffer (without any
+    /// leading CRLFs or trailing datagram bytes); edited, every line that was not
+    /// touched is copied byte for byte.
+    pub fn to_bytes(&self) -> Bytes {
+        if !self.edited {
+            return self.buf.clone();
+        }
+        let mut out = BytesMut::with_capacity(self.buf.len() + 256);
+        match &self.new_start {
+            Some(s) => out.put_slice(s),
+            None => out.put_slice(&self.buf[..self.start_end as usize]),
+        }
+        for e in &self.headers {
+            match &e.new {
+                Some(nv) => {
+                    out.put_slice(&nv.0);
+                    out.put_slice(b": ");
+                    out.put_slice(&nv.1);
+                    out.put_slice(b"\r\n");
+                }
+                None => out.put_slice(e.line.of(&self.buf)),
+            }
+        }
+        out.put_slice(b"\r\n");
+        out.put_slice(&self.body);
+        out.freeze()
+    }
+
+    fn touch(&mut self) {
+        self.edited = true;
+        self.cache = Cache::default();
+    }
+
+    fn new_entry(name: HeaderName, raw_name: Bytes, value: Bytes) -> Entry {
+        Entry {
+            name,
+            line: Span::default(),
+            raw_name: Span::default(),
+            value: Span::default(),
+            new: Some(Box::new((raw_name, value))),
+        }
+    }
+
+    fn name_bytes(name: HeaderName, custom: Option<&str>) -> Bytes {
+        match name.canonical() {
+            Some(c) => Bytes::from_static(c.as_bytes()),
+            None => Bytes::copy_from_slice(custom.unwrap_or("X-Unnamed").as_bytes()),
+        }
+    }
+
+    /// Inserts a header line before the first line of the same header, or before
+    /// the first header if there is none (the place for a new top Via or
+    /// Record-Route).
+    pub fn prepend_header(&mut self, name: HeaderName, value: impl Into<Bytes>) {
+        let at = self.headers.iter().position(|e| e.name == name).unwrap_or(0);
+        let entry = Self::new_entry(name, Self::name_bytes(name, None), value.into());
+        self.headers.insert(at, entry);
+        self.touch();
+    }
+
+    /// Appends a header line after the last header.
+    pub fn append_header(&mut self, name: HeaderName, value: impl Into<Bytes>) {
+        let entry = Self::new_entry(name, Self::name_bytes(name, None), value.into());
+        self.headers.push(entry);
+        self.touch();
+    }
+
+    /// Appends an extension header line with the given name.
+    pub fn append_extension_header(&mut self, name: &str, value: impl Into<Bytes>) {
+        let classified = HeaderName::from_bytes(name.as_bytes());
+        let entry = Self::new_entry(
+            classified,
+            Bytes::copy_from_slice(name.as_bytes()),
+            value.into(),
+        );
+        self.headers.push(entry);
+        self.touch();
+    }
+
+    /// Replaces every line of `name` by one line with `value`, at the position of
+    /// the first one (or appended if there was none).
+    pub fn set_header(&mut self, name: HeaderName, value: impl Into<Bytes>) {
+        let entry = Self::new_entry(name, Self::name_bytes(name, None), value.into());
+        match self.headers.iter().position(|e| e.name == name) {
+            Some(at) => {
+                self.headers[at] = entry;
+                let mut i = 0;
+                self.headers.retain(|e| {
+                    i += 1;
+                    i - 1 == at || e.name != name
+                });
+            }
+            None => self.headers.push(entry),
+        }
+        self.touch();
+    }
+
+    /// Removes every line of `name`; returns how many were removed.
+    pub fn remove_header(&mut self, name: HeaderName) -> usize {
+        let before = self.headers.len();
+        self.headers.retain(|e| e.name != name);
+        let n = before - self.headers.len();
+        if n > 0 {
+            self.touch();
+        }
+        n
+    }
+
+    /// Removes the first *value* of a list header (e.g. the top Via of
+    /// `Via: a, b`): if its line holds several comma-separated values, the line is
+    /// rewritten without the first one; otherwise the line is removed. Returns
+    /// whether anything was removed.
+    pub fn remove_first_value(&mut self, name: HeaderName) -> bool {
+        let Some(at) = self.headers.iter().position(|e| e.name == name) else {
+            return false;
+        };
+        let value = self.header_ref(&self.headers[at]).value;
+        let mut parts = crate::grammar::split_commas(value);
+        parts.next();
+        let rest: Vec<&[u8]> = parts.collect();
+        if rest.is_empty() {
+            self.headers.remove(at);
+        } else {
+            let joined = rest.join(&b", "[..]);
+            let raw_name = Bytes::copy_from_slice(self.header_ref(&self.headers[at]).raw_name);
+            self.headers[at] = Self::new_entry(name, raw_name, Bytes::from(joined));
+        }
+        self.touch();
+        true
+    }
+
+    /// Replaces the first value of a list header (e.g. the top Via, to stamp
+    /// `received`/`rport`), keeping the other values of its line.
+    pub fn replace_first_value(&mut self, name: HeaderName, value: impl Into<Bytes>) -> bool {
+        let Some(at) = self.headers.iter().position(|e| e.name == name) else {
+            return false;
+        };
+        let value: Bytes = value.into();
+        let old = self.header_ref(&self.headers[at]).value;
+        let mut parts = crate::grammar::split_commas(old);
+        parts.next();
+        let mut joined = value.to_vec();
+        for p in parts {
+            joined.extend_from_slice(b", ");
+            joined.extend_from_slice(p);
+        }
+        let raw_name = Bytes::copy_from_slice(self.header_ref(&self.headers[at]).raw_name);
+        self.headers[at] = Self::new_entry(name, raw_name, Bytes::from(joined));
+        self.touch();
+        true
+    }
+
+    /// Replaces the Request-URI (requests only; returns `false` for a response).
+    pub fn set_request_uri(&mut self, uri: impl Into<Bytes>) -> bool {
+        let uri: Bytes = uri.into();
+        let StartLine::Request { method, .. } = &self.start else {
+            return false;
+        };
+        let mut line = BytesMut::new();
+        line.put_slice(method.as_str().as_bytes());
+        line.put_u8(b' ');
+        line.put_slice(&uri);
+        line.put_slice(b" SIP/2.0\r\n");
+        let line = line.freeze();
+        let version_start = line.len() - 9;
+        self.start = StartLine::Request {
+            method: method.clone(),
+            uri: line.slice(method.as_str().len() + 1..version_start - 1),
+            version: Span::new(0, 0),
+        };
+        self.new_start = Some(line);
+        self.touch();
+        true
+    }
+
+    /// Replaces the body and sets Content-Length (and Content-Type if given).
+    pub fn set_body(&mut self, content_type: Option<&str>, body: impl Into<Bytes>) {
+        self.body = body.into();
+        self.content_length = Some(self.body.len() as u32);
+        self.set_header(
+            HeaderName::ContentLength,
+            Bytes::from(self.body.len().to_string()),
+        );
+        if let Some(ct) = content_type {
+            self.set_header(
+                HeaderName::ContentType,
+                Bytes::copy_from_slice(ct.as_bytes()),
+            );
+        }
+    }
+
+    /// Serialises an edited message and parses it again, so that every view
+    /// reads the new bytes with positions in the new buffer.
+    pub fn reparse(&self) -> Result<Message> {
+        Message::parse_with(
+            self.to_bytes(),
+            &ParseOptions {
+                max_size: usize::MAX,
+                max_headers: usize::MAX,
+                require_content_length: false,
+            },
+        )
+    }
+}
+
+impl fmt::Display for Message {
+    /// Writes the message as (lossy) UTF-8 text, for logs.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&String::from_utf8_lossy(&self.to_bytes()))
+    }
+}
