@@ -185,7 +185,7 @@ pub struct Message {
     /// Bytes after the message in the datagram (ignored per RFC 3261 §18.3).
     trailing: usize,
     edited: bool,
-    pub(crate) cache: Cache,
+    cache: OnceLock<Box<Cache>>,
 }
 
 impl Clone for Message {
@@ -200,7 +200,7 @@ impl Clone for Message {
             content_length: self.content_length,
             trailing: self.trailing,
             edited: self.edited,
-            cache: Cache::default(),
+            cache: OnceLock::new(),
         }
     }
 }
@@ -277,6 +277,20 @@ impl Message {
         let mut headers: Vec<Entry> = Vec::with_capacity(16);
         let mut content_length: Option<(u32, usize)> = None;
         let mut p = start_end;
+        // Line feeds of the header section, found by one vectorised scan.
+        let mut lfs = memchr::memchr_iter(b'\n', &b[start_end..]).map(|k| k + start_end);
+        let mut next_line_end = |from: usize| -> Result<usize> {
+            for nl in lfs.by_ref() {
+                if nl < from {
+                    continue;
+                }
+                if b[nl - 1] != b'\r' {
+                    return Err(Error::syntax(nl, CTX_HEADER, "CRLF line ending"));
+                }
+                return Ok(nl + 1);
+            }
+            Err(Error::Incomplete)
+        };
         let body_start = loop {
             match b.get(p..p + 2) {
                 Some(b"\r\n") => break p + 2,
@@ -284,12 +298,14 @@ impl Message {
                 _ => {}
             }
             // One header line, with folded continuation lines.
-            let mut end = line_end(b, p, CTX_HEADER)?;
+            let mut end = next_line_end(p)?;
             while matches!(b.get(end), Some(b' ' | b'\t')) {
-                end = line_end(b, end, CTX_HEADER)?;
+                end = next_line_end(end)?;
             }
             let mut q = p;
+            let mut hash = 0u32;
             while q < end && is_token_char(b[q]) {
+                hash = crate::headers::hash_step(hash, b[q]);
                 q += 1;
             }
             if q == p {
@@ -309,7 +325,10 @@ impl Message {
             } else {
                 value.as_ptr() as usize - b.as_ptr() as usize
             };
-            let name = HeaderName::from_bytes(&b[p..name_end]);
+            let name = HeaderName::from_hashed(
+                &b[p..name_end],
+                crate::headers::hash_finish(hash, name_end - p),
+            );
             if name == HeaderName::ContentLength {
                 let n = parse_decimal(value, u64::from(u32::MAX)).ok_or(
                     Error::InvalidContentLength {
@@ -371,7 +390,7 @@ impl Message {
             content_length: content_length.map(|(n, _)| n),
             trailing,
             edited: false,
-            cache: Cache::default(),
+            cache: OnceLock::new(),
         })
     }
 
@@ -443,6 +462,13 @@ impl Message {
             uri: src.slice(uri),
             version: Span::new(sp2 + 1, line.len()),
         })
+    }
+
+    /// The typed-view cache, allocated on first use so that a parse that reads no
+    /// typed header pays nothing for it.
+    #[inline]
+    pub(crate) fn cache(&self) -> &Cache {
+        self.cache.get_or_init(Box::default)
     }
 
     // ----- start line -----
@@ -651,7 +677,7 @@ impl Message {
 
     fn touch(&mut self) {
         self.edited = true;
-        self.cache = Cache::default();
+        self.cache = OnceLock::new();
     }
 
     fn new_entry(name: HeaderName, raw_name: Bytes, value: Bytes) -> Entry {

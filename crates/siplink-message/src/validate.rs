@@ -204,7 +204,7 @@ impl Message {
                 return Err(r);
             }
         }
-        if opts.role == Role::Proxy && max_forwards == Some(0) && *method != crate::Method::Options {
+        if opts.role == Role::Proxy && max_forwards == Some(0) {
             return Err(Rejection::new(483, "Too Many Hops"));
         }
         Ok(())

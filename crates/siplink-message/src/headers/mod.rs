@@ -14,6 +14,7 @@ mod via;
 pub use addr::{Contacts, NameAddr};
 pub use auth::{Challenge, Credentials};
 pub use name::HeaderName;
+pub(crate) use name::{hash_finish, hash_step};
 pub use simple::{CSeq, MediaType, RetryAfter};
 pub use via::{MAGIC_COOKIE, Via};
 
@@ -26,7 +27,7 @@ use crate::uri::Uri;
 /// Returns the cached value of `$field`, computing it with `$init` on first use.
 macro_rules! cached {
     ($self:ident . $field:ident, $init:expr) => {
-        $self.cache.$field.get_or_init(|| $init).as_ref().map_err(Clone::clone)
+        $self.cache().$field.get_or_init(|| $init).as_ref().map_err(Clone::clone)
     };
 }
 

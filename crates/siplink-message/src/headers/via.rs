@@ -112,15 +112,10 @@ impl Via {
                 .take_while(|&&c| c.is_ascii_alphanumeric() || c == b'-' || c == b'.')
                 .count()
         };
-        let host_raw = &r[..host_len];
-        let host_text = std::str::from_utf8(host_raw).map_err(|_| err(r, "host"))?;
-        let host = Host::parse(host_text).map_err(|e| match e {
-            Error::Syntax { offset, .. } => Error::syntax(src.offset_of(r) + offset, CTX, "host"),
-            other => other,
-        })?;
         if host_len == 0 {
             return Err(err(r, "host"));
         }
+        let host = Host::parse_src(src, &r[..host_len])?;
         let mut r = &r[host_len..];
         let mut port = None;
         if let Ok((after, ())) = sep(b':')(r) {
