@@ -178,6 +178,48 @@ pub(crate) fn parse_decimal(digits: &[u8], max: u64) -> Option<u64> {
     Some(v)
 }
 
+/// Common protocol tokens and parameter names, returned as static strings so that
+/// the hottest views take no reference on the message buffer for them (each
+/// reference is an atomic increment and decrement).
+#[inline]
+pub(crate) fn intern(sub: &[u8]) -> Option<ByteString> {
+    let s: &'static str = match sub {
+        b"SIP" => "SIP",
+        b"2.0" => "2.0",
+        b"UDP" => "UDP",
+        b"TCP" => "TCP",
+        b"TLS" => "TLS",
+        b"WS" => "WS",
+        b"WSS" => "WSS",
+        b"SCTP" => "SCTP",
+        b"udp" => "udp",
+        b"tcp" => "tcp",
+        b"tls" => "tls",
+        b"ws" => "ws",
+        b"wss" => "wss",
+        b"branch" => "branch",
+        b"rport" => "rport",
+        b"received" => "received",
+        b"maddr" => "maddr",
+        b"ttl" => "ttl",
+        b"tag" => "tag",
+        b"lr" => "lr",
+        b"transport" => "transport",
+        b"user" => "user",
+        b"phone" => "phone",
+        b"method" => "method",
+        b"expires" => "expires",
+        b"q" => "q",
+        b"ob" => "ob",
+        b"reg-id" => "reg-id",
+        b"+sip.instance" => "+sip.instance",
+        b"r2" => "r2",
+        b"on" => "on",
+        _ => return None,
+    };
+    Some(ByteString::from_static(s))
+}
+
 /// The source buffer a parse works on, with the offset of the slice being parsed
 /// relative to the start of the message (for error positions).
 #[derive(Clone, Copy)]
@@ -214,6 +256,15 @@ impl<'b> Src<'b> {
     pub(crate) fn text(&self, sub: &[u8], context: &'static str) -> Result<ByteString> {
         ByteString::try_from(self.slice(sub))
             .map_err(|_| Error::syntax(self.offset_of(sub), context, "UTF-8 text"))
+    }
+
+    /// Like [`Src::text`], with common tokens interned (see [`intern`]).
+    #[inline]
+    pub(crate) fn token_text(&self, sub: &[u8], context: &'static str) -> Result<ByteString> {
+        match intern(sub) {
+            Some(s) => Ok(s),
+            None => self.text(sub, context),
+        }
     }
 
     /// Text that may need unescaping (a quoted string's contents).
@@ -402,14 +453,14 @@ pub(crate) fn params<'a>(
                 let value = if quoted {
                     src.unquoted_text(raw, context)?
                 } else {
-                    src.text(raw, context)?
+                    src.token_text(raw, context)?
                 };
                 (rest, Some(value), quoted)
             }
             Err(_) => (rest, None, false),
         };
         out.push(Param {
-            name: src.text(name, context)?,
+            name: src.token_text(name, context)?,
             value,
             quoted,
         });

@@ -124,6 +124,7 @@ macro_rules! typed_cache {
 typed_cache! {
     request_uri: crate::uri::Uri,
     via: Vec<crate::headers::Via>,
+    top_via: crate::headers::Via,
     from: crate::headers::NameAddr,
     to: crate::headers::NameAddr,
     contact: crate::headers::Contacts,

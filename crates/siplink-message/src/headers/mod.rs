@@ -63,9 +63,20 @@ impl Message {
         .map(Vec::as_slice)
     }
 
-    /// The top Via value.
+    /// The top Via value. Only the first value is parsed (a proxy reads the top
+    /// Via of every message; the others only when it forwards a response), unless
+    /// [`Message::via`] has already parsed them all.
     pub fn top_via(&self) -> Result<&Via> {
-        self.via()?.first().ok_or(Error::MissingHeader("Via"))
+        if let Some(Ok(all)) = self.cache().via.get() {
+            return all.first().ok_or(Error::MissingHeader("Via"));
+        }
+        cached!(self.top_via, {
+            self.first_value(HeaderName::Via, |src, v| {
+                let first = crate::grammar::split_commas(v).next().unwrap_or_default();
+                Via::parse_src(src, first)
+            })?
+            .ok_or(Error::MissingHeader("Via"))
+        })
     }
 
     /// The From header.

@@ -136,9 +136,9 @@ impl Via {
             return Err(err(r, "';' or ',' or end of value"));
         }
         let via = Via {
-            protocol: src.text(protocol, CTX)?,
-            version: src.text(version, CTX)?,
-            transport: src.text(transport, CTX)?,
+            protocol: src.token_text(protocol, CTX)?,
+            version: src.token_text(version, CTX)?,
+            transport: src.token_text(transport, CTX)?,
             host,
             port,
             params,

@@ -249,7 +249,13 @@ mod tests {
         assert!(inside(uri.as_str()));
         assert!(inside(sip.user().unwrap()));
         assert!(matches!(sip.host(), Host::Domain(d) if inside(d)));
-        assert!(inside(&sip.params().iter().next().unwrap().name));
+        // Common parameter names are interned (static), others are slices.
+        assert_eq!(&*sip.params().iter().next().unwrap().name, "lr");
+        let msg2 = Bytes::from_static(b"INVITE sip:alice@example.com;xyz SIP/2.0\r\n");
+        let uri2 = Uri::parse_src(&Src::new(&msg2), &msg2[7..32]).unwrap();
+        let name = &uri2.as_sip().unwrap().params().iter().next().unwrap().name;
+        let p = name.as_ptr() as usize;
+        assert!(p >= msg2.as_ptr() as usize && p < msg2.as_ptr() as usize + msg2.len());
 
         let msg = Bytes::from_static(b"INVITE sip:alice@example.com; lr SIP/2.0\r\n");
         let e = Uri::parse_src(&Src::new(&msg), &msg[7..32]).unwrap_err();

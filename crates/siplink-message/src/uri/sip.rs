@@ -283,6 +283,8 @@ impl std::str::FromStr for SipUri {
     }
 }
 
+use crate::grammar::intern;
+
 /// Parses what follows `sip:`/`sips:` (at `start`) to the end of `raw` (all ASCII).
 pub(crate) fn parse(raw: ByteString, base: usize, secure: bool, start: usize) -> Result<SipUri> {
     let s = raw.as_bytes();
@@ -343,11 +345,11 @@ pub(crate) fn parse(raw: ByteString, base: usize, secure: bool, start: usize) ->
             if ve == ne + 1 {
                 return Err(err(ve, "URI parameter value"));
             }
-            value = Some(sub(ne + 1, ve));
+            value = Some(intern(&s[ne + 1..ve]).unwrap_or_else(|| sub(ne + 1, ve)));
             k = ve;
         }
         params.push(Param {
-            name: sub(ns, ne),
+            name: intern(&s[ns..ne]).unwrap_or_else(|| sub(ns, ne)),
             value,
             quoted: false,
         });
