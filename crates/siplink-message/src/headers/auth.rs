@@ -391,9 +391,9 @@ fn is_bare_value_char(b: u8) -> bool {
 fn is_token68(i: &[u8]) -> bool {
     let body = i.iter().take_while(|&&c| c != b'=').count();
     body > 0
-        && i[..body]
-            .iter()
-            .all(|&c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_' | b'~' | b'+' | b'/'))
+        && i[..body].iter().all(|&c| {
+            c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_' | b'~' | b'+' | b'/')
+        })
         && i[body..].iter().all(|&c| c == b'=')
 }
 
@@ -442,8 +442,8 @@ fn parse_auth(src: &Src<'_>, value: &[u8], ctx: &'static str) -> Result<Parsed> 
         };
         let v = sws(rest);
         let (rest, value, quoted) = if v.first() == Some(&b'"') {
-            let (rest, raw) =
-                quoted_string(v).map_err(|_| src.err(v, ctx, "a quoted string with its closing quote"))?;
+            let (rest, raw) = quoted_string(v)
+                .map_err(|_| src.err(v, ctx, "a quoted string with its closing quote"))?;
             if raw.len() > MAX_VALUE_LEN {
                 return Err(too_long(src, v, ctx));
             }
@@ -458,7 +458,10 @@ fn parse_auth(src: &Src<'_>, value: &[u8], ctx: &'static str) -> Result<Parsed> 
             }
             (&v[n..], src.text(&v[..n], ctx)?, false)
         };
-        if out.iter().any(|p| p.name.as_bytes().eq_ignore_ascii_case(name)) {
+        if out
+            .iter()
+            .any(|p| p.name.as_bytes().eq_ignore_ascii_case(name))
+        {
             return Err(src.err(name, ctx, duplicate_message(name)));
         }
         if out.len() == MAX_PARAMS {
@@ -478,7 +481,11 @@ fn parse_auth(src: &Src<'_>, value: &[u8], ctx: &'static str) -> Result<Parsed> 
             None => break,
             Some((b',', r)) => i = r,
             Some(_) => {
-                return Err(src.err(j, ctx, "`,` or the end of the header after the parameter value"));
+                return Err(src.err(
+                    j,
+                    ctx,
+                    "`,` or the end of the header after the parameter value",
+                ));
             }
         }
     }
@@ -574,13 +581,25 @@ fn write_auth(
 
 impl fmt::Display for Challenge {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write_auth(f, &self.scheme, &self.params, self.token68.as_ref(), Kind::Challenge)
+        write_auth(
+            f,
+            &self.scheme,
+            &self.params,
+            self.token68.as_ref(),
+            Kind::Challenge,
+        )
     }
 }
 
 impl fmt::Display for Credentials {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write_auth(f, &self.scheme, &self.params, self.token68.as_ref(), Kind::Credentials)
+        write_auth(
+            f,
+            &self.scheme,
+            &self.params,
+            self.token68.as_ref(),
+            Kind::Credentials,
+        )
     }
 }
 
@@ -655,7 +674,10 @@ mod tests {
             .with("realm", "r")
             .with("x-thing", "has space");
         let s = c.to_string();
-        assert_eq!(s, r#"Digest username="a\"b\\c", realm="r", x-thing="has space""#);
+        assert_eq!(
+            s,
+            r#"Digest username="a\"b\\c", realm="r", x-thing="has space""#
+        );
         let back = Credentials::parse(s).unwrap();
         assert_eq!(back.username(), Some("a\"b\\c"));
         assert_eq!(back.param("x-thing"), Some("has space"));
@@ -663,7 +685,9 @@ mod tests {
 
     fn syntax_expected(e: Error) -> (usize, &'static str) {
         match e {
-            Error::Syntax { offset, expected, .. } => (offset, expected),
+            Error::Syntax {
+                offset, expected, ..
+            } => (offset, expected),
             Error::OutOfRange { offset, limit, .. } => (offset, limit),
             other => panic!("unexpected {other:?}"),
         }
@@ -676,17 +700,32 @@ mod tests {
         let e = Credentials::parse(r#"Digest NONCE="x", nonce="y""#).unwrap_err();
         assert_eq!(syntax_expected(e).1, "at most one `nonce` parameter");
         let e = Credentials::parse(r#"Digest foo=1, Foo=2"#).unwrap_err();
-        assert_eq!(syntax_expected(e).1, "parameter names that are not repeated");
+        assert_eq!(
+            syntax_expected(e).1,
+            "parameter names that are not repeated"
+        );
         let e = Credentials::parse(r#"Digest realm="abc"#).unwrap_err();
-        assert_eq!(syntax_expected(e), (13, "a quoted string with its closing quote"));
+        assert_eq!(
+            syntax_expected(e),
+            (13, "a quoted string with its closing quote")
+        );
         let e = Credentials::parse(r#"Digest realm=two words"#).unwrap_err();
         assert_eq!(syntax_expected(e).0, 17);
         let e = Credentials::parse(r#"Digest realm"#).unwrap_err();
-        assert_eq!(syntax_expected(e).1, "`=` and a value after the parameter name");
+        assert_eq!(
+            syntax_expected(e).1,
+            "`=` and a value after the parameter name"
+        );
         let e = Credentials::parse(r#"Digest realm=, nonce="x""#).unwrap_err();
-        assert_eq!(syntax_expected(e).1, "a parameter value (token or quoted string)");
+        assert_eq!(
+            syntax_expected(e).1,
+            "a parameter value (token or quoted string)"
+        );
         let e = Credentials::parse("Digestrealm=\"x\"").unwrap_err();
-        assert_eq!(syntax_expected(e).1, "white space after the authentication scheme");
+        assert_eq!(
+            syntax_expected(e).1,
+            "white space after the authentication scheme"
+        );
         let e = Credentials::parse(",Digest realm=x").unwrap_err();
         assert_eq!(syntax_expected(e), (0, "authentication scheme"));
     }
@@ -695,16 +734,25 @@ mod tests {
     fn limits() {
         let long = "a".repeat(MAX_VALUE_LEN + 1);
         let e = Credentials::parse(format!("Digest nonce=\"{long}\"")).unwrap_err();
-        assert_eq!(syntax_expected(e), (13, "parameter value of at most 1024 bytes"));
+        assert_eq!(
+            syntax_expected(e),
+            (13, "parameter value of at most 1024 bytes")
+        );
         let e = Credentials::parse(format!("Digest nonce={long}")).unwrap_err();
-        assert_eq!(syntax_expected(e).1, "parameter value of at most 1024 bytes");
+        assert_eq!(
+            syntax_expected(e).1,
+            "parameter value of at most 1024 bytes"
+        );
         let ok = "a".repeat(MAX_VALUE_LEN);
         assert!(Credentials::parse(format!("Digest nonce=\"{ok}\"")).is_ok());
         let many: Vec<String> = (0..=MAX_PARAMS).map(|k| format!("p{k}=v")).collect();
         let e = Credentials::parse(format!("Digest {}", many.join(","))).unwrap_err();
         assert_eq!(syntax_expected(e).1, "at most 32 parameters");
         let huge = format!("Digest x=\"{}\"", "b".repeat(MAX_HEADER_LEN));
-        assert!(matches!(Credentials::parse(huge), Err(Error::OutOfRange { offset: 0, .. })));
+        assert!(matches!(
+            Credentials::parse(huge),
+            Err(Error::OutOfRange { offset: 0, .. })
+        ));
     }
 
     #[test]
@@ -723,7 +771,12 @@ mod tests {
 
     fn pairs(p: &Params) -> Vec<(String, Option<String>)> {
         p.iter()
-            .map(|p| (p.name.to_ascii_lowercase(), p.value.as_deref().map(str::to_owned)))
+            .map(|p| {
+                (
+                    p.name.to_ascii_lowercase(),
+                    p.value.as_deref().map(str::to_owned),
+                )
+            })
             .collect()
     }
 
@@ -733,20 +786,36 @@ mod tests {
         fn display_round_trips(
             scheme in proptest::sample::select(vec!["Digest", "digest", "Other"]),
             parts in proptest::collection::vec(
-                ("[a-zA-Z][a-zA-Z0-9-]{0,6}", "[\\x01-\\x7f]{0,12}", proptest::bool::ANY), 0..6),
+                ("[a-zA-Z][a-zA-Z0-9-]{0,6}", "[\\x01-\\x7f]{0,12}", proptest::bool::ANY),
+                0..6,
+            ),
             sep in proptest::sample::select(vec![",", " , ", ",\r\n ", ",,"]),
         ) {
             let body: Vec<String> = parts
                 .iter()
-                .map(|(n, v, q)| if *q { format!("{n}=\"{}\"", v.replace('\\', "\\\\").replace('"', "\\\"")) } else { format!("{n}={v}") })
+                .map(|(n, v, q)| {
+                    if *q {
+                        let v = v.replace('\\', "\\\\").replace('"', "\\\"");
+                        format!("{n}=\"{v}\"")
+                    } else {
+                        format!("{n}={v}")
+                    }
+                })
                 .collect();
             let text = format!("{scheme} {}", body.join(sep));
-            for parsed in [Challenge::parse(text.clone()).map(|c| (c.to_string(), c.params)),
-                           Credentials::parse(text.clone()).map(|c| (c.to_string(), c.params))] {
-                if let Ok((shown, params)) = parsed {
-                    let back = Credentials::parse(shown.clone()).unwrap();
-                    proptest::prop_assert_eq!(pairs(&back.params), pairs(&params), "{:?} -> {:?}", text, shown);
-                }
+            let parsed = [
+                Challenge::parse(text.clone()).map(|c| (c.to_string(), c.params)),
+                Credentials::parse(text.clone()).map(|c| (c.to_string(), c.params)),
+            ];
+            for (shown, params) in parsed.into_iter().flatten() {
+                let back = Credentials::parse(shown.clone()).unwrap();
+                proptest::prop_assert_eq!(
+                    pairs(&back.params),
+                    pairs(&params),
+                    "{:?} -> {:?}",
+                    text,
+                    shown
+                );
             }
         }
     }
@@ -754,6 +823,12 @@ mod tests {
     #[test]
     fn non_utf8_is_an_error() {
         let e = Credentials::parse(&b"Digest username=\"\xff\""[..]).unwrap_err();
-        assert!(matches!(e, Error::Syntax { expected: "UTF-8 text", .. }));
+        assert!(matches!(
+            e,
+            Error::Syntax {
+                expected: "UTF-8 text",
+                ..
+            }
+        ));
     }
 }
