@@ -48,6 +48,8 @@
 //!     other => panic!("{other:?}"),
 //! }
 //! ```
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
 
 pub mod algorithm;
 pub mod client;
