@@ -63,7 +63,10 @@ impl MessageBuilder {
 
     /// Starts a status line with the given reason phrase (line breaks are removed).
     pub fn response_with_reason(status: u16, reason: &str) -> MessageBuilder {
-        let reason: String = reason.chars().filter(|c| *c != '\r' && *c != '\n').collect();
+        let reason: String = reason
+            .chars()
+            .filter(|c| *c != '\r' && *c != '\n')
+            .collect();
         MessageBuilder {
             start: format!("SIP/2.0 {status} {reason}"),
             headers: Vec::with_capacity(12),
@@ -95,7 +98,8 @@ impl MessageBuilder {
 
     /// Sets the body and its Content-Type.
     pub fn body(mut self, content_type: &str, body: impl Into<Bytes>) -> MessageBuilder {
-        self.headers.retain(|(n, _)| !HeaderName::ContentType.matches(n));
+        self.headers
+            .retain(|(n, _)| !HeaderName::ContentType.matches(n));
         self.headers.push((
             header_name_bytes(HeaderName::ContentType),
             Bytes::copy_from_slice(content_type.as_bytes()),
@@ -109,6 +113,13 @@ impl MessageBuilder {
         let mut out = BytesMut::with_capacity(
             self.start.len() + self.body.len() + 64 + self.headers.len() * 48,
         );
+        if let Some(k) = self.start.bytes().position(|c| c == b'\r' || c == b'\n') {
+            return Err(Error::Syntax {
+                offset: k,
+                context: "start line",
+                expected: "no line breaks",
+            });
+        }
         out.put_slice(self.start.as_bytes());
         out.put_slice(b"\r\n");
         for (name, value) in &self.headers {
@@ -155,12 +166,22 @@ impl MessageBuilder {
     }
 }
 
+/// Copies a received header value with its folded line breaks turned into spaces
+/// (the value means the same; the builder writes one line per header).
+fn copy_unfolded(v: &[u8]) -> Bytes {
+    crate::message::unfold(Bytes::copy_from_slice(v))
+}
+
 /// A random token suitable for a To tag.
 fn new_tag() -> String {
     use std::hash::{BuildHasher, Hasher};
     // RandomState is seeded from the OS per instance; two hashes give 64 bits each.
-    let a = std::collections::hash_map::RandomState::new().build_hasher().finish();
-    let b = std::collections::hash_map::RandomState::new().build_hasher().finish();
+    let a = std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish();
+    let b = std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish();
     format!("{a:016x}{b:08x}", b = b as u32)
 }
 
@@ -180,14 +201,14 @@ impl Message {
         for h in self.headers() {
             match h.name() {
                 HeaderName::Via | HeaderName::From | HeaderName::CallId | HeaderName::CSeq => {
-                    b = b.header_bytes(h.name(), Bytes::copy_from_slice(h.value()));
+                    b = b.header_bytes(h.name(), copy_unfolded(h.value()));
                 }
                 HeaderName::Timestamp if status == 100 => {
-                    b = b.header_bytes(h.name(), Bytes::copy_from_slice(h.value()));
+                    b = b.header_bytes(h.name(), copy_unfolded(h.value()));
                 }
                 HeaderName::To => {
                     let has_tag = self.to().map(|t| t.tag().is_some()).unwrap_or(true);
-                    let mut v = h.value().to_vec();
+                    let mut v = copy_unfolded(h.value()).to_vec();
                     if !has_tag && status != 100 {
                         v.extend_from_slice(b";tag=");
                         match tag {

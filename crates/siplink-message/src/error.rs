@@ -60,7 +60,9 @@ pub enum Error {
         reason: &'static str,
     },
     /// The body is shorter than Content-Length says.
-    #[error("body truncated: Content-Length is {declared} but only {available} bytes follow the headers")]
+    #[error(
+        "body truncated: Content-Length is {declared} but only {available} bytes follow the headers"
+    )]
     TruncatedBody {
         /// Declared Content-Length.
         declared: usize,

@@ -365,7 +365,11 @@ impl Params {
     /// Sets a parameter: replaces the value of the first one named `name`, or
     /// appends it.
     pub fn set(&mut self, name: &str, value: Option<&str>) {
-        match self.0.iter().position(|p| p.name.eq_ignore_ascii_case(name)) {
+        match self
+            .0
+            .iter()
+            .position(|p| p.name.eq_ignore_ascii_case(name))
+        {
             Some(k) => {
                 self.0[k].value = value.map(ByteString::from);
                 self.0[k].quoted =
@@ -510,7 +514,10 @@ mod tests {
 
     #[test]
     fn quoted_strings() {
-        assert_eq!(quoted_string(b"\"a\\\"b\" rest").unwrap(), (&b" rest"[..], &b"a\\\"b"[..]));
+        assert_eq!(
+            quoted_string(b"\"a\\\"b\" rest").unwrap(),
+            (&b" rest"[..], &b"a\\\"b"[..])
+        );
         assert!(quoted_string(b"\"unterminated").is_err());
         assert_eq!(unescape_quoted(b"a\\\"b").as_ref(), b"a\"b");
     }
@@ -519,13 +526,18 @@ mod tests {
     fn decimal_limits() {
         assert_eq!(parse_decimal(b"0068", 255), Some(68));
         assert_eq!(parse_decimal(b"300", 255), None);
-        assert_eq!(parse_decimal(b"36893488147419103232", u64::from(u32::MAX)), None);
+        assert_eq!(
+            parse_decimal(b"36893488147419103232", u64::from(u32::MAX)),
+            None
+        );
         assert_eq!(parse_decimal(b"", 9), None);
     }
 
     #[test]
     fn params_and_commas() {
-        let b = Bytes::from_static(b";branch=z9hG4bK1 ; rport;received=[2001:db8::1];x=\"q \\\" v\" tail");
+        let b = Bytes::from_static(
+            b";branch=z9hG4bK1 ; rport;received=[2001:db8::1];x=\"q \\\" v\" tail",
+        );
         let src = Src::new(&b);
         let (rest, p) = params(&src, &b, "test").unwrap();
         assert_eq!(rest, b" tail");

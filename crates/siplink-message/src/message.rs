@@ -209,6 +209,32 @@ impl Clone for Message {
 const CTX_START: &str = "start line";
 const CTX_HEADER: &str = "header line";
 
+/// Replaces folded line breaks (and any stray CR or LF) by single spaces, so that a
+/// value written into a header line can never start a new line (no header
+/// injection). Borrows when there is nothing to replace.
+pub(crate) fn unfold(value: Bytes) -> Bytes {
+    if !value.iter().any(|&c| c == b'\r' || c == b'\n') {
+        return value;
+    }
+    let mut out = Vec::with_capacity(value.len());
+    let mut i = 0;
+    while i < value.len() {
+        match value[i] {
+            b'\r' | b'\n' => {
+                while i < value.len() && matches!(value[i], b'\r' | b'\n' | b' ' | b'\t') {
+                    i += 1;
+                }
+                out.push(b' ');
+            }
+            c => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    Bytes::from(out)
+}
+
 /// Finds the end of the line starting at `from`: returns the index just past its
 /// LF. Lines must end in CRLF.
 #[inline]
@@ -271,6 +297,12 @@ impl Message {
         if lead > 0 {
             buf = buf.slice(lead..);
         }
+        // Error offsets count from the start of the input, leading CRLFs included.
+        Message::index(buf, opts).map_err(|e| e.offset_by(lead))
+    }
+
+    /// Indexes a message whose first byte is the start line.
+    fn index(mut buf: Bytes, opts: &ParseOptions) -> Result<Message> {
         let b: &[u8] = &buf;
         let start_end = line_end(b, 0, CTX_START)?;
         let start = Self::parse_start_line(&buf, &b[..start_end - 2])?;
@@ -511,10 +543,11 @@ impl Message {
     /// The SIP-Version of the start line as written (`SIP/2.0`, or another
     /// well-formed version that [`validate`](crate::validate) answers with 505).
     pub fn version(&self) -> &[u8] {
-        match &self.start {
-            StartLine::Request { version, .. } | StartLine::Response { version, .. } => {
-                version.of(&self.buf)
-            }
+        match (&self.start, &self.new_start) {
+            // An edited start line is always written with SIP/2.0 (before its CRLF).
+            (StartLine::Request { .. }, Some(line)) => &line[line.len() - 9..line.len() - 2],
+            (StartLine::Request { version, .. }, None)
+            | (StartLine::Response { version, .. }, _) => version.of(&self.buf),
         }
     }
 
@@ -642,6 +675,9 @@ impl Message {
     }
 
     // ----- serialisation and edits -----
+    //
+    // Values given to the edit methods below are written on one line: folded or
+    // stray line breaks become spaces, so an edit can never inject a header.
 
     /// Whether the message was edited since it was parsed.
     pub fn is_edited(&self) -> bool {
@@ -682,6 +718,7 @@ impl Message {
     }
 
     fn new_entry(name: HeaderName, raw_name: Bytes, value: Bytes) -> Entry {
+        let value = unfold(value);
         Entry {
             name,
             line: Span::default(),
@@ -700,9 +737,14 @@ impl Message {
 
     /// Inserts a header line before the first line of the same header, or before
     /// the first header if there is none (the place for a new top Via or
-    /// Record-Route).
+    /// Record-Route). Line breaks in `value` are replaced by spaces, as in every
+    /// edit method: an edit cannot inject a header.
     pub fn prepend_header(&mut self, name: HeaderName, value: impl Into<Bytes>) {
-        let at = self.headers.iter().position(|e| e.name == name).unwrap_or(0);
+        let at = self
+            .headers
+            .iter()
+            .position(|e| e.name == name)
+            .unwrap_or(0);
         let entry = Self::new_entry(name, Self::name_bytes(name, None), value.into());
         self.headers.insert(at, entry);
         self.touch();
@@ -800,9 +842,15 @@ impl Message {
         true
     }
 
-    /// Replaces the Request-URI (requests only; returns `false` for a response).
+    /// Replaces the Request-URI. Returns `false` (and changes nothing) for a
+    /// response or for a URI that is empty or holds whitespace or control
+    /// characters.
     pub fn set_request_uri(&mut self, uri: impl Into<Bytes>) -> bool {
         let uri: Bytes = uri.into();
+        // A Request-URI has no whitespace: anything else would corrupt the line.
+        if uri.is_empty() || uri.iter().any(|&c| c <= b' ' || c == 0x7f) {
+            return false;
+        }
         let StartLine::Request { method, .. } = &self.start else {
             return false;
         };

@@ -115,7 +115,7 @@ impl Message {
     /// assert!(r.reason.contains("CSeq method"));
     /// ```
     pub fn validate_with(&self, opts: &ValidationOptions) -> Result<(), Rejection> {
-        if self.version() != b"SIP/2.0" {
+        if !self.version().eq_ignore_ascii_case(b"SIP/2.0") {
             return Err(Rejection::new(505, "Version Not Supported (only SIP/2.0)"));
         }
         for &h in MANDATORY {
@@ -185,7 +185,10 @@ impl Message {
             }
         }
         let (tags, check) = match opts.role {
-            Role::Uas => (require, !matches!(method, crate::Method::Ack | crate::Method::Cancel)),
+            Role::Uas => (
+                require,
+                !matches!(method, crate::Method::Ack | crate::Method::Cancel),
+            ),
             Role::Proxy => (proxy_require, true),
             Role::Syntax => (require, false),
         };
@@ -196,10 +199,8 @@ impl Message {
                 .cloned()
                 .collect();
             if !unsupported.is_empty() {
-                let mut r = Rejection::new(
-                    420,
-                    format!("Bad Extension: {}", unsupported.join(", ")),
-                );
+                let mut r =
+                    Rejection::new(420, format!("Bad Extension: {}", unsupported.join(", ")));
                 r.unsupported = unsupported;
                 return Err(r);
             }

@@ -55,7 +55,11 @@ impl NameAddr {
     /// The `+sip.instance` parameter (RFC 5626), without its quotes and `<>`.
     pub fn instance(&self) -> Option<&str> {
         let v = self.params.get("+sip.instance").flatten()?;
-        Some(v.strip_prefix('<').and_then(|v| v.strip_suffix('>')).unwrap_or(v))
+        Some(
+            v.strip_prefix('<')
+                .and_then(|v| v.strip_suffix('>'))
+                .unwrap_or(v),
+        )
     }
 
     /// The `reg-id` parameter (RFC 5626).
@@ -69,7 +73,9 @@ impl NameAddr {
         let err = |rest: &[u8], what| src.err(rest, ctx, what);
         let (display_name, rest) = if i.first() == Some(&b'"') {
             let (r, raw) = quoted_string(i).map_err(|e| match e {
-                nom::Err::Error(e) | nom::Err::Failure(e) => err(e.input, "closing '\"' of the display name"),
+                nom::Err::Error(e) | nom::Err::Failure(e) => {
+                    err(e.input, "closing '\"' of the display name")
+                }
                 nom::Err::Incomplete(_) => err(i, "display name"),
             })?;
             let r = sws(r);

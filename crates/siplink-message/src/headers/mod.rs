@@ -27,7 +27,12 @@ use crate::uri::Uri;
 /// Returns the cached value of `$field`, computing it with `$init` on first use.
 macro_rules! cached {
     ($self:ident . $field:ident, $init:expr) => {
-        $self.cache().$field.get_or_init(|| $init).as_ref().map_err(Clone::clone)
+        $self
+            .cache()
+            .$field
+            .get_or_init(|| $init)
+            .as_ref()
+            .map_err(Clone::clone)
     };
 }
 
@@ -106,8 +111,11 @@ impl Message {
 
     /// Route values in order.
     pub fn route(&self) -> Result<&[NameAddr]> {
-        cached!(self.route, addr::parse_list(self, HeaderName::Route, "Route header"))
-            .map(Vec::as_slice)
+        cached!(
+            self.route,
+            addr::parse_list(self, HeaderName::Route, "Route header")
+        )
+        .map(Vec::as_slice)
     }
 
     /// Record-Route values in order.
@@ -121,8 +129,11 @@ impl Message {
 
     /// Path values in order (RFC 3327).
     pub fn path(&self) -> Result<&[NameAddr]> {
-        cached!(self.path, addr::parse_list(self, HeaderName::Path, "Path header"))
-            .map(Vec::as_slice)
+        cached!(
+            self.path,
+            addr::parse_list(self, HeaderName::Path, "Path header")
+        )
+        .map(Vec::as_slice)
     }
 
     /// The Call-ID.
@@ -146,7 +157,8 @@ impl Message {
     pub fn max_forwards(&self) -> Result<Option<u8>> {
         cached!(self.max_forwards, {
             self.first_value(HeaderName::MaxForwards, |src, v| {
-                simple::parse_number(src, v, 255, "Max-Forwards header", "0 to 255").map(|n| n as u8)
+                simple::parse_number(src, v, 255, "Max-Forwards header", "0 to 255")
+                    .map(|n| n as u8)
             })
         })
         .copied()
@@ -167,8 +179,14 @@ impl Message {
     pub fn min_expires(&self) -> Result<Option<u32>> {
         cached!(self.min_expires, {
             self.first_value(HeaderName::MinExpires, |src, v| {
-                simple::parse_number(src, v, u64::from(u32::MAX), "Min-Expires header", "0 to 2^32-1")
-                    .map(|n| n as u32)
+                simple::parse_number(
+                    src,
+                    v,
+                    u64::from(u32::MAX),
+                    "Min-Expires header",
+                    "0 to 2^32-1",
+                )
+                .map(|n| n as u32)
             })
         })
         .copied()
@@ -216,8 +234,11 @@ impl Message {
 
     /// Allow: the methods listed.
     pub fn allow(&self) -> Result<&[ByteString]> {
-        cached!(self.allow, simple::parse_tokens(self, HeaderName::Allow, "Allow header"))
-            .map(Vec::as_slice)
+        cached!(
+            self.allow,
+            simple::parse_tokens(self, HeaderName::Allow, "Allow header")
+        )
+        .map(Vec::as_slice)
     }
 
     /// Supported: option tags.
@@ -276,6 +297,7 @@ impl Message {
 
     /// Checks the Date header, if any (RFC 1123 date in GMT).
     pub fn check_date(&self) -> Result<()> {
-        self.for_each_value(HeaderName::Date, simple::check_date).map(|_| ())
+        self.for_each_value(HeaderName::Date, simple::check_date)
+            .map(|_| ())
     }
 }

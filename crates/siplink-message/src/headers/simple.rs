@@ -6,7 +6,9 @@ use std::fmt;
 use bytestring::ByteString;
 
 use crate::error::{Error, Result};
-use crate::grammar::{Params, Src, is_token_char, is_word_char, params, parse_decimal, sep, sws, token};
+use crate::grammar::{
+    Params, Src, is_token_char, is_word_char, params, parse_decimal, sep, sws, token,
+};
 use crate::method::Method;
 
 /// `CSeq: 4711 INVITE`.
@@ -95,7 +97,13 @@ pub(crate) fn parse_call_id(src: &Src<'_>, v: &[u8]) -> Result<ByteString> {
 }
 
 /// A single `1*DIGIT` value bounded by `max` (Max-Forwards, Expires, Min-Expires).
-pub(crate) fn parse_number(src: &Src<'_>, v: &[u8], max: u64, context: &'static str, limit: &'static str) -> Result<u64> {
+pub(crate) fn parse_number(
+    src: &Src<'_>,
+    v: &[u8],
+    max: u64,
+    context: &'static str,
+    limit: &'static str,
+) -> Result<u64> {
     let (n, r) = number(src, v, max, context, limit)?;
     end(src, r, context)?;
     Ok(n)
@@ -220,7 +228,8 @@ pub(crate) fn check_date(src: &Src<'_>, v: &[u8]) -> Result<()> {
     const CTX: &str = "Date header";
     const DAYS: [&[u8]; 7] = [b"Mon", b"Tue", b"Wed", b"Thu", b"Fri", b"Sat", b"Sun"];
     const MONTHS: [&[u8]; 12] = [
-        b"Jan", b"Feb", b"Mar", b"Apr", b"May", b"Jun", b"Jul", b"Aug", b"Sep", b"Oct", b"Nov", b"Dec",
+        b"Jan", b"Feb", b"Mar", b"Apr", b"May", b"Jun", b"Jul", b"Aug", b"Sep", b"Oct", b"Nov",
+        b"Dec",
     ];
     let bad = |expected| Err(src.err(v, CTX, expected));
     if v.len() != 29 {

@@ -75,7 +75,10 @@ impl Via {
 
     /// The `ttl` parameter.
     pub fn ttl(&self) -> Option<u8> {
-        self.params.get("ttl").flatten().and_then(|t| t.parse().ok())
+        self.params
+            .get("ttl")
+            .flatten()
+            .and_then(|t| t.parse().ok())
     }
 
     /// Whether the transport is `transport` (case-insensitive).
@@ -172,7 +175,9 @@ impl Via {
                 if v.and_then(|t| t.parse::<u8>().ok()).is_none() {
                     return Err(bad("ttl=0-255"));
                 }
-            } else if p.name.eq_ignore_ascii_case("maddr") && v.is_none_or(|m| Host::parse(m).is_err()) {
+            } else if p.name.eq_ignore_ascii_case("maddr")
+                && v.is_none_or(|m| Host::parse(m).is_err())
+            {
                 return Err(bad("maddr=host"));
             }
         }
