@@ -112,7 +112,7 @@ Content-Type: application/sdp\r\n",
 /// The headers a proxy reads for every request it forwards.
 fn siplink_proxy_headers(m: &Message) -> usize {
     let via = m.top_via().expect("via");
-    let tag = m.to().expect("to").tag().map_or(0, str::len);
+    let tag = m.to_tag().expect("to").map_or(0, str::len);
     let call_id = m.call_id().expect("call-id").len();
     let cseq = m.cseq().expect("cseq").seq as usize;
     let mf = m.max_forwards().expect("max-forwards").unwrap_or(70) as usize;

@@ -479,22 +479,36 @@ pub(crate) fn split_commas(value: In<'_>) -> impl Iterator<Item = In<'_>> {
     let mut rest = Some(value);
     std::iter::from_fn(move || {
         let v = rest?;
-        let mut in_quote = false;
         let mut in_angle = false;
         let mut k = 0;
-        while k < v.len() {
+        // Jump from one interesting byte to the next with memchr3: commas,
+        // quotes and angle brackets are rare in a value.
+        while let Some(off) =
+            memchr::memchr3(b',', b'"', if in_angle { b'>' } else { b'<' }, &v[k..])
+        {
+            k += off;
             match v[k] {
-                b'\\' if in_quote => k += 1,
-                b'"' => in_quote = !in_quote,
-                b'<' if !in_quote => in_angle = true,
-                b'>' if !in_quote => in_angle = false,
-                b',' if !in_quote && !in_angle => {
+                b'"' => {
+                    // Skip the quoted string (escapes included); unterminated
+                    // quotes run to the end, for the element parser to reject.
+                    let mut q = k + 1;
+                    while q < v.len() && v[q] != b'"' {
+                        q += if v[q] == b'\\' { 2 } else { 1 };
+                    }
+                    k = q.min(v.len());
+                }
+                b'<' => in_angle = true,
+                b'>' => in_angle = false,
+                _ if in_angle => {}
+                _ => {
                     rest = Some(&v[k + 1..]);
                     return Some(trim_lws(&v[..k]));
                 }
-                _ => {}
             }
             k += 1;
+            if k >= v.len() {
+                break;
+            }
         }
         rest = None;
         Some(trim_lws(v))
@@ -548,6 +562,13 @@ mod tests {
         assert!(p.find("x").unwrap().quoted);
         let parts: Vec<_> = split_commas(b"a, \"b,c\" <d,e>, f").collect();
         assert_eq!(parts, vec![&b"a"[..], b"\"b,c\" <d,e>", b"f"]);
+        let parts: Vec<_> = split_commas(b"\"x\\\",y\" <sip:a>, <sip:b;p=\",\">,,").collect();
+        assert_eq!(
+            parts,
+            vec![&b"\"x\\\",y\" <sip:a>"[..], b"<sip:b;p=\",\">", b"", b""]
+        );
+        let parts: Vec<_> = split_commas(b"\"open, never closed").collect();
+        assert_eq!(parts, vec![&b"\"open, never closed"[..]]);
     }
 
     #[test]

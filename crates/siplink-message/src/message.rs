@@ -127,6 +127,8 @@ typed_cache! {
     top_via: crate::headers::Via,
     from: crate::headers::NameAddr,
     to: crate::headers::NameAddr,
+    to_params: crate::Params,
+    from_params: crate::Params,
     contact: crate::headers::Contacts,
     route: Vec<crate::headers::NameAddr>,
     record_route: Vec<crate::headers::NameAddr>,

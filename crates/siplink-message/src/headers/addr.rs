@@ -69,82 +69,112 @@ impl NameAddr {
 
     /// Parses one name-addr or addr-spec value (after comma splitting for lists).
     pub(crate) fn parse_src(src: &Src<'_>, value: &[u8], ctx: &'static str) -> Result<NameAddr> {
-        let i = sws(value);
-        let err = |rest: &[u8], what| src.err(rest, ctx, what);
-        let (display_name, rest) = if i.first() == Some(&b'"') {
-            let (r, raw) = quoted_string(i).map_err(|e| match e {
-                nom::Err::Error(e) | nom::Err::Failure(e) => {
-                    err(e.input, "closing '\"' of the display name")
-                }
-                nom::Err::Incomplete(_) => err(i, "display name"),
-            })?;
-            let r = sws(r);
-            if r.first() != Some(&b'<') {
-                return Err(err(r, "'<' after the display name"));
-            }
-            (Some(src.unquoted_text(raw, ctx)?), r)
-        } else {
-            // *(token LWS) followed by '<', or an addr-spec. RFC 4475 §3.1.1.6:
-            // accept a display name with no LWS before '<'.
-            let run = i
-                .iter()
-                .take_while(|&&c| is_token_char(c) || matches!(c, b' ' | b'\t' | b'\r' | b'\n'))
-                .count();
-            if i.get(run) == Some(&b'<') {
-                let name = trim_lws(&i[..run]);
-                let dn = if name.is_empty() {
-                    None
-                } else {
-                    Some(src.text(name, ctx)?)
-                };
-                (dn, &i[run..])
-            } else {
-                return Self::parse_addr_spec(src, i, ctx);
-            }
+        let parts = split(src, value, ctx)?;
+        let display_name = match parts.display {
+            None => None,
+            Some((raw, true)) => Some(src.unquoted_text(raw, ctx)?),
+            Some((raw, false)) => Some(src.text(raw, ctx)?),
         };
-        // rest starts with '<'
-        let inner = &rest[1..];
-        let close = memchr::memchr(b'>', inner).ok_or_else(|| err(inner, "'>'"))?;
-        let uri = Uri::parse_src(src, &inner[..close])?;
-        let (r, params) = params(src, &inner[close + 1..], ctx)?;
-        let r = sws(r);
-        if !r.is_empty() {
-            return Err(err(r, "';' or end of value"));
-        }
+        let uri = Uri::parse_src(src, parts.uri)?;
+        let params = header_params(src, parts.params, ctx)?;
         Ok(NameAddr {
             display_name,
             uri,
             params,
         })
     }
+}
 
-    /// `addr-spec` form: the URI ends at the first `;` (what follows are header
-    /// parameters) and may not contain `,`, `;` or `?` (RFC 3261 §20).
-    fn parse_addr_spec(src: &Src<'_>, i: &[u8], ctx: &'static str) -> Result<NameAddr> {
-        let end = i.iter().position(|&c| c == b';').unwrap_or(i.len());
-        let uri_raw = trim_lws(&i[..end]);
-        if uri_raw.is_empty() {
-            return Err(src.err(i, ctx, "a URI"));
-        }
-        if let Some(k) = uri_raw.iter().position(|&c| matches!(c, b',' | b'?')) {
-            return Err(src.err(
-                &uri_raw[k..],
-                ctx,
-                "'<' and '>' around a URI with ',', ';' or '?'",
-            ));
-        }
-        let uri = Uri::parse_src(src, uri_raw)?;
-        let (r, params) = params(src, &i[end..], ctx)?;
+/// The pieces of a name-addr / addr-spec value, located but not parsed.
+struct Parts<'a> {
+    /// Display name (raw; `true` when it was a quoted string, escapes in place).
+    display: Option<(&'a [u8], bool)>,
+    /// The URI text (inside `<>` for a name-addr).
+    uri: &'a [u8],
+    /// Everything after the URI: `*( SEMI generic-param )`.
+    params: &'a [u8],
+}
+
+/// Locates the display name, URI and header parameters of one value.
+fn split<'a>(src: &Src<'_>, value: &'a [u8], ctx: &'static str) -> Result<Parts<'a>> {
+    let i = sws(value);
+    let err = |rest: &[u8], what| src.err(rest, ctx, what);
+    let (display, rest) = if i.first() == Some(&b'"') {
+        let (r, raw) = quoted_string(i).map_err(|e| match e {
+            nom::Err::Error(e) | nom::Err::Failure(e) => {
+                err(e.input, "closing '\"' of the display name")
+            }
+            nom::Err::Incomplete(_) => err(i, "display name"),
+        })?;
         let r = sws(r);
-        if !r.is_empty() {
-            return Err(src.err(r, ctx, "';' or end of value"));
+        if r.first() != Some(&b'<') {
+            return Err(err(r, "'<' after the display name"));
         }
-        Ok(NameAddr {
-            display_name: None,
-            uri,
-            params,
-        })
+        (Some((raw, true)), r)
+    } else {
+        // *(token LWS) followed by '<', or an addr-spec. RFC 4475 §3.1.1.6:
+        // accept a display name with no LWS before '<'.
+        let run = i
+            .iter()
+            .take_while(|&&c| is_token_char(c) || matches!(c, b' ' | b'\t' | b'\r' | b'\n'))
+            .count();
+        if i.get(run) != Some(&b'<') {
+            return split_addr_spec(src, i, ctx);
+        }
+        let name = trim_lws(&i[..run]);
+        ((!name.is_empty()).then_some((name, false)), &i[run..])
+    };
+    // rest starts with '<'
+    let inner = &rest[1..];
+    let close = memchr::memchr(b'>', inner).ok_or_else(|| err(inner, "'>'"))?;
+    Ok(Parts {
+        display,
+        uri: &inner[..close],
+        params: &inner[close + 1..],
+    })
+}
+
+/// `addr-spec` form: the URI ends at the first `;` (what follows are header
+/// parameters) and may not contain `,`, `;` or `?` (RFC 3261 §20).
+fn split_addr_spec<'a>(src: &Src<'_>, i: &'a [u8], ctx: &'static str) -> Result<Parts<'a>> {
+    let end = i.iter().position(|&c| c == b';').unwrap_or(i.len());
+    let uri = trim_lws(&i[..end]);
+    if uri.is_empty() {
+        return Err(src.err(i, ctx, "a URI"));
     }
+    if let Some(k) = uri.iter().position(|&c| matches!(c, b',' | b'?')) {
+        return Err(src.err(
+            &uri[k..],
+            ctx,
+            "'<' and '>' around a URI with ',', ';' or '?'",
+        ));
+    }
+    Ok(Parts {
+        display: None,
+        uri,
+        params: &i[end..],
+    })
+}
+
+/// Parses the header parameters after the URI, which must end the value.
+fn header_params(src: &Src<'_>, i: &[u8], ctx: &'static str) -> Result<Params> {
+    let (r, params) = params(src, i, ctx)?;
+    let r = sws(r);
+    if !r.is_empty() {
+        return Err(src.err(r, ctx, "';' or end of value"));
+    }
+    Ok(params)
+}
+
+/// The header parameters of a name-addr value without parsing its URI (what
+/// transaction matching and proxies need from To and From: the tag).
+pub(crate) fn parse_header_params(
+    src: &Src<'_>,
+    value: &[u8],
+    ctx: &'static str,
+) -> Result<Params> {
+    let parts = split(src, value, ctx)?;
+    header_params(src, parts.params, ctx)
 }
 
 impl fmt::Display for NameAddr {

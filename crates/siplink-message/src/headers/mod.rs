@@ -104,6 +104,41 @@ impl Message {
         })
     }
 
+    /// The To tag. Only the header parameters are parsed, not the URI (a proxy
+    /// or transaction layer needs the tag of every message, the URI rarely),
+    /// unless [`Message::to`] has already parsed the whole header.
+    pub fn to_tag(&self) -> Result<Option<&str>> {
+        self.name_addr_tag(HeaderName::To, "To header")
+    }
+
+    /// The From tag, parsed like [`Message::to_tag`].
+    pub fn from_tag(&self) -> Result<Option<&str>> {
+        self.name_addr_tag(HeaderName::From, "From header")
+    }
+
+    fn name_addr_tag(&self, name: HeaderName, ctx: &'static str) -> Result<Option<&str>> {
+        let cache = self.cache();
+        let (full, params) = match name {
+            HeaderName::To => (&cache.to, &cache.to_params),
+            _ => (&cache.from, &cache.from_params),
+        };
+        if let Some(Ok(na)) = full.get() {
+            return Ok(na.tag());
+        }
+        params
+            .get_or_init(|| {
+                self.first_value(name, |src, v| addr::parse_header_params(src, v, ctx))?
+                    .ok_or(Error::MissingHeader(if name == HeaderName::To {
+                        "To"
+                    } else {
+                        "From"
+                    }))
+            })
+            .as_ref()
+            .map(|p| p.get("tag").flatten())
+            .map_err(Clone::clone)
+    }
+
     /// The Contact header(s): `*` or the list of contacts (empty when absent).
     pub fn contact(&self) -> Result<&Contacts> {
         cached!(self.contact, addr::parse_contacts(self))

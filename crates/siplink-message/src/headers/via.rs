@@ -55,9 +55,15 @@ impl Via {
         self.branch().is_some_and(|b| b.starts_with(MAGIC_COOKIE))
     }
 
-    /// The `received` parameter (the address the request came from).
+    /// The `received` parameter (the address the request came from), as written.
     pub fn received(&self) -> Option<&str> {
         self.params.get("received").flatten()
+    }
+
+    /// The `received` parameter as an IP address (with or without the brackets
+    /// RFC 5118 §4.5 says to tolerate).
+    pub fn received_ip(&self) -> Option<std::net::IpAddr> {
+        self.received().and_then(parse_received)
     }
 
     /// The `rport` parameter (RFC 3581): `None` if absent, `Some(None)` if present
@@ -161,9 +167,8 @@ impl Via {
                     _ => return Err(bad("branch=token")),
                 }
             } else if p.name.eq_ignore_ascii_case("received") {
-                match v.map(Host::parse) {
-                    Some(Ok(h)) if h.ip().is_some() => {}
-                    _ => return Err(bad("received=IP address")),
+                if v.is_none_or(|r| parse_received(r).is_none()) {
+                    return Err(bad("received=IP address"));
                 }
             } else if p.name.eq_ignore_ascii_case("rport") {
                 if let Some(port) = v
@@ -183,6 +188,18 @@ impl Via {
         }
         Ok(())
     }
+}
+
+/// Parses a `received` value: an IPv4 address, or an IPv6 address with or
+/// without brackets (and the RFC 5118 §4.10 three-colon form, through [`Host`]).
+fn parse_received(v: &str) -> Option<std::net::IpAddr> {
+    let bare = v
+        .strip_prefix('[')
+        .and_then(|x| x.strip_suffix(']'))
+        .unwrap_or(v);
+    bare.parse()
+        .ok()
+        .or_else(|| Host::parse(v).ok().and_then(|h| h.ip()))
 }
 
 impl fmt::Display for Via {

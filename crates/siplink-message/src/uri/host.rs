@@ -156,33 +156,46 @@ pub(crate) fn parse_host(raw: &ByteString, base: usize, start: usize) -> Result<
         return Err(err(start, "host"));
     }
     let h = &s[start..end];
-    let body = h.strip_suffix(b".").unwrap_or(h);
-    if body.is_empty() {
-        return Err(err(start, "host"));
-    }
-    // Validate labels: non-empty, alphanumeric at both ends.
-    let mut label_start = 0;
-    let mut top_all_digits = true;
-    for (n, part) in body.split(|&c| c == b'.').enumerate() {
-        let pos = start + label_start;
-        if n > 0 && part.is_empty() {
-            return Err(err(pos, "domain label"));
-        }
-        match (part.first(), part.last()) {
-            (Some(f), Some(l)) if f.is_ascii_alphanumeric() && l.is_ascii_alphanumeric() => {}
-            _ => return Err(err(pos, "domain label")),
-        }
-        top_all_digits = part.iter().all(u8::is_ascii_digit);
-        label_start += part.len() + 1;
-    }
-    if top_all_digits {
+    match check_domain(h) {
+        Err(pos) => Err(err(start + pos, "domain label")),
         // `toplabel` starts with a letter, so this must be a dotted quad.
-        return match parse_v4(h) {
+        Ok(true) => match parse_v4(h) {
             Some(a) => Ok((Host::Ipv4(a), end)),
             None => Err(err(start, "IPv4 address")),
-        };
+        },
+        Ok(false) => Ok((Host::Domain(raw.slice_ref(&raw[start..end])), end)),
     }
-    Ok((Host::Domain(raw.slice_ref(&raw[start..end])), end))
+}
+
+/// Checks `hostname = *( domainlabel "." ) toplabel [ "." ]` in one pass over
+/// bytes already known to be alphanumerics, `-` and `.`: labels are non-empty
+/// and start and end with an alphanumeric. Returns whether the last label is all
+/// digits (then the host must be an IPv4 address), or the offset of the bad label.
+fn check_domain(h: &[u8]) -> Result<bool, usize> {
+    let body = h.strip_suffix(b".").unwrap_or(h);
+    if body.is_empty() {
+        return Err(0);
+    }
+    let mut label_start = 0;
+    let mut all_digits = true;
+    for (k, &c) in body.iter().enumerate() {
+        if c == b'.' {
+            if k == label_start || body[k - 1] == b'-' {
+                return Err(label_start);
+            }
+            label_start = k + 1;
+            all_digits = true;
+        } else {
+            if k == label_start && c == b'-' {
+                return Err(label_start);
+            }
+            all_digits &= c.is_ascii_digit();
+        }
+    }
+    if label_start == body.len() || body[body.len() - 1] == b'-' {
+        return Err(label_start);
+    }
+    Ok(all_digits)
 }
 
 /// `1*3DIGIT "." 1*3DIGIT "." 1*3DIGIT "." 1*3DIGIT`, each at most 255.
