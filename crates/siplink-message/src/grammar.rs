@@ -8,8 +8,7 @@ use std::borrow::Cow;
 use bytes::Bytes;
 use bytestring::ByteString;
 use nom::{
-    IResult, Parser,
-    bytes::complete::take_while1,
+    IResult,
     error::{ErrorKind, ParseError},
 };
 
@@ -95,7 +94,18 @@ fn fail<'a, O>(i: In<'a>, kind: ErrorKind) -> PResult<'a, O> {
 
 /// One or more token characters.
 pub(crate) fn token(i: In<'_>) -> PResult<'_, In<'_>> {
-    take_while1(is_token_char).parse(i)
+    run1(i, is_token_char)
+}
+
+/// One or more bytes satisfying `pred` (a hand-rolled `take_while1`: this is the
+/// innermost loop of every header parser).
+#[inline(always)]
+fn run1(i: In<'_>, pred: impl Fn(u8) -> bool) -> PResult<'_, In<'_>> {
+    let n = i.iter().position(|&c| !pred(c)).unwrap_or(i.len());
+    if n == 0 {
+        return fail(i, ErrorKind::TakeWhile1);
+    }
+    Ok((&i[n..], &i[..n]))
 }
 
 /// Matches `c` surrounded by optional LWS (`SEMI`, `COMMA`, `EQUAL`, `SLASH`, `COLON`...).
@@ -429,7 +439,7 @@ fn gen_value(i: In<'_>) -> PResult<'_, (In<'_>, bool)> {
         _ => {
             // token chars plus ':' so that an unbracketed IPv6 address in
             // `received=` (RFC 5118 §4.5) is read whole.
-            let (r, v) = take_while1(|c| is_token_char(c) || c == b':').parse(i)?;
+            let (r, v) = run1(i, |c| is_token_char(c) || c == b':')?;
             Ok((r, (v, false)))
         }
     }
