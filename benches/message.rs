@@ -129,7 +129,12 @@ fn rsip_proxy_headers(m: &rsip::SipMessage) -> usize {
         .expect("to tag")
         .map_or(0, |t| t.value().len());
     let call_id = m.call_id_header().expect("call-id").value().len();
-    let cseq = m.cseq_header().expect("cseq").typed().expect("cseq typed").seq as usize;
+    let cseq = m
+        .cseq_header()
+        .expect("cseq")
+        .typed()
+        .expect("cseq typed")
+        .seq as usize;
     let mf = m
         .max_forwards_header()
         .map(|h| u32::try_from(h.clone()).map_or(70, |n| n as usize))
@@ -190,8 +195,12 @@ fn bench(c: &mut Criterion) {
                 m.to_bytes()
             })
         });
-        g.bench_function("rsip/serialise", |b| b.iter(|| black_box(&theirs).to_string()));
-        g.bench_function("siplink/serialise", |b| b.iter(|| black_box(&ours).to_bytes()));
+        g.bench_function("rsip/serialise", |b| {
+            b.iter(|| black_box(&theirs).to_string())
+        });
+        g.bench_function("siplink/serialise", |b| {
+            b.iter(|| black_box(&ours).to_bytes())
+        });
         g.finish();
     }
 }
