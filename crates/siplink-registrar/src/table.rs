@@ -1,0 +1,223 @@
+//! The in-memory binding table: a synchronous, sans-IO index with ordered expiry.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::time::Instant;
+
+use crate::binding::{
+    Aor, Binding, BindingEvent, BindingId, Change, EventKind, FlowId, RemoveReason, Target, Usage,
+    order_bindings,
+};
+
+/// Bindings indexed by AOR, by expiry time and by flow.
+///
+/// Expiry uses an ordered index of `(expires_at, id)`: [`expire`](Self::expire)
+/// touches only the bindings that are due, and [`next_expiry`](Self::next_expiry)
+/// tells the caller when to call it next. Nothing here reads a clock.
+///
+/// [`InMemoryStore`](crate::InMemoryStore) wraps one behind the asynchronous
+/// [`LocationStore`](crate::LocationStore) interface;
+/// [`Registrar::handle_register`](crate::Registrar::handle_register) drives one
+/// directly.
+#[derive(Debug, Default)]
+pub struct BindingTable {
+    aors: HashMap<Aor, Vec<Binding>>,
+    index: HashMap<BindingId, Aor>,
+    expiry: BTreeSet<(Instant, BindingId)>,
+    flows: HashMap<FlowId, HashSet<BindingId>>,
+    versions: HashMap<Aor, u64>,
+    seq: u64,
+}
+
+impl BindingTable {
+    /// An empty table.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Numbers of AORs and bindings held (expired ones included until
+    /// [`expire`](Self::expire) removes them).
+    pub fn usage(&self) -> Usage {
+        Usage {
+            aors: self.aors.len(),
+            bindings: self.index.len(),
+        }
+    }
+
+    /// The bindings of `aor`, expired ones included (the registrar removes
+    /// those itself), in no particular order.
+    pub fn bindings(&self, aor: &Aor) -> Vec<Binding> {
+        self.aors.get(aor).cloned().unwrap_or_default()
+    }
+
+    /// The version of `aor`'s binding set: it changes whenever one of its
+    /// bindings does (0 while it has none). See [`apply_if`](Self::apply_if).
+    pub fn version(&self, aor: &Aor) -> u64 {
+        self.versions.get(aor).copied().unwrap_or(0)
+    }
+
+    /// [`apply`](Self::apply) if `aor` is still at `version` (read with the
+    /// bindings the changes were computed from); otherwise nothing is changed
+    /// and [`Error::Conflict`](crate::Error::Conflict) is returned.
+    pub fn apply_if(
+        &mut self,
+        aor: &Aor,
+        version: u64,
+        changes: Vec<Change>,
+    ) -> Result<Vec<BindingEvent>, crate::Error> {
+        if self.version(aor) != version {
+            return Err(crate::Error::Conflict);
+        }
+        Ok(self.apply(changes))
+    }
+
+    /// The binding with this id.
+    pub fn get(&self, id: BindingId) -> Option<&Binding> {
+        let aor = self.index.get(&id)?;
+        self.aors.get(aor)?.iter().find(|b| b.id == id)
+    }
+
+    /// The live contacts of `aor` at `now` for routing: `q` descending, then
+    /// most recently refreshed first; each with how to reach it.
+    pub fn lookup(&self, aor: &Aor, now: Instant) -> Vec<Target> {
+        let mut v: Vec<Binding> = self
+            .aors
+            .get(aor)
+            .map(|l| l.iter().filter(|b| !b.is_expired(now)).cloned().collect())
+            .unwrap_or_default();
+        order_bindings(&mut v);
+        v.into_iter()
+            .map(|b| Target {
+                reach: b.reach(),
+                binding: b,
+            })
+            .collect()
+    }
+
+    /// Applies a batch of changes; returns what happened. Removing an unknown
+    /// binding does nothing; updating an unknown one inserts it.
+    pub fn apply(&mut self, changes: Vec<Change>) -> Vec<BindingEvent> {
+        let mut events = Vec::with_capacity(changes.len());
+        for c in changes {
+            match c {
+                Change::Insert(b) | Change::Update(b) => {
+                    let kind = match self.take(b.id) {
+                        Some(_) => EventKind::Refreshed,
+                        None => EventKind::Added,
+                    };
+                    self.put(b.clone());
+                    events.push(BindingEvent { kind, binding: b });
+                }
+                Change::Remove { id, reason, .. } => {
+                    if let Some(b) = self.take(id) {
+                        events.push(BindingEvent {
+                            kind: EventKind::Removed(reason),
+                            binding: b,
+                        });
+                    }
+                }
+            }
+        }
+        events
+    }
+
+    /// Removes every binding whose time is up at `now`.
+    pub fn expire(&mut self, now: Instant) -> Vec<BindingEvent> {
+        let mut events = Vec::new();
+        while let Some(&(at, id)) = self.expiry.first() {
+            if at > now {
+                break;
+            }
+            self.expiry.pop_first();
+            if let Some(b) = self.take(id) {
+                events.push(BindingEvent {
+                    kind: EventKind::Removed(RemoveReason::Expired),
+                    binding: b,
+                });
+            }
+        }
+        events
+    }
+
+    /// When the next binding expires.
+    pub fn next_expiry(&self) -> Option<Instant> {
+        self.expiry.first().map(|(at, _)| *at)
+    }
+
+    /// The flow closed: its outbound bindings are removed (RFC 5626 §6); the
+    /// others lose their flow and are reached through their Contact again.
+    pub fn flow_closed(&mut self, flow: FlowId) -> Vec<BindingEvent> {
+        let mut events = Vec::new();
+        let Some(ids) = self.flows.remove(&flow) else {
+            return events;
+        };
+        let mut ids: Vec<BindingId> = ids.into_iter().collect();
+        ids.sort();
+        for id in ids {
+            let Some(aor) = self.index.get(&id).cloned() else {
+                continue;
+            };
+            let outbound = self
+                .aors
+                .get(&aor)
+                .and_then(|l| l.iter().find(|b| b.id == id))
+                .is_some_and(|b| b.outbound);
+            if outbound {
+                if let Some(b) = self.take(id) {
+                    events.push(BindingEvent {
+                        kind: EventKind::Removed(RemoveReason::FlowClosed),
+                        binding: b,
+                    });
+                }
+            } else if let Some(b) = self
+                .aors
+                .get_mut(&aor)
+                .and_then(|l| l.iter_mut().find(|b| b.id == id))
+            {
+                b.flow = None;
+                self.bump(&aor);
+            }
+        }
+        events
+    }
+
+    fn bump(&mut self, aor: &Aor) {
+        self.seq += 1;
+        if self.aors.contains_key(aor) {
+            self.versions.insert(aor.clone(), self.seq);
+        } else {
+            self.versions.remove(aor);
+        }
+    }
+
+    fn put(&mut self, b: Binding) {
+        self.index.insert(b.id, b.aor.clone());
+        self.expiry.insert((b.expires_at, b.id));
+        if let Some(f) = b.flow {
+            self.flows.entry(f).or_default().insert(b.id);
+        }
+        let aor = b.aor.clone();
+        self.aors.entry(aor.clone()).or_default().push(b);
+        self.bump(&aor);
+    }
+
+    fn take(&mut self, id: BindingId) -> Option<Binding> {
+        let aor = self.index.remove(&id)?;
+        let list = self.aors.get_mut(&aor)?;
+        let k = list.iter().position(|b| b.id == id)?;
+        let b = list.swap_remove(k);
+        if list.is_empty() {
+            self.aors.remove(&aor);
+        }
+        self.expiry.remove(&(b.expires_at, b.id));
+        if let Some(f) = b.flow
+            && let Some(set) = self.flows.get_mut(&f)
+        {
+            set.remove(&b.id);
+            if set.is_empty() {
+                self.flows.remove(&f);
+            }
+        }
+        self.bump(&aor);
+        Some(b)
+    }
+}
