@@ -33,6 +33,8 @@ use crate::method::{Method, reason_phrase};
 /// assert_eq!(ok.status(), Some(200));
 /// assert_eq!(ok.call_id()?, "843817637684230@998sdasdh09");
 /// assert!(ok.to()?.tag().is_some());
+/// let busy = req.response(486).reason("Busy Here (all lines in use)").build()?;
+/// assert_eq!(busy.reason(), Some(&b"Busy Here (all lines in use)"[..]));
 /// # Ok::<(), siplink_message::Error>(())
 /// ```
 #[derive(Debug, Clone)]
@@ -72,6 +74,22 @@ impl MessageBuilder {
             headers: Vec::with_capacity(12),
             body: Bytes::new(),
         }
+    }
+
+    /// Replaces the reason phrase of a response (line breaks are removed); no
+    /// effect on a request.
+    pub fn reason(mut self, reason: &str) -> MessageBuilder {
+        if let Some(rest) = self.start.strip_prefix("SIP/2.0 ")
+            && rest.len() >= 3
+        {
+            let code = rest[..3].to_string();
+            let reason: String = reason
+                .chars()
+                .filter(|c| *c != '\r' && *c != '\n')
+                .collect();
+            self.start = format!("SIP/2.0 {code} {reason}");
+        }
+        self
     }
 
     /// Adds a header line.
@@ -169,7 +187,7 @@ impl MessageBuilder {
 /// Copies a received header value with its folded line breaks turned into spaces
 /// (the value means the same; the builder writes one line per header).
 fn copy_unfolded(v: &[u8]) -> Bytes {
-    crate::message::unfold(Bytes::copy_from_slice(v))
+    crate::unfold(Bytes::copy_from_slice(v))
 }
 
 /// A random token suitable for a To tag.

@@ -43,7 +43,7 @@ pub use builder::MessageBuilder;
 pub use error::{Error, Result};
 pub use grammar::{Param, Params};
 pub use headers::HeaderName;
-pub use message::{Header, Message, ParseOptions};
+pub use message::{Header, Message, ParseOptions, unfold};
 pub use method::{Method, reason_phrase};
 pub use uri::Uri;
 pub use validate::{Rejection, Role, ValidationOptions};

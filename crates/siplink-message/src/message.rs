@@ -211,10 +211,16 @@ impl Clone for Message {
 const CTX_START: &str = "start line";
 const CTX_HEADER: &str = "header line";
 
-/// Replaces folded line breaks (and any stray CR or LF) by single spaces, so that a
-/// value written into a header line can never start a new line (no header
-/// injection). Borrows when there is nothing to replace.
-pub(crate) fn unfold(value: Bytes) -> Bytes {
+/// Replaces folded line breaks (and any stray CR or LF, with the whitespace that
+/// follows them) by single spaces: the value means the same (RFC 3261 §7.3.1) and
+/// can be written on one header line, never starting a new one (no header
+/// injection). Returns the input itself when there is nothing to replace.
+///
+/// ```
+/// use bytes::Bytes;
+/// assert_eq!(siplink_message::unfold(Bytes::from_static(b"a;\r\n  b=1")), "a; b=1");
+/// ```
+pub fn unfold(value: Bytes) -> Bytes {
     if !value.iter().any(|&c| c == b'\r' || c == b'\n') {
         return value;
     }

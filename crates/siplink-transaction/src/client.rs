@@ -38,28 +38,10 @@ struct AckTemplate {
     routes: Vec<Bytes>,
 }
 
-/// Replaces line folding in a received header value by spaces (same meaning; the
-/// builder rejects line breaks).
+/// A received header value copied onto one line (same meaning; the builder
+/// rejects line breaks).
 fn unfold(v: &[u8]) -> Bytes {
-    if !v.iter().any(|&c| c == b'\r' || c == b'\n') {
-        return Bytes::copy_from_slice(v);
-    }
-    let mut out = Vec::with_capacity(v.len());
-    let mut prev_break = false;
-    for &c in v {
-        if c == b'\r' || c == b'\n' {
-            if !prev_break {
-                out.push(b' ');
-            }
-            prev_break = true;
-        } else if prev_break && (c == b' ' || c == b'\t') {
-            continue;
-        } else {
-            prev_break = false;
-            out.push(c);
-        }
-    }
-    Bytes::from(out)
+    siplink_message::unfold(Bytes::copy_from_slice(v))
 }
 
 impl AckTemplate {
