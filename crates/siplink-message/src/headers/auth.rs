@@ -148,59 +148,74 @@ fn push(params: &mut Params, name: impl Into<ByteString>, value: impl Into<ByteS
     });
 }
 
-impl Challenge {
-    /// An empty challenge for `scheme`; add parameters with [`Challenge::push`].
-    pub fn new(scheme: impl Into<ByteString>) -> Self {
-        Challenge {
-            scheme: scheme.into(),
-            params: Params::default(),
-            token68: None,
+/// The constructors, parser and common accessors shared by [`Challenge`] and
+/// [`Credentials`] (same shape: a scheme and `auth-param`s).
+macro_rules! auth_value_common {
+    ($ty:ident, $ctx:expr, $what:literal) => {
+        impl $ty {
+            #[doc = concat!("An empty ", $what, " for `scheme`; add parameters with [`", stringify!($ty), "::push`].")]
+            pub fn new(scheme: impl Into<ByteString>) -> Self {
+                $ty {
+                    scheme: scheme.into(),
+                    params: Params::default(),
+                    token68: None,
+                }
+            }
+
+            #[doc = concat!("An empty `Digest` ", $what, ".")]
+            pub fn digest() -> Self {
+                Self::new(ByteString::from_static("Digest"))
+            }
+
+            /// Appends `name=value` (quoting is decided when serialising).
+            pub fn push(
+                &mut self,
+                name: impl Into<ByteString>,
+                value: impl Into<ByteString>,
+            ) -> &mut Self {
+                push(&mut self.params, name, value);
+                self
+            }
+
+            #[doc = concat!("Builder form of [`", stringify!($ty), "::push`].")]
+            pub fn with(mut self, name: impl Into<ByteString>, value: impl Into<ByteString>) -> Self {
+                self.push(name, value);
+                self
+            }
+
+            /// Parses one header value (without the header name).
+            pub fn parse(input: impl Into<Bytes>) -> Result<Self> {
+                let bytes = input.into();
+                Self::parse_src(&Src::new(&bytes), &bytes)
+            }
+
+            /// Parses `value`, a slice of `src`'s buffer; values are zero-copy slices of it.
+            pub(crate) fn parse_src(src: &Src<'_>, value: &[u8]) -> Result<Self> {
+                let (scheme, params, token68) = parse_auth(src, value, $ctx)?;
+                Ok($ty {
+                    scheme,
+                    params,
+                    token68,
+                })
+            }
+
+            /// Whether the scheme is `Digest` (case-insensitive).
+            pub fn is_digest(&self) -> bool {
+                self.scheme.eq_ignore_ascii_case("Digest")
+            }
+
+            /// The value of parameter `name` (case-insensitive), if present with a value.
+            pub fn param(&self, name: &str) -> Option<&str> {
+                value_of(&self.params, name)
+            }
         }
-    }
+    };
+}
 
-    /// An empty `Digest` challenge.
-    pub fn digest() -> Self {
-        Self::new(ByteString::from_static("Digest"))
-    }
+auth_value_common!(Challenge, CHALLENGE_CTX, "challenge");
+auth_value_common!(Credentials, CREDENTIALS_CTX, "set of credentials");
 
-    /// Appends `name=value` (quoting is decided when serialising).
-    pub fn push(&mut self, name: impl Into<ByteString>, value: impl Into<ByteString>) -> &mut Self {
-        push(&mut self.params, name, value);
-        self
-    }
-
-    /// Builder form of [`Challenge::push`].
-    pub fn with(mut self, name: impl Into<ByteString>, value: impl Into<ByteString>) -> Self {
-        self.push(name, value);
-        self
-    }
-
-    /// Parses one header value (without the header name).
-    pub fn parse(input: impl Into<Bytes>) -> Result<Self> {
-        let bytes = input.into();
-        Self::parse_src(&Src::new(&bytes), &bytes)
-    }
-
-    /// Parses `value`, a slice of `src`'s buffer; values are zero-copy slices of it.
-    pub(crate) fn parse_src(src: &Src<'_>, value: &[u8]) -> Result<Self> {
-        let (scheme, params, token68) = parse_auth(src, value, CHALLENGE_CTX)?;
-        Ok(Challenge {
-            scheme,
-            params,
-            token68,
-        })
-    }
-
-    /// Whether the scheme is `Digest` (case-insensitive).
-    pub fn is_digest(&self) -> bool {
-        self.scheme.eq_ignore_ascii_case("Digest")
-    }
-
-    /// The value of parameter `name` (case-insensitive), if present with a value.
-    pub fn param(&self, name: &str) -> Option<&str> {
-        value_of(&self.params, name)
-    }
-
+impl Challenge {
     /// `realm`.
     pub fn realm(&self) -> Option<&str> {
         self.param("realm")
@@ -248,58 +263,6 @@ impl Challenge {
 }
 
 impl Credentials {
-    /// Empty credentials for `scheme`; add parameters with [`Credentials::push`].
-    pub fn new(scheme: impl Into<ByteString>) -> Self {
-        Credentials {
-            scheme: scheme.into(),
-            params: Params::default(),
-            token68: None,
-        }
-    }
-
-    /// Empty `Digest` credentials.
-    pub fn digest() -> Self {
-        Self::new(ByteString::from_static("Digest"))
-    }
-
-    /// Appends `name=value` (quoting is decided when serialising).
-    pub fn push(&mut self, name: impl Into<ByteString>, value: impl Into<ByteString>) -> &mut Self {
-        push(&mut self.params, name, value);
-        self
-    }
-
-    /// Builder form of [`Credentials::push`].
-    pub fn with(mut self, name: impl Into<ByteString>, value: impl Into<ByteString>) -> Self {
-        self.push(name, value);
-        self
-    }
-
-    /// Parses one header value (without the header name).
-    pub fn parse(input: impl Into<Bytes>) -> Result<Self> {
-        let bytes = input.into();
-        Self::parse_src(&Src::new(&bytes), &bytes)
-    }
-
-    /// Parses `value`, a slice of `src`'s buffer; values are zero-copy slices of it.
-    pub(crate) fn parse_src(src: &Src<'_>, value: &[u8]) -> Result<Self> {
-        let (scheme, params, token68) = parse_auth(src, value, CREDENTIALS_CTX)?;
-        Ok(Credentials {
-            scheme,
-            params,
-            token68,
-        })
-    }
-
-    /// Whether the scheme is `Digest` (case-insensitive).
-    pub fn is_digest(&self) -> bool {
-        self.scheme.eq_ignore_ascii_case("Digest")
-    }
-
-    /// The value of parameter `name` (case-insensitive), if present with a value.
-    pub fn param(&self, name: &str) -> Option<&str> {
-        value_of(&self.params, name)
-    }
-
     /// `username` (a hash when [`Credentials::userhash`] is true).
     pub fn username(&self) -> Option<&str> {
         self.param("username")
