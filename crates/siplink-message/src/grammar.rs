@@ -172,15 +172,20 @@ pub(crate) fn unescape_quoted(raw: &[u8]) -> Cow<'_, [u8]> {
     Cow::Owned(out)
 }
 
-/// Parses a decimal number of at most `max_digits` digits, after skipping leading
-/// zeros (RFC 4475 §3.1.1.1 has `Max-Forwards: 0068`). Returns `None` on overflow.
+/// Parses `1*DIGIT` as a number no larger than `max` (leading zeros are fine: RFC
+/// 4475 §3.1.1.1 has `Max-Forwards: 0068`). Returns `None` for an empty or
+/// non-digit input, or a value above `max`, however many digits it has.
 pub(crate) fn parse_decimal(digits: &[u8], max: u64) -> Option<u64> {
-    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+    if digits.is_empty() {
         return None;
     }
     let mut v: u64 = 0;
     for &d in digits {
-        v = v.checked_mul(10)?.checked_add(u64::from(d - b'0'))?;
+        let d = d.wrapping_sub(b'0');
+        if d > 9 {
+            return None;
+        }
+        v = v.checked_mul(10)?.checked_add(u64::from(d))?;
         if v > max {
             return None;
         }

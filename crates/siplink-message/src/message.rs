@@ -112,43 +112,57 @@ impl<'a> Header<'a> {
 }
 
 macro_rules! typed_cache {
-    ($( $field:ident : $ty:ty ),* $(,)?) => {
-        /// Typed views, parsed on first use and kept until the next edit.
+    ($(#[$doc:meta])* $name:ident { $( $field:ident : $ty:ty ),* $(,)? } $( plus $x:ident : $xty:ty )?) => {
+        $(#[$doc])*
         #[derive(Debug, Default)]
-        pub(crate) struct Cache {
+        pub(crate) struct $name {
             $( pub(crate) $field: OnceLock<Result<$ty>>, )*
+            $( pub(crate) $x: $xty, )?
         }
     };
 }
 
 typed_cache! {
-    request_uri: crate::uri::Uri,
-    via: Vec<crate::headers::Via>,
-    top_via: crate::headers::Via,
-    from: crate::headers::NameAddr,
-    to: crate::headers::NameAddr,
-    to_params: crate::Params,
-    from_params: crate::Params,
-    contact: crate::headers::Contacts,
-    route: Vec<crate::headers::NameAddr>,
-    record_route: Vec<crate::headers::NameAddr>,
-    path: Vec<crate::headers::NameAddr>,
-    call_id: bytestring::ByteString,
-    cseq: crate::headers::CSeq,
-    max_forwards: Option<u8>,
-    expires: Option<u32>,
-    min_expires: Option<u32>,
-    content_type: Option<crate::headers::MediaType>,
-    www_authenticate: Vec<crate::headers::Challenge>,
-    proxy_authenticate: Vec<crate::headers::Challenge>,
-    authorization: Vec<crate::headers::Credentials>,
-    proxy_authorization: Vec<crate::headers::Credentials>,
-    allow: Vec<bytestring::ByteString>,
-    supported: Vec<bytestring::ByteString>,
-    require: Vec<bytestring::ByteString>,
-    proxy_require: Vec<bytestring::ByteString>,
-    unsupported: Vec<bytestring::ByteString>,
-    retry_after: Option<crate::headers::RetryAfter>,
+    /// The views a proxy reads for nearly every message, parsed on first use and
+    /// kept until the next edit. Large views are boxed so the cache stays small:
+    /// it is allocated, and dropped, once per message that reads a typed header.
+    Cache {
+        request_uri: Box<crate::uri::Uri>,
+        via: Vec<crate::headers::Via>,
+        top_via: crate::headers::Via,
+        to_params: crate::Params,
+        from_params: crate::Params,
+        route: Vec<crate::headers::NameAddr>,
+        call_id: bytestring::ByteString,
+        cseq: crate::headers::CSeq,
+        max_forwards: Option<u8>,
+    }
+    plus cold: OnceLock<Box<ColdCache>>
+}
+
+typed_cache! {
+    /// The other typed views, in a second allocation made only when one of them
+    /// is read (registrars, authentication, validation).
+    ColdCache {
+        from: Box<crate::headers::NameAddr>,
+        to: Box<crate::headers::NameAddr>,
+        contact: crate::headers::Contacts,
+        record_route: Vec<crate::headers::NameAddr>,
+        path: Vec<crate::headers::NameAddr>,
+        expires: Option<u32>,
+        min_expires: Option<u32>,
+        content_type: Option<crate::headers::MediaType>,
+        www_authenticate: Vec<crate::headers::Challenge>,
+        proxy_authenticate: Vec<crate::headers::Challenge>,
+        authorization: Vec<crate::headers::Credentials>,
+        proxy_authorization: Vec<crate::headers::Credentials>,
+        allow: Vec<bytestring::ByteString>,
+        supported: Vec<bytestring::ByteString>,
+        require: Vec<bytestring::ByteString>,
+        proxy_require: Vec<bytestring::ByteString>,
+        unsupported: Vec<bytestring::ByteString>,
+        retry_after: Option<crate::headers::RetryAfter>,
+    }
 }
 
 /// A SIP request or response.
@@ -510,6 +524,12 @@ impl Message {
     #[inline]
     pub(crate) fn cache(&self) -> &Cache {
         self.cache.get_or_init(Box::default)
+    }
+
+    /// The second-level cache of less used views.
+    #[inline]
+    pub(crate) fn cold(&self) -> &ColdCache {
+        self.cache().cold.get_or_init(Box::default)
     }
 
     // ----- start line -----

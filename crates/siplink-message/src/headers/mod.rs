@@ -34,6 +34,14 @@ macro_rules! cached {
             .as_ref()
             .map_err(Clone::clone)
     };
+    (cold $self:ident . $field:ident, $init:expr) => {
+        $self
+            .cold()
+            .$field
+            .get_or_init(|| $init)
+            .as_ref()
+            .map_err(Clone::clone)
+    };
 }
 
 impl Message {
@@ -46,11 +54,12 @@ impl Message {
                         bytes: b,
                         base: self.offset_of(b),
                     };
-                    Uri::parse_src(&src, b)
+                    Uri::parse_src(&src, b).map(Box::new)
                 }
                 None => Err(Error::MissingHeader("Request-URI (not a request)")),
             }
         })
+        .map(|u| &**u)
     }
 
     /// Every Via value, top first.
@@ -86,22 +95,24 @@ impl Message {
 
     /// The From header.
     pub fn from(&self) -> Result<&NameAddr> {
-        cached!(self.from, {
+        cached!(cold self.from, {
             self.first_value(HeaderName::From, |src, v| {
-                NameAddr::parse_src(src, v, "From header")
+                NameAddr::parse_src(src, v, "From header").map(Box::new)
             })?
             .ok_or(Error::MissingHeader("From"))
         })
+        .map(|n| &**n)
     }
 
     /// The To header.
     pub fn to(&self) -> Result<&NameAddr> {
-        cached!(self.to, {
+        cached!(cold self.to, {
             self.first_value(HeaderName::To, |src, v| {
-                NameAddr::parse_src(src, v, "To header")
+                NameAddr::parse_src(src, v, "To header").map(Box::new)
             })?
             .ok_or(Error::MissingHeader("To"))
         })
+        .map(|n| &**n)
     }
 
     /// The To tag. Only the header parameters are parsed, not the URI (a proxy
@@ -118,12 +129,19 @@ impl Message {
 
     fn name_addr_tag(&self, name: HeaderName, ctx: &'static str) -> Result<Option<&str>> {
         let cache = self.cache();
-        let (full, params) = match name {
-            HeaderName::To => (&cache.to, &cache.to_params),
-            _ => (&cache.from, &cache.from_params),
+        let params = match name {
+            HeaderName::To => &cache.to_params,
+            _ => &cache.from_params,
         };
-        if let Some(Ok(na)) = full.get() {
-            return Ok(na.tag());
+        if let Some(cold) = cache.cold.get() {
+            let full = if name == HeaderName::To {
+                &cold.to
+            } else {
+                &cold.from
+            };
+            if let Some(Ok(na)) = full.get() {
+                return Ok(na.tag());
+            }
         }
         params
             .get_or_init(|| {
@@ -141,7 +159,7 @@ impl Message {
 
     /// The Contact header(s): `*` or the list of contacts (empty when absent).
     pub fn contact(&self) -> Result<&Contacts> {
-        cached!(self.contact, addr::parse_contacts(self))
+        cached!(cold self.contact, addr::parse_contacts(self))
     }
 
     /// Route values in order.
@@ -155,8 +173,7 @@ impl Message {
 
     /// Record-Route values in order.
     pub fn record_route(&self) -> Result<&[NameAddr]> {
-        cached!(
-            self.record_route,
+        cached!(cold self.record_route,
             addr::parse_list(self, HeaderName::RecordRoute, "Record-Route header")
         )
         .map(Vec::as_slice)
@@ -164,8 +181,7 @@ impl Message {
 
     /// Path values in order (RFC 3327).
     pub fn path(&self) -> Result<&[NameAddr]> {
-        cached!(
-            self.path,
+        cached!(cold self.path,
             addr::parse_list(self, HeaderName::Path, "Path header")
         )
         .map(Vec::as_slice)
@@ -201,7 +217,7 @@ impl Message {
 
     /// Expires in seconds, `None` when absent.
     pub fn expires(&self) -> Result<Option<u32>> {
-        cached!(self.expires, {
+        cached!(cold self.expires, {
             self.first_value(HeaderName::Expires, |src, v| {
                 simple::parse_number(src, v, u64::from(u32::MAX), "Expires header", "0 to 2^32-1")
                     .map(|n| n as u32)
@@ -212,7 +228,7 @@ impl Message {
 
     /// Min-Expires in seconds, `None` when absent.
     pub fn min_expires(&self) -> Result<Option<u32>> {
-        cached!(self.min_expires, {
+        cached!(cold self.min_expires, {
             self.first_value(HeaderName::MinExpires, |src, v| {
                 simple::parse_number(
                     src,
@@ -229,7 +245,7 @@ impl Message {
 
     /// Content-Type, `None` when absent.
     pub fn content_type(&self) -> Result<Option<&MediaType>> {
-        cached!(self.content_type, {
+        cached!(cold self.content_type, {
             self.first_value(HeaderName::ContentType, MediaType::parse_src)
         })
         .map(Option::as_ref)
@@ -237,7 +253,7 @@ impl Message {
 
     /// WWW-Authenticate challenges (one per header line).
     pub fn www_authenticate(&self) -> Result<&[Challenge]> {
-        cached!(self.www_authenticate, {
+        cached!(cold self.www_authenticate, {
             self.for_each_value(HeaderName::WwwAuthenticate, Challenge::parse_src)
         })
         .map(Vec::as_slice)
@@ -245,7 +261,7 @@ impl Message {
 
     /// Proxy-Authenticate challenges (one per header line).
     pub fn proxy_authenticate(&self) -> Result<&[Challenge]> {
-        cached!(self.proxy_authenticate, {
+        cached!(cold self.proxy_authenticate, {
             self.for_each_value(HeaderName::ProxyAuthenticate, Challenge::parse_src)
         })
         .map(Vec::as_slice)
@@ -253,7 +269,7 @@ impl Message {
 
     /// Authorization credentials (one per header line).
     pub fn authorization(&self) -> Result<&[Credentials]> {
-        cached!(self.authorization, {
+        cached!(cold self.authorization, {
             self.for_each_value(HeaderName::Authorization, Credentials::parse_src)
         })
         .map(Vec::as_slice)
@@ -261,7 +277,7 @@ impl Message {
 
     /// Proxy-Authorization credentials (one per header line).
     pub fn proxy_authorization(&self) -> Result<&[Credentials]> {
-        cached!(self.proxy_authorization, {
+        cached!(cold self.proxy_authorization, {
             self.for_each_value(HeaderName::ProxyAuthorization, Credentials::parse_src)
         })
         .map(Vec::as_slice)
@@ -269,8 +285,7 @@ impl Message {
 
     /// Allow: the methods listed.
     pub fn allow(&self) -> Result<&[ByteString]> {
-        cached!(
-            self.allow,
+        cached!(cold self.allow,
             simple::parse_tokens(self, HeaderName::Allow, "Allow header")
         )
         .map(Vec::as_slice)
@@ -278,8 +293,7 @@ impl Message {
 
     /// Supported: option tags.
     pub fn supported(&self) -> Result<&[ByteString]> {
-        cached!(
-            self.supported,
+        cached!(cold self.supported,
             simple::parse_tokens(self, HeaderName::Supported, "Supported header")
         )
         .map(Vec::as_slice)
@@ -287,8 +301,7 @@ impl Message {
 
     /// Require: option tags.
     pub fn require(&self) -> Result<&[ByteString]> {
-        cached!(
-            self.require,
+        cached!(cold self.require,
             simple::parse_tokens(self, HeaderName::Require, "Require header")
         )
         .map(Vec::as_slice)
@@ -296,8 +309,7 @@ impl Message {
 
     /// Proxy-Require: option tags.
     pub fn proxy_require(&self) -> Result<&[ByteString]> {
-        cached!(
-            self.proxy_require,
+        cached!(cold self.proxy_require,
             simple::parse_tokens(self, HeaderName::ProxyRequire, "Proxy-Require header")
         )
         .map(Vec::as_slice)
@@ -305,8 +317,7 @@ impl Message {
 
     /// Unsupported: option tags.
     pub fn unsupported(&self) -> Result<&[ByteString]> {
-        cached!(
-            self.unsupported,
+        cached!(cold self.unsupported,
             simple::parse_tokens(self, HeaderName::Unsupported, "Unsupported header")
         )
         .map(Vec::as_slice)
@@ -314,7 +325,7 @@ impl Message {
 
     /// Retry-After, `None` when absent.
     pub fn retry_after(&self) -> Result<Option<&RetryAfter>> {
-        cached!(self.retry_after, {
+        cached!(cold self.retry_after, {
             self.first_value(HeaderName::RetryAfter, RetryAfter::parse_src)
         })
         .map(Option::as_ref)

@@ -218,7 +218,10 @@ fn eq_fold(a: &[u8], b: &[u8]) -> bool {
         return false;
     }
     if n < 8 {
-        return a.iter().zip(b).all(|(x, y)| x | 0x20 == y | 0x20);
+        let (mut x, mut y) = ([0u8; 8], [0u8; 8]);
+        x[..n].copy_from_slice(a);
+        y[..n].copy_from_slice(b);
+        return u64::from_le_bytes(x) | MASK == u64::from_le_bytes(y) | MASK;
     }
     if n > 24 {
         return a.eq_ignore_ascii_case(b);
