@@ -1,0 +1,62 @@
+//! # siplink-transport
+//!
+//! SIP over UDP, TCP, TLS, WS and WSS (RFC 3261 §18, RFC 7118) behind one API,
+//! on tokio and rustls, with RFC 5626 flows for NATed peers.
+//!
+//! * Inbound messages arrive as [`Incoming`] with their [`Origin`]: protocol,
+//!   peer and local address, and the [`FlowId`] of the connection they came on.
+//!   Requests have their top Via stamped with `received` / `rport`
+//!   (RFC 3261 §18.2.1, RFC 3581).
+//! * [`Transport::send`] takes a [`Target`] (address + protocol; connections
+//!   are reused per peer) or a [`FlowId`] (that connection, or
+//!   [`Error::FlowGone`]). [`Transport::send_response`] routes a response as
+//!   RFC 3261 §18.2.2 and RFC 3581 say.
+//! * Flow events ([`FlowEvent`]: opened, closed, keepalive timed out) are
+//!   broadcast to [`Transport::subscribe`]rs.
+//! * The protocol decisions are sans-IO and tested on their own: [`via`]
+//!   (stamping, response routing, sent-by), [`table`] (connection table,
+//!   limits, idle policy), [`resolve`] (RFC 3263 over a [`Resolver`]).
+//!
+//! ```no_run
+//! use siplink_transport::{Protocol, Transport, TransportConfig};
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let (transport, mut inbound) = Transport::new(TransportConfig::default());
+//! transport.listen(Protocol::Udp, "127.0.0.1:5060".parse()?).await?;
+//! transport.listen(Protocol::Tcp, "127.0.0.1:5060".parse()?).await?;
+//! while let Some(incoming) = inbound.recv().await {
+//!     if incoming.message.is_request() {
+//!         let response = incoming.message.response(200).build()?;
+//!         transport.send_response(response, Some(&incoming.origin)).await?;
+//!     }
+//! }
+//! transport.shutdown().await;
+//! # Ok(())
+//! # }
+//! ```
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+mod config;
+mod conn;
+mod error;
+#[cfg(feature = "hickory")]
+mod hickory;
+pub mod resolve;
+pub mod table;
+mod tls;
+mod transport;
+mod types;
+pub mod via;
+
+pub use config::{KeepaliveConfig, TransportConfig};
+pub use conn::SIP_SUBPROTOCOL;
+pub use error::{Error, Result};
+#[cfg(feature = "hickory")]
+pub use hickory::HickoryResolver;
+pub use resolve::{Naptr, Resolver, Srv, StaticResolver, SystemResolver, resolve_uri};
+pub use tls::{ClientAuth, Roots, TlsClientConfig, TlsServerConfig};
+pub use transport::{Sent, Transport};
+pub use types::{
+    Destination, FlowEvent, FlowEventKind, FlowId, Incoming, Origin, Protocol, Target,
+};

@@ -1,0 +1,213 @@
+//! Plain data: protocols, flow ids, origins, targets, events.
+
+use std::fmt;
+use std::net::SocketAddr;
+
+use siplink_message::Message;
+
+/// A SIP transport protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Protocol {
+    /// SIP over UDP (RFC 3261 §18).
+    Udp,
+    /// SIP over TCP.
+    Tcp,
+    /// SIP over TLS over TCP.
+    Tls,
+    /// SIP over WebSocket (RFC 7118).
+    Ws,
+    /// SIP over secure WebSocket (RFC 7118).
+    Wss,
+}
+
+impl Protocol {
+    /// Every protocol.
+    pub const ALL: [Protocol; 5] = [
+        Protocol::Udp,
+        Protocol::Tcp,
+        Protocol::Tls,
+        Protocol::Ws,
+        Protocol::Wss,
+    ];
+
+    /// The Via transport token (`UDP`, `TCP`, `TLS`, `WS`, `WSS`).
+    pub fn via_token(self) -> &'static str {
+        match self {
+            Protocol::Udp => "UDP",
+            Protocol::Tcp => "TCP",
+            Protocol::Tls => "TLS",
+            Protocol::Ws => "WS",
+            Protocol::Wss => "WSS",
+        }
+    }
+
+    /// The protocol named by a Via transport token or a `transport=` URI
+    /// parameter (case-insensitive); `None` for SCTP and unknown tokens.
+    pub fn from_token(token: &str) -> Option<Protocol> {
+        Protocol::ALL
+            .into_iter()
+            .find(|p| p.via_token().eq_ignore_ascii_case(token))
+    }
+
+    /// Whether the protocol is connection-oriented (everything but UDP).
+    pub fn is_stream(self) -> bool {
+        self != Protocol::Udp
+    }
+
+    /// Whether the protocol is encrypted (TLS, WSS).
+    pub fn is_secure(self) -> bool {
+        matches!(self, Protocol::Tls | Protocol::Wss)
+    }
+
+    /// Whether the protocol is a WebSocket one.
+    pub fn is_websocket(self) -> bool {
+        matches!(self, Protocol::Ws | Protocol::Wss)
+    }
+
+    /// The default port (RFC 3261 §19.1.2; RFC 7118 uses the HTTP ports).
+    pub fn default_port(self) -> u16 {
+        match self {
+            Protocol::Udp | Protocol::Tcp => 5060,
+            Protocol::Tls => 5061,
+            Protocol::Ws => 80,
+            Protocol::Wss => 443,
+        }
+    }
+}
+
+impl fmt::Display for Protocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.via_token())
+    }
+}
+
+/// An opaque connection (flow) identifier, unique for the life of a
+/// [`Transport`](crate::Transport). RFC 5626 calls the connection a *flow*.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FlowId(pub(crate) u64);
+
+impl FlowId {
+    /// The number behind the id (for logs and maps; ids are never reused).
+    pub fn get(self) -> u64 {
+        self.0
+    }
+}
+
+impl fmt::Display for FlowId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "#{}", self.0)
+    }
+}
+
+/// Where an inbound message came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Origin {
+    /// The transport it arrived on.
+    pub protocol: Protocol,
+    /// The peer's address (source address and port).
+    pub peer: SocketAddr,
+    /// Our address it arrived at.
+    pub local: SocketAddr,
+    /// The connection it arrived on (`None` for UDP).
+    pub flow: Option<FlowId>,
+}
+
+/// An inbound message with its origin. Requests have their top Via stamped with
+/// `received`/`rport` already (RFC 3261 §18.2.1, RFC 3581).
+#[derive(Debug, Clone)]
+pub struct Incoming {
+    /// The message.
+    pub message: Message,
+    /// Where it came from.
+    pub origin: Origin,
+}
+
+/// Where to send a message when it is not bound to an existing flow.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Target {
+    /// Protocol to use.
+    pub protocol: Protocol,
+    /// Peer address.
+    pub addr: SocketAddr,
+    /// Host name for TLS (SNI and certificate check) and the WebSocket `Host`;
+    /// without it, TLS checks the certificate against the IP address.
+    pub server_name: Option<String>,
+    /// Whether a UDP request too large for UDP (RFC 3261 §18.1.1) may go over
+    /// TCP to the same address instead. `true` by default; set it to `false`
+    /// when the URI insisted on `transport=udp`.
+    pub allow_tcp: bool,
+}
+
+impl Target {
+    /// A target for `protocol` at `addr` (TCP fallback allowed, no server name).
+    pub fn new(protocol: Protocol, addr: SocketAddr) -> Target {
+        Target {
+            protocol,
+            addr,
+            server_name: None,
+            allow_tcp: true,
+        }
+    }
+
+    /// The same target with a TLS / WebSocket server name.
+    pub fn with_server_name(mut self, name: impl Into<String>) -> Target {
+        self.server_name = Some(name.into());
+        self
+    }
+
+    /// The same target with TCP fallback for large UDP requests allowed or not.
+    pub fn with_allow_tcp(mut self, allow: bool) -> Target {
+        self.allow_tcp = allow;
+        self
+    }
+}
+
+/// Where [`Transport::send`](crate::Transport::send) sends.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Destination {
+    /// An address and protocol; an open connection to the same peer is reused.
+    Target(Target),
+    /// Over this very connection, or fail with [`Error::FlowGone`](crate::Error::FlowGone).
+    Flow(FlowId),
+}
+
+impl From<Target> for Destination {
+    fn from(t: Target) -> Self {
+        Destination::Target(t)
+    }
+}
+
+impl From<FlowId> for Destination {
+    fn from(f: FlowId) -> Self {
+        Destination::Flow(f)
+    }
+}
+
+/// What happened to a flow.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FlowEventKind {
+    /// The connection is established (accepted, or connected by us).
+    Opened,
+    /// The connection is closed; the reason in words (`peer closed`, `idle`,
+    /// `framing error: ...`, `shutdown`...).
+    Closed(String),
+    /// We sent a keepalive ping and no pong came in time; the flow is closed next
+    /// (a [`FlowEventKind::Closed`] follows).
+    KeepaliveTimeout,
+}
+
+/// A flow event, broadcast to [`Transport::subscribe`](crate::Transport::subscribe)rs
+/// so that, e.g., a registrar drops the bindings of a dead flow (RFC 5626).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FlowEvent {
+    /// The flow.
+    pub flow: FlowId,
+    /// Its protocol.
+    pub protocol: Protocol,
+    /// The peer.
+    pub peer: SocketAddr,
+    /// Our end.
+    pub local: SocketAddr,
+    /// What happened.
+    pub kind: FlowEventKind,
+}
