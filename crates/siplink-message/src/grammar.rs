@@ -198,38 +198,70 @@ pub(crate) fn parse_decimal(digits: &[u8], max: u64) -> Option<u64> {
 /// reference is an atomic increment and decrement).
 #[inline]
 pub(crate) fn intern(sub: &[u8]) -> Option<ByteString> {
-    let s: &'static str = match sub {
-        b"SIP" => "SIP",
-        b"2.0" => "2.0",
-        b"UDP" => "UDP",
-        b"TCP" => "TCP",
-        b"TLS" => "TLS",
-        b"WS" => "WS",
-        b"WSS" => "WSS",
-        b"SCTP" => "SCTP",
-        b"udp" => "udp",
-        b"tcp" => "tcp",
-        b"tls" => "tls",
-        b"ws" => "ws",
-        b"wss" => "wss",
-        b"branch" => "branch",
-        b"rport" => "rport",
-        b"received" => "received",
-        b"maddr" => "maddr",
-        b"ttl" => "ttl",
-        b"tag" => "tag",
-        b"lr" => "lr",
-        b"transport" => "transport",
-        b"user" => "user",
-        b"phone" => "phone",
-        b"method" => "method",
-        b"expires" => "expires",
-        b"q" => "q",
-        b"ob" => "ob",
-        b"reg-id" => "reg-id",
-        b"+sip.instance" => "+sip.instance",
-        b"r2" => "r2",
-        b"on" => "on",
+    // Dispatch on the length first, then compare against the few literals of
+    // that length (the compiler turns these into integer comparisons).
+    let s: &'static str = match sub.len() {
+        1 => match sub {
+            b"q" => "q",
+            _ => return None,
+        },
+        2 => match sub {
+            b"WS" => "WS",
+            b"ws" => "ws",
+            b"lr" => "lr",
+            b"ob" => "ob",
+            b"r2" => "r2",
+            b"on" => "on",
+            _ => return None,
+        },
+        3 => match sub {
+            b"SIP" => "SIP",
+            b"2.0" => "2.0",
+            b"UDP" => "UDP",
+            b"TCP" => "TCP",
+            b"TLS" => "TLS",
+            b"WSS" => "WSS",
+            b"udp" => "udp",
+            b"tcp" => "tcp",
+            b"tls" => "tls",
+            b"wss" => "wss",
+            b"ttl" => "ttl",
+            b"tag" => "tag",
+            _ => return None,
+        },
+        4 => match sub {
+            b"SCTP" => "SCTP",
+            b"user" => "user",
+            _ => return None,
+        },
+        5 => match sub {
+            b"rport" => "rport",
+            b"maddr" => "maddr",
+            b"phone" => "phone",
+            _ => return None,
+        },
+        6 => match sub {
+            b"branch" => "branch",
+            b"method" => "method",
+            b"reg-id" => "reg-id",
+            _ => return None,
+        },
+        7 => match sub {
+            b"expires" => "expires",
+            _ => return None,
+        },
+        8 => match sub {
+            b"received" => "received",
+            _ => return None,
+        },
+        9 => match sub {
+            b"transport" => "transport",
+            _ => return None,
+        },
+        13 => match sub {
+            b"+sip.instance" => "+sip.instance",
+            _ => return None,
+        },
         _ => return None,
     };
     Some(ByteString::from_static(s))

@@ -52,6 +52,11 @@ impl Host {
     /// with error offsets into the message.
     #[allow(dead_code)] // for the header parsers
     pub(crate) fn parse_src(src: &Src<'_>, i: &[u8]) -> Result<Host> {
+        // Fast path for the common case, a host name: one pass over the bytes
+        // and one slice of the buffer.
+        if let Ok(false) = check_domain(i) {
+            return src.text(i, CONTEXT).map(Host::Domain);
+        }
         let base = src.offset_of(i);
         let raw = src.text(i, CONTEXT)?;
         let (host, end) = parse_host(&raw, base, 0)?;
@@ -167,10 +172,10 @@ pub(crate) fn parse_host(raw: &ByteString, base: usize, start: usize) -> Result<
     }
 }
 
-/// Checks `hostname = *( domainlabel "." ) toplabel [ "." ]` in one pass over
-/// bytes already known to be alphanumerics, `-` and `.`: labels are non-empty
-/// and start and end with an alphanumeric. Returns whether the last label is all
-/// digits (then the host must be an IPv4 address), or the offset of the bad label.
+/// Checks `hostname = *( domainlabel "." ) toplabel [ "." ]` in one pass: only
+/// alphanumerics, `-` and `.`; labels are non-empty and start and end with an
+/// alphanumeric. Returns whether the last label is all digits (then the host must
+/// be an IPv4 address), or the offset of the fault.
 fn check_domain(h: &[u8]) -> Result<bool, usize> {
     let body = h.strip_suffix(b".").unwrap_or(h);
     if body.is_empty() {
@@ -186,7 +191,7 @@ fn check_domain(h: &[u8]) -> Result<bool, usize> {
             label_start = k + 1;
             all_digits = true;
         } else {
-            if k == label_start && c == b'-' {
+            if (k == label_start && c == b'-') || !(c.is_ascii_alphanumeric() || c == b'-') {
                 return Err(label_start);
             }
             all_digits &= c.is_ascii_digit();
