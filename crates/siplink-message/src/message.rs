@@ -569,7 +569,7 @@ impl Message {
     }
 
     /// The SIP-Version of the start line as written (`SIP/2.0`, or another
-    /// well-formed version that [`validate`](crate::validate) answers with 505).
+    /// well-formed version that [`Message::validate`] answers with 505).
     pub fn version(&self) -> &[u8] {
         match (&self.start, &self.new_start) {
             // An edited start line is always written with SIP/2.0 (before its CRLF).
