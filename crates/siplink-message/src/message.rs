@@ -354,13 +354,13 @@ impl Message {
             }
             // One header line, with folded continuation lines.
             let mut end = next_line_end(p)?;
+            let mut folded = false;
             while matches!(b.get(end), Some(b' ' | b'\t')) {
                 end = next_line_end(end)?;
+                folded = true;
             }
             let mut q = p;
-            let mut hash = 0u32;
             while q < end && is_token_char(b[q]) {
-                hash = crate::headers::hash_step(hash, b[q]);
                 q += 1;
             }
             if q == p {
@@ -374,16 +374,27 @@ impl Message {
                 return Err(Error::syntax(q, CTX_HEADER, "':' after the header name"));
             }
             let raw_value = &b[q + 1..end - 2];
-            let value = trim_lws(raw_value);
+            // Fast path: an unfolded line has no CR/LF inside, so trimming is
+            // only spaces and tabs at both ends.
+            let value = if !folded {
+                let s = raw_value
+                    .iter()
+                    .position(|&c| !is_wsp(c))
+                    .unwrap_or(raw_value.len());
+                let e = raw_value
+                    .iter()
+                    .rposition(|&c| !is_wsp(c))
+                    .map_or(s, |k| k + 1);
+                &raw_value[s..e]
+            } else {
+                trim_lws(raw_value)
+            };
             let vstart = if value.is_empty() {
                 q + 1
             } else {
                 value.as_ptr() as usize - b.as_ptr() as usize
             };
-            let name = HeaderName::from_hashed(
-                &b[p..name_end],
-                crate::headers::hash_finish(hash, name_end - p),
-            );
+            let name = HeaderName::from_bytes(&b[p..name_end]);
             if name == HeaderName::ContentLength {
                 let n = parse_decimal(value, u64::from(u32::MAX)).ok_or(
                     Error::InvalidContentLength {

@@ -14,7 +14,6 @@ mod via;
 pub use addr::{Contacts, NameAddr};
 pub use auth::{Challenge, Credentials};
 pub use name::HeaderName;
-pub(crate) use name::{hash_finish, hash_step};
 pub use simple::{CSeq, MediaType, RetryAfter};
 pub use via::{MAGIC_COOKIE, Via};
 

@@ -172,32 +172,20 @@ header_names! {
 /// Size of the open-addressing table used to classify long header names.
 const TABLE_SIZE: usize = 256;
 
-/// Case-insensitive hash of a header name (`| 0x20` folds ASCII letters and keeps
-/// every other token character distinct; equality is checked after the lookup).
-/// The message parser computes the same value incrementally while it scans the
-/// name ([`hash_step`], [`hash_finish`]).
+/// Case-insensitive hash of a header name from its length and three of its bytes
+/// (`| 0x20` folds ASCII letters and keeps every other token character distinct).
+/// Cheap enough to compute after the name is scanned; equality is checked after
+/// the table lookup, so collisions only cost a probe.
 #[inline]
 const fn name_hash(b: &[u8]) -> usize {
-    let mut h: u32 = 0;
-    let mut i = 0;
-    while i < b.len() {
-        h = hash_step(h, b[i]);
-        i += 1;
+    let n = b.len();
+    if n == 0 {
+        return 0;
     }
-    hash_finish(h, b.len())
-}
-
-/// One byte of [`name_hash`].
-#[inline(always)]
-pub(crate) const fn hash_step(h: u32, byte: u8) -> u32 {
-    h.wrapping_mul(31).wrapping_add((byte | 0x20) as u32)
-}
-
-/// The end of [`name_hash`].
-#[inline(always)]
-pub(crate) const fn hash_finish(h: u32, len: usize) -> usize {
-    let h = h.wrapping_add((len as u32).wrapping_mul(0x9e37));
-    ((h ^ (h >> 7)) as usize) % TABLE_SIZE
+    let first = (b[0] | 0x20) as usize;
+    let mid = (b[n / 2] | 0x20) as usize;
+    let last = (b[n - 1] | 0x20) as usize;
+    (first * 7 + mid * 3 + last * 13 + n * 31) % TABLE_SIZE
 }
 
 /// Case-insensitive equality of two token strings: for token characters, `| 0x20`
@@ -250,16 +238,6 @@ impl HeaderName {
     #[inline]
     fn from_long(name: &[u8]) -> HeaderName {
         HeaderName::from_long_hashed(name, name_hash(name))
-    }
-
-    /// Classifies a token `name` whose [`name_hash`] is already known.
-    #[inline]
-    pub(crate) fn from_hashed(name: &[u8], hash: usize) -> HeaderName {
-        match name {
-            [c] => HeaderName::from_compact(*c),
-            _ if name.len() > 19 || name.is_empty() => HeaderName::Other,
-            _ => HeaderName::from_long_hashed(name, hash),
-        }
     }
 
     #[inline]
