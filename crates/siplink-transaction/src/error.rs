@@ -49,6 +49,16 @@ pub enum Error {
     /// the reverse.
     #[error("wrong kind of transaction for this operation")]
     WrongRole,
+    /// The endpoint's task has ended or is shutting down.
+    #[error("the endpoint is shut down")]
+    EndpointClosed,
+    /// The endpoint cannot send a request to this destination (no UDP listener
+    /// for the address family, a WebSocket target without a flow...).
+    #[error("no route: {0}")]
+    NoRoute(String),
+    /// The transport failed (connecting, sending); the transport's error in words.
+    #[error("transport error: {0}")]
+    Transport(String),
 }
 
 /// `Result` with this crate's [`Error`].

@@ -58,6 +58,7 @@
 
 mod branch;
 mod client;
+pub mod endpoint;
 mod error;
 mod event;
 mod key;
@@ -67,6 +68,10 @@ mod timer;
 
 pub use branch::new_branch;
 pub use client::{ClientState, ClientTransaction, build_cancel};
+pub use endpoint::{
+    ClientEvent, ClientTransactionHandle, Endpoint, EndpointConfig, ServerRequests,
+    ServerTransactionHandle, StrayHandler,
+};
 pub use error::{Error, Result};
 pub use event::{Action, Actions, Event, TuEvent};
 pub use key::{ClientKey, ServerKey};

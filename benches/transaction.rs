@@ -1,0 +1,194 @@
+//! siplink-transaction figures: transactions per second through two
+//! [`Endpoint`]s over loopback UDP (non-INVITE request and its 200), and bytes
+//! of memory per live transaction in a [`TransactionTable`].
+//!
+//! `cargo bench --bench transaction` (plain `main`, no criterion: throughput
+//! and memory figures, printed as a table). Sizes: `SIPLINK_BENCH_TX`
+//! (transactions, default 20,000), `SIPLINK_BENCH_WINDOW` (in flight, default
+//! 64), `SIPLINK_BENCH_LIVE` (live transactions for the memory figure, default
+//! 50,000).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use siplink_message::{HeaderName, Message, MessageBuilder, Method};
+use siplink_transaction::{
+    ClientEvent, Endpoint, EndpointConfig, Received, TableConfig, TransactionTable, new_branch,
+};
+use siplink_transport::{Protocol, Target, Transport, TransportConfig};
+use tokio::sync::Semaphore;
+
+/// Resident memory of this process, in bytes (`/proc/self/statm`, 4 KiB pages).
+///
+/// The memory figure is the growth of the resident set, not an exact heap
+/// count: a counting `#[global_allocator]` needs `unsafe impl GlobalAlloc`, and
+/// the workspace's `forbid(unsafe_code)` applies to every target, benches
+/// included (`allow` cannot lift a `forbid`). With tens of thousands of
+/// transactions the page granularity is negligible.
+fn resident() -> Option<usize> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: usize = statm.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * 4096)
+}
+
+fn env(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// A typical out-of-dialog request (~400 bytes on the wire).
+fn request(method: Method, to: SocketAddr, n: usize) -> Message {
+    MessageBuilder::request(method.clone(), format!("sip:bob@{to}"))
+        .header(
+            HeaderName::Via,
+            format_args!("SIP/2.0/UDP 192.0.2.10:5060;rport;branch={}", new_branch()),
+        )
+        .header(HeaderName::MaxForwards, 70)
+        .header(HeaderName::To, format_args!("Bob <sip:bob@{to}>"))
+        .header(
+            HeaderName::From,
+            format_args!("Alice <sip:alice@example.com>;tag=f{n}"),
+        )
+        .header(
+            HeaderName::CallId,
+            format_args!("{n}-{}@bench", &new_branch()[7..19]),
+        )
+        .header(HeaderName::CSeq, format_args!("1 {method}"))
+        .header(HeaderName::Contact, "<sip:alice@192.0.2.10:5060>")
+        .header(HeaderName::UserAgent, "siplink-bench")
+        .build()
+        .expect("bench request")
+}
+
+/// Transactions per second: `n` OPTIONS from one endpoint to another over
+/// loopback UDP, each answered 200 at once by the server's TU, at most
+/// `window` in flight.
+async fn throughput(n: usize, window: usize) -> (f64, usize) {
+    let table = TableConfig {
+        max_transactions: 10_000_000,
+        ..TableConfig::default()
+    };
+    let config = EndpointConfig {
+        table,
+        ..EndpointConfig::default()
+    };
+    let (st, st_in) = Transport::new(TransportConfig::default());
+    let saddr = st
+        .listen(Protocol::Udp, "127.0.0.1:0".parse().expect("address"))
+        .await
+        .expect("listen");
+    let (server, mut requests) = Endpoint::start(st.clone(), st_in, config.clone());
+    tokio::spawn(async move {
+        while let Some(mut tx) = requests.recv().await {
+            let ok = tx.request.response(200).build().expect("200");
+            let _ = tx.respond(ok).await;
+        }
+    });
+    let (ct, ct_in) = Transport::new(TransportConfig::default());
+    ct.listen(Protocol::Udp, "127.0.0.1:0".parse().expect("address"))
+        .await
+        .expect("listen");
+    let (client, _requests) = Endpoint::start(ct.clone(), ct_in, config);
+    let target = Target::new(Protocol::Udp, saddr);
+    let requests: Vec<Message> = (0..n).map(|i| request(Method::Options, saddr, i)).collect();
+    let limit = Arc::new(Semaphore::new(window));
+    let mut set = tokio::task::JoinSet::new();
+    let t0 = Instant::now();
+    for req in requests {
+        let permit = limit.clone().acquire_owned().await.expect("semaphore");
+        let (client, target) = (client.clone(), target.clone());
+        set.spawn(async move {
+            let mut tx = client.send_request(req, target).await.ok()?;
+            let r = loop {
+                match tx.next().await {
+                    Some(ClientEvent::Provisional(_)) => {}
+                    Some(ClientEvent::Final(m)) => break m.status() == Some(200),
+                    _ => break false,
+                }
+            };
+            drop(permit);
+            r.then_some(())
+        });
+    }
+    let mut failed = 0;
+    while let Some(r) = set.join_next().await {
+        if r.ok().flatten().is_none() {
+            failed += 1;
+        }
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    client.shutdown().await;
+    server.shutdown().await;
+    ct.shutdown().await;
+    st.shutdown().await;
+    (n as f64 / secs, failed)
+}
+
+/// Bytes per live server INVITE transaction (Proceeding, its request kept)
+/// and per live client INVITE transaction (Calling, over UDP: timers A and B),
+/// in a table alone, from the resident set growth.
+fn memory(live: usize) -> Option<(f64, f64)> {
+    let to: SocketAddr = "192.0.2.20:5060".parse().expect("address");
+    let now = Instant::now();
+    let wire: Vec<Vec<u8>> = (0..live)
+        .map(|i| request(Method::Invite, to, i).to_bytes().to_vec())
+        .collect();
+    let requests: Vec<Message> = (0..live).map(|i| request(Method::Invite, to, i)).collect();
+    let config = TableConfig {
+        max_transactions: live * 2 + 1,
+        ..TableConfig::default()
+    };
+
+    let mut table = TransactionTable::new(config);
+    let before = resident()?;
+    for b in &wire {
+        // Each its own buffer, as the transport delivers them.
+        let msg = Message::parse(bytes::Bytes::copy_from_slice(b)).expect("parse");
+        match table.receive(msg, false, now) {
+            Received::New { .. } => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    let server = resident()?.saturating_sub(before) as f64 / live as f64;
+
+    let mut clients = TransactionTable::new(config);
+    let before = resident()?;
+    for r in &requests {
+        let (_, out) = clients.start_client(r, false, now).expect("client");
+        drop(out);
+    }
+    let client = resident()?.saturating_sub(before) as f64 / live as f64;
+    assert_eq!(table.len() + clients.len(), 2 * live);
+    Some((server, client))
+}
+
+fn main() {
+    let n = env("SIPLINK_BENCH_TX", 20_000);
+    let window = env("SIPLINK_BENCH_WINDOW", 64);
+    let live = env("SIPLINK_BENCH_LIVE", 50_000);
+
+    let (server_bytes, client_bytes) = memory(live).unwrap_or((f64::NAN, f64::NAN));
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let (tps, failed) = rt.block_on(throughput(n, window));
+    rt.shutdown_timeout(Duration::from_secs(1));
+
+    println!("siplink-transaction");
+    println!("| figure | value |");
+    println!("| --- | --- |");
+    println!(
+        "| non-INVITE transactions over loopback UDP, two endpoints ({n}, <= {window} in flight) | {tps:.0} tx/s ({failed} failed) |"
+    );
+    println!(
+        "| memory per live server INVITE transaction ({live} live, request kept) | {server_bytes:.0} B |"
+    );
+    println!(
+        "| memory per live client INVITE transaction over UDP ({live} live) | {client_bytes:.0} B |"
+    );
+}
