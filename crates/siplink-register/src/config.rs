@@ -8,65 +8,7 @@ use siplink_message::uri::SipUri;
 
 use crate::error::Error;
 
-/// The transport a registration uses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Transport {
-    /// UDP.
-    Udp,
-    /// TCP.
-    Tcp,
-    /// TLS over TCP.
-    Tls,
-    /// WebSocket (RFC 7118).
-    Ws,
-    /// Secure WebSocket (RFC 7118).
-    Wss,
-}
-
-impl Transport {
-    /// The token written in a Via header (`UDP`, `TCP`, `TLS`, `WS`, `WSS`).
-    pub const fn via_token(self) -> &'static str {
-        match self {
-            Transport::Udp => "UDP",
-            Transport::Tcp => "TCP",
-            Transport::Tls => "TLS",
-            Transport::Ws => "WS",
-            Transport::Wss => "WSS",
-        }
-    }
-
-    /// The `transport=` URI parameter value (`None` for UDP, the default).
-    pub const fn uri_param(self) -> Option<&'static str> {
-        match self {
-            Transport::Udp => None,
-            Transport::Tcp => Some("tcp"),
-            Transport::Tls => Some("tls"),
-            Transport::Ws => Some("ws"),
-            Transport::Wss => Some("wss"),
-        }
-    }
-
-    /// Whether the transport is connection-oriented (a flow that can drop).
-    pub const fn is_reliable(self) -> bool {
-        !matches!(self, Transport::Udp)
-    }
-
-    /// The default port (5061 for TLS, 443 for WSS, 80 for WS, 5060 otherwise).
-    pub const fn default_port(self) -> u16 {
-        match self {
-            Transport::Udp | Transport::Tcp => 5060,
-            Transport::Tls => 5061,
-            Transport::Ws => 80,
-            Transport::Wss => 443,
-        }
-    }
-}
-
-impl fmt::Display for Transport {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.via_token())
-    }
-}
+pub use siplink_message::Transport;
 
 /// Where a request is sent: a host (a name the driver resolves when it sends,
 /// so that every new attempt re-resolves it, or an IP address), a port and a

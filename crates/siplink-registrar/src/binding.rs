@@ -9,6 +9,8 @@ use siplink_message::headers::NameAddr;
 
 use crate::Error;
 
+pub use siplink_message::Transport;
+
 /// An opaque connection (flow, RFC 5626) identifier given by the transport.
 ///
 /// The registrar only compares and stores it; the transport layer maps it to a
@@ -30,21 +32,6 @@ impl fmt::Display for BindingId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "b{:016x}", self.0)
     }
-}
-
-/// The transport a REGISTER arrived on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Transport {
-    /// UDP.
-    Udp,
-    /// TCP.
-    Tcp,
-    /// TLS over TCP.
-    Tls,
-    /// WebSocket (RFC 7118).
-    Ws,
-    /// Secure WebSocket (RFC 7118).
-    Wss,
 }
 
 /// An address-of-record in canonical form (RFC 3261 §10.3 step 5): the scheme

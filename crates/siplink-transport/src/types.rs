@@ -5,81 +5,8 @@ use std::net::SocketAddr;
 
 use siplink_message::Message;
 
-/// A SIP transport protocol.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Protocol {
-    /// SIP over UDP (RFC 3261 §18).
-    Udp,
-    /// SIP over TCP.
-    Tcp,
-    /// SIP over TLS over TCP.
-    Tls,
-    /// SIP over WebSocket (RFC 7118).
-    Ws,
-    /// SIP over secure WebSocket (RFC 7118).
-    Wss,
-}
-
-impl Protocol {
-    /// Every protocol.
-    pub const ALL: [Protocol; 5] = [
-        Protocol::Udp,
-        Protocol::Tcp,
-        Protocol::Tls,
-        Protocol::Ws,
-        Protocol::Wss,
-    ];
-
-    /// The Via transport token (`UDP`, `TCP`, `TLS`, `WS`, `WSS`).
-    pub fn via_token(self) -> &'static str {
-        match self {
-            Protocol::Udp => "UDP",
-            Protocol::Tcp => "TCP",
-            Protocol::Tls => "TLS",
-            Protocol::Ws => "WS",
-            Protocol::Wss => "WSS",
-        }
-    }
-
-    /// The protocol named by a Via transport token or a `transport=` URI
-    /// parameter (case-insensitive); `None` for SCTP and unknown tokens.
-    pub fn from_token(token: &str) -> Option<Protocol> {
-        Protocol::ALL
-            .into_iter()
-            .find(|p| p.via_token().eq_ignore_ascii_case(token))
-    }
-
-    /// Whether the protocol is connection-oriented (everything but UDP).
-    pub fn is_stream(self) -> bool {
-        self != Protocol::Udp
-    }
-
-    /// Whether the protocol is encrypted (TLS, WSS).
-    pub fn is_secure(self) -> bool {
-        matches!(self, Protocol::Tls | Protocol::Wss)
-    }
-
-    /// Whether the protocol is a WebSocket one.
-    pub fn is_websocket(self) -> bool {
-        matches!(self, Protocol::Ws | Protocol::Wss)
-    }
-
-    /// The default port (RFC 3261 §19.1.2; RFC 7118 uses the HTTP ports).
-    pub fn default_port(self) -> u16 {
-        match self {
-            Protocol::Udp | Protocol::Tcp => 5060,
-            Protocol::Tls => 5061,
-            Protocol::Ws => 80,
-            Protocol::Wss => 443,
-        }
-    }
-}
-
-impl fmt::Display for Protocol {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.via_token())
-    }
-}
+/// A SIP transport protocol: the workspace-wide [`siplink_message::Transport`].
+pub use siplink_message::Transport as Protocol;
 
 /// An opaque connection (flow) identifier, unique for the life of a
 /// [`Transport`](crate::Transport). RFC 5626 calls the connection a *flow*.

@@ -7,56 +7,7 @@ use siplink_auth::ClientCredentials;
 
 use crate::identify::Cidr;
 
-/// The transport used to reach a target.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-pub enum Transport {
-    /// UDP (RFC 3261 §18).
-    #[default]
-    Udp,
-    /// TCP.
-    Tcp,
-    /// TLS over TCP (RFC 3261 §26.3.1).
-    Tls,
-}
-
-impl Transport {
-    /// The token written in a Via header (`UDP`, `TCP`, `TLS`).
-    pub const fn via_token(self) -> &'static str {
-        match self {
-            Transport::Udp => "UDP",
-            Transport::Tcp => "TCP",
-            Transport::Tls => "TLS",
-        }
-    }
-
-    /// The `transport=` URI parameter value (`None` for UDP, the default).
-    pub const fn uri_param(self) -> Option<&'static str> {
-        match self {
-            Transport::Udp => None,
-            Transport::Tcp => Some("tcp"),
-            Transport::Tls => Some("tls"),
-        }
-    }
-
-    /// Whether the transport is reliable (no retransmissions, RFC 3261 §17).
-    pub const fn is_reliable(self) -> bool {
-        !matches!(self, Transport::Udp)
-    }
-
-    /// The default port: 5060, or 5061 for TLS.
-    pub const fn default_port(self) -> u16 {
-        match self {
-            Transport::Tls => 5061,
-            _ => 5060,
-        }
-    }
-}
-
-impl fmt::Display for Transport {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.via_token())
-    }
-}
+pub use siplink_message::Transport;
 
 /// A network destination: host (name or IP literal), port and transport.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -300,6 +251,11 @@ impl TrunkConfig {
             }
             if a.port == 0 {
                 return Err(Config("a target port is 0"));
+            }
+            if a.transport.is_websocket() {
+                return Err(Config(
+                    "a trunk target uses UDP, TCP or TLS (WebSocket is for phones)",
+                ));
             }
         }
         let hosts = addrs_hosts(self);

@@ -833,6 +833,9 @@ fn config_validation() {
     let mut c = config(1);
     c.outbound_proxy = Some(TargetAddr::new("bad host", 5060, Transport::Udp));
     assert!(c.validate().is_err());
+    let mut c = config(1);
+    c.targets[0].addr.transport = Transport::Wss;
+    assert!(c.validate().is_err());
 }
 
 #[test]
