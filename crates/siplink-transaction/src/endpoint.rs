@@ -335,7 +335,7 @@ impl Endpoint {
                 return Ok((
                     Destination::Flow(flow),
                     protocol,
-                    sent_by(transport, protocol, local),
+                    transport.sent_by(protocol, local),
                 ));
             }
             Destination::Target(t) => t,
@@ -386,30 +386,8 @@ impl Endpoint {
         Ok((
             Destination::Flow(flow),
             sent.protocol,
-            sent_by(transport, sent.protocol, sent.local),
+            transport.sent_by(sent.protocol, sent.local),
         ))
-    }
-}
-
-/// The sent-by the transport writes for a request leaving from `local` (its
-/// listener of that protocol and family, else the socket's own address).
-fn sent_by(transport: &Transport, protocol: Protocol, local: SocketAddr) -> SocketAddr {
-    let listeners = transport.listeners();
-    let same_family = |a: &SocketAddr| a.is_ipv4() == local.is_ipv4();
-    let found = listeners
-        .iter()
-        .find(|(p, a)| {
-            *p == protocol && same_family(a) && (a.ip() == local.ip() || a.ip().is_unspecified())
-        })
-        .or_else(|| {
-            listeners
-                .iter()
-                .find(|(p, a)| *p == protocol && same_family(a))
-        });
-    match found {
-        Some((_, a)) if a.ip().is_unspecified() => SocketAddr::new(local.ip(), a.port()),
-        Some((_, a)) => *a,
-        None => local,
     }
 }
 

@@ -230,6 +230,15 @@ impl Transport {
         lock(&self.inner.listeners).clone()
     }
 
+    /// The sent-by to advertise for a message leaving over `protocol` from
+    /// `local`: the listener of that protocol and address family (with `local`'s
+    /// address when the listener is bound to the unspecified address), else
+    /// `local`. [`Transport::send`] writes this into the top Via; a layer that
+    /// must know the Via before sending (a transaction key) asks here.
+    pub fn sent_by(&self, protocol: Protocol, local: SocketAddr) -> SocketAddr {
+        self.inner.sent_by(protocol, local)
+    }
+
     /// Flow events (opened, closed, keepalive timed out). Each subscriber sees
     /// the events that happen after it subscribed.
     pub fn subscribe(&self) -> broadcast::Receiver<FlowEvent> {
@@ -591,9 +600,8 @@ impl Inner {
         Ok(())
     }
 
-    /// The sent-by to advertise for a message leaving over `protocol` from
-    /// `local`: the listener of that protocol and address family, else `local`.
-    fn sent_by(&self, protocol: Protocol, local: SocketAddr) -> SocketAddr {
+    /// See [`Transport::sent_by`].
+    pub(crate) fn sent_by(&self, protocol: Protocol, local: SocketAddr) -> SocketAddr {
         let listeners = lock(&self.listeners);
         let same_family = |a: &SocketAddr| a.is_ipv4() == local.is_ipv4();
         let found = listeners
