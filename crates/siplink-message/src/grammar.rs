@@ -67,7 +67,15 @@ pub(crate) fn is_wsp(b: u8) -> bool {
 /// Skips optional linear white space (`SWS`): spaces, tabs and folded line breaks
 /// (CRLF followed by at least one WSP). Never fails.
 #[inline]
-pub(crate) fn sws(mut i: In<'_>) -> In<'_> {
+pub(crate) fn sws(i: In<'_>) -> In<'_> {
+    // Most separators have no white space around them: decide on one byte.
+    match i.first() {
+        Some(b' ' | b'\t' | b'\r' | b'\n') => sws_slow(i),
+        _ => i,
+    }
+}
+
+fn sws_slow(mut i: In<'_>) -> In<'_> {
     loop {
         match i {
             [b' ' | b'\t', rest @ ..] => i = rest,
