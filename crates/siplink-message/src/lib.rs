@@ -46,6 +46,6 @@ pub use grammar::{Param, Params};
 pub use headers::HeaderName;
 pub use message::{Header, Message, ParseOptions, unfold};
 pub use method::{Method, reason_phrase};
-pub use transport::{Transport, UnknownTransport};
+pub use transport::{TargetAddr, Transport, UnknownTransport};
 pub use uri::Uri;
 pub use validate::{Rejection, Role, ValidationOptions};

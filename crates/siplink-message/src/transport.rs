@@ -122,3 +122,49 @@ impl std::str::FromStr for Transport {
         Transport::from_token(s).ok_or_else(|| UnknownTransport(s.to_owned()))
     }
 }
+
+/// Where a request goes: a host (a name to resolve when sending, or an IP
+/// address), a port and a transport.
+///
+/// ```
+/// use siplink_message::{TargetAddr, Transport};
+/// let t = TargetAddr::new("2001:db8::1", 5061, Transport::Tls);
+/// assert_eq!(t.host_port(), "[2001:db8::1]:5061");
+/// assert_eq!(t.to_string(), "[2001:db8::1]:5061;transport=TLS");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct TargetAddr {
+    /// Host name, IPv4 address or IPv6 address (without brackets).
+    pub host: String,
+    /// Port.
+    pub port: u16,
+    /// Transport.
+    pub transport: Transport,
+}
+
+impl TargetAddr {
+    /// A destination.
+    pub fn new(host: impl Into<String>, port: u16, transport: Transport) -> TargetAddr {
+        TargetAddr {
+            host: host.into(),
+            port,
+            transport,
+        }
+    }
+
+    /// `host:port`, with brackets around an IPv6 address.
+    pub fn host_port(&self) -> String {
+        if self.host.contains(':') && !self.host.starts_with('[') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+}
+
+impl fmt::Display for TargetAddr {
+    /// Writes `host:port;transport=TOKEN`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{};transport={}", self.host_port(), self.transport)
+    }
+}

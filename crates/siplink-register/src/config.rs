@@ -1,6 +1,5 @@
 //! What a registration is configured with.
 
-use std::fmt;
 use std::time::Duration;
 
 use siplink_auth::ClientCredentials;
@@ -8,41 +7,7 @@ use siplink_message::uri::SipUri;
 
 use crate::error::Error;
 
-pub use siplink_message::Transport;
-
-/// Where a request is sent: a host (a name the driver resolves when it sends,
-/// so that every new attempt re-resolves it, or an IP address), a port and a
-/// transport.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct TargetAddr {
-    /// Host name or IP address (IPv6 without brackets).
-    pub host: String,
-    /// Port.
-    pub port: u16,
-    /// Transport.
-    pub transport: Transport,
-}
-
-impl TargetAddr {
-    /// A target.
-    pub fn new(host: impl Into<String>, port: u16, transport: Transport) -> Self {
-        TargetAddr {
-            host: host.into(),
-            port,
-            transport,
-        }
-    }
-}
-
-impl fmt::Display for TargetAddr {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.host.contains(':') {
-            write!(f, "[{}]:{};{}", self.host, self.port, self.transport)
-        } else {
-            write!(f, "{}:{};{}", self.host, self.port, self.transport)
-        }
-    }
-}
+pub use siplink_message::{TargetAddr, Transport};
 
 /// Retry and refresh timing.
 #[derive(Debug, Clone, PartialEq)]

@@ -797,11 +797,11 @@ fn ipv6_local_address_in_via_and_contact() {
 fn target_display_and_transport_properties() {
     assert_eq!(
         TargetAddr::new("2001:db8::1", 5061, Transport::Tls).to_string(),
-        "[2001:db8::1]:5061;TLS"
+        "[2001:db8::1]:5061;transport=TLS"
     );
     assert_eq!(
         TargetAddr::new("sip.example.com", 5060, Transport::Udp).to_string(),
-        "sip.example.com:5060;UDP"
+        "sip.example.com:5060;transport=UDP"
     );
     assert!(!Transport::Udp.is_reliable() && Transport::Wss.is_reliable());
     assert_eq!(Transport::Tls.default_port(), 5061);

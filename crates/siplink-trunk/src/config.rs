@@ -1,50 +1,12 @@
 //! Trunk configuration: plain structs with defaults, no serde.
 
-use std::fmt;
 use std::time::Duration;
 
 use siplink_auth::ClientCredentials;
 
 use crate::identify::Cidr;
 
-pub use siplink_message::Transport;
-
-/// A network destination: host (name or IP literal), port and transport.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct TargetAddr {
-    /// Host name, IPv4 address or IPv6 address (without brackets).
-    pub host: String,
-    /// Port.
-    pub port: u16,
-    /// Transport.
-    pub transport: Transport,
-}
-
-impl TargetAddr {
-    /// A destination.
-    pub fn new(host: impl Into<String>, port: u16, transport: Transport) -> TargetAddr {
-        TargetAddr {
-            host: host.into(),
-            port,
-            transport,
-        }
-    }
-
-    /// `host:port`, with brackets around an IPv6 address.
-    pub fn host_port(&self) -> String {
-        if self.host.contains(':') && !self.host.starts_with('[') {
-            format!("[{}]:{}", self.host, self.port)
-        } else {
-            format!("{}:{}", self.host, self.port)
-        }
-    }
-}
-
-impl fmt::Display for TargetAddr {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{};transport={}", self.host_port(), self.transport)
-    }
-}
+pub use siplink_message::{TargetAddr, Transport};
 
 /// One address of the PBX, with its place in the failover order.
 #[derive(Debug, Clone, PartialEq, Eq)]
