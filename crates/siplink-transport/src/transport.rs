@@ -45,6 +45,28 @@ impl Closer {
     }
 }
 
+/// Queues `bytes` on a connection's writer and says where they went.
+async fn queue(
+    handle: &ConnHandle,
+    flow: FlowId,
+    bytes: Bytes,
+    protocol: Protocol,
+    local: SocketAddr,
+    peer: SocketAddr,
+) -> Result<Sent> {
+    handle
+        .tx
+        .send(bytes)
+        .await
+        .map_err(|_| Error::FlowGone(flow))?;
+    Ok(Sent {
+        protocol,
+        local,
+        peer,
+        flow: Some(flow),
+    })
+}
+
 /// The table's handle on a connection task.
 #[derive(Debug, Clone)]
 pub(crate) struct ConnHandle {
@@ -298,38 +320,15 @@ impl Transport {
         }
         match dest.into() {
             Destination::Flow(flow) => {
-                let (protocol, peer, local, handle) = {
-                    let t = lock(&self.inner.table);
-                    let e = t.get(flow).ok_or(Error::FlowGone(flow))?;
-                    (e.protocol, e.peer, e.local, e.handle.clone())
-                };
-                let mut message = message;
-                if message.is_request() {
-                    via::stamp_sent_by(
-                        &mut message,
-                        protocol,
-                        self.inner.sent_by(protocol, local),
-                    )?;
-                }
-                let bytes = message.to_bytes();
-                self.inner.check_size(&bytes)?;
-                handle
-                    .tx
-                    .send(bytes)
-                    .await
-                    .map_err(|_| Error::FlowGone(flow))?;
-                Ok(Sent {
-                    protocol,
-                    local,
-                    peer,
-                    flow: Some(flow),
-                })
+                let (protocol, peer, local, handle) = self.open_flow(flow)?;
+                let bytes = self.stream_bytes(message, protocol, local)?;
+                queue(&handle, flow, bytes, protocol, local, peer).await
             }
             Destination::Target(target) => self.send_target(&target, message).await,
         }
     }
 
-    async fn send_target(&self, target: &Target, mut message: Message) -> Result<Sent> {
+    async fn send_target(&self, target: &Target, message: Message) -> Result<Sent> {
         let mut protocol = target.protocol;
         if protocol == Protocol::Udp {
             let socket = self.inner.udp_socket_for(target.addr, None)?;
@@ -373,22 +372,31 @@ impl Transport {
         let mut target = target.clone();
         target.protocol = protocol;
         let (flow, local, handle) = self.inner.clone().connection(&target).await?;
+        let bytes = self.stream_bytes(message, protocol, local)?;
+        queue(&handle, flow, bytes, protocol, local, target.addr).await
+    }
+
+    /// The protocol, peer, local address and queue of an open flow.
+    fn open_flow(&self, flow: FlowId) -> Result<(Protocol, SocketAddr, SocketAddr, ConnHandle)> {
+        let t = lock(&self.inner.table);
+        let e = t.get(flow).ok_or(Error::FlowGone(flow))?;
+        Ok((e.protocol, e.peer, e.local, e.handle.clone()))
+    }
+
+    /// A message's bytes for a connection from `local`: a request gets its top
+    /// Via's transport and sent-by; the size limit is checked.
+    fn stream_bytes(
+        &self,
+        mut message: Message,
+        protocol: Protocol,
+        local: SocketAddr,
+    ) -> Result<Bytes> {
         if message.is_request() {
             via::stamp_sent_by(&mut message, protocol, self.inner.sent_by(protocol, local))?;
         }
         let bytes = message.to_bytes();
         self.inner.check_size(&bytes)?;
-        handle
-            .tx
-            .send(bytes)
-            .await
-            .map_err(|_| Error::FlowGone(flow))?;
-        Ok(Sent {
-            protocol,
-            local,
-            peer: target.addr,
-            flow: Some(flow),
-        })
+        Ok(bytes)
     }
 
     /// Sends raw bytes (a message serialised by the caller, or a keepalive) with
@@ -399,22 +407,8 @@ impl Transport {
         }
         match dest.into() {
             Destination::Flow(flow) => {
-                let (protocol, peer, local, handle) = {
-                    let t = lock(&self.inner.table);
-                    let e = t.get(flow).ok_or(Error::FlowGone(flow))?;
-                    (e.protocol, e.peer, e.local, e.handle.clone())
-                };
-                handle
-                    .tx
-                    .send(bytes)
-                    .await
-                    .map_err(|_| Error::FlowGone(flow))?;
-                Ok(Sent {
-                    protocol,
-                    local,
-                    peer,
-                    flow: Some(flow),
-                })
+                let (protocol, peer, local, handle) = self.open_flow(flow)?;
+                queue(&handle, flow, bytes, protocol, local, peer).await
             }
             Destination::Target(target) if target.protocol == Protocol::Udp => {
                 let socket = self.inner.udp_socket_for(target.addr, None)?;
@@ -422,17 +416,7 @@ impl Transport {
             }
             Destination::Target(target) => {
                 let (flow, local, handle) = self.inner.clone().connection(&target).await?;
-                handle
-                    .tx
-                    .send(bytes)
-                    .await
-                    .map_err(|_| Error::FlowGone(flow))?;
-                Ok(Sent {
-                    protocol: target.protocol,
-                    local,
-                    peer: target.addr,
-                    flow: Some(flow),
-                })
+                queue(&handle, flow, bytes, target.protocol, local, target.addr).await
             }
         }
     }
