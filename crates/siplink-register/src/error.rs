@@ -18,4 +18,7 @@ pub enum Error {
     /// No registration with this id (never added, or already removed).
     #[error("unknown registration {0:?}")]
     UnknownRegistration(RegistrationId),
+    /// The registration service has stopped (shut down, or its task ended).
+    #[error("the registration service has stopped")]
+    ServiceStopped,
 }

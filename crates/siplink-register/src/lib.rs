@@ -86,8 +86,10 @@ mod config;
 mod error;
 pub mod manager;
 mod registration;
+mod service;
 
 pub use config::{RegistrationConfig, TargetAddr, Timing, Transport};
 pub use error::Error;
 pub use manager::{Event, ManagerConfig, RegistrationId, Registrations};
 pub use registration::{FailureReason, Input, Output, Registration, State};
+pub use service::{Binding, RegistrationService, ServiceConfig, ServiceEvent, Stats, Status};

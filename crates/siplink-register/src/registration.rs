@@ -311,6 +311,14 @@ impl Registration {
         (&self.contact_host, self.contact_port)
     }
 
+    /// The Contact URI currently registered (or being registered), after any
+    /// NAT rewrite: `sip:user@host:port;transport=..`. `None` only if the
+    /// address cannot form a URI (never for a configuration that passed
+    /// validation).
+    pub fn contact(&self) -> Option<SipUri> {
+        self.contact_uri(&self.contact_host, self.contact_port).ok()
+    }
+
     /// Whether the registrar confirmed RFC 5626 Outbound (`Require: outbound`).
     pub fn outbound_active(&self) -> bool {
         self.outbound_active
