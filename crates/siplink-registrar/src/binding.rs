@@ -11,18 +11,12 @@ use crate::Error;
 
 pub use siplink_message::Transport;
 
-/// An opaque connection (flow, RFC 5626) identifier given by the transport.
-///
-/// The registrar only compares and stores it; the transport layer maps it to a
-/// live connection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct FlowId(pub u64);
-
-impl fmt::Display for FlowId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "#{}", self.0)
-    }
-}
+/// The connection (flow, RFC 5626) a REGISTER arrived on: `siplink-transport`'s
+/// own [`FlowId`](siplink_transport::FlowId), re-exported. The registrar only
+/// compares and stores it; [`Reach::Flow`] hands it back to be used as a
+/// send destination (`Endpoint::send_request(request, flow)`).
+/// [`FlowId::from_raw`] builds one from its number (tests, persistent stores).
+pub use siplink_transport::FlowId;
 
 /// The identifier of one binding, unique within a store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

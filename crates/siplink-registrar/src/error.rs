@@ -29,4 +29,8 @@ pub enum Error {
     /// The location store failed (a shared store's backend).
     #[error("location store failure: {0}")]
     Store(String),
+    /// Sending the response on the server transaction failed (the endpoint
+    /// closed, or the transaction already ended).
+    #[error("answering the transaction failed: {0}")]
+    Respond(String),
 }

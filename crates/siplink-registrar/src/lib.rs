@@ -49,7 +49,7 @@
 //! let ctx = RequestContext {
 //!     source: "192.0.2.4:5060".parse().unwrap(),
 //!     transport: Transport::Tcp,
-//!     flow: Some(FlowId(7)),
+//!     flow: Some(FlowId::from_raw(7)),
 //!     now,
 //!     now_system: SystemTime::now(),
 //! };
@@ -59,7 +59,7 @@
 //! assert_eq!(contact, b"<sip:1001@192.0.2.4:5060;transport=tcp>;expires=600");
 //!
 //! let targets = table.lookup(&Aor::parse("sip:1001@example.com")?, now);
-//! assert_eq!(targets[0].reach, Reach::Flow(FlowId(7)));
+//! assert_eq!(targets[0].reach, Reach::Flow(FlowId::from_raw(7)));
 //! assert_eq!(table.next_expiry(), Some(now + std::time::Duration::from_secs(600)));
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
@@ -73,6 +73,7 @@ mod binding;
 mod config;
 mod error;
 mod registrar;
+mod service;
 mod store;
 mod table;
 
@@ -84,5 +85,6 @@ pub use binding::{
 pub use config::{FloodConfig, RegistrarConfig, TooManyContacts};
 pub use error::Error;
 pub use registrar::{Decision, MAX_ATTEMPTS, Prepared, Registrar, RequestContext, Step};
+pub use service::{RegistrarService, ServiceConfig};
 pub use store::{AorSnapshot, InMemoryStore, LocationStore, StoreFuture};
 pub use table::BindingTable;

@@ -51,6 +51,14 @@ pub trait LocationStore: Send + Sync {
     /// A flow closed: removes its outbound bindings (RFC 5626) and forgets the
     /// flow of the others; returns the events.
     fn flow_closed(&self, flow: FlowId) -> StoreFuture<'_, Vec<BindingEvent>>;
+
+    /// When the earliest binding expires, so that a driver can sleep until
+    /// then before calling [`expire`](Self::expire). `None` when the store is
+    /// empty, or when it cannot tell (the default): a driver then calls
+    /// `expire` at its own pace.
+    fn next_expiry(&self) -> StoreFuture<'_, Option<Instant>> {
+        Box::pin(ready(Ok(None)))
+    }
 }
 
 /// An AOR's bindings as read from a store, with the version to pass back to
@@ -163,5 +171,9 @@ impl LocationStore for InMemoryStore {
 
     fn flow_closed(&self, flow: FlowId) -> StoreFuture<'_, Vec<BindingEvent>> {
         self.mutate(|t| t.flow_closed(flow))
+    }
+
+    fn next_expiry(&self) -> StoreFuture<'_, Option<Instant>> {
+        Box::pin(ready(self.with(|t| t.next_expiry())))
     }
 }

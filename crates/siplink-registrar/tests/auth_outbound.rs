@@ -188,7 +188,7 @@ fn outbound_bindings_are_keyed_by_instance_and_reg_id() {
     let b = &t.bindings(&a)[0];
     assert!(b.outbound);
     assert_eq!(b.instance.as_deref(), Some("urn:uuid:u-1"));
-    assert_eq!((b.reg_id, b.flow), (Some(1), Some(FlowId(11))));
+    assert_eq!((b.reg_id, b.flow), (Some(1), Some(FlowId::from_raw(11))));
     // Same instance and reg-id from a new connection, with a new Call-ID and
     // another contact address: the binding is replaced, not added.
     let c2 = Clock::new().from("203.0.113.7:40001", Some(12));
@@ -199,7 +199,7 @@ fn outbound_bindings_are_keyed_by_instance_and_reg_id() {
     assert_eq!(d.status(), 200);
     assert_eq!(d.events[0].kind, EventKind::Refreshed);
     assert_eq!(t.usage().bindings, 1);
-    assert_eq!(t.bindings(&a)[0].flow, Some(FlowId(12)));
+    assert_eq!(t.bindings(&a)[0].flow, Some(FlowId::from_raw(12)));
     // Another reg-id of the same instance is a second flow.
     let second = outbound_reg("alice", "u-1", 2, "10.0.0.6")
         .call_id("new-call")
@@ -232,14 +232,14 @@ fn a_closed_flow_removes_its_outbound_bindings_only() {
     let bob = Aor::parse("sip:bob@example.com").unwrap();
     assert_eq!(
         t.lookup(&alice, c.at(1).now)[0].reach,
-        Reach::Flow(FlowId(21))
+        Reach::Flow(FlowId::from_raw(21))
     );
     assert_eq!(
         t.lookup(&bob, c.at(1).now)[0].reach,
-        Reach::Flow(FlowId(21))
+        Reach::Flow(FlowId::from_raw(21))
     );
-    assert!(t.flow_closed(FlowId(99)).is_empty());
-    let ev = t.flow_closed(FlowId(21));
+    assert!(t.flow_closed(FlowId::from_raw(99)).is_empty());
+    let ev = t.flow_closed(FlowId::from_raw(21));
     assert_eq!(ev.len(), 1);
     assert_eq!(ev[0].kind, EventKind::Removed(RemoveReason::FlowClosed));
     assert!(t.lookup(&alice, c.at(1).now).is_empty());
@@ -251,7 +251,7 @@ fn a_closed_flow_removes_its_outbound_bindings_only() {
         }
         other => panic!("{other:?}"),
     }
-    assert!(t.flow_closed(FlowId(21)).is_empty());
+    assert!(t.flow_closed(FlowId::from_raw(21)).is_empty());
 }
 
 #[test]

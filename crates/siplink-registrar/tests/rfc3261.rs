@@ -788,7 +788,10 @@ fn async_store_drives_the_same_processing_and_streams_events() {
     let a = aor("sip:alice@example.com");
     let found = block_on(store.lookup(&a, c.at(1).now)).unwrap();
     assert_eq!(found.len(), 1);
-    assert_eq!(found[0].reach, Reach::Flow(siplink_registrar::FlowId(1)));
+    assert_eq!(
+        found[0].reach,
+        Reach::Flow(siplink_registrar::FlowId::from_raw(1))
+    );
     assert_eq!(store.next_expiry(), Some(c.at(60).now));
     let expired = block_on(store.expire(c.at(60).now)).unwrap();
     assert_eq!(expired.len(), 1);
@@ -985,7 +988,7 @@ fn in_memory_store_closes_flows() {
         .header(HeaderName::Supported, "outbound");
     let d = block_on(r.handle_register_with(&req.build(), &c.at(0), &store)).unwrap();
     assert_eq!(d.status(), 200);
-    let ev = block_on(store.flow_closed(siplink_registrar::FlowId(5))).unwrap();
+    let ev = block_on(store.flow_closed(siplink_registrar::FlowId::from_raw(5))).unwrap();
     assert_eq!(ev.len(), 1);
     assert_eq!(ev[0].kind, EventKind::Removed(RemoveReason::FlowClosed));
     assert!(

@@ -18,6 +18,15 @@ impl FlowId {
     pub fn get(self) -> u64 {
         self.0
     }
+
+    /// The id with number `n` (the inverse of [`get`](Self::get)), for layers
+    /// that keep flow ids outside the transport: a location store that
+    /// persists bindings, or the tests of a sans-IO core. An id that this
+    /// [`Transport`](crate::Transport) did not issue names no flow: sending to
+    /// it fails with [`Error::FlowGone`](crate::Error::FlowGone).
+    pub const fn from_raw(n: u64) -> FlowId {
+        FlowId(n)
+    }
 }
 
 impl fmt::Display for FlowId {

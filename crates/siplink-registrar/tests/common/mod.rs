@@ -98,7 +98,7 @@ impl Clock {
             t0: Instant::now(),
             s0: SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000),
             source: "192.0.2.10:5060".parse().unwrap(),
-            flow: Some(FlowId(1)),
+            flow: Some(FlowId::from_raw(1)),
         }
     }
     pub fn at(&self, secs: u64) -> RequestContext {
@@ -112,7 +112,7 @@ impl Clock {
     }
     pub fn from(mut self, source: &str, flow: Option<u64>) -> Clock {
         self.source = source.parse().unwrap();
-        self.flow = flow.map(FlowId);
+        self.flow = flow.map(FlowId::from_raw);
         self
     }
 }

@@ -1,0 +1,309 @@
+//! The tokio driver (`RegistrarService`): over a real loopback transport and
+//! endpoint (REGISTER in, lookup, sending over the registered flow, flow death),
+//! and with tokio's paused clock for expiry.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use siplink_message::{HeaderName, Message, MessageBuilder, Method};
+use siplink_registrar::{
+    Aor, BindingEvent, EventKind, InMemoryStore, LocationStore, Reach, Registrar, RegistrarConfig,
+    RegistrarService, RemoveReason, ServiceConfig,
+};
+use siplink_transaction::{ClientEvent, Endpoint, EndpointConfig, ServerRequests};
+use siplink_transport::{Origin, Protocol, Target, Transport, TransportConfig};
+use tokio::sync::broadcast;
+use tokio::time::timeout;
+
+fn open_registrar() -> Registrar {
+    let mut c = RegistrarConfig::new(["example.com"]);
+    c.auth = false;
+    Registrar::new(c, None).unwrap()
+}
+
+struct Server {
+    service: RegistrarService,
+    endpoint: Endpoint,
+    transport: Transport,
+    udp: SocketAddr,
+    tcp: SocketAddr,
+}
+
+async fn server() -> Server {
+    let (transport, incoming) = Transport::new(TransportConfig::default());
+    let udp = transport
+        .listen(Protocol::Udp, "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let tcp = transport
+        .listen(Protocol::Tcp, "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let (endpoint, requests) =
+        Endpoint::start(transport.clone(), incoming, EndpointConfig::default());
+    let store: Arc<dyn LocationStore> = Arc::new(InMemoryStore::new());
+    let service = RegistrarService::start(
+        open_registrar(),
+        store,
+        transport.clone(),
+        ServiceConfig::default(),
+    );
+    let s = service.clone();
+    tokio::spawn(async move { s.run(requests).await });
+    Server {
+        service,
+        endpoint,
+        transport,
+        udp,
+        tcp,
+    }
+}
+
+struct Client {
+    endpoint: Endpoint,
+    requests: ServerRequests,
+    transport: Transport,
+}
+
+async fn client() -> Client {
+    let (transport, incoming) = Transport::new(TransportConfig::default());
+    transport
+        .listen(Protocol::Udp, "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let (endpoint, requests) =
+        Endpoint::start(transport.clone(), incoming, EndpointConfig::default());
+    Client {
+        endpoint,
+        requests,
+        transport,
+    }
+}
+
+fn request(method: Method, ruri: &str, user: &str, cseq: u32) -> MessageBuilder {
+    MessageBuilder::request(method.clone(), ruri)
+        .header(HeaderName::Via, "SIP/2.0/UDP placeholder")
+        .header(HeaderName::MaxForwards, 70)
+        .header(HeaderName::To, format!("<sip:{user}@example.com>"))
+        .header(
+            HeaderName::From,
+            format!("<sip:{user}@example.com>;tag=t{cseq}"),
+        )
+        .header(HeaderName::CallId, format!("svc-{user}"))
+        .header(HeaderName::CSeq, format!("{cseq} {method}"))
+}
+
+async fn final_response(c: &Client, req: Message, dest: Target) -> Message {
+    let mut tx = c.endpoint.send_request(req, dest).await.unwrap();
+    loop {
+        match timeout(Duration::from_secs(10), tx.next()).await.unwrap() {
+            Some(ClientEvent::Final(m)) => return m,
+            Some(ClientEvent::Provisional(_)) => continue,
+            other => panic!("no final response: {other:?}"),
+        }
+    }
+}
+
+async fn next_event(rx: &mut broadcast::Receiver<BindingEvent>) -> BindingEvent {
+    next_event_within(rx, Duration::from_secs(10)).await
+}
+
+async fn next_event_within(
+    rx: &mut broadcast::Receiver<BindingEvent>,
+    limit: Duration,
+) -> BindingEvent {
+    timeout(limit, rx.recv())
+        .await
+        .expect("an event in time")
+        .expect("event stream open")
+}
+
+#[tokio::test]
+async fn register_over_tcp_then_reach_the_client_over_its_flow_until_it_closes() {
+    let s = server().await;
+    let mut c = client().await;
+    let mut events = s.service.subscribe();
+    let reg = request(Method::Register, "sip:example.com", "pbx", 1)
+        .header(
+            HeaderName::Contact,
+            "<sip:pbx@10.0.0.9:5060;transport=tcp>;+sip.instance=\"<urn:uuid:00000000-0000-0000-0000-000000000001>\";reg-id=1",
+        )
+        .header(HeaderName::Supported, "outbound, path")
+        .header(HeaderName::Expires, 600)
+        .build()
+        .unwrap();
+    let ok = final_response(&c, reg, Target::new(Protocol::Tcp, s.tcp)).await;
+    assert_eq!(ok.status(), Some(200));
+    let added = next_event(&mut events).await;
+    assert_eq!(added.kind, EventKind::Added);
+
+    let aor = Aor::parse("sip:pbx@example.com").unwrap();
+    let targets = s.service.lookup(&aor).await.unwrap();
+    assert_eq!(targets.len(), 1);
+    let Reach::Flow(flow) = targets[0].reach.clone() else {
+        panic!("expected a flow, got {:?}", targets[0].reach)
+    };
+    // The flow id is the transport's: it names the open connection.
+    assert_eq!(s.transport.flow_info(flow).unwrap().0, Protocol::Tcp);
+
+    // Our side sends an OPTIONS over that flow; the client answers it.
+    let options = request(
+        Method::Options,
+        "sip:pbx@10.0.0.9:5060;transport=tcp",
+        "pbx",
+        7,
+    )
+    .build()
+    .unwrap();
+    let mut tx = s.endpoint.send_request(options, flow).await.unwrap();
+    let mut incoming = timeout(Duration::from_secs(10), c.requests.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(incoming.request.method(), Some(&Method::Options));
+    assert!(
+        incoming.origin.flow.is_some(),
+        "arrived over the client's connection"
+    );
+    let answer = incoming.request.response(200).build().unwrap();
+    incoming.respond(answer).await.unwrap();
+    match timeout(Duration::from_secs(10), tx.next()).await.unwrap() {
+        Some(ClientEvent::Final(m)) => assert_eq!(m.status(), Some(200)),
+        other => panic!("{other:?}"),
+    }
+
+    // The client goes away: its connection closes, the outbound binding goes.
+    c.endpoint.shutdown().await;
+    c.transport.shutdown().await;
+    let removed = next_event(&mut events).await;
+    assert_eq!(removed.kind, EventKind::Removed(RemoveReason::FlowClosed));
+    assert!(s.service.lookup(&aor).await.unwrap().is_empty());
+    s.endpoint.shutdown().await;
+    s.transport.shutdown().await;
+}
+
+#[tokio::test]
+async fn standalone_answers_options_405_and_404() {
+    let s = server().await;
+    let c = client().await;
+    let udp = Target::new(Protocol::Udp, s.udp);
+    let options = request(Method::Options, "sip:example.com", "a", 1)
+        .build()
+        .unwrap();
+    let r = final_response(&c, options, udp.clone()).await;
+    assert_eq!(r.status(), Some(200));
+    assert_eq!(r.header(HeaderName::Allow), Some(&b"REGISTER, OPTIONS"[..]));
+    let message = request(Method::Message, "sip:a@example.com", "a", 2)
+        .build()
+        .unwrap();
+    let r = final_response(&c, message, udp.clone()).await;
+    assert_eq!(r.status(), Some(405));
+    let other = request(Method::Options, "sip:other.org", "a", 3)
+        .build()
+        .unwrap();
+    let r = final_response(&c, other, udp.clone()).await;
+    assert_eq!(r.status(), Some(404));
+    // A UDP registration: no flow, reached through its Contact.
+    let reg = request(Method::Register, "sip:example.com", "bob", 4)
+        .header(HeaderName::Contact, "<sip:bob@192.0.2.7:5062>")
+        .header(HeaderName::Expires, 120)
+        .build()
+        .unwrap();
+    assert_eq!(final_response(&c, reg, udp).await.status(), Some(200));
+    let t = s
+        .service
+        .lookup(&Aor::parse("sip:bob@example.com").unwrap())
+        .await
+        .unwrap();
+    assert!(
+        matches!(&t[0].reach, Reach::Contact { uri, path } if uri.as_str() == "sip:bob@192.0.2.7:5062" && path.is_empty())
+    );
+    c.endpoint.shutdown().await;
+    c.transport.shutdown().await;
+    s.endpoint.shutdown().await;
+    s.transport.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn bindings_expire_at_their_time() {
+    let (transport, _incoming) = Transport::new(TransportConfig::default());
+    let store = Arc::new(InMemoryStore::new());
+    let service = RegistrarService::start(
+        open_registrar(),
+        store.clone(),
+        transport,
+        ServiceConfig::default(),
+    );
+    let mut events = service.subscribe();
+    let origin = Origin {
+        protocol: Protocol::Udp,
+        peer: "192.0.2.10:5060".parse().unwrap(),
+        local: "192.0.2.1:5060".parse().unwrap(),
+        flow: None,
+    };
+    let register = |user: &str, expires: u32| {
+        MessageBuilder::request(Method::Register, "sip:example.com")
+            .header(HeaderName::Via, "SIP/2.0/UDP 192.0.2.10;branch=z9hG4bK-1")
+            .header(HeaderName::MaxForwards, 70)
+            .header(HeaderName::To, format!("<sip:{user}@example.com>"))
+            .header(HeaderName::From, format!("<sip:{user}@example.com>;tag=1"))
+            .header(HeaderName::CallId, format!("exp-{user}"))
+            .header(HeaderName::CSeq, "1 REGISTER")
+            .header(HeaderName::Contact, format!("<sip:{user}@192.0.2.10>"))
+            .header(HeaderName::Expires, expires)
+            .build()
+            .unwrap()
+    };
+    let start = tokio::time::Instant::now();
+    let d = service
+        .process(&register("long", 300), &origin)
+        .await
+        .unwrap();
+    assert_eq!(d.status(), 200);
+    // A shorter binding registered later wakes the timer earlier.
+    let d = service
+        .process(&register("short", 60), &origin)
+        .await
+        .unwrap();
+    assert_eq!(d.status(), 200);
+    assert_eq!(next_event(&mut events).await.kind, EventKind::Added);
+    assert_eq!(next_event(&mut events).await.kind, EventKind::Added);
+
+    // Virtual time: the clock jumps to each expiry.
+    let hour = Duration::from_secs(3600);
+    let e = next_event_within(&mut events, hour).await;
+    assert_eq!(e.kind, EventKind::Removed(RemoveReason::Expired));
+    assert_eq!(e.binding.aor.as_str(), "sip:short@example.com");
+    assert_eq!(start.elapsed(), Duration::from_secs(60));
+    let e = next_event_within(&mut events, hour).await;
+    assert_eq!(e.binding.aor.as_str(), "sip:long@example.com");
+    assert_eq!(start.elapsed(), Duration::from_secs(300));
+    assert_eq!(store.next_expiry(), None);
+    service.shutdown();
+}
+
+#[tokio::test]
+async fn process_refuses_other_methods() {
+    let (transport, _incoming) = Transport::new(TransportConfig::default());
+    let service = RegistrarService::start(
+        open_registrar(),
+        Arc::new(InMemoryStore::new()),
+        transport,
+        ServiceConfig::default(),
+    );
+    let origin = Origin {
+        protocol: Protocol::Udp,
+        peer: "192.0.2.10:5060".parse().unwrap(),
+        local: "192.0.2.1:5060".parse().unwrap(),
+        flow: None,
+    };
+    let m = request(Method::Options, "sip:example.com", "a", 1)
+        .header(HeaderName::Via, "SIP/2.0/UDP 192.0.2.10;branch=z9hG4bK-2")
+        .build()
+        .unwrap();
+    assert!(matches!(
+        service.process(&m, &origin).await,
+        Err(siplink_registrar::Error::NotRegister)
+    ));
+}
