@@ -28,6 +28,12 @@ pub enum Error {
         /// The scheme of the caller's From URI.
         scheme: String,
     },
+    /// The transport failed (resolution, connection, send).
+    #[error("transport: {0}")]
+    Transport(String),
+    /// The transaction layer refused a request or is shut down.
+    #[error("transaction layer: {0}")]
+    Transaction(String),
     /// An address range for [`Identify`](crate::Identify) could not be parsed.
     #[error("invalid address range {input:?}: {reason}")]
     InvalidCidr {

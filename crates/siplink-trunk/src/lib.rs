@@ -66,6 +66,7 @@
 
 mod call;
 mod config;
+mod driver;
 mod error;
 mod health;
 mod identify;
@@ -77,6 +78,7 @@ pub use config::{
     CallerIdPolicy, FailoverPolicy, HealthConfig, PaiPolicy, RuriHost, Target, TargetAddr,
     Transport, TrunkConfig,
 };
+pub use driver::{CallEvent, CallHandle, InDialogRequest, Trunk, TrunkDialog, in_dialog_request};
 pub use error::{Error, Result};
 pub use health::{HealthEvent, HealthMonitor, HealthState, Probe, ProbeOutcome, TargetHealth};
 pub use identify::{Cidr, Identify};
