@@ -207,6 +207,18 @@ fn set_cseq(msg: &mut Message, delta: i64) -> Result<()> {
 }
 
 impl DialogMap {
+    /// A map with nothing to translate, only the trunk's credentials: for
+    /// answering a challenge to a request outside any call (an OPTIONS).
+    pub(crate) fn for_auth(name: String, credentials: ClientCredentials) -> DialogMap {
+        DialogMap {
+            cseq_offset: 0,
+            caller_from: Bytes::new(),
+            trunk_from: None,
+            credentials: Vec::new(),
+            auth: Some((name, credentials)),
+        }
+    }
+
     /// A request from the caller inside the dialog, made ready for the trunk:
     /// CSeq raised by the offset, From replaced; an ACK also gets the
     /// INVITE's credentials.

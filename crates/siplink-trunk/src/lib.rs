@@ -66,6 +66,7 @@
 
 mod call;
 mod config;
+mod connect;
 mod driver;
 mod error;
 mod health;
@@ -78,6 +79,7 @@ pub use config::{
     CallerIdPolicy, FailoverPolicy, HealthConfig, PaiPolicy, RuriHost, Target, TargetAddr,
     Transport, TrunkConfig,
 };
+pub use connect::{TestOptions, test_connection};
 pub use driver::{CallEvent, CallHandle, InDialogRequest, Trunk, TrunkDialog, in_dialog_request};
 pub use error::{Error, Result};
 pub use health::{HealthEvent, HealthMonitor, HealthState, Probe, ProbeOutcome, TargetHealth};

@@ -1,0 +1,312 @@
+//! The trunk driver against Kamailio (Debian `kamailio`, with its `tls`
+//! module) as a second, independent PBX that requires digest authentication
+//! for INVITE: `tests/interop/kamailio-pbx.cfg` challenges with 407
+//! (`proxy_challenge`), verifies the answer (`pv_proxy_authenticate`),
+//! answers 200 and takes ACK and BYE.
+//!
+//! * Calls over UDP, TCP and TLS (certificate made with rcgen, trusted
+//!   through our CA): challenged, answered, ACKed, hung up.
+//! * A wrong password: the second challenge is not answered (403 upstream,
+//!   `AuthFailed`); no credentials: 403, `AuthRequired` with the realm.
+//! * Test connection over TLS: the untrusted certificate is reported as a TLS
+//!   error with its reason; trusted, every step passes.
+//! * The health task: OPTIONS probes keep Kamailio up and take a target with
+//!   nothing listening down, with an event.
+//!
+//! Each Kamailio runs in the foreground in its own process group, with its
+//! own ports, pid file and runtime directory in a temporary directory (no
+//! ctl socket), and is killed when the test ends. Without `kamailio` the tests
+//! print `SKIPPED` and pass unless `SIPLINK_INTEROP=1` is set.
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::{Guard, TempDir, TestTrunk, available, free_port, place_call, trunk};
+use siplink_auth::ClientCredentials;
+use siplink_transport::{Roots, TlsClientConfig, TransportConfig};
+use siplink_trunk::report::{Failure, Step};
+use siplink_trunk::{
+    CallFailure, HealthState, Target, TestOptions, Transport as Proto, TrunkConfig, test_connection,
+};
+
+const USER: &str = "trunkuser";
+const PASSWORD: &str = "s3cret";
+const HOLD: Duration = Duration::from_millis(200);
+
+struct Kamailio {
+    guard: Guard,
+    dir: TempDir,
+    udp: u16,
+    tcp: u16,
+    tls: u16,
+    ca: String,
+}
+
+impl Kamailio {
+    async fn start() -> Kamailio {
+        let dir = TempDir::new("kamailio");
+        let (udp, tcp, tls) = (
+            free_port(Proto::Udp),
+            free_port(Proto::Tcp),
+            free_port(Proto::Tcp),
+        );
+        let (ca, cert, key) = test_pki();
+        std::fs::write(dir.path().join("cert.pem"), cert).unwrap();
+        std::fs::write(dir.path().join("key.pem"), key).unwrap();
+        let d = dir.path().display().to_string();
+        let fill = |s: String| {
+            s.replace("@UDP_PORT@", &udp.to_string())
+                .replace("@TCP_PORT@", &tcp.to_string())
+                .replace("@TLS_PORT@", &tls.to_string())
+                .replace("@MODULES@", &modules_dir())
+                .replace("@DIR@", &d)
+                .replace("@USER@", USER)
+                .replace("@PASSWORD@", PASSWORD)
+        };
+        let read = |f: &str| std::fs::read_to_string(common::scenario(f)).unwrap();
+        std::fs::write(
+            dir.path().join("kamailio.cfg"),
+            fill(read("kamailio-pbx.cfg")),
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("tls.cfg"), fill(read("kamailio-tls.cfg"))).unwrap();
+        std::fs::create_dir_all(dir.path().join("run")).unwrap();
+        let log = std::fs::File::create(dir.path().join("kamailio.log")).unwrap();
+        let mut cmd = Command::new("kamailio");
+        cmd.current_dir(dir.path())
+            .arg("-f")
+            .arg(dir.path().join("kamailio.cfg"))
+            .args(["-DD", "-E", "-m", "32", "-M", "8"])
+            .arg("-P")
+            .arg(dir.path().join("kamailio.pid"))
+            .arg("-Y")
+            .arg(dir.path().join("run"))
+            .arg("-w")
+            .arg(dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log);
+        let mut k = Kamailio {
+            guard: Guard::spawn("kamailio", cmd),
+            dir,
+            udp,
+            tcp,
+            tls,
+            ca,
+        };
+        // Ready once the TLS listener accepts (it is set up last).
+        for _ in 0..200 {
+            if std::net::TcpStream::connect(("127.0.0.1", tls)).is_ok() {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                return k;
+            }
+            if let Ok(Some(status)) = k.guard.child.try_wait() {
+                panic!("kamailio exited with {status}:\n{}", k.log());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("kamailio did not start:\n{}", k.log());
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("kamailio.log")).unwrap_or_default()
+    }
+
+    fn target(&self, p: Proto) -> Target {
+        let port = match p {
+            Proto::Udp => self.udp,
+            Proto::Tcp => self.tcp,
+            _ => self.tls,
+        };
+        Target::new("127.0.0.1", port, p)
+    }
+
+    fn client_tls(&self) -> TransportConfig {
+        TransportConfig {
+            tls_client: Some(TlsClientConfig::new(Roots::Pem(self.ca.as_bytes()), None).unwrap()),
+            ..TransportConfig::default()
+        }
+    }
+}
+
+fn modules_dir() -> String {
+    for d in [
+        "/usr/lib/x86_64-linux-gnu/kamailio/modules/",
+        "/usr/lib/aarch64-linux-gnu/kamailio/modules/",
+        "/usr/lib64/kamailio/modules/",
+        "/usr/lib/kamailio/modules/",
+        "/usr/local/lib64/kamailio/modules/",
+    ] {
+        if std::path::Path::new(d).join("tls.so").exists() {
+            return d.to_owned();
+        }
+    }
+    panic!("no Kamailio module directory with tls.so found");
+}
+
+/// A CA and a server certificate for localhost / 127.0.0.1 (PEM: CA, cert, key).
+fn test_pki() -> (String, String, String) {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "siplink trunk test CA");
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca_params, ca_key);
+    let key = KeyPair::generate().unwrap();
+    let params =
+        CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
+    let cert = params.signed_by(&key, &issuer).unwrap();
+    (ca.pem(), cert.pem(), key.serialize_pem())
+}
+
+fn config(target: Target, password: Option<&str>) -> TrunkConfig {
+    let mut c = TrunkConfig::new("kamailio-pbx", vec![target]);
+    c.health.enabled = false;
+    c.credentials = password.map(|p| ClientCredentials::password(USER, p));
+    c
+}
+
+async fn authenticated_call(p: Proto) {
+    if !available("kamailio", "-v") {
+        return;
+    }
+    let pbx = Kamailio::start().await;
+    let tc = if p == Proto::Tls {
+        pbx.client_tls()
+    } else {
+        TransportConfig::default()
+    };
+    let TestTrunk { trunk, .. } = trunk(config(pbx.target(p), Some(PASSWORD)), tc).await;
+    let log = place_call(&trunk, HOLD).await;
+    assert_eq!(log.final_status, Some(200), "{log:?}\n{}", pbx.log());
+    assert_eq!(log.bye_status, Some(200));
+    assert!(log.failed.is_none());
+    // Kamailio verified our Proxy-Authorization.
+    assert!(
+        pbx.log()
+            .contains(&format!("authenticated INVITE from {USER}")),
+        "{}",
+        pbx.log()
+    );
+}
+
+#[tokio::test]
+async fn authenticated_call_udp() {
+    authenticated_call(Proto::Udp).await;
+}
+
+#[tokio::test]
+async fn authenticated_call_tcp() {
+    authenticated_call(Proto::Tcp).await;
+}
+
+#[tokio::test]
+async fn authenticated_call_tls() {
+    authenticated_call(Proto::Tls).await;
+}
+
+#[tokio::test]
+async fn wrong_password_and_no_credentials() {
+    if !available("kamailio", "-v") {
+        return;
+    }
+    let pbx = Kamailio::start().await;
+    let TestTrunk { trunk, .. } = trunk(
+        config(pbx.target(Proto::Udp), Some("wrong")),
+        TransportConfig::default(),
+    )
+    .await;
+    let log = place_call(&trunk, HOLD).await;
+    assert_eq!(log.final_status, Some(403));
+    assert!(
+        matches!(log.failed, Some(CallFailure::AuthFailed(_))),
+        "{log:?}"
+    );
+
+    let t = common::trunk(
+        config(pbx.target(Proto::Tcp), None),
+        TransportConfig::default(),
+    )
+    .await;
+    let log = place_call(&t.trunk, HOLD).await;
+    assert_eq!(log.final_status, Some(403));
+    assert_eq!(
+        log.failed,
+        Some(CallFailure::AuthRequired {
+            realm: Some("pbx.test".into())
+        })
+    );
+}
+
+#[tokio::test]
+async fn test_connection_tls_certificate() {
+    if !available("kamailio", "-v") {
+        return;
+    }
+    let pbx = Kamailio::start().await;
+    let cfg = config(pbx.target(Proto::Tls), Some(PASSWORD));
+    // The default roots do not know our CA.
+    let report = test_connection(&cfg, 0, TestOptions::default())
+        .await
+        .unwrap();
+    println!("{report}");
+    match report.first_failure() {
+        Some((Step::Tls, Failure::TlsError { reason })) => {
+            assert!(reason.to_lowercase().contains("issuer"), "{reason}")
+        }
+        other => panic!("expected a TLS error, got {other:?}\n{report}"),
+    }
+    // Trusted: connect, TLS and OPTIONS (Kamailio answers 200) pass.
+    let options = TestOptions {
+        transport: pbx.client_tls(),
+        ..TestOptions::default()
+    };
+    let report = test_connection(&cfg, 0, options).await.unwrap();
+    println!("{report}");
+    assert!(report.is_ok(), "{report}");
+}
+
+#[tokio::test]
+async fn health_probes_up_and_down() {
+    if !available("kamailio", "-v") {
+        return;
+    }
+    let pbx = Kamailio::start().await;
+    let dead = Target::new("127.0.0.1", free_port(Proto::Tcp), Proto::Tcp);
+    let mut cfg = TrunkConfig::new("kamailio-pbx", vec![pbx.target(Proto::Udp), dead]);
+    cfg.health.interval = Duration::from_millis(200);
+    cfg.health.down_after = 2;
+    let (transport, incoming) = siplink_transport::Transport::new(TransportConfig::default());
+    transport
+        .listen(Proto::Udp, "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let (endpoint, _requests) = siplink_transaction::Endpoint::start(
+        transport.clone(),
+        incoming,
+        siplink_transaction::EndpointConfig::default(),
+    );
+    let trunk = siplink_trunk::Trunk::new(cfg, endpoint).unwrap();
+    let mut events = trunk.health_events();
+    let ev = tokio::time::timeout(Duration::from_secs(10), events.recv())
+        .await
+        .expect("a health event in time")
+        .unwrap();
+    assert_eq!((ev.target, ev.to), (1, HealthState::Down));
+    let mut watch = trunk.health_watch();
+    assert_eq!(
+        *watch.borrow_and_update(),
+        vec![HealthState::Up, HealthState::Down]
+    );
+    let health = trunk.health();
+    assert!(health[0].successes >= 1, "{health:?}");
+    assert_eq!(
+        health[0].last,
+        Some(siplink_trunk::ProbeOutcome::Status(200))
+    );
+}
