@@ -12,12 +12,15 @@
 //! - [`register`]: the outbound registration client (state machine and manager).
 //! - [`registrar`]: the registrar and location service.
 //! - [`trunk`]: trunks to a PBX's static address: failover, health, identify.
+//! - [`proxy`]: the embeddable proxy: connections, dial-pattern routing, failover,
+//!   Test Connection (`cargo run --example proxy`).
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
 pub use siplink_auth as auth;
 pub use siplink_dialplan as dialplan;
 pub use siplink_message as message;
+pub use siplink_proxy as proxy;
 pub use siplink_register as register;
 pub use siplink_registrar as registrar;
 pub use siplink_transaction as transaction;

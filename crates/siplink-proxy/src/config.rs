@@ -1,0 +1,997 @@
+//! The proxy's configuration: TOML through serde, or built in code.
+//!
+//! A [`Config`] is plain data. [`Config::validate`] checks everything the
+//! proxy relies on and reports **every** problem at once, each naming the file
+//! (when loaded from one), the connection or user, and the field:
+//!
+//! ```text
+//! proxy.toml: connections[1] "carrier": dial_patterns[0]: bad pattern "4[0-9": ... at offset 1
+//! ```
+//!
+//! See `docs/connections.md` for the user guide and `examples/*.toml` for
+//! complete files.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use siplink_message::uri::Uri;
+use siplink_message::{TargetAddr, Transport};
+
+/// The whole configuration of a proxy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The proxy itself: domains, realm, routing defaults.
+    #[serde(default)]
+    pub proxy: ProxySection,
+    /// Where the proxy listens (TOML: `[[listen]]`).
+    #[serde(default, rename = "listen")]
+    pub listeners: Vec<ListenerConfig>,
+    /// The phones that register to the proxy (TOML: `[[users]]`).
+    #[serde(default)]
+    pub users: Vec<UserConfig>,
+    /// The connections to PBXs, in routing order (TOML: `[[connections]]`).
+    #[serde(default)]
+    pub connections: Vec<ConnectionConfig>,
+    /// Size limits.
+    #[serde(default)]
+    pub limits: LimitsConfig,
+}
+
+/// `[proxy]`: who the proxy is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProxySection {
+    /// The SIP domains the proxy is registrar for. Requests whose Request-URI
+    /// host is one of these (or one of the proxy's own addresses) are ours.
+    pub domains: Vec<String>,
+    /// Digest realm for users (default: the first domain).
+    #[serde(default)]
+    pub realm: Option<String>,
+    /// Host (name or IP) written into Record-Route and Contact headers, when
+    /// the listeners' addresses are not what peers should use (NAT, 0.0.0.0).
+    #[serde(default)]
+    pub advertise: Option<String>,
+    /// Status sent when no connection has a matching dial pattern (default 404).
+    #[serde(default = "default_no_match")]
+    pub no_match_status: u16,
+    /// Whether users must authenticate their calls (default true). Turning it
+    /// off makes the proxy an open relay for anyone who can reach it.
+    #[serde(default = "yes")]
+    pub authenticate_calls: bool,
+    /// Address of the HTTP status endpoint (`GET /status` → JSON), if any.
+    #[serde(default)]
+    pub status_listen: Option<SocketAddr>,
+    /// Digest algorithms offered to phones and PBXs, one challenge each, in
+    /// this order (default `["MD5", "SHA-256"]`: many clients, JsSIP and
+    /// SIPp among them, answer only the first challenge and know only MD5).
+    #[serde(default = "default_algorithms")]
+    pub digest_algorithms: Vec<String>,
+    /// PEM file of CA certificates trusted for TLS connections to PBXs
+    /// (default: the Mozilla roots).
+    #[serde(default)]
+    pub tls_ca: Option<PathBuf>,
+}
+
+impl Default for ProxySection {
+    fn default() -> Self {
+        ProxySection {
+            domains: vec!["siplink.test".to_owned()],
+            realm: None,
+            advertise: None,
+            no_match_status: default_no_match(),
+            authenticate_calls: true,
+            status_listen: None,
+            tls_ca: None,
+            digest_algorithms: default_algorithms(),
+        }
+    }
+}
+
+impl ProxySection {
+    /// The digest realm users authenticate in.
+    pub fn realm(&self) -> &str {
+        self.realm
+            .as_deref()
+            .or(self.domains.first().map(String::as_str))
+            .unwrap_or("siplink")
+    }
+}
+
+fn default_algorithms() -> Vec<String> {
+    vec!["MD5".to_owned(), "SHA-256".to_owned()]
+}
+
+fn default_no_match() -> u16 {
+    404
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// `[[listen]]`: one listening socket.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerConfig {
+    /// `udp`, `tcp`, `tls`, `ws` or `wss`.
+    #[serde(with = "transport_name")]
+    pub transport: Transport,
+    /// Address and port, e.g. `0.0.0.0:5060` or `[::1]:5061`.
+    pub address: SocketAddr,
+    /// PEM certificate chain (tls, wss).
+    #[serde(default)]
+    pub certificate: Option<PathBuf>,
+    /// PEM private key (tls, wss).
+    #[serde(default)]
+    pub private_key: Option<PathBuf>,
+}
+
+/// `[[users]]`: a phone account on the proxy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserConfig {
+    /// User name (the user part of its AOR in every proxy domain).
+    pub name: String,
+    /// Password (or give `ha1`).
+    #[serde(default)]
+    pub password: Option<String>,
+    /// `MD5(name:realm:password)` in hex, instead of a password.
+    #[serde(default)]
+    pub ha1: Option<String>,
+    /// The connections this user may call through; absent = all.
+    #[serde(default)]
+    pub connections: Option<Vec<String>>,
+}
+
+/// The three kinds of connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ConnectionKind {
+    /// The proxy registers to the PBX, as a phone would (the default).
+    #[default]
+    OutboundRegistration,
+    /// No registration: INVITEs go straight to the PBX's address.
+    Trunk,
+    /// The PBX registers to the proxy; calls go back over its connection.
+    InboundRegistration,
+}
+
+impl ConnectionKind {
+    /// The TOML spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConnectionKind::OutboundRegistration => "outbound-registration",
+            ConnectionKind::Trunk => "trunk",
+            ConnectionKind::InboundRegistration => "inbound-registration",
+        }
+    }
+}
+
+impl fmt::Display for ConnectionKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One dial pattern: a regex, with an optional rewrite of the number.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum DialPatternConfig {
+    /// Just the regex (`"4[0-9]{3}"`).
+    Plain(String),
+    /// `{ pattern = "9(0[0-9]+)", rewrite = "$1" }`.
+    Rewrite {
+        /// The regex.
+        pattern: String,
+        /// The number sent on, with `$1` / `${name}` for capture groups.
+        rewrite: String,
+    },
+}
+
+impl DialPatternConfig {
+    /// The regex.
+    pub fn pattern(&self) -> &str {
+        match self {
+            DialPatternConfig::Plain(p) | DialPatternConfig::Rewrite { pattern: p, .. } => p,
+        }
+    }
+
+    fn to_dialplan(&self) -> siplink_dialplan::Pattern {
+        match self {
+            DialPatternConfig::Plain(p) => siplink_dialplan::Pattern::new(p.clone()),
+            DialPatternConfig::Rewrite { pattern, rewrite } => {
+                siplink_dialplan::Pattern::new(pattern.clone()).with_rewrite(rewrite.clone())
+            }
+        }
+    }
+}
+
+/// How an outbound-registration connection registers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RegistrationMode {
+    /// One registration with the connection's credentials; every allowed user
+    /// calls as that identity (the default).
+    #[default]
+    Shared,
+    /// One registration per entry of `accounts`; each user calls as its own
+    /// extension on the PBX.
+    PerUser,
+}
+
+/// Registration options of an outbound-registration connection.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistrationOptions {
+    /// `shared` (default) or `per-user`.
+    #[serde(default)]
+    pub mode: RegistrationMode,
+    /// Requested expiry in seconds (default 600).
+    #[serde(default = "default_expires")]
+    pub expires: u32,
+    /// User part of our Contact (default: the user name registered).
+    #[serde(default)]
+    pub contact_user: Option<String>,
+}
+
+impl Default for RegistrationOptions {
+    fn default() -> Self {
+        RegistrationOptions {
+            mode: RegistrationMode::Shared,
+            expires: default_expires(),
+            contact_user: None,
+        }
+    }
+}
+
+fn default_expires() -> u32 {
+    600
+}
+
+/// A per-user account on the PBX (outbound registration, `per-user` mode).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccountConfig {
+    /// The proxy user this account belongs to.
+    pub user: String,
+    /// The extension / user name on the PBX.
+    pub username: String,
+    /// Password (or `ha1`).
+    #[serde(default)]
+    pub password: Option<String>,
+    /// HA1 instead of a password.
+    #[serde(default)]
+    pub ha1: Option<String>,
+}
+
+/// OPTIONS probing of a connection's PBX.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProbeOptions {
+    /// Probe at all (default: on for trunks, off otherwise).
+    #[serde(default)]
+    pub enabled: Option<bool>,
+    /// Seconds between probes (default 30).
+    #[serde(default = "default_probe_interval")]
+    pub interval: u64,
+    /// Failures before the PBX counts as down (default 3).
+    #[serde(default = "default_down_after")]
+    pub down_after: u32,
+}
+
+impl Default for ProbeOptions {
+    fn default() -> Self {
+        ProbeOptions {
+            enabled: None,
+            interval: default_probe_interval(),
+            down_after: default_down_after(),
+        }
+    }
+}
+
+fn default_probe_interval() -> u64 {
+    30
+}
+
+fn default_down_after() -> u32 {
+    3
+}
+
+/// `[[connections]]`: how the proxy reaches one PBX.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectionConfig {
+    /// Unique name (logs, status, `test-connection NAME`, users' allow lists).
+    pub name: String,
+    /// `outbound-registration` (default), `trunk` or `inbound-registration`.
+    #[serde(default)]
+    pub kind: ConnectionKind,
+    /// A disabled connection is kept in the file but carries no calls.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Ordered dial patterns (full match by default).
+    #[serde(default)]
+    pub dial_patterns: Vec<DialPatternConfig>,
+    /// The PBX's addresses, tried in order for failover: `host`, `host:port`,
+    /// `[v6]:port`, or a SIP URI (`sip:pbx.example.com;transport=tcp`).
+    /// Not used by inbound registration.
+    #[serde(default)]
+    pub addresses: Vec<String>,
+    /// Transport for addresses that don't name one (default `udp`).
+    #[serde(default, with = "opt_transport_name")]
+    pub transport: Option<Transport>,
+    /// The PBX's SIP domain (default: the first address's host). For inbound
+    /// registration: the domain of the AOR the PBX registers (default: ours).
+    #[serde(default)]
+    pub domain: Option<String>,
+    /// User name: the account we register/authenticate as (outbound), or the
+    /// one the PBX registers with (inbound).
+    #[serde(default)]
+    pub username: Option<String>,
+    /// Password for `username`.
+    #[serde(default)]
+    pub password: Option<String>,
+    /// HA1 for `username`, instead of a password.
+    #[serde(default)]
+    pub ha1: Option<String>,
+    /// Realm to answer (default: any the PBX names).
+    #[serde(default)]
+    pub realm: Option<String>,
+    /// Next hop for everything sent to this PBX (a SIP URI or host:port).
+    #[serde(default)]
+    pub outbound_proxy: Option<String>,
+    /// Outbound registration options.
+    #[serde(default)]
+    pub registration: RegistrationOptions,
+    /// Per-user accounts (outbound registration, `per-user` mode).
+    #[serde(default)]
+    pub accounts: Vec<AccountConfig>,
+    /// The proxy user that calls from this PBX ring when the dialled user is
+    /// not one of ours (default: the Request-URI / To user).
+    #[serde(default)]
+    pub deliver_to: Option<String>,
+    /// OPTIONS probing.
+    #[serde(default)]
+    pub probe: ProbeOptions,
+}
+
+impl ConnectionConfig {
+    /// A connection of `kind` with defaults.
+    pub fn new(name: impl Into<String>, kind: ConnectionKind) -> Self {
+        ConnectionConfig {
+            name: name.into(),
+            kind,
+            enabled: true,
+            dial_patterns: Vec::new(),
+            addresses: Vec::new(),
+            transport: None,
+            domain: None,
+            username: None,
+            password: None,
+            ha1: None,
+            realm: None,
+            outbound_proxy: None,
+            registration: RegistrationOptions::default(),
+            accounts: Vec::new(),
+            deliver_to: None,
+            probe: ProbeOptions::default(),
+        }
+    }
+
+    /// The addresses parsed (validated configs never fail here).
+    pub fn targets(&self) -> Result<Vec<TargetAddr>, String> {
+        let default = self.transport.unwrap_or(Transport::Udp);
+        self.addresses
+            .iter()
+            .map(|a| parse_address(a, default))
+            .collect()
+    }
+
+    /// The PBX's domain.
+    pub fn pbx_domain(&self) -> Option<String> {
+        self.domain.clone().or_else(|| {
+            self.addresses
+                .first()
+                .and_then(|a| parse_address(a, Transport::Udp).ok())
+                .map(|t| t.host)
+        })
+    }
+
+    /// Whether OPTIONS probes run for this connection.
+    pub fn probing(&self) -> bool {
+        self.probe
+            .enabled
+            .unwrap_or(self.kind == ConnectionKind::Trunk)
+    }
+}
+
+/// `[limits]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Calls in progress at once (default 10 000); past it, 503.
+    #[serde(default = "default_max_calls")]
+    pub max_calls: usize,
+    /// Bindings per user (default 10).
+    #[serde(default = "default_contacts")]
+    pub max_contacts_per_user: usize,
+    /// Shortest registration expiry accepted from phones (default 60 s).
+    #[serde(default = "default_min_expires")]
+    pub min_expires: u32,
+    /// Longest registration expiry granted (default 3600 s).
+    #[serde(default = "default_max_expires")]
+    pub max_expires: u32,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_calls: default_max_calls(),
+            max_contacts_per_user: default_contacts(),
+            min_expires: default_min_expires(),
+            max_expires: default_max_expires(),
+        }
+    }
+}
+
+fn default_max_calls() -> usize {
+    10_000
+}
+fn default_contacts() -> usize {
+    10
+}
+fn default_min_expires() -> u32 {
+    60
+}
+fn default_max_expires() -> u32 {
+    3600
+}
+
+/// Parses `host`, `host:port`, `[v6]:port` or a SIP URI into a target.
+pub fn parse_address(text: &str, default: Transport) -> Result<TargetAddr, String> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Err("empty address".into());
+    }
+    let lower = text.to_ascii_lowercase();
+    if lower.starts_with("sip:") || lower.starts_with("sips:") {
+        let uri = Uri::parse(bytes::Bytes::copy_from_slice(text.as_bytes()))
+            .map_err(|e| format!("bad SIP URI {text:?}: {e}"))?;
+        let Uri::Sip(sip) = uri else {
+            return Err(format!("{text:?} is not a sip: or sips: URI"));
+        };
+        let transport = match sip.param("transport") {
+            Some(Some(t)) => t
+                .parse::<Transport>()
+                .map_err(|_| format!("unknown transport {t:?} in {text:?}"))?,
+            _ if sip.is_secure() => Transport::Tls,
+            _ => default,
+        };
+        let host = sip.host().to_string();
+        let host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned();
+        let port = sip.port().unwrap_or(transport.default_port());
+        return Ok(TargetAddr::new(host, port, transport));
+    }
+    let (host, port) = if let Some(rest) = text.strip_prefix('[') {
+        let (h, after) = rest
+            .split_once(']')
+            .ok_or_else(|| format!("unclosed '[' in {text:?}"))?;
+        let port = match after.strip_prefix(':') {
+            Some(p) => Some(p),
+            None if after.is_empty() => None,
+            None => return Err(format!("unexpected {after:?} after ']' in {text:?}")),
+        };
+        (h.to_owned(), port)
+    } else if text.matches(':').count() > 1 {
+        (text.to_owned(), None)
+    } else {
+        match text.split_once(':') {
+            Some((h, p)) => (h.to_owned(), Some(p)),
+            None => (text.to_owned(), None),
+        }
+    };
+    if host.is_empty()
+        || !host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-.:_".contains(&b))
+    {
+        return Err(format!("bad host {host:?} in {text:?}"));
+    }
+    let port = match port {
+        Some(p) => match p.parse::<u16>() {
+            _ if !p.bytes().all(|b| b.is_ascii_digit()) => {
+                return Err(format!("bad port {p:?} in {text:?}"));
+            }
+            Ok(0) | Err(_) => return Err(format!("bad port {p:?} in {text:?}")),
+            Ok(p) => p,
+        },
+        None => default.default_port(),
+    };
+    Ok(TargetAddr::new(host, port, default))
+}
+
+/// One problem found by [`Config::validate`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigIssue {
+    /// Where: `connections[1] "carrier": dial_patterns[0]`.
+    pub location: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigIssue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.location, self.message)
+    }
+}
+
+/// Why a configuration can't be used: every problem, with the file's name.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigError {
+    /// The file, when the configuration came from one.
+    pub file: Option<PathBuf>,
+    /// The problems (at least one).
+    pub issues: Vec<ConfigIssue>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, issue) in self.issues.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            if let Some(file) = &self.file {
+                write!(f, "{}: ", file.display())?;
+            }
+            write!(f, "{issue}")?;
+        }
+        Ok(())
+    }
+}
+
+impl ConfigError {
+    fn one(file: Option<&Path>, location: &str, message: String) -> Self {
+        ConfigError {
+            file: file.map(Path::to_path_buf),
+            issues: vec![ConfigIssue {
+                location: location.to_owned(),
+                message,
+            }],
+        }
+    }
+}
+
+/// The built-in demo configuration (`cargo run --example proxy` with no
+/// arguments): loopback listeners, three users, one connection of each kind.
+pub const DEMO_CONFIG: &str = include_str!("demo.toml");
+
+impl Config {
+    /// Parses TOML text (not validated yet).
+    pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
+        Self::from_toml_named(text, None)
+    }
+
+    fn from_toml_named(text: &str, file: Option<&Path>) -> Result<Config, ConfigError> {
+        toml::from_str(text).map_err(|e| {
+            let location = match e.span() {
+                Some(span) => {
+                    let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
+                    format!("line {line}")
+                }
+                None => "toml".to_owned(),
+            };
+            ConfigError::one(file, &location, e.message().to_owned())
+        })
+    }
+
+    /// Reads, parses and validates a file.
+    pub fn load(path: impl AsRef<Path>) -> Result<Config, ConfigError> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::one(Some(path), "file", e.to_string()))?;
+        let config = Self::from_toml_named(&text, Some(path))?;
+        config.validate().map_err(|mut e| {
+            e.file = Some(path.to_path_buf());
+            e
+        })?;
+        Ok(config)
+    }
+
+    /// The built-in demo configuration, parsed.
+    pub fn demo() -> Config {
+        Config::from_toml(DEMO_CONFIG).expect("the built-in demo configuration parses")
+    }
+
+    /// The connection called `name`.
+    pub fn connection(&self, name: &str) -> Option<&ConnectionConfig> {
+        self.connections.iter().find(|c| c.name == name)
+    }
+
+    /// The user called `name`.
+    pub fn user(&self, name: &str) -> Option<&UserConfig> {
+        self.users.iter().find(|u| u.name == name)
+    }
+
+    /// Serialises back to TOML.
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_default()
+    }
+
+    /// Checks everything; returns every problem found.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let mut v = Validator::default();
+        self.check_proxy(&mut v);
+        self.check_listeners(&mut v);
+        self.check_users(&mut v);
+        self.check_connections(&mut v);
+        if v.issues.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError {
+                file: None,
+                issues: v.issues,
+            })
+        }
+    }
+
+    fn check_proxy(&self, v: &mut Validator) {
+        if self.proxy.domains.is_empty() {
+            v.push("proxy.domains", "at least one domain is needed".into());
+        }
+        for (i, d) in self.proxy.domains.iter().enumerate() {
+            if parse_address(d, Transport::Udp).is_err() || d.contains(':') && !d.contains('[') {
+                v.push(
+                    &format!("proxy.domains[{i}]"),
+                    format!("{d:?} is not a host name"),
+                );
+            }
+        }
+        if self.proxy.digest_algorithms.is_empty() {
+            v.push(
+                "proxy.digest_algorithms",
+                "at least one algorithm is needed".into(),
+            );
+        }
+        for (i, a) in self.proxy.digest_algorithms.iter().enumerate() {
+            if a.parse::<siplink_auth::Algorithm>().is_err() {
+                v.push(
+                    &format!("proxy.digest_algorithms[{i}]"),
+                    format!("unknown algorithm {a:?} (MD5, MD5-sess, SHA-256, SHA-256-sess, SHA-512-256, SHA-512-256-sess)"),
+                );
+            }
+        }
+        if !(300..=699).contains(&self.proxy.no_match_status) {
+            v.push(
+                "proxy.no_match_status",
+                format!(
+                    "{} is not a final error status (300-699)",
+                    self.proxy.no_match_status
+                ),
+            );
+        }
+        if self.limits.min_expires > self.limits.max_expires {
+            v.push(
+                "limits.min_expires",
+                format!(
+                    "{} is above limits.max_expires ({})",
+                    self.limits.min_expires, self.limits.max_expires
+                ),
+            );
+        }
+        if self.limits.max_calls == 0 {
+            v.push("limits.max_calls", "must be at least 1".into());
+        }
+    }
+
+    fn check_listeners(&self, v: &mut Validator) {
+        if self.listeners.is_empty() {
+            v.push("listen", "at least one listener is needed".into());
+        }
+        let mut seen: Vec<(bool, SocketAddr, usize)> = Vec::new();
+        for (i, l) in self.listeners.iter().enumerate() {
+            let at = format!("listen[{i}] ({} {})", l.transport.via_token(), l.address);
+            let datagram = l.transport == Transport::Udp;
+            if let Some((_, _, j)) = seen.iter().find(|(d, a, _)| {
+                *d == datagram
+                    && a.port() == l.address.port()
+                    && (a.ip() == l.address.ip()
+                        || a.ip().is_unspecified()
+                        || l.address.ip().is_unspecified())
+            }) {
+                v.push(
+                    &at,
+                    format!(
+                        "conflicts with listen[{j}]: same {} port",
+                        if datagram { "UDP" } else { "TCP" }
+                    ),
+                );
+            }
+            seen.push((datagram, l.address, i));
+            if l.transport.is_secure() {
+                if l.certificate.is_none() || l.private_key.is_none() {
+                    v.push(
+                        &at,
+                        "tls and wss listeners need certificate and private_key".into(),
+                    );
+                }
+            } else if l.certificate.is_some() || l.private_key.is_some() {
+                v.push(
+                    &at,
+                    "certificate and private_key only apply to tls and wss".into(),
+                );
+            }
+        }
+    }
+
+    fn check_users(&self, v: &mut Validator) {
+        let mut names = HashSet::new();
+        let conns: HashSet<&str> = self.connections.iter().map(|c| c.name.as_str()).collect();
+        for (i, u) in self.users.iter().enumerate() {
+            let at = format!("users[{i}] {:?}", u.name);
+            if !valid_user(&u.name) {
+                v.push(
+                    &at,
+                    "name must be a non-empty SIP user part (letters, digits, -_.!~*'()+)".into(),
+                );
+            }
+            if !names.insert(u.name.as_str()) {
+                v.push(&at, "duplicate user name".into());
+            }
+            check_secret(v, &at, u.password.as_deref(), u.ha1.as_deref(), true);
+            for (j, c) in u.connections.iter().flatten().enumerate() {
+                if !conns.contains(c.as_str()) {
+                    v.push(
+                        &format!("{at}: connections[{j}]"),
+                        format!("no connection named {c:?}"),
+                    );
+                }
+            }
+        }
+    }
+
+    fn check_connections(&self, v: &mut Validator) {
+        let mut names = HashSet::new();
+        let users: HashSet<&str> = self.users.iter().map(|u| u.name.as_str()).collect();
+        let mut contact_users: Vec<(String, String)> = Vec::new();
+        for (i, c) in self.connections.iter().enumerate() {
+            let at = format!("connections[{i}] {:?}", c.name);
+            if c.name.is_empty() || c.name.chars().any(|ch| ch.is_control() || ch == '"') {
+                v.push(&at, "name must be non-empty printable text".into());
+            }
+            if !names.insert(c.name.as_str()) {
+                v.push(&at, "duplicate connection name".into());
+            }
+            for (j, p) in c.dial_patterns.iter().enumerate() {
+                let one = siplink_dialplan::DialPlan::new([(0usize, vec![p.to_dialplan()])]);
+                if let Err(e) = one {
+                    v.push(
+                        &format!("{at}: dial_patterns[{j}]"),
+                        format!("bad pattern {:?}: {e}", p.pattern()),
+                    );
+                }
+            }
+            let needs_address = c.kind != ConnectionKind::InboundRegistration;
+            if needs_address && c.addresses.is_empty() {
+                v.push(
+                    &format!("{at}: addresses"),
+                    format!("a {} connection needs the PBX's address", c.kind),
+                );
+            }
+            if !needs_address && !c.addresses.is_empty() {
+                v.push(
+                    &format!("{at}: addresses"),
+                    "an inbound-registration connection has no address: the PBX registers to us"
+                        .into(),
+                );
+            }
+            let default = c.transport.unwrap_or(Transport::Udp);
+            if matches!(default, Transport::Ws | Transport::Wss) {
+                v.push(
+                    &format!("{at}: transport"),
+                    "connections use udp, tcp or tls".into(),
+                );
+            }
+            for (j, a) in c.addresses.iter().enumerate() {
+                match parse_address(a, default) {
+                    Ok(t) if matches!(t.transport, Transport::Ws | Transport::Wss) => v.push(
+                        &format!("{at}: addresses[{j}]"),
+                        "connections use udp, tcp or tls".into(),
+                    ),
+                    Ok(_) => {}
+                    Err(e) => v.push(&format!("{at}: addresses[{j}]"), e),
+                }
+            }
+            if let Some(p) = &c.outbound_proxy {
+                if let Err(e) = parse_address(p, default) {
+                    v.push(&format!("{at}: outbound_proxy"), e);
+                }
+            }
+            match c.kind {
+                ConnectionKind::OutboundRegistration => {
+                    if c.registration.mode == RegistrationMode::Shared {
+                        if c.username.is_none() {
+                            v.push(
+                                &format!("{at}: username"),
+                                "outbound registration needs the user name to register as".into(),
+                            );
+                        }
+                        check_secret(v, &at, c.password.as_deref(), c.ha1.as_deref(), true);
+                        let cu = c
+                            .registration
+                            .contact_user
+                            .clone()
+                            .or_else(|| c.username.clone())
+                            .unwrap_or_default();
+                        contact_users.push((cu, at.clone()));
+                    } else {
+                        if c.accounts.is_empty() {
+                            v.push(
+                                &format!("{at}: accounts"),
+                                "per-user registration needs accounts".into(),
+                            );
+                        }
+                        for (j, a) in c.accounts.iter().enumerate() {
+                            let aat = format!("{at}: accounts[{j}]");
+                            if !users.contains(a.user.as_str()) {
+                                v.push(&aat, format!("no user named {:?}", a.user));
+                            }
+                            check_secret(v, &aat, a.password.as_deref(), a.ha1.as_deref(), true);
+                            contact_users.push((format!("{}-{}", c.name, a.user), aat));
+                        }
+                    }
+                    if !(10..=86_400).contains(&c.registration.expires) {
+                        v.push(
+                            &format!("{at}: registration.expires"),
+                            format!("{} s is outside 10..=86400", c.registration.expires),
+                        );
+                    }
+                }
+                ConnectionKind::Trunk => {
+                    if c.password.is_some() || c.ha1.is_some() {
+                        if c.username.is_none() {
+                            v.push(
+                                &format!("{at}: username"),
+                                "a password needs a username".into(),
+                            );
+                        }
+                        check_secret(v, &at, c.password.as_deref(), c.ha1.as_deref(), false);
+                    }
+                }
+                ConnectionKind::InboundRegistration => {
+                    match &c.username {
+                        None => v.push(
+                            &format!("{at}: username"),
+                            "inbound registration needs the user name the PBX registers with"
+                                .into(),
+                        ),
+                        Some(u) if !valid_user(u) => v.push(
+                            &format!("{at}: username"),
+                            format!("{u:?} is not a SIP user part"),
+                        ),
+                        Some(u) if users.contains(u.as_str()) => v.push(
+                            &format!("{at}: username"),
+                            format!("{u:?} is also a user's name: the PBX's AOR must be its own"),
+                        ),
+                        Some(_) => {}
+                    }
+                    check_secret(v, &at, c.password.as_deref(), c.ha1.as_deref(), true);
+                }
+            }
+            if let Some(d) = &c.deliver_to {
+                if !users.contains(d.as_str()) {
+                    v.push(&format!("{at}: deliver_to"), format!("no user named {d:?}"));
+                }
+            }
+            if c.probe.interval == 0 || c.probe.down_after == 0 {
+                v.push(
+                    &format!("{at}: probe"),
+                    "interval and down_after must be at least 1".into(),
+                );
+            }
+        }
+        contact_users.sort();
+        for w in contact_users.windows(2) {
+            if w[0].0 == w[1].0 {
+                v.push(
+                    &w[1].1,
+                    format!("contact user {:?} is also used by {}: calls from the PBXs could not be told apart", w[0].0, w[0].1),
+                );
+            }
+        }
+    }
+
+    /// Probe interval of a connection.
+    pub fn probe_interval(c: &ConnectionConfig) -> Duration {
+        Duration::from_secs(c.probe.interval.max(1))
+    }
+}
+
+fn check_secret(
+    v: &mut Validator,
+    at: &str,
+    password: Option<&str>,
+    ha1: Option<&str>,
+    required: bool,
+) {
+    match (password, ha1) {
+        (Some(_), Some(_)) => v.push(at, "give password or ha1, not both".into()),
+        (None, None) if required => v.push(
+            &format!("{at}: password"),
+            "missing credentials: give password or ha1".into(),
+        ),
+        (_, Some(h)) if h.len() != 32 || !h.bytes().all(|b| b.is_ascii_hexdigit()) => v.push(
+            &format!("{at}: ha1"),
+            "ha1 must be 32 hex digits (MD5)".into(),
+        ),
+        _ => {}
+    }
+}
+
+fn valid_user(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.!~*'()+".contains(&b))
+}
+
+#[derive(Default)]
+struct Validator {
+    issues: Vec<ConfigIssue>,
+}
+
+impl Validator {
+    fn push(&mut self, location: &str, message: String) {
+        self.issues.push(ConfigIssue {
+            location: location.to_owned(),
+            message,
+        });
+    }
+}
+
+mod transport_name {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use siplink_message::Transport;
+
+    pub fn serialize<S: Serializer>(t: &Transport, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&t.via_token().to_ascii_lowercase())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Transport, D::Error> {
+        let text = String::deserialize(d)?;
+        text.parse::<Transport>().map_err(|_| {
+            serde::de::Error::custom(format!(
+                "unknown transport {text:?} (expected udp, tcp, tls, ws or wss)"
+            ))
+        })
+    }
+}
+
+mod opt_transport_name {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use siplink_message::Transport;
+
+    pub fn serialize<S: Serializer>(t: &Option<Transport>, s: S) -> Result<S::Ok, S::Error> {
+        match t {
+            Some(t) => s.serialize_str(&t.via_token().to_ascii_lowercase()),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Transport>, D::Error> {
+        let text = String::deserialize(d)?;
+        text.parse::<Transport>().map(Some).map_err(|_| {
+            serde::de::Error::custom(format!(
+                "unknown transport {text:?} (expected udp, tcp or tls)"
+            ))
+        })
+    }
+}

@@ -1,0 +1,48 @@
+//! An embeddable SIP proxy that connects phones (desk phones, softphones,
+//! browser phones over WebSocket) to customers' PBXs through ordered
+//! **connections**, each of one kind:
+//!
+//! * **outbound registration**: the proxy registers to the PBX as a phone
+//!   would and places calls as that identity;
+//! * **trunk**: INVITEs go straight to the PBX's static address (digest
+//!   challenges answered, OPTIONS probes, failover between addresses);
+//! * **inbound registration**: the PBX registers to the proxy and receives
+//!   its calls over its own connection.
+//!
+//! Each connection has ordered dial patterns; the first connection with a
+//! matching pattern carries a call, the next matching ones are its failover.
+//! Users register to the proxy and must authenticate their calls (digest),
+//! so the proxy is never an open relay.
+//!
+//! ```no_run
+//! use siplink_proxy::{Config, Proxy};
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let config = Config::load("proxy.toml")?;
+//! let proxy = Proxy::start(config).await?;
+//! for status in proxy.status().await {
+//!     println!("{status}");
+//! }
+//! let report = proxy.test_connection("office-pbx").await?;
+//! println!("{report}");
+//! # Ok(()) }
+//! ```
+//!
+//! The building blocks, usable on their own: [`config`] (TOML + validation),
+//! [`routing`] (dial patterns → connections), [`core`] (the RFC 3261 §16
+//! rules, sans-IO), [`status`] and [`test`] (Test Connection).
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+pub mod config;
+pub mod core;
+mod error;
+mod proxy;
+pub mod routing;
+pub mod status;
+pub mod test;
+
+pub use config::{Config, ConfigError, ConnectionConfig, ConnectionKind, DEMO_CONFIG};
+pub use error::Error;
+pub use proxy::Proxy;
+pub use status::{ConnectionState, ConnectionStatus, StatusEvent};
+pub use test::{Report, Step, StepResult};

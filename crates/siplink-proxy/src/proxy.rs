@@ -1,0 +1,1840 @@
+//! The running proxy: transport, endpoint, registrar, registrations, trunks
+//! and the stateful forwarding of RFC 3261 §16, wired from a [`Config`].
+
+use std::collections::HashMap;
+use std::collections::hash_map::RandomState;
+use std::hash::BuildHasher;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use siplink_auth::{
+    Algorithm, ClientCredentials, DigestServer, Outcome, RequestInfo, ServerConfig, StoredSecret,
+};
+use siplink_message::headers::HeaderName;
+use siplink_message::uri::{SipUri, Uri};
+use siplink_message::{Message, Method, Transport as Protocol};
+use siplink_register::{RegistrationConfig, RegistrationId, RegistrationService, State, Status};
+use siplink_registrar::{Aor, Authenticator, Reach, Registrar, RegistrarConfig, RegistrarService};
+use siplink_transaction::{
+    ClientEvent, Endpoint, EndpointConfig, ServerRequests, ServerTransactionHandle,
+};
+use siplink_transport::{
+    Destination, FlowId, Incoming, Origin, Roots, Target, TlsClientConfig, TlsServerConfig,
+    Transport, TransportConfig,
+};
+use siplink_trunk::{CallEvent, CallFailure, Trunk, TrunkConfig, TrunkDialog};
+use tokio::sync::{Semaphore, broadcast, mpsc, watch};
+use tracing::{debug, info, warn};
+
+use crate::config::{Config, ConnectionConfig, ConnectionKind, RegistrationMode};
+use crate::core::{self, BestResponse, Check, Local};
+use crate::error::Error;
+use crate::routing::{Candidate, Decision, Router, dialled_number};
+use crate::status::{ConnectionState, ConnectionStatus, StatusEvent};
+
+/// Supported option tags we announce.
+const SUPPORTED: &str = "path, outbound";
+/// Methods we answer or forward.
+const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, INFO, UPDATE, PRACK, MESSAGE, REFER, NOTIFY, SUBSCRIBE";
+/// Most trunk dialogs remembered (their CSeq/From mapping).
+const MAX_DIALOGS: usize = 100_000;
+/// How long an unterminated dialog entry is kept.
+const DIALOG_TTL: Duration = Duration::from_secs(12 * 3600);
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// One registration the proxy keeps to a PBX.
+#[derive(Debug, Clone)]
+pub(crate) struct RegEntry {
+    /// The proxy user it belongs to (per-user mode).
+    pub user: Option<String>,
+    pub id: RegistrationId,
+    pub contact_user: String,
+    pub status: watch::Receiver<Status>,
+}
+
+/// The runtime side of one connection.
+#[derive(Debug)]
+pub(crate) struct ConnRuntime {
+    pub config: ConnectionConfig,
+    /// Trunks that carry calls (outbound registration: one per account, keyed
+    /// by user; `None` = shared).
+    pub trunks: Vec<(Option<String>, Trunk)>,
+    pub registrations: Vec<RegEntry>,
+    /// Literal IPs of the PBX's addresses, for recognising its requests.
+    pub ips: Vec<IpAddr>,
+    pub last_error: Mutex<Option<(SystemTime, String)>>,
+}
+
+impl ConnRuntime {
+    fn trunk_for(&self, user: Option<&str>) -> Option<&Trunk> {
+        match self.config.registration.mode {
+            RegistrationMode::PerUser
+                if self.config.kind == ConnectionKind::OutboundRegistration =>
+            {
+                self.trunks
+                    .iter()
+                    .find(|(u, _)| u.as_deref() == user)
+                    .map(|(_, t)| t)
+            }
+            _ => self.trunks.first().map(|(_, t)| t),
+        }
+    }
+
+    /// Whether a request from `peer` comes from this connection's PBX: its
+    /// IP address is one of the PBX's. On loopback (tests, demos, everything
+    /// on one machine) the port must match too, or every local phone would
+    /// look like the PBX.
+    fn from_pbx_address(&self, peer: SocketAddr) -> bool {
+        if peer.ip().is_loopback() {
+            let targets = self.config.targets().unwrap_or_default();
+            targets
+                .iter()
+                .any(|t| t.host.parse::<IpAddr>().ok() == Some(peer.ip()) && t.port == peer.port())
+        } else {
+            self.ips.contains(&peer.ip())
+        }
+    }
+
+    fn set_error(&self, text: String) {
+        *lock(&self.last_error) = Some((SystemTime::now(), text));
+    }
+}
+
+/// The proxy's routing state, swapped whole on reload.
+#[derive(Debug)]
+pub(crate) struct Runtime {
+    pub config: Arc<Config>,
+    pub router: Router,
+    pub connections: Vec<Arc<ConnRuntime>>,
+}
+
+struct DialogEntry {
+    dialog: TrunkDialog,
+    caller_tag: String,
+    created: std::time::Instant,
+}
+
+pub(crate) struct Inner {
+    pub transport: Transport,
+    pub endpoint: Endpoint,
+    pub registrar: RegistrarService,
+    pub registrations: RegistrationService,
+    pub secrets: Arc<RwLock<HashMap<String, StoredSecret>>>,
+    pub digest: DigestServer,
+    pub local: RwLock<Local>,
+    pub runtime: RwLock<Arc<Runtime>>,
+    dialogs: Mutex<HashMap<String, DialogEntry>>,
+    calls: Arc<Semaphore>,
+    pub events: broadcast::Sender<StatusEvent>,
+    flow_key: RandomState,
+    pub started: SystemTime,
+}
+
+/// A running SIP proxy. Cheap to clone.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), siplink_proxy::Error> {
+/// use siplink_proxy::{Config, Proxy};
+/// let proxy = Proxy::start(Config::demo()).await?;
+/// for (protocol, addr) in proxy.listeners() {
+///     println!("listening on {protocol} {addr}");
+/// }
+/// proxy.shutdown().await;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Proxy {
+    pub(crate) inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Proxy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Proxy")
+            .field("listeners", &self.listeners())
+            .finish_non_exhaustive()
+    }
+}
+
+fn secret_of(password: Option<&str>, ha1: Option<&str>) -> Option<StoredSecret> {
+    password
+        .map(|p| StoredSecret::Password(p.to_owned()))
+        .or_else(|| ha1.map(|h| StoredSecret::Ha1(h.to_ascii_lowercase())))
+}
+
+fn client_credentials(
+    username: &str,
+    password: Option<&str>,
+    ha1: Option<&str>,
+    realm: Option<&str>,
+) -> Option<ClientCredentials> {
+    let c = match (password, ha1) {
+        (Some(p), _) => ClientCredentials::password(username, p),
+        (None, Some(h)) => ClientCredentials::ha1(username, realm.unwrap_or(""), h, Algorithm::Md5),
+        (None, None) => return None,
+    };
+    Some(match realm {
+        Some(r) => c.for_realm(r),
+        None => c,
+    })
+}
+
+fn user_secrets(config: &Config) -> HashMap<String, StoredSecret> {
+    let mut map = HashMap::new();
+    for u in &config.users {
+        if let Some(s) = secret_of(u.password.as_deref(), u.ha1.as_deref()) {
+            map.insert(u.name.clone(), s);
+        }
+    }
+    for c in &config.connections {
+        if c.kind == ConnectionKind::InboundRegistration
+            && let (Some(u), Some(s)) = (
+                &c.username,
+                secret_of(c.password.as_deref(), c.ha1.as_deref()),
+            )
+        {
+            map.insert(u.clone(), s);
+        }
+    }
+    map
+}
+
+impl Proxy {
+    /// Validates `config`, binds its listeners and starts everything:
+    /// registrar, outbound registrations, trunks (with their probes) and the
+    /// request loop. Must be called within a tokio runtime.
+    pub async fn start(config: Config) -> Result<Proxy, Error> {
+        config.validate()?;
+        let mut tconfig = TransportConfig::default();
+        if let Some(l) = config.listeners.iter().find(|l| l.transport.is_secure()) {
+            let (Some(cert), Some(key)) = (&l.certificate, &l.private_key) else {
+                return Err(Error::Config("tls listener without certificate".into()));
+            };
+            tconfig.tls_server = Some(
+                TlsServerConfig::from_pem_files(cert, key, siplink_transport::ClientAuth::None)
+                    .map_err(|e| Error::Listen(format!("{}: {e}", cert.display())))?,
+            );
+        }
+        if let Some(ca) = &config.proxy.tls_ca {
+            let pem =
+                std::fs::read(ca).map_err(|e| Error::Config(format!("{}: {e}", ca.display())))?;
+            tconfig.tls_client = Some(
+                TlsClientConfig::new(Roots::Pem(&pem), None)
+                    .map_err(|e| Error::Config(format!("{}: {e}", ca.display())))?,
+            );
+        }
+        tconfig.keepalive = None;
+        let (transport, incoming) = Transport::new(tconfig);
+        for l in &config.listeners {
+            transport
+                .listen(l.transport, l.address)
+                .await
+                .map_err(|e| Error::Listen(format!("{} {}: {e}", l.transport, l.address)))?;
+        }
+        let (stray_tx, stray_rx) = mpsc::channel::<Incoming>(4096);
+        let econfig = EndpointConfig::default().with_stray_handler(move |m| {
+            if stray_tx.try_send(m).is_err() {
+                debug!("stray queue full: message dropped");
+            }
+        });
+        let (endpoint, requests) = Endpoint::start(transport.clone(), incoming, econfig);
+
+        let secrets = Arc::new(RwLock::new(user_secrets(&config)));
+        let realm = config.proxy.realm().to_owned();
+        let mut secret = [0u8; 32];
+        rand::fill(&mut secret);
+        let mut server_config = ServerConfig::new(realm.clone());
+        server_config.algorithms = config
+            .proxy
+            .digest_algorithms
+            .iter()
+            .filter_map(|a| a.parse::<Algorithm>().ok())
+            .collect();
+        let digest = DigestServer::with_secret(server_config.clone(), &secret);
+        let store_secrets = secrets.clone();
+        let lookup = move |user: &str, _realm: &str, _alg: Algorithm| -> Option<StoredSecret> {
+            store_secrets.read().ok()?.get(user).cloned()
+        };
+        let authenticator =
+            Authenticator::new(DigestServer::with_secret(server_config, &secret), lookup);
+        let local = local_identity(&config, &transport);
+        let mut rconfig = RegistrarConfig::new(registrar_domains(&config, &transport));
+        rconfig.min_expires = config.limits.min_expires;
+        rconfig.max_expires = config.limits.max_expires;
+        rconfig.max_contacts_per_aor = config.limits.max_contacts_per_user;
+        let registrar = Registrar::new(rconfig, Some(authenticator))
+            .map_err(|e| Error::Config(format!("registrar: {e}")))?;
+        let registrar = RegistrarService::start(
+            registrar,
+            Arc::new(siplink_registrar::InMemoryStore::new()),
+            transport.clone(),
+            siplink_registrar::ServiceConfig::default(),
+        );
+        let (registrations, reg_events) = RegistrationService::start(
+            endpoint.clone(),
+            siplink_register::ServiceConfig::default(),
+        );
+        let (events, _) = broadcast::channel(1024);
+        let runtime = Runtime {
+            config: Arc::new(config.clone()),
+            router: Router::new(&config)?,
+            connections: Vec::new(),
+        };
+        let inner = Arc::new(Inner {
+            transport,
+            endpoint,
+            registrar,
+            registrations,
+            secrets,
+            digest,
+            local: RwLock::new(local),
+            runtime: RwLock::new(Arc::new(runtime)),
+            dialogs: Mutex::new(HashMap::new()),
+            calls: Arc::new(Semaphore::new(config.limits.max_calls)),
+            events,
+            flow_key: RandomState::new(),
+            started: SystemTime::now(),
+        });
+        let proxy = Proxy { inner };
+        let connections = proxy.build_connections(&config, &[]).await?;
+        proxy.install(config, connections)?;
+        tokio::spawn(serve(proxy.inner.clone(), requests));
+        tokio::spawn(strays(proxy.inner.clone(), stray_rx));
+        tokio::spawn(crate::status::watch_registrations(
+            proxy.inner.clone(),
+            reg_events,
+        ));
+        tokio::spawn(crate::status::watch_bindings(proxy.inner.clone()));
+        Ok(proxy)
+    }
+
+    /// The bound listeners (ports chosen by the OS when 0 was asked).
+    pub fn listeners(&self) -> Vec<(Protocol, SocketAddr)> {
+        self.inner.transport.listeners()
+    }
+
+    /// The endpoint (to send requests of your own through the proxy's
+    /// transport).
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.inner.endpoint
+    }
+
+    /// The registrar service (bindings of users and inbound PBXs).
+    pub fn registrar(&self) -> &RegistrarService {
+        &self.inner.registrar
+    }
+
+    /// The configuration in use.
+    pub fn config(&self) -> Arc<Config> {
+        self.inner.runtime().config.clone()
+    }
+
+    /// A stream of status changes (connections up/down, bindings).
+    pub fn subscribe(&self) -> broadcast::Receiver<StatusEvent> {
+        self.inner.events.subscribe()
+    }
+
+    /// Replaces the configuration without dropping calls or the registrations
+    /// and trunks of connections that did not change. Listeners are not
+    /// changed by a reload.
+    pub async fn reload(&self, config: Config) -> Result<(), Error> {
+        config.validate()?;
+        let old = self.inner.runtime();
+        let connections = self.build_connections(&config, &old.connections).await?;
+        *self
+            .inner
+            .secrets
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = user_secrets(&config);
+        // Registrations of connections that went away or changed.
+        for c in &old.connections {
+            let kept = connections.iter().any(|n| Arc::ptr_eq(n, c));
+            if !kept {
+                for r in &c.registrations {
+                    let _ = self.inner.registrations.remove(r.id).await;
+                }
+            }
+        }
+        self.install(config, connections)?;
+        info!("configuration reloaded");
+        Ok(())
+    }
+
+    fn install(&self, config: Config, connections: Vec<Arc<ConnRuntime>>) -> Result<(), Error> {
+        let runtime = Runtime {
+            router: Router::new(&config)?,
+            config: Arc::new(config),
+            connections,
+        };
+        *self
+            .inner
+            .runtime
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = Arc::new(runtime);
+        Ok(())
+    }
+
+    /// Builds the runtime of every connection, reusing `old` ones whose
+    /// configuration did not change.
+    async fn build_connections(
+        &self,
+        config: &Config,
+        old: &[Arc<ConnRuntime>],
+    ) -> Result<Vec<Arc<ConnRuntime>>, Error> {
+        let mut out = Vec::new();
+        for c in &config.connections {
+            if let Some(same) = old.iter().find(|o| o.config == *c) {
+                out.push(same.clone());
+                continue;
+            }
+            out.push(Arc::new(self.build_connection(config, c).await?));
+        }
+        Ok(out)
+    }
+
+    async fn build_connection(
+        &self,
+        config: &Config,
+        c: &ConnectionConfig,
+    ) -> Result<ConnRuntime, Error> {
+        let inner = &self.inner;
+        let targets = c.targets().map_err(Error::Config)?;
+        let ips = targets
+            .iter()
+            .filter_map(|t| t.host.parse::<IpAddr>().ok())
+            .collect();
+        let mut rt = ConnRuntime {
+            config: c.clone(),
+            trunks: Vec::new(),
+            registrations: Vec::new(),
+            ips,
+            last_error: Mutex::new(None),
+        };
+        if !c.enabled {
+            return Ok(rt);
+        }
+        let domain = c.pbx_domain().unwrap_or_default();
+        match c.kind {
+            ConnectionKind::Trunk => {
+                let creds = c.username.as_deref().and_then(|u| {
+                    client_credentials(
+                        u,
+                        c.password.as_deref(),
+                        c.ha1.as_deref(),
+                        c.realm.as_deref(),
+                    )
+                });
+                let trunk = Trunk::new(
+                    trunk_config(c, creds, None, &domain, config),
+                    inner.endpoint.clone(),
+                )
+                .map_err(|e| Error::Config(format!("connection {:?}: {e}", c.name)))?;
+                rt.trunks.push((None, trunk));
+            }
+            ConnectionKind::OutboundRegistration => {
+                let accounts: Vec<(
+                    Option<String>,
+                    String,
+                    Option<String>,
+                    Option<String>,
+                    String,
+                )> = match c.registration.mode {
+                    RegistrationMode::Shared => {
+                        let u = c.username.clone().unwrap_or_default();
+                        let cu = c
+                            .registration
+                            .contact_user
+                            .clone()
+                            .unwrap_or_else(|| u.clone());
+                        vec![(None, u, c.password.clone(), c.ha1.clone(), cu)]
+                    }
+                    RegistrationMode::PerUser => c
+                        .accounts
+                        .iter()
+                        .map(|a| {
+                            (
+                                Some(a.user.clone()),
+                                a.username.clone(),
+                                a.password.clone(),
+                                a.ha1.clone(),
+                                format!("{}-{}", c.name, a.user),
+                            )
+                        })
+                        .collect(),
+                };
+                for (user, username, password, ha1, contact_user) in accounts {
+                    let creds = client_credentials(
+                        &username,
+                        password.as_deref(),
+                        ha1.as_deref(),
+                        c.realm.as_deref(),
+                    );
+                    let rc = registration_config(
+                        inner,
+                        c,
+                        config,
+                        &username,
+                        creds.clone(),
+                        &contact_user,
+                    )?;
+                    let (id, status) = inner
+                        .registrations
+                        .add(rc)
+                        .await
+                        .map_err(|e| Error::Config(format!("connection {:?}: {e}", c.name)))?;
+                    let trunk = Trunk::new(
+                        trunk_config(c, creds, Some(&username), &domain, config),
+                        inner.endpoint.clone(),
+                    )
+                    .map_err(|e| Error::Config(format!("connection {:?}: {e}", c.name)))?;
+                    rt.trunks.push((user.clone(), trunk));
+                    rt.registrations.push(RegEntry {
+                        user,
+                        id,
+                        contact_user,
+                        status,
+                    });
+                }
+            }
+            ConnectionKind::InboundRegistration => {}
+        }
+        Ok(rt)
+    }
+
+    /// The status of every connection.
+    pub async fn status(&self) -> Vec<ConnectionStatus> {
+        let rt = self.inner.runtime();
+        let mut out = Vec::new();
+        for c in &rt.connections {
+            out.push(self.inner.connection_status(c).await);
+        }
+        out
+    }
+
+    /// Test Connection for the connection called `name` on this running proxy
+    /// (for inbound registration it reports the PBX's binding).
+    pub async fn test_connection(&self, name: &str) -> Result<crate::test::Report, Error> {
+        let rt = self.inner.runtime();
+        let Some(c) = rt
+            .connections
+            .iter()
+            .find(|c| c.config.name == name)
+            .cloned()
+        else {
+            return Err(Error::UnknownConnection(name.to_owned()));
+        };
+        Ok(crate::test::run_on(self, &c.config).await)
+    }
+
+    /// Unregisters, stops accepting requests and closes the listeners
+    /// (bounded: a few seconds).
+    pub async fn shutdown(&self) {
+        self.inner.registrations.shutdown().await;
+        self.inner.registrar.shutdown();
+        self.inner.endpoint.shutdown().await;
+        self.inner.transport.shutdown().await;
+    }
+}
+
+/// The REGISTER configuration of one account of an outbound-registration
+/// connection.
+fn registration_config(
+    inner: &Inner,
+    c: &ConnectionConfig,
+    config: &Config,
+    username: &str,
+    creds: Option<ClientCredentials>,
+    contact_user: &str,
+) -> Result<RegistrationConfig, Error> {
+    let targets = c.targets().map_err(Error::Config)?;
+    let first = targets
+        .first()
+        .cloned()
+        .ok_or_else(|| Error::Config(format!("connection {:?} has no address", c.name)))?;
+    let domain = c.pbx_domain().unwrap_or_default();
+    let (local_host, local_port) = inner.local_addr(first.transport, config);
+    let registrar_uri = SipUri::parse(Bytes::from(format!("sip:{}", sip_host(&domain))))
+        .map_err(|e| Error::Config(format!("connection {:?}: domain: {e}", c.name)))?;
+    let aor = SipUri::parse(Bytes::from(format!("sip:{username}@{}", sip_host(&domain))))
+        .map_err(|e| Error::Config(format!("connection {:?}: username: {e}", c.name)))?;
+    let mut rc = RegistrationConfig::new(
+        registrar_uri,
+        aor,
+        contact_user.to_owned(),
+        local_host,
+        local_port,
+        first.transport,
+    );
+    rc.expires = c.registration.expires;
+    rc.targets = targets;
+    rc.user_agent = Some(concat!("siplink/", env!("CARGO_PKG_VERSION")).to_owned());
+    if let Some(p) = &c.outbound_proxy {
+        rc.outbound_proxy = crate::config::parse_address(p, first.transport)
+            .ok()
+            .and_then(|t| SipUri::parse(Bytes::from(format!("sip:{};lr", t.host_port()))).ok());
+    }
+    if let Some(creds) = creds {
+        rc = rc.with_credentials(creds);
+    }
+    Ok(rc)
+}
+
+/// The first account of a connection: (username, credentials).
+fn first_account(c: &ConnectionConfig) -> Option<(String, Option<ClientCredentials>)> {
+    match (c.kind, c.registration.mode) {
+        (ConnectionKind::OutboundRegistration, RegistrationMode::PerUser) => {
+            c.accounts.first().map(|a| {
+                (
+                    a.username.clone(),
+                    client_credentials(
+                        &a.username,
+                        a.password.as_deref(),
+                        a.ha1.as_deref(),
+                        c.realm.as_deref(),
+                    ),
+                )
+            })
+        }
+        _ => c.username.as_ref().map(|u| {
+            (
+                u.clone(),
+                client_credentials(
+                    u,
+                    c.password.as_deref(),
+                    c.ha1.as_deref(),
+                    c.realm.as_deref(),
+                ),
+            )
+        }),
+    }
+}
+
+/// The trunk view of a connection, for its reachability test.
+pub(crate) fn trunk_config_for_test(c: &ConnectionConfig, config: &Config) -> TrunkConfig {
+    let domain = c.pbx_domain().unwrap_or_default();
+    let account = first_account(c);
+    let creds = account.as_ref().and_then(|(_, c)| c.clone());
+    let from = match c.kind {
+        ConnectionKind::OutboundRegistration => account.as_ref().map(|(u, _)| u.as_str()),
+        _ => None,
+    };
+    trunk_config(c, creds, from, &domain, config)
+}
+
+/// A one-off registration of the connection's first account under a
+/// throw-away contact, for Test Connection.
+pub(crate) fn test_registration(
+    proxy: &Proxy,
+    c: &ConnectionConfig,
+    config: &Config,
+) -> Option<RegistrationConfig> {
+    let (username, creds) = first_account(c)?;
+    let contact = format!("siplink-test-{:08x}", rand::random::<u32>());
+    let mut rc = registration_config(&proxy.inner, c, config, &username, creds, &contact).ok()?;
+    rc.expires = 60;
+    Some(rc)
+}
+
+/// The TLS client configuration for `config.proxy.tls_ca`, if set and readable.
+pub(crate) fn tls_client(config: &Config) -> Option<TlsClientConfig> {
+    let ca = config.proxy.tls_ca.as_ref()?;
+    let pem = std::fs::read(ca).ok()?;
+    TlsClientConfig::new(Roots::Pem(&pem), None).ok()
+}
+
+fn sip_host(host: &str) -> String {
+    if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]")
+    } else {
+        host.to_owned()
+    }
+}
+
+fn trunk_config(
+    c: &ConnectionConfig,
+    credentials: Option<ClientCredentials>,
+    from_user: Option<&str>,
+    domain: &str,
+    _config: &Config,
+) -> TrunkConfig {
+    let targets = c
+        .targets()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|t| siplink_trunk::Target::new(t.host, t.port, t.transport))
+        .collect();
+    let mut t = TrunkConfig::new(c.name.clone(), targets);
+    t.credentials = credentials;
+    if let Some(p) = &c.outbound_proxy {
+        t.outbound_proxy =
+            crate::config::parse_address(p, c.transport.unwrap_or(Protocol::Udp)).ok();
+    }
+    t.health.enabled = c.probing();
+    t.health.interval = Config::probe_interval(c);
+    t.health.down_after = c.probe.down_after;
+    if let Some(u) = from_user {
+        // Outbound registration: calls go as the registered identity.
+        t.caller_id.from_user = Some(u.to_owned());
+        t.caller_id.from_host = Some(domain.to_owned());
+        t.request_uri_host = siplink_trunk::RuriHost::Domain(domain.to_owned());
+    }
+    t
+}
+
+fn local_identity(config: &Config, transport: &Transport) -> Local {
+    let mut hosts: Vec<String> = config.proxy.domains.clone();
+    hosts.extend(config.proxy.advertise.clone());
+    let mut ports = Vec::new();
+    for (_, a) in transport.listeners() {
+        ports.push(a.port());
+        if a.ip().is_unspecified() {
+            hosts.push("127.0.0.1".into());
+            hosts.push("::1".into());
+        } else {
+            hosts.push(a.ip().to_string());
+        }
+    }
+    Local::new(hosts, ports)
+}
+
+fn registrar_domains(config: &Config, transport: &Transport) -> Vec<String> {
+    let mut d = config.proxy.domains.clone();
+    for (_, a) in transport.listeners() {
+        if !a.ip().is_unspecified() {
+            d.push(a.ip().to_string());
+        }
+    }
+    d.extend(config.proxy.advertise.clone());
+    d.sort();
+    d.dedup();
+    d
+}
+
+impl Inner {
+    pub(crate) fn runtime(&self) -> Arc<Runtime> {
+        self.runtime
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// The host and port we advertise for `protocol`.
+    pub(crate) fn local_addr(&self, protocol: Protocol, config: &Config) -> (String, u16) {
+        let listeners = self.transport.listeners();
+        let l = listeners
+            .iter()
+            .find(|(p, _)| *p == protocol)
+            .or_else(|| listeners.first())
+            .map(|(_, a)| *a);
+        let (ip, port) = match l {
+            Some(a) => (a.ip(), a.port()),
+            None => (IpAddr::from([127, 0, 0, 1]), 5060),
+        };
+        let host = match &config.proxy.advertise {
+            Some(h) => h.clone(),
+            None if ip.is_unspecified() => "127.0.0.1".into(),
+            None => ip.to_string(),
+        };
+        (host, port)
+    }
+
+    fn flow_token(&self, flow: FlowId) -> String {
+        let mac = self.flow_key.hash_one(flow.get()) as u32;
+        format!("fl{:x}x{mac:08x}", flow.get())
+    }
+
+    fn flow_from_token(&self, token: &str) -> Option<FlowId> {
+        let rest = token.strip_prefix("fl")?;
+        let (id, mac) = rest.split_once('x')?;
+        let id = u64::from_str_radix(id, 16).ok()?;
+        let mac = u32::from_str_radix(mac, 16).ok()?;
+        (self.flow_key.hash_one(id) as u32 == mac).then(|| FlowId::from_raw(id))
+    }
+
+    pub(crate) async fn connection_up(&self, c: &ConnRuntime, user: Option<&str>) -> bool {
+        if !c.config.enabled {
+            return false;
+        }
+        match c.config.kind {
+            ConnectionKind::Trunk => c.trunks.iter().any(|(_, t)| {
+                let h = t.health();
+                h.is_empty() || h.iter().any(|s| s.state == siplink_trunk::HealthState::Up)
+            }),
+            ConnectionKind::OutboundRegistration => c.registrations.iter().any(|r| {
+                (c.config.registration.mode == RegistrationMode::Shared
+                    || r.user.as_deref() == user)
+                    && matches!(r.status.borrow().state, State::Registered { .. })
+            }),
+            ConnectionKind::InboundRegistration => {
+                self.pbx_targets(c).await.is_some_and(|t| !t.is_empty())
+            }
+        }
+    }
+
+    pub(crate) async fn pbx_targets(
+        &self,
+        c: &ConnRuntime,
+    ) -> Option<Vec<siplink_registrar::Target>> {
+        let aor = self.inbound_aor(&c.config)?;
+        self.registrar.lookup(&aor).await.ok()
+    }
+
+    pub(crate) fn inbound_aor(&self, c: &ConnectionConfig) -> Option<Aor> {
+        let rt = self.runtime();
+        let domain = c
+            .domain
+            .clone()
+            .or_else(|| rt.config.proxy.domains.first().cloned())?;
+        Aor::parse(&format!(
+            "sip:{}@{}",
+            c.username.as_deref()?,
+            sip_host(&domain)
+        ))
+        .ok()
+    }
+
+    fn user_aor(&self, user: &str) -> Option<Aor> {
+        let rt = self.runtime();
+        let domain = rt.config.proxy.domains.first()?;
+        Aor::parse(&format!("sip:{user}@{}", sip_host(domain))).ok()
+    }
+
+    fn is_user(&self, name: &str) -> bool {
+        self.runtime().config.user(name).is_some()
+    }
+}
+
+/// The request loop.
+async fn serve(inner: Arc<Inner>, mut requests: ServerRequests) {
+    while let Some(tx) = requests.recv().await {
+        let inner = inner.clone();
+        tokio::spawn(async move { handle(inner, tx).await });
+    }
+}
+
+async fn respond(tx: &mut ServerTransactionHandle, status: u16, reason: &str) {
+    if let Some(r) = core::local_response(&tx.request, status, reason) {
+        let _ = tx.respond(r).await;
+    }
+}
+
+/// Where an out-of-dialog request comes from.
+enum Caller {
+    /// A PBX of this connection; ring this user.
+    Pbx(usize, Option<String>),
+    /// A phone (or anyone else): must authenticate.
+    Phone,
+}
+
+async fn handle(inner: Arc<Inner>, mut tx: ServerTransactionHandle) {
+    let method = tx.request.method().cloned();
+    let Some(method) = method else { return };
+    if let Err(rejection) = tx
+        .request
+        .validate_with(&siplink_message::ValidationOptions {
+            role: siplink_message::Role::Proxy,
+            supported: Vec::new(),
+        })
+    {
+        let mut b = tx
+            .request
+            .response(rejection.status)
+            .reason(&rejection.reason);
+        if !rejection.unsupported.is_empty() {
+            b = b.header(HeaderName::Unsupported, rejection.unsupported.join(", "));
+        }
+        if let Ok(r) = b.build() {
+            let _ = tx.respond(r).await;
+        }
+        return;
+    }
+    if method == Method::Register {
+        if inner.registrar.registrar().is_ours(&tx.request) {
+            if let Err(e) = inner.registrar.handle(tx).await {
+                debug!("REGISTER: {e}");
+            }
+        } else {
+            respond(&mut tx, 403, "Not A Domain Of This Registrar").await;
+        }
+        return;
+    }
+    if method == Method::Cancel {
+        // A CANCEL that matched no transaction.
+        respond(&mut tx, 481, "Call/Transaction Does Not Exist").await;
+        return;
+    }
+    if tx.request.to_tag().ok().flatten().is_some() {
+        in_dialog(&inner, tx).await;
+        return;
+    }
+    let consumed = {
+        let local = inner
+            .local
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        core::consume_own_routes(&mut tx.request, &local)
+    };
+    let _ = consumed;
+    let ruri = match tx.request.request_uri() {
+        Ok(u) => u.clone(),
+        Err(_) => return respond(&mut tx, 400, "Bad Request-URI").await,
+    };
+    let local = inner
+        .local
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    let to_us = local.is_local_uri(&ruri);
+    let ruri_user = ruri.as_sip().and_then(|u| u.user()).map(str::to_owned);
+    if method == Method::Options
+        && to_us
+        && (ruri_user.is_none()
+            || tx.request.route().is_ok_and(<[_]>::is_empty)
+                && !ruri_user.as_deref().is_some_and(|u| inner.is_user(u)))
+    {
+        if let Ok(r) = tx
+            .request
+            .response(200)
+            .header(HeaderName::Allow, ALLOW)
+            .header(HeaderName::Supported, SUPPORTED)
+            .header(HeaderName::Accept, "application/sdp")
+            .build()
+        {
+            let _ = tx.respond(r).await;
+        }
+        return;
+    }
+    let cookie = core::loop_cookie(&tx.request);
+    if core::is_loop(&tx.request, &cookie) {
+        return respond(&mut tx, 482, "Loop Detected").await;
+    }
+    let Ok(permit) = inner.calls.clone().try_acquire_owned() else {
+        if let Ok(r) = tx
+            .request
+            .response(503)
+            .header(HeaderName::RetryAfter, "5")
+            .build()
+        {
+            let _ = tx.respond(r).await;
+        }
+        return;
+    };
+    let caller = classify(&inner, &tx).await;
+    match caller {
+        Caller::Pbx(conn, deliver) => {
+            let target = ruri_user
+                .as_deref()
+                .filter(|u| inner.is_user(u))
+                .map(str::to_owned)
+                .or_else(|| {
+                    tx.request
+                        .to()
+                        .ok()
+                        .and_then(|t| t.uri.as_sip().and_then(|s| s.user()).map(str::to_owned))
+                        .filter(|u| inner.is_user(u))
+                })
+                .or(deliver);
+            debug!(connection = conn, ?target, "request from a PBX");
+            match target {
+                Some(user) => deliver_to_user(&inner, tx, &user, &cookie).await,
+                None => respond(&mut tx, 404, "Not Found").await,
+            }
+        }
+        Caller::Phone => {
+            let rt = inner.runtime();
+            let user = if rt.config.proxy.authenticate_calls {
+                match authenticate(&inner, &mut tx).await {
+                    Some(u) => Some(u),
+                    None => return,
+                }
+            } else {
+                None
+            };
+            // A call to one of our users?
+            if to_us
+                || local.is_local_host(
+                    &ruri
+                        .as_sip()
+                        .map(|s| s.host().to_string())
+                        .unwrap_or_default(),
+                )
+            {
+                if let Some(u) = ruri_user.as_deref().filter(|u| inner.is_user(u)) {
+                    let u = u.to_owned();
+                    deliver_to_user(&inner, tx, &u, &cookie).await;
+                    drop(permit);
+                    return;
+                }
+            }
+            let Some(number) = dialled_number(&ruri).map(|n| n.into_owned()) else {
+                return respond(&mut tx, 416, "Unsupported URI Scheme").await;
+            };
+            route_call(&inner, tx, user, &number, &cookie).await;
+        }
+    }
+    drop(permit);
+}
+
+async fn classify(inner: &Inner, tx: &ServerTransactionHandle) -> Caller {
+    let rt = inner.runtime();
+    let ruri_user = tx
+        .request
+        .request_uri()
+        .ok()
+        .and_then(|u| u.as_sip())
+        .and_then(|u| u.user())
+        .map(str::to_owned);
+    for (i, c) in rt.connections.iter().enumerate() {
+        if let Some(u) = &ruri_user
+            && let Some(r) = c.registrations.iter().find(|r| &r.contact_user == u)
+        {
+            return Caller::Pbx(i, r.user.clone().or(c.config.deliver_to.clone()));
+        }
+    }
+    for (i, c) in rt.connections.iter().enumerate() {
+        if c.config.enabled && c.from_pbx_address(tx.origin.peer) {
+            return Caller::Pbx(i, c.config.deliver_to.clone());
+        }
+    }
+    for (i, c) in rt.connections.iter().enumerate() {
+        if c.config.kind != ConnectionKind::InboundRegistration || !c.config.enabled {
+            continue;
+        }
+        if let Some(targets) = inner.pbx_targets(c).await {
+            let hit = targets.iter().any(|t| {
+                (t.binding.flow.is_some() && t.binding.flow == tx.origin.flow)
+                    || t.binding.source == tx.origin.peer
+            });
+            if hit {
+                return Caller::Pbx(i, c.config.deliver_to.clone());
+            }
+        }
+    }
+    Caller::Phone
+}
+
+/// Digest authentication of a phone's request (407 challenge). `None`: the
+/// request was answered (challenge or refusal).
+async fn authenticate(inner: &Inner, tx: &mut ServerTransactionHandle) -> Option<String> {
+    let creds = match tx.request.proxy_authorization() {
+        Ok(c) => c.to_vec(),
+        Err(_) => {
+            respond(tx, 400, "Bad Proxy-Authorization").await;
+            return None;
+        }
+    };
+    let method = tx
+        .request
+        .method()
+        .map(|m| m.as_str().to_owned())
+        .unwrap_or_default();
+    let uri = tx
+        .request
+        .request_uri_bytes()
+        .map(|b| String::from_utf8_lossy(b).into_owned())
+        .unwrap_or_default();
+    let source = Some(tx.origin.peer.ip());
+    let outcome = {
+        let secrets = inner.secrets.read().unwrap_or_else(|e| e.into_inner());
+        let store = |user: &str, _realm: &str, _a: Algorithm| secrets.get(user).cloned();
+        let info = RequestInfo::new(&method, &uri).with_body(tx.request.body());
+        inner
+            .digest
+            .authenticate(creds.iter(), &info, source, SystemTime::now(), &store)
+    };
+    match outcome {
+        Outcome::Accept(a) => {
+            // Only phones are users; a PBX account may not place calls here.
+            if inner.is_user(&a.username) {
+                Some(a.username)
+            } else {
+                respond(tx, 403, "Forbidden").await;
+                None
+            }
+        }
+        Outcome::Challenge(ch) => {
+            challenge(tx, ch).await;
+            None
+        }
+        Outcome::Stale { challenges, .. } => {
+            challenge(tx, challenges).await;
+            None
+        }
+        Outcome::Forbidden(r) => {
+            debug!(source = %tx.origin.peer, "authentication refused: {r:?}");
+            respond(tx, 403, "Forbidden").await;
+            None
+        }
+        Outcome::BadRequest(f) => {
+            debug!("bad credentials: {f:?}");
+            respond(tx, 400, "Bad Proxy-Authorization").await;
+            None
+        }
+    }
+}
+
+async fn challenge(
+    tx: &mut ServerTransactionHandle,
+    challenges: Vec<siplink_message::headers::Challenge>,
+) {
+    let mut b = tx.request.response(407);
+    for c in challenges {
+        b = b.header(HeaderName::ProxyAuthenticate, c);
+    }
+    if let Ok(r) = b.build() {
+        let _ = tx.respond(r).await;
+    }
+}
+
+/// Outcome of trying one connection.
+enum Attempt {
+    /// The call is over on this connection (answered, refused or cancelled).
+    Done,
+    /// Nothing reached the caller; try the next connection.
+    Failover(String),
+}
+
+async fn route_call(
+    inner: &Arc<Inner>,
+    mut tx: ServerTransactionHandle,
+    user: Option<String>,
+    number: &str,
+    cookie: &str,
+) {
+    let rt = inner.runtime();
+    let mut up = Vec::with_capacity(rt.connections.len());
+    for c in &rt.connections {
+        up.push(inner.connection_up(c, user.as_deref()).await);
+    }
+    let decision = rt.router.route(user.as_deref(), number, |i| {
+        up.get(i).copied().unwrap_or(false)
+    });
+    let candidates = match decision {
+        Decision::Route(c) | Decision::AllDown(c) => c,
+        Decision::NoMatch => {
+            let status = rt.config.proxy.no_match_status;
+            info!(%number, "no connection matches");
+            return respond(&mut tx, status, "No Route For Number").await;
+        }
+        Decision::NotAllowed => {
+            info!(%number, ?user, "no connection allowed for this user");
+            return respond(&mut tx, 403, "Connection Not Allowed").await;
+        }
+    };
+    if tx.request.method() != Some(&Method::Invite) {
+        return respond(&mut tx, 405, "Only INVITE Goes To Connections").await;
+    }
+    let mut last = String::new();
+    for cand in candidates {
+        let conn = rt.connections[cand.connection].clone();
+        info!(%number, connection = %cand.name, kind = %cand.kind, "routing call");
+        let attempt = match cand.kind {
+            ConnectionKind::Trunk | ConnectionKind::OutboundRegistration => {
+                let Some(trunk) = conn.trunk_for(user.as_deref()).cloned() else {
+                    last = format!("{}: no account for this user", cand.name);
+                    continue;
+                };
+                via_trunk(inner, &mut tx, &trunk, &cand).await
+            }
+            ConnectionKind::InboundRegistration => {
+                let targets = inner.pbx_targets(&conn).await.unwrap_or_default();
+                if targets.is_empty() {
+                    Attempt::Failover(format!("{}: the PBX is not registered", cand.name))
+                } else {
+                    let mut req = tx.request.clone();
+                    set_number(&mut req, &cand.number);
+                    fork(inner, &mut tx, req, targets, cookie).await
+                }
+            }
+        };
+        match attempt {
+            Attempt::Done => return,
+            Attempt::Failover(why) => {
+                warn!(connection = %cand.name, "failing over: {why}");
+                conn.set_error(why.clone());
+                last = why;
+            }
+        }
+    }
+    info!(%number, "every connection failed: {last}");
+    respond(&mut tx, 503, "All Connections Failed").await;
+}
+
+/// Replaces the user part of the Request-URI by `number` (after a rewrite).
+fn set_number(req: &mut Message, number: &str) {
+    let Ok(Uri::Sip(sip)) = req.request_uri().cloned() else {
+        return;
+    };
+    if sip.user() == Some(number) {
+        return;
+    }
+    let uri = sip.to_builder().user(number.as_bytes()).build();
+    if let Ok(uri) = uri {
+        req.set_request_uri(Bytes::copy_from_slice(uri.as_str().as_bytes()));
+    }
+}
+
+fn record_route(
+    inner: &Inner,
+    req: &mut Message,
+    in_origin: &Origin,
+    out_protocol: Protocol,
+    out_flow: Option<FlowId>,
+) {
+    let Some(method) = req.method() else { return };
+    if !core::needs_record_route(method) {
+        return;
+    }
+    let config = inner.runtime().config.clone();
+    let (in_host, in_port) = match config.proxy.advertise.clone() {
+        Some(h) => (h, in_origin.local.port()),
+        None if in_origin.local.ip().is_unspecified() => {
+            ("127.0.0.1".into(), in_origin.local.port())
+        }
+        None => (in_origin.local.ip().to_string(), in_origin.local.port()),
+    };
+    let in_token = in_origin.flow.map(|f| inner.flow_token(f));
+    let (out_host, out_port) = inner.local_addr(out_protocol, &config);
+    let out_token = out_flow.map(|f| inner.flow_token(f));
+    let single = in_origin.protocol == out_protocol
+        && in_token.is_none()
+        && out_token.is_none()
+        && in_host == out_host
+        && in_port == out_port;
+    if single {
+        req.prepend_header(
+            HeaderName::RecordRoute,
+            core::record_route_value(&in_host, in_port, in_origin.protocol.via_token(), None),
+        );
+    } else {
+        // RFC 5658: the caller's face first (it ends up second), then ours
+        // towards the callee on top.
+        req.prepend_header(
+            HeaderName::RecordRoute,
+            core::record_route_value(
+                &in_host,
+                in_port,
+                in_origin.protocol.via_token(),
+                in_token.as_deref(),
+            ),
+        );
+        req.prepend_header(
+            HeaderName::RecordRoute,
+            core::record_route_value(
+                &out_host,
+                out_port,
+                out_protocol.via_token(),
+                out_token.as_deref(),
+            ),
+        );
+    }
+}
+
+/// Sends the caller's INVITE through a trunk and relays what comes back.
+async fn via_trunk(
+    inner: &Arc<Inner>,
+    tx: &mut ServerTransactionHandle,
+    trunk: &Trunk,
+    cand: &Candidate,
+) -> Attempt {
+    let mut req = tx.request.clone();
+    set_number(&mut req, &cand.number);
+    let out_protocol = trunk
+        .config()
+        .targets
+        .first()
+        .map(|t| t.addr.transport)
+        .unwrap_or(Protocol::Udp);
+    let origin = tx.origin;
+    record_route(inner, &mut req, &origin, out_protocol, None);
+    let mut call = match trunk.call(req).await {
+        Ok(c) => c,
+        Err(e) => return Attempt::Failover(format!("{}: {e}", cand.name)),
+    };
+    let caller_tag = tx
+        .request
+        .from()
+        .ok()
+        .and_then(|f| f.tag().map(str::to_owned))
+        .unwrap_or_default();
+    let call_id = tx.request.call_id().unwrap_or_default().to_owned();
+    let mut relayed = false;
+    let mut failure: Option<CallFailure> = None;
+    loop {
+        tokio::select! {
+            cancelled = tx.cancelled(), if !relayed_final(tx) => {
+                if cancelled {
+                    call.cancel().await;
+                    // Drain until the trunk reports the end of the call.
+                    while let Some(ev) = call.next().await {
+                        if matches!(ev, CallEvent::Final { .. }) { break; }
+                    }
+                    return Attempt::Done;
+                }
+            }
+            ev = call.next() => {
+                let Some(ev) = ev else { return Attempt::Done };
+                match ev {
+                    CallEvent::Provisional(r) => {
+                        relayed = true;
+                        let _ = tx.respond(r).await;
+                    }
+                    CallEvent::Final { response, dialog } => {
+                        let status = response.status().unwrap_or(500);
+                        if let Some(f) = &failure && !relayed
+                            && matches!(f, CallFailure::AllTargetsFailed { .. } | CallFailure::NoTargetAvailable)
+                        {
+                            return Attempt::Failover(format!("{}: {f}", cand.name));
+                        }
+                        if let Some(d) = dialog {
+                            inner.remember_dialog(&call_id, d, &caller_tag);
+                        }
+                        let _ = tx.respond(response).await;
+                        if (200..300).contains(&status) {
+                            // Further 2xx (other forks) go upstream too.
+                            while let Some(ev) = call.next().await {
+                                if let CallEvent::Additional2xx { response, .. } = ev {
+                                    let _ = tx.respond(response).await;
+                                }
+                            }
+                        }
+                        return Attempt::Done;
+                    }
+                    CallEvent::Additional2xx { response, .. } => {
+                        let _ = tx.respond(response).await;
+                    }
+                    CallEvent::TargetFailed { target, reason } => {
+                        warn!(connection = %cand.name, ?target, "trunk target failed: {reason}");
+                    }
+                    CallEvent::Failed(f) => {
+                        failure = Some(f);
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn relayed_final(_tx: &ServerTransactionHandle) -> bool {
+    false
+}
+
+impl Inner {
+    fn remember_dialog(&self, call_id: &str, dialog: TrunkDialog, caller_tag: &str) {
+        let mut d = lock(&self.dialogs);
+        if d.len() >= MAX_DIALOGS {
+            let now = std::time::Instant::now();
+            d.retain(|_, e| now.duration_since(e.created) < DIALOG_TTL);
+            if d.len() >= MAX_DIALOGS {
+                warn!("dialog table full: in-dialog CSeq mapping lost for {call_id}");
+                return;
+            }
+        }
+        d.insert(
+            call_id.to_owned(),
+            DialogEntry {
+                dialog,
+                caller_tag: caller_tag.to_owned(),
+                created: std::time::Instant::now(),
+            },
+        );
+    }
+}
+
+/// Rings every registered contact of `user` (parallel fork).
+async fn deliver_to_user(
+    inner: &Arc<Inner>,
+    mut tx: ServerTransactionHandle,
+    user: &str,
+    cookie: &str,
+) {
+    let Some(aor) = inner.user_aor(user) else {
+        return respond(&mut tx, 404, "Not Found").await;
+    };
+    let targets = inner.registrar.lookup(&aor).await.unwrap_or_default();
+    if targets.is_empty() {
+        return respond(&mut tx, 480, "Temporarily Unavailable").await;
+    }
+    let req = tx.request.clone();
+    if let Attempt::Failover(why) = fork(inner, &mut tx, req, targets, cookie).await {
+        debug!(%user, "no contact answered: {why}");
+        respond(&mut tx, 480, "Temporarily Unavailable").await;
+    }
+}
+
+enum BranchEvent {
+    Event(ClientEvent),
+    Failed(String),
+    Ended,
+}
+
+/// Forks `request` to `targets` (RFC 3261 §16.5-16.7): relays provisional
+/// responses, the first 2xx (and later ones) and the best final response.
+/// `Failover` when no branch got further than a timeout, a transport error
+/// or 503 before any provisional response.
+async fn fork(
+    inner: &Arc<Inner>,
+    tx: &mut ServerTransactionHandle,
+    request: Message,
+    targets: Vec<siplink_registrar::Target>,
+    cookie: &str,
+) -> Attempt {
+    let mut base = request;
+    if let Check::Reject(s, r) = core::decrement_max_forwards(&mut base) {
+        respond(tx, s, r).await;
+        return Attempt::Done;
+    }
+    let (events_tx, mut events) = mpsc::channel::<BranchEvent>(64);
+    let mut handles = Vec::new();
+    for (i, t) in targets.into_iter().enumerate().take(16) {
+        let mut req = base.clone();
+        let uri = t.binding.uri().as_bytes().to_vec();
+        req.set_request_uri(Bytes::from(uri));
+        let (dest, protocol, flow) = match &t.reach {
+            Reach::Flow(f) => (Destination::Flow(*f), t.binding.transport, Some(*f)),
+            Reach::Contact { uri, path } => {
+                for p in path.iter().rev() {
+                    req.prepend_header(HeaderName::Route, p.clone());
+                }
+                let hop = path
+                    .first()
+                    .and_then(|p| path_uri(p))
+                    .unwrap_or_else(|| uri.clone());
+                match resolve_uri(inner, &hop).await {
+                    Some(target) => {
+                        let protocol = target.protocol;
+                        (Destination::Target(target), protocol, None)
+                    }
+                    None => {
+                        let _ = events_tx
+                            .send(BranchEvent::Failed(format!("cannot resolve {hop}")))
+                            .await;
+                        continue;
+                    }
+                }
+            }
+        };
+        let origin = tx.origin;
+        record_route(inner, &mut req, &origin, protocol, flow);
+        core::push_via(&mut req, &core::branch(cookie, i));
+        let req = match req.reparse() {
+            Ok(r) => r,
+            Err(e) => {
+                let _ = events_tx.send(BranchEvent::Failed(e.to_string())).await;
+                continue;
+            }
+        };
+        match inner.endpoint.send_request(req, dest).await {
+            Ok(mut h) => {
+                let ev = events_tx.clone();
+                let (cancel_tx, mut cancel_rx) = mpsc::channel::<()>(1);
+                handles.push(cancel_tx);
+                tokio::spawn(async move {
+                    loop {
+                        tokio::select! {
+                            Some(()) = cancel_rx.recv() => { let _ = h.cancel().await; }
+                            e = h.next() => match e {
+                                Some(e) => { if ev.send(BranchEvent::Event(e)).await.is_err() { break; } }
+                                None => { let _ = ev.send(BranchEvent::Ended).await; break; }
+                            }
+                        }
+                    }
+                });
+            }
+            Err(e) => {
+                let _ = events_tx.send(BranchEvent::Failed(e.to_string())).await;
+            }
+        }
+    }
+    drop(events_tx);
+    let mut best = BestResponse::new();
+    let mut provisional = false;
+    let mut answered = false;
+    let mut failover_only = true;
+    let mut last = String::from("no branch");
+    let mut cancelled = false;
+    loop {
+        let ev = tokio::select! {
+            c = tx.cancelled(), if !answered && !cancelled => {
+                if c {
+                    cancelled = true;
+                    for h in &handles { let _ = h.try_send(()); }
+                }
+                continue;
+            }
+            ev = events.recv() => ev,
+        };
+        let Some(ev) = ev else { break };
+        match ev {
+            BranchEvent::Event(ClientEvent::Provisional(mut r)) => {
+                if r.status() == Some(100) {
+                    continue;
+                }
+                provisional = true;
+                core::pop_via(&mut r);
+                if !answered && !cancelled {
+                    let _ = tx.respond(r).await;
+                }
+            }
+            BranchEvent::Event(ClientEvent::Final(mut r)) => {
+                let status = r.status().unwrap_or(500);
+                core::pop_via(&mut r);
+                if (200..300).contains(&status) {
+                    if !answered {
+                        answered = true;
+                        for h in &handles {
+                            let _ = h.try_send(());
+                        }
+                    }
+                    let _ = tx.respond(r).await;
+                } else {
+                    if !matches!(status, 408 | 503) {
+                        failover_only = false;
+                    }
+                    last = format!("answered {status}");
+                    best.offer(r);
+                }
+            }
+            BranchEvent::Event(ClientEvent::Additional2xx(mut r)) => {
+                core::pop_via(&mut r);
+                let _ = tx.respond(r).await;
+            }
+            BranchEvent::Event(ClientEvent::Timeout) => last = "timeout".into(),
+            BranchEvent::Event(ClientEvent::TransportError) => last = "transport error".into(),
+            BranchEvent::Failed(why) => last = why,
+            BranchEvent::Ended => {}
+        }
+    }
+    if answered || cancelled {
+        return Attempt::Done;
+    }
+    if !provisional && failover_only {
+        return Attempt::Failover(last);
+    }
+    match best.take(&tx.request) {
+        Some(r) => {
+            let _ = tx.respond(r).await;
+        }
+        None => respond(tx, 480, "Temporarily Unavailable").await,
+    }
+    Attempt::Done
+}
+
+/// The URI of a stored Path value (`<sip:...;lr>`).
+fn path_uri(p: &str) -> Option<Uri> {
+    let inner = p.trim();
+    let inner = match (inner.find('<'), inner.rfind('>')) {
+        (Some(a), Some(b)) if a < b => &inner[a + 1..b],
+        _ => inner,
+    };
+    Uri::parse(Bytes::copy_from_slice(inner.as_bytes())).ok()
+}
+
+/// Resolves a next-hop URI to a transport target (RFC 3263 through the
+/// transport's resolver).
+async fn resolve_uri(inner: &Inner, uri: &Uri) -> Option<Target> {
+    let sip = uri.as_sip()?;
+    let protocol = match sip
+        .transport()
+        .as_deref()
+        .map(str::to_ascii_lowercase)
+        .as_deref()
+    {
+        Some("tcp") => Protocol::Tcp,
+        Some("tls") => Protocol::Tls,
+        Some("ws") => Protocol::Ws,
+        Some("wss") => Protocol::Wss,
+        _ if sip.is_secure() => Protocol::Tls,
+        _ => Protocol::Udp,
+    };
+    let host = sip.host().to_string();
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let port = sip.port().unwrap_or(protocol.default_port());
+    inner
+        .transport
+        .resolve(host, port, protocol)
+        .await
+        .ok()?
+        .into_iter()
+        .next()
+}
+
+/// The next hop of an in-dialog request after our Route entries were taken
+/// off: a flow named by a token in the last of them, else the top Route,
+/// else the Request-URI.
+async fn in_dialog_destination(
+    inner: &Inner,
+    req: &Message,
+    consumed: &core::Consumed,
+) -> Option<Destination> {
+    if let Some(Uri::Sip(last)) = consumed.routes.last()
+        && let Some(flow) = last.user().and_then(|u| inner.flow_from_token(u))
+    {
+        return Some(Destination::Flow(flow));
+    }
+    let hop = match req.route().ok().and_then(|r| r.first()) {
+        Some(r) => r.uri.clone(),
+        None => req.request_uri().ok()?.clone(),
+    };
+    resolve_uri(inner, &hop).await.map(Destination::Target)
+}
+
+/// A request inside a dialog we record-routed (BYE, re-INVITE, UPDATE...).
+async fn in_dialog(inner: &Arc<Inner>, mut tx: ServerTransactionHandle) {
+    let local = inner
+        .local
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    let consumed = core::consume_own_routes(&mut tx.request, &local);
+    if consumed.routes.is_empty() && !consumed.strict_fixed {
+        // Not through us: we never record-routed this dialog.
+        let to_us = tx
+            .request
+            .request_uri()
+            .is_ok_and(|u| local.is_local_uri(u));
+        if tx.request.method() == Some(&Method::Options) && to_us {
+            if let Ok(r) = tx
+                .request
+                .response(200)
+                .header(HeaderName::Allow, ALLOW)
+                .build()
+            {
+                let _ = tx.respond(r).await;
+            }
+            return;
+        }
+        return respond(&mut tx, 481, "Call/Transaction Does Not Exist").await;
+    }
+    let call_id = tx.request.call_id().unwrap_or_default().to_owned();
+    let from_tag = tx
+        .request
+        .from()
+        .ok()
+        .and_then(|f| f.tag().map(str::to_owned))
+        .unwrap_or_default();
+    let dialog = lock(&inner.dialogs)
+        .get(&call_id)
+        .map(|e| (e.dialog.clone(), e.caller_tag.clone()));
+    let is_bye = tx.request.method() == Some(&Method::Bye);
+    if let Some((dialog, caller_tag)) = &dialog
+        && *caller_tag == from_tag
+    {
+        // Caller -> trunk: CSeq/From mapped, challenges answered inside.
+        let req = tx.request.clone();
+        match dialog.send_request(req).await {
+            Ok(mut r) => match r.final_response().await {
+                Ok(mut resp) => {
+                    core::pop_via(&mut resp);
+                    let _ = tx.respond(resp).await;
+                }
+                Err(e) => {
+                    debug!("in-dialog request to the trunk failed: {e}");
+                    respond(&mut tx, 408, "Request Timeout").await;
+                }
+            },
+            Err(e) => {
+                debug!("in-dialog request to the trunk failed: {e}");
+                respond(&mut tx, 500, "Server Internal Error").await;
+            }
+        }
+        if is_bye {
+            lock(&inner.dialogs).remove(&call_id);
+        }
+        return;
+    }
+    let mut req = tx.request.clone();
+    if let Some((dialog, _)) = &dialog {
+        req = dialog.from_trunk(req);
+    }
+    if let Check::Reject(s, r) = core::decrement_max_forwards(&mut req) {
+        return respond(&mut tx, s, r).await;
+    }
+    let Some(dest) = in_dialog_destination(inner, &req, &consumed).await else {
+        return respond(&mut tx, 404, "Cannot Reach Next Hop").await;
+    };
+    let cookie = core::loop_cookie(&req);
+    core::push_via(&mut req, &core::branch(&cookie, 0));
+    let req = match req.reparse() {
+        Ok(r) => r,
+        Err(_) => return respond(&mut tx, 500, "Server Internal Error").await,
+    };
+    match inner.endpoint.send_request(req, dest).await {
+        Ok(mut h) => {
+            while let Some(ev) = h.next().await {
+                match ev {
+                    ClientEvent::Provisional(mut r) if r.status() != Some(100) => {
+                        core::pop_via(&mut r);
+                        let _ = tx.respond(fix_response(&dialog, r)).await;
+                    }
+                    ClientEvent::Final(mut r) | ClientEvent::Additional2xx(mut r) => {
+                        core::pop_via(&mut r);
+                        let _ = tx.respond(fix_response(&dialog, r)).await;
+                    }
+                    ClientEvent::Timeout => {
+                        respond(&mut tx, 408, "Request Timeout").await;
+                        break;
+                    }
+                    ClientEvent::TransportError => {
+                        respond(&mut tx, 503, "Next Hop Unreachable").await;
+                        break;
+                    }
+                    _ => {}
+                }
+            }
+        }
+        Err(e) => {
+            debug!("in-dialog forward failed: {e}");
+            respond(&mut tx, 503, "Next Hop Unreachable").await;
+        }
+    }
+    if is_bye {
+        lock(&inner.dialogs).remove(&call_id);
+    }
+}
+
+fn fix_response(dialog: &Option<(TrunkDialog, String)>, r: Message) -> Message {
+    match dialog {
+        Some((d, _)) => d.response_to_trunk(r),
+        None => r,
+    }
+}
+
+/// ACKs for 2xx and stray responses (RFC 3261 §16.7, §16.11): forwarded
+/// without a transaction.
+async fn strays(inner: Arc<Inner>, mut rx: mpsc::Receiver<Incoming>) {
+    while let Some(m) = rx.recv().await {
+        let inner = inner.clone();
+        tokio::spawn(async move { stray(&inner, m).await });
+    }
+}
+
+async fn stray(inner: &Arc<Inner>, incoming: Incoming) {
+    let mut msg = incoming.message;
+    if msg.is_response() {
+        // A 2xx retransmission: our Via off, on to the next one.
+        let ours = msg
+            .top_via()
+            .ok()
+            .and_then(|v| v.branch())
+            .is_some_and(|b| b.starts_with("z9hG4bKsl"));
+        if !ours {
+            return;
+        }
+        core::pop_via(&mut msg);
+        if let Ok(m) = msg.reparse() {
+            let _ = inner.transport.send_response(m, None).await;
+        }
+        return;
+    }
+    if msg.method() != Some(&Method::Ack) {
+        return;
+    }
+    let local = inner
+        .local
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    let consumed = core::consume_own_routes(&mut msg, &local);
+    if consumed.routes.is_empty() && !consumed.strict_fixed {
+        return;
+    }
+    let call_id = msg.call_id().unwrap_or_default().to_owned();
+    let from_tag = msg
+        .from()
+        .ok()
+        .and_then(|f| f.tag().map(str::to_owned))
+        .unwrap_or_default();
+    let dialog = lock(&inner.dialogs)
+        .get(&call_id)
+        .filter(|e| e.caller_tag == from_tag)
+        .map(|e| e.dialog.clone());
+    if let Some(d) = dialog {
+        if let Err(e) = d.send_ack(msg).await {
+            debug!("ACK to the trunk: {e}");
+        }
+        return;
+    }
+    if let Check::Reject(..) = core::decrement_max_forwards(&mut msg) {
+        return;
+    }
+    let Some(dest) = in_dialog_destination(inner, &msg, &consumed).await else {
+        return;
+    };
+    let cookie = core::loop_cookie(&msg);
+    core::push_via(&mut msg, &core::branch(&cookie, 0));
+    let Ok(msg) = msg.reparse() else { return };
+    // The transport stamps the Via's sent-by for the listener used.
+    if let Err(e) = inner.transport.send(dest, msg).await {
+        debug!("ACK forward: {e}");
+    }
+}
+
+impl Inner {
+    pub(crate) async fn connection_status(&self, c: &ConnRuntime) -> ConnectionStatus {
+        let up = self.connection_up(c, None).await;
+        let mut detail = Vec::new();
+        let state = if !c.config.enabled {
+            ConnectionState::Disabled
+        } else {
+            match c.config.kind {
+                ConnectionKind::OutboundRegistration => {
+                    for r in &c.registrations {
+                        let s = r.status.borrow().clone();
+                        detail.push(format!(
+                            "{}: {}",
+                            r.user.as_deref().unwrap_or(&r.contact_user),
+                            crate::status::describe_state(&s.state)
+                        ));
+                    }
+                    if up {
+                        ConnectionState::Registered
+                    } else {
+                        ConnectionState::Down
+                    }
+                }
+                ConnectionKind::Trunk => {
+                    for (_, t) in &c.trunks {
+                        for (target, h) in t.config().targets.iter().zip(t.health()) {
+                            detail.push(format!("{}: {}", target.addr, h.state));
+                        }
+                    }
+                    if up {
+                        ConnectionState::Up
+                    } else {
+                        ConnectionState::Down
+                    }
+                }
+                ConnectionKind::InboundRegistration => {
+                    for t in self.pbx_targets(c).await.unwrap_or_default() {
+                        detail.push(format!(
+                            "registered from {} over {} since {}",
+                            t.binding.source,
+                            t.binding.transport,
+                            crate::status::ago(t.binding.registered_at)
+                        ));
+                    }
+                    if up {
+                        ConnectionState::Registered
+                    } else {
+                        ConnectionState::Down
+                    }
+                }
+            }
+        };
+        ConnectionStatus {
+            name: c.config.name.clone(),
+            kind: c.config.kind,
+            state,
+            detail,
+            last_error: lock(&c.last_error)
+                .as_ref()
+                .map(|(t, e)| format!("{e} ({})", crate::status::ago(*t))),
+        }
+    }
+}

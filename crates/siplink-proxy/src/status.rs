@@ -1,0 +1,338 @@
+//! What the proxy reports about itself: per-connection state, change events
+//! (also logged, one line per change) and an HTTP JSON endpoint
+//! (`GET /status`).
+
+use std::convert::Infallible;
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use http_body_util::Full;
+use hyper::body::{Bytes, Incoming};
+use hyper::{Request, Response, StatusCode};
+use serde::Serialize;
+use siplink_register::{ServiceEvent, State};
+use siplink_registrar::EventKind;
+use tokio::sync::broadcast;
+use tracing::{info, warn};
+
+use crate::config::ConnectionKind;
+use crate::error::Error;
+use crate::proxy::{Inner, Proxy};
+
+/// The state of a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ConnectionState {
+    /// Registered (outbound: we are registered to the PBX; inbound: the PBX
+    /// is registered to us).
+    Registered,
+    /// A trunk whose targets answer (or are not probed).
+    Up,
+    /// Not usable now: registration failed, probes failing, PBX not
+    /// registered.
+    Down,
+    /// `enabled = false`.
+    Disabled,
+}
+
+/// One connection's status.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ConnectionStatus {
+    /// The connection's name.
+    pub name: String,
+    /// Its kind.
+    pub kind: ConnectionKind,
+    /// Its state.
+    pub state: ConnectionState,
+    /// Per registration / target / binding lines.
+    pub detail: Vec<String>,
+    /// The last error seen while carrying calls, with how long ago.
+    pub last_error: Option<String>,
+}
+
+impl fmt::Display for ConnectionStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = match self.state {
+            ConnectionState::Registered => "registered",
+            ConnectionState::Up => "up",
+            ConnectionState::Down => "DOWN",
+            ConnectionState::Disabled => "disabled",
+        };
+        write!(f, "{} ({}): {state}", self.name, self.kind)?;
+        for d in &self.detail {
+            write!(f, "\n    {d}")?;
+        }
+        if let Some(e) = &self.last_error {
+            write!(f, "\n    last error: {e}")?;
+        }
+        Ok(())
+    }
+}
+
+/// A change the proxy reports.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "event", rename_all = "kebab-case")]
+pub enum StatusEvent {
+    /// An outbound registration of a connection changed state.
+    Registration {
+        /// The connection.
+        connection: String,
+        /// The account (per-user mode) or contact user.
+        account: String,
+        /// The new state, in words.
+        state: String,
+    },
+    /// A binding of a user or an inbound PBX was added, refreshed or removed.
+    Binding {
+        /// The address of record.
+        aor: String,
+        /// The contact.
+        contact: String,
+        /// What happened.
+        change: String,
+    },
+}
+
+/// A registration state in words.
+pub fn describe_state(state: &State) -> String {
+    match state {
+        State::Unregistered => "unregistered".into(),
+        State::Registering => "registering".into(),
+        State::Registered { expires_at } => {
+            let left = expires_at.saturating_duration_since(std::time::Instant::now());
+            format!("registered (expires in {} s)", left.as_secs())
+        }
+        State::Retrying { reason, at } => {
+            let left = at.saturating_duration_since(std::time::Instant::now());
+            format!("retrying in {} s after {reason}", left.as_secs())
+        }
+        State::Failed { reason } => format!("failed: {reason}"),
+    }
+}
+
+/// "12 s ago", "3 min ago"...
+pub fn ago(t: SystemTime) -> String {
+    let s = SystemTime::now()
+        .duration_since(t)
+        .unwrap_or_default()
+        .as_secs();
+    match s {
+        0..=119 => format!("{s} s ago"),
+        120..=7199 => format!("{} min ago", s / 60),
+        _ => format!("{} h ago", s / 3600),
+    }
+}
+
+pub(crate) async fn watch_registrations(
+    inner: Arc<Inner>,
+    mut events: broadcast::Receiver<ServiceEvent>,
+) {
+    loop {
+        match events.recv().await {
+            Ok(ServiceEvent::StateChanged { id, state }) => {
+                let rt = inner.runtime();
+                let found = rt.connections.iter().find_map(|c| {
+                    c.registrations.iter().find(|r| r.id == id).map(|r| {
+                        (
+                            c.config.name.clone(),
+                            r.user.clone().unwrap_or(r.contact_user.clone()),
+                        )
+                    })
+                });
+                let Some((connection, account)) = found else {
+                    continue;
+                };
+                let text = describe_state(&state);
+                match &state {
+                    State::Failed { .. } | State::Retrying { .. } => {
+                        warn!(%connection, %account, "registration {text}")
+                    }
+                    _ => info!(%connection, %account, "registration {text}"),
+                }
+                let _ = inner.events.send(StatusEvent::Registration {
+                    connection,
+                    account,
+                    state: text,
+                });
+            }
+            Ok(ServiceEvent::Removed { .. }) => {}
+            Err(broadcast::error::RecvError::Lagged(n)) => {
+                warn!("status: {n} registration events lost")
+            }
+            Err(broadcast::error::RecvError::Closed) => return,
+        }
+    }
+}
+
+pub(crate) async fn watch_bindings(inner: Arc<Inner>) {
+    let mut events = inner.registrar.subscribe();
+    loop {
+        match events.recv().await {
+            Ok(e) => {
+                let change = match &e.kind {
+                    EventKind::Added => "added".to_owned(),
+                    EventKind::Refreshed => "refreshed".to_owned(),
+                    EventKind::Removed(why) => format!("removed ({why:?})"),
+                };
+                let aor = e.binding.aor.to_string();
+                let contact = e.binding.contact.uri.to_string();
+                if !matches!(e.kind, EventKind::Refreshed) {
+                    info!(%aor, %contact, source = %e.binding.source, transport = %e.binding.transport, "binding {change}");
+                }
+                let _ = inner.events.send(StatusEvent::Binding {
+                    aor,
+                    contact,
+                    change,
+                });
+            }
+            Err(broadcast::error::RecvError::Lagged(n)) => warn!("status: {n} binding events lost"),
+            Err(broadcast::error::RecvError::Closed) => return,
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct StatusDoc {
+    uptime_s: u64,
+    listeners: Vec<String>,
+    connections: Vec<ConnectionStatus>,
+    users: Vec<UserDoc>,
+}
+
+#[derive(Serialize)]
+struct UserDoc {
+    name: String,
+    bindings: Vec<String>,
+}
+
+impl Proxy {
+    /// The whole status as JSON: listeners, connections, users' bindings.
+    pub async fn status_json(&self) -> String {
+        let inner = &self.inner;
+        let config = self.config();
+        let mut users = Vec::new();
+        for u in &config.users {
+            let mut bindings = Vec::new();
+            if let Some(d) = config.proxy.domains.first()
+                && let Ok(aor) = siplink_registrar::Aor::parse(&format!("sip:{}@{d}", u.name))
+            {
+                for t in inner.registrar.lookup(&aor).await.unwrap_or_default() {
+                    bindings.push(format!(
+                        "{} via {} {} since {}",
+                        t.binding.contact.uri,
+                        t.binding.transport,
+                        t.binding.source,
+                        ago(t.binding.registered_at)
+                    ));
+                }
+            }
+            users.push(UserDoc {
+                name: u.name.clone(),
+                bindings,
+            });
+        }
+        let doc = StatusDoc {
+            uptime_s: SystemTime::now()
+                .duration_since(inner.started)
+                .unwrap_or_default()
+                .as_secs(),
+            listeners: self
+                .listeners()
+                .iter()
+                .map(|(p, a)| format!("{p} {a}"))
+                .collect(),
+            connections: self.status().await,
+            users,
+        };
+        serde_json::to_string_pretty(&doc).unwrap_or_else(|_| "{}".into())
+    }
+
+    /// Serves `GET /status` (JSON) and `GET /test/NAME` (Test Connection,
+    /// text) on `addr` until the proxy is dropped. Returns the bound address.
+    /// Bind it to loopback: it has no authentication.
+    pub async fn serve_status(&self, addr: SocketAddr) -> Result<SocketAddr, Error> {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| Error::Status(format!("{addr}: {e}")))?;
+        let bound = listener
+            .local_addr()
+            .map_err(|e| Error::Status(e.to_string()))?;
+        let proxy = self.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let proxy = proxy.clone();
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(move |req| {
+                        let proxy = proxy.clone();
+                        async move { Ok::<_, Infallible>(answer(&proxy, req).await) }
+                    });
+                    let io = hyper_util::rt::TokioIo::new(stream);
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(io, service)
+                        .await;
+                });
+            }
+        });
+        Ok(bound)
+    }
+}
+
+async fn answer(proxy: &Proxy, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    let path = req.uri().path().to_owned();
+    let (status, ctype, body) = if req.method() != hyper::Method::GET {
+        (
+            StatusCode::METHOD_NOT_ALLOWED,
+            "text/plain",
+            "GET only\n".to_owned(),
+        )
+    } else if path == "/status" {
+        (
+            StatusCode::OK,
+            "application/json",
+            proxy.status_json().await,
+        )
+    } else if let Some(name) = path.strip_prefix("/test/") {
+        let name = percent_decode(name);
+        match proxy.test_connection(&name).await {
+            Ok(r) => (StatusCode::OK, "text/plain", format!("{r}\n")),
+            Err(e) => (StatusCode::NOT_FOUND, "text/plain", format!("{e}\n")),
+        }
+    } else {
+        (
+            StatusCode::NOT_FOUND,
+            "text/plain",
+            "try /status or /test/NAME\n".to_owned(),
+        )
+    };
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    *r.status_mut() = status;
+    if let Ok(v) = hyper::header::HeaderValue::from_str(ctype) {
+        r.headers_mut().insert(hyper::header::CONTENT_TYPE, v);
+    }
+    r
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%'
+            && i + 2 < b.len()
+            && let Ok(v) =
+                u8::from_str_radix(std::str::from_utf8(&b[i + 1..i + 3]).unwrap_or("zz"), 16)
+        {
+            out.push(v);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}

@@ -1,0 +1,186 @@
+//! The RFC 3261 §16 rules, sans-IO.
+
+use siplink_message::{HeaderName, Message};
+use siplink_proxy::core::{
+    BestResponse, Check, Local, branch, consume_own_routes, decrement_max_forwards, is_loop,
+    loop_cookie, pop_via, push_via, record_route_value,
+};
+
+fn msg(text: &str) -> Message {
+    Message::parse(text.replace('\n', "\r\n")).expect("parses")
+}
+
+fn invite(extra: &str) -> Message {
+    msg(&format!(
+        "INVITE sip:4001@a.test SIP/2.0\n\
+         Via: SIP/2.0/UDP 10.0.0.9:5060;branch=z9hG4bKabc\n\
+         From: <sip:1001@a.test>;tag=f1\n\
+         To: <sip:4001@a.test>\n\
+         Call-ID: c1\n\
+         CSeq: 1 INVITE\n\
+         {extra}Content-Length: 0\n\n"
+    ))
+}
+
+fn local() -> Local {
+    Local::new(["a.test".to_owned(), "192.0.2.1".to_owned()], [5060])
+}
+
+#[test]
+fn max_forwards_decrements_inserts_and_stops_at_zero() {
+    let mut m = invite("Max-Forwards: 70\n");
+    assert_eq!(decrement_max_forwards(&mut m), Check::Forward);
+    assert_eq!(m.max_forwards().unwrap(), Some(69));
+    let mut m = invite("");
+    assert_eq!(decrement_max_forwards(&mut m), Check::Forward);
+    assert_eq!(m.reparse().unwrap().max_forwards().unwrap(), Some(70));
+    let mut m = invite("Max-Forwards: 0\n");
+    assert_eq!(
+        decrement_max_forwards(&mut m),
+        Check::Reject(483, "Too Many Hops")
+    );
+}
+
+#[test]
+fn own_routes_are_removed_and_others_kept() {
+    let mut m = invite(
+        "Route: <sip:192.0.2.1:5060;lr>, <sip:a.test;transport=tcp;lr>\n\
+         Route: <sip:pbx.example.com;lr>\n",
+    );
+    let c = consume_own_routes(&mut m, &local());
+    assert_eq!(c.routes.len(), 2);
+    assert!(!c.strict_fixed);
+    let m = m.reparse().unwrap();
+    let routes = m.route().unwrap();
+    assert_eq!(routes.len(), 1);
+    assert_eq!(routes[0].uri.as_str(), "sip:pbx.example.com;lr");
+}
+
+#[test]
+fn a_route_on_another_port_is_not_ours() {
+    let mut m = invite("Route: <sip:192.0.2.1:5070;lr>\n");
+    let c = consume_own_routes(&mut m, &local());
+    assert!(c.routes.is_empty());
+    assert_eq!(m.route().unwrap().len(), 1);
+}
+
+#[test]
+fn strict_router_before_us_is_repaired() {
+    // RFC 3261 §16.4: the Request-URI is our Record-Route value; the last
+    // Route holds the real target.
+    let mut m = msg("BYE sip:192.0.2.1:5060;lr SIP/2.0\n\
+         Via: SIP/2.0/UDP 10.0.0.9;branch=z9hG4bKx\n\
+         From: <sip:1001@a.test>;tag=f1\n\
+         To: <sip:4001@a.test>;tag=t1\n\
+         Call-ID: c1\n\
+         CSeq: 2 BYE\n\
+         Route: <sip:10.0.0.7;lr>, <sip:4001@10.0.0.8:5062>\n\
+         Content-Length: 0\n\n");
+    let c = consume_own_routes(&mut m, &local());
+    assert!(c.strict_fixed);
+    let m = m.reparse().unwrap();
+    assert_eq!(m.request_uri().unwrap().as_str(), "sip:4001@10.0.0.8:5062");
+    assert_eq!(m.route().unwrap().len(), 1);
+}
+
+#[test]
+fn a_loop_is_seen_and_a_spiral_is_not() {
+    let m = invite("");
+    let cookie = loop_cookie(&m);
+    let mut sent = m.clone();
+    push_via(&mut sent, &branch(&cookie, 0));
+    let back = sent.reparse().unwrap();
+    // Unchanged: the same cookie is in our Via: a loop.
+    assert!(is_loop(&back, &loop_cookie(&back)));
+    // Changed Request-URI (retargeted): a spiral.
+    let mut spiral = back.clone();
+    spiral.set_request_uri("sip:4002@a.test");
+    let spiral = spiral.reparse().unwrap();
+    assert!(!is_loop(&spiral, &loop_cookie(&spiral)));
+    // Branches of forks differ but share the cookie.
+    assert_ne!(branch(&cookie, 0), branch(&cookie, 1));
+    assert!(branch(&cookie, 1).starts_with("z9hG4bK"));
+}
+
+#[test]
+fn via_push_and_pop() {
+    let mut m = invite("");
+    push_via(&mut m, "z9hG4bKsl1.0.x");
+    let m2 = m.reparse().unwrap();
+    assert_eq!(m2.via().unwrap().len(), 2);
+    assert_eq!(m2.top_via().unwrap().branch(), Some("z9hG4bKsl1.0.x"));
+    let mut r = m2.response(180).build().unwrap();
+    pop_via(&mut r);
+    let r = r.reparse().unwrap();
+    assert_eq!(r.via().unwrap().len(), 1);
+    assert_eq!(r.top_via().unwrap().branch(), Some("z9hG4bKabc"));
+}
+
+#[test]
+fn record_route_values() {
+    assert_eq!(
+        record_route_value("192.0.2.1", 5060, "UDP", None),
+        "<sip:192.0.2.1:5060;lr>"
+    );
+    assert_eq!(
+        record_route_value("192.0.2.1", 8080, "WS", Some("fl1x2")),
+        "<sip:fl1x2@192.0.2.1:8080;transport=ws;lr>"
+    );
+    assert_eq!(
+        record_route_value("::1", 5060, "TCP", None),
+        "<sip:[::1]:5060;transport=tcp;lr>"
+    );
+}
+
+fn final_response(req: &Message, status: u16, extra: Option<(HeaderName, &str)>) -> Message {
+    let mut b = req.response(status);
+    if let Some((n, v)) = extra {
+        b = b.header(n, v);
+    }
+    b.build().unwrap()
+}
+
+#[test]
+fn best_response_rules() {
+    let req = invite("");
+    // 6xx beats everything.
+    let mut b = BestResponse::new();
+    b.offer(final_response(&req, 486, None));
+    b.offer(final_response(&req, 603, None));
+    b.offer(final_response(&req, 302, None));
+    assert_eq!(b.take(&req).unwrap().status(), Some(603));
+    // Lowest class otherwise: 3xx before 4xx before 5xx.
+    let mut b = BestResponse::new();
+    b.offer(final_response(&req, 500, None));
+    b.offer(final_response(&req, 404, None));
+    b.offer(final_response(&req, 302, None));
+    assert_eq!(b.take(&req).unwrap().status(), Some(302));
+    // 503 is never passed upstream.
+    let mut b = BestResponse::new();
+    b.offer(final_response(&req, 503, None));
+    assert_eq!(b.take(&req).unwrap().status(), Some(500));
+    // Challenges of every branch are gathered.
+    let mut b = BestResponse::new();
+    b.offer(final_response(
+        &req,
+        401,
+        Some((
+            HeaderName::WwwAuthenticate,
+            "Digest realm=\"a\", nonce=\"1\"",
+        )),
+    ));
+    b.offer(final_response(
+        &req,
+        407,
+        Some((
+            HeaderName::ProxyAuthenticate,
+            "Digest realm=\"b\", nonce=\"2\"",
+        )),
+    ));
+    b.offer(final_response(&req, 486, None));
+    let r = b.take(&req).unwrap().reparse().unwrap();
+    assert!(matches!(r.status(), Some(401 | 407)));
+    assert_eq!(r.www_authenticate().unwrap().len(), 1);
+    assert_eq!(r.proxy_authenticate().unwrap().len(), 1);
+    assert!(BestResponse::new().take(&req).is_none());
+}
