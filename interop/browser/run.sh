@@ -26,6 +26,8 @@ PASSWORD=${SIPLINK_PASSWORD:-secret}
 TARGET=${SIPLINK_CALL_TARGET:-1000}
 PAUSE_MS=${SIPLINK_PAUSE_MS:-2000}
 DEBUG=${SIPLINK_DEBUG:-0}
+# Another UAS scenario (only to check that the harness fails when it should).
+SCENARIO=${SIPLINK_UAS_SCENARIO:-$HERE/uas_webrtc.xml}
 
 usage() {
     sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'
@@ -107,7 +109,7 @@ MEDIA_PORT=$(node "$HERE/free-ports.mjs" 1)
 echo "run.sh: SIPp UAS on udp 127.0.0.1:$UAS_PORT (media port $MEDIA_PORT, BYE after $PAUSE_MS ms)"
 (
     cd "$WORK"
-    exec sipp -sf "$HERE/uas_webrtc.xml" -i 127.0.0.1 -p "$UAS_PORT" -mp "$MEDIA_PORT" -set rtp_port "$MEDIA_PORT" -t u1 \
+    exec sipp -sf "$SCENARIO" -i 127.0.0.1 -p "$UAS_PORT" -mp "$MEDIA_PORT" -set rtp_port "$MEDIA_PORT" -t u1 \
         -m 1 -d "$PAUSE_MS" -timeout 50s -timeout_error -nostdin \
         -trace_err -error_file "$WORK/sipp-errors.log" \
         -trace_msg -message_file "$WORK/sipp-messages.log" \
@@ -132,7 +134,8 @@ PHONE_ARGS=(--ws-url "$WS_URL" --user "$SIP_USER" --password "$PASSWORD" --targe
 [ "$DEBUG" = 1 ] && PHONE_ARGS+=(--debug)
 
 # Own process group, so cleanup can take Chromium down with it.
-setsid timeout -k 3 50 node "$HERE/run.mjs" "${PHONE_ARGS[@]}" &
+# TMPDIR: Chromium's profile and Playwright's temp files go under $WORK too.
+TMPDIR="$WORK" setsid timeout -k 3 50 node "$HERE/run.mjs" "${PHONE_ARGS[@]}" &
 PHONE_PID=$!
 PHONE_RC=0
 wait "$PHONE_PID" || PHONE_RC=$?
