@@ -147,7 +147,7 @@ let page = null;
 let exitCode = 1;
 
 // Hard bound on the whole run, whatever hangs.
-const overallMs = opts.registerMs + opts.answerMs + opts.byeMs + 20000;
+const overallMs = opts.registerMs + opts.answerMs + opts.byeMs + 10000;
 const watchdog = setTimeout(() => {
   console.error(`FAIL: the run took longer than ${overallMs / 1000} s`);
   cleanup().finally(() => process.exit(1));

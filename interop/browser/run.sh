@@ -6,7 +6,8 @@
 # TARGET; the proxy must route TARGET to the UAS, which answers with a WebRTC
 # SDP and hangs up with BYE after PAUSE_MS. Passes (exit 0) only if the page
 # saw registered -> confirmed -> ended by the remote BYE AND SIPp completed
-# its call. Loopback only, bounded in time, every child is killed on exit.
+# its call. Loopback only, bounded in time (under 60 s, about 10 s when it
+# passes), every child is killed on exit.
 #
 #   run.sh --ws-url ws://127.0.0.1:8080 --uas-port 5090 \
 #          [--domain D] [--user U] [--password P] [--target N] [--pause-ms MS] [--debug]
@@ -51,7 +52,7 @@ done
 
 [ -n "$WS_URL" ] || { echo "run.sh: --ws-url (SIPLINK_WS_URL) is required" >&2; usage; }
 [[ "$UAS_PORT" =~ ^[0-9]+$ ]] || { echo "run.sh: --uas-port (SIPLINK_UAS_PORT) is required" >&2; usage; }
-[[ "$PAUSE_MS" =~ ^[0-9]+$ ]] && [ "$PAUSE_MS" -le 10000 ] || { echo "run.sh: --pause-ms must be 0..10000" >&2; exit 2; }
+[[ "$PAUSE_MS" =~ ^[0-9]+$ ]] && [ "$PAUSE_MS" -le 5000 ] || { echo "run.sh: --pause-ms must be 0..5000" >&2; exit 2; }
 case "$WS_URL" in
     ws://127.*|ws://localhost*|ws://\[::1\]*|wss://127.*|wss://localhost*|wss://\[::1\]*) ;;
     *) echo "run.sh: refusing a non-loopback WebSocket URL: $WS_URL" >&2; exit 2 ;;
@@ -129,13 +130,13 @@ if ! udp_bound "$UAS_PORT"; then
 fi
 
 PHONE_ARGS=(--ws-url "$WS_URL" --user "$SIP_USER" --password "$PASSWORD" --target "$TARGET"
-    --register-timeout 10 --answer-timeout 10 --bye-timeout $((PAUSE_MS / 1000 + 8)))
+    --register-timeout 10 --answer-timeout 10 --bye-timeout $((PAUSE_MS / 1000 + 6)))
 [ -n "$DOMAIN" ] && PHONE_ARGS+=(--domain "$DOMAIN")
 [ "$DEBUG" = 1 ] && PHONE_ARGS+=(--debug)
 
 # Own process group, so cleanup can take Chromium down with it.
 # TMPDIR: Chromium's profile and Playwright's temp files go under $WORK too.
-TMPDIR="$WORK" setsid timeout -k 3 50 node "$HERE/run.mjs" "${PHONE_ARGS[@]}" &
+TMPDIR="$WORK" setsid timeout -k 3 45 node "$HERE/run.mjs" "${PHONE_ARGS[@]}" &
 PHONE_PID=$!
 PHONE_RC=0
 wait "$PHONE_PID" || PHONE_RC=$?

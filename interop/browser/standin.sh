@@ -21,10 +21,15 @@ command -v node >/dev/null 2>&1 || { echo "standin.sh: node is not installed" >&
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/siplink-kamailio.XXXXXX")
 KAM_PID=""
+RUN_PID=""
 
 cleanup() {
     local rc=$?
     trap - EXIT INT TERM
+    if [ -n "$RUN_PID" ] && kill -0 "$RUN_PID" 2>/dev/null; then
+        kill -TERM "$RUN_PID" 2>/dev/null || true
+        wait "$RUN_PID" 2>/dev/null || true
+    fi
     if [ -n "$KAM_PID" ] && kill -0 "$KAM_PID" 2>/dev/null; then
         kill -TERM -- "-$KAM_PID" 2>/dev/null || true
         for _ in $(seq 1 30); do
@@ -70,5 +75,13 @@ done
 grep -qE "^ *[0-9]+: 0100007F:$hex [0-9A-F]+:[0-9A-F]+ 0A " /proc/net/tcp ||
     { echo "standin.sh: Kamailio is not listening on $WS_PORT" >&2; exit 1; }
 
+# In the background so that a signal reaches our trap at once (bash runs traps
+# only after a foreground child ends); cleanup stops run.sh, whose own trap
+# stops SIPp and the browser.
 "$HERE/run.sh" --ws-url "ws://127.0.0.1:$WS_PORT" --uas-port "$UAS_PORT" --domain "$DOMAIN" \
-    --user "$SIP_USER" --password "$PASSWORD" --target "$NUMBER" "$@"
+    --user "$SIP_USER" --password "$PASSWORD" --target "$NUMBER" "$@" &
+RUN_PID=$!
+RUN_RC=0
+wait "$RUN_PID" || RUN_RC=$?
+RUN_PID=""
+exit "$RUN_RC"
