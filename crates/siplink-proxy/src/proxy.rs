@@ -1146,9 +1146,10 @@ async fn route_call(
                 if targets.is_empty() {
                     Attempt::Failover(format!("{}: the PBX is not registered", cand.name))
                 } else {
-                    let mut req = tx.request.clone();
-                    set_number(&mut req, &cand.number);
-                    fork(inner, &mut tx, req, targets, cookie).await
+                    // The PBX learns the dialled number from the Request-URI:
+                    // its Contact with the number as user part.
+                    let req = tx.request.clone();
+                    fork(inner, &mut tx, req, targets, cookie, Some(&cand.number)).await
                 }
             }
         };
@@ -1361,7 +1362,7 @@ async fn deliver_to_user(
         return respond(&mut tx, 480, "Temporarily Unavailable").await;
     }
     let req = tx.request.clone();
-    if let Attempt::Failover(why) = fork(inner, &mut tx, req, targets, cookie).await {
+    if let Attempt::Failover(why) = fork(inner, &mut tx, req, targets, cookie, None).await {
         debug!(%user, "no contact answered: {why}");
         respond(&mut tx, 480, "Temporarily Unavailable").await;
     }
@@ -1383,6 +1384,7 @@ async fn fork(
     request: Message,
     targets: Vec<siplink_registrar::Target>,
     cookie: &str,
+    number: Option<&str>,
 ) -> Attempt {
     let mut base = request;
     if let Check::Reject(s, r) = core::decrement_max_forwards(&mut base) {
@@ -1395,6 +1397,9 @@ async fn fork(
         let mut req = base.clone();
         let uri = t.binding.uri().as_bytes().to_vec();
         req.set_request_uri(Bytes::from(uri));
+        if let Some(n) = number {
+            set_number(&mut req, n);
+        }
         let (dest, protocol, flow) = match &t.reach {
             Reach::Flow(f) => (Destination::Flow(*f), t.binding.transport, Some(*f)),
             Reach::Contact { uri, path } => {
@@ -1626,7 +1631,16 @@ async fn in_dialog(inner: &Arc<Inner>, mut tx: ServerTransactionHandle) {
         && *caller_tag == from_tag
     {
         // Caller -> trunk: CSeq/From mapped, challenges answered inside.
-        let req = tx.request.clone();
+        let mut req = tx.request.clone();
+        if let Check::Reject(s, r) = core::decrement_max_forwards(&mut req) {
+            return respond(&mut tx, s, r).await;
+        }
+        let branch = core::branch(&core::loop_cookie(&req), 0);
+        core::push_via(&mut req, &branch);
+        let req = match req.reparse() {
+            Ok(r) => r,
+            Err(_) => return respond(&mut tx, 500, "Server Internal Error").await,
+        };
         match dialog.send_request(req).await {
             Ok(mut r) => match r.final_response().await {
                 Ok(mut resp) => {
@@ -1755,6 +1769,12 @@ async fn stray(inner: &Arc<Inner>, incoming: Incoming) {
         .filter(|e| e.caller_tag == from_tag)
         .map(|e| e.dialog.clone());
     if let Some(d) = dialog {
+        if let Check::Reject(..) = core::decrement_max_forwards(&mut msg) {
+            return;
+        }
+        let branch = core::branch(&core::loop_cookie(&msg), 0);
+        core::push_via(&mut msg, &branch);
+        let Ok(msg) = msg.reparse() else { return };
         if let Err(e) = d.send_ack(msg).await {
             debug!("ACK to the trunk: {e}");
         }
