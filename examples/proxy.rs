@@ -53,10 +53,10 @@ fn load(path: &Option<PathBuf>) -> Result<Config, String> {
 async fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let args = Args::parse();
     let config = match load(&args.config) {
@@ -110,7 +110,14 @@ async fn run(config: Config, path: Option<PathBuf>) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    println!("siplink proxy running{}", if demo { " on the built-in demo configuration" } else { "" });
+    println!(
+        "siplink proxy running{}",
+        if demo {
+            " on the built-in demo configuration"
+        } else {
+            ""
+        }
+    );
     for (protocol, addr) in proxy.listeners() {
         println!("  listening on {protocol} {addr}");
     }
@@ -121,13 +128,24 @@ async fn run(config: Config, path: Option<PathBuf>) -> ExitCode {
         }
     }
     let domain = config.proxy.domains.first().cloned().unwrap_or_default();
-    let udp = proxy.listeners().into_iter().find(|(p, _)| p.via_token() == "UDP").map(|(_, a)| a);
-    let ws = proxy.listeners().into_iter().find(|(p, _)| p.is_websocket()).map(|(_, a)| a);
+    let udp = proxy
+        .listeners()
+        .into_iter()
+        .find(|(p, _)| p.via_token() == "UDP")
+        .map(|(_, a)| a);
+    let ws = proxy
+        .listeners()
+        .into_iter()
+        .find(|(p, _)| p.is_websocket())
+        .map(|(_, a)| a);
     if let Some(u) = config.users.first() {
         let pw = u.password.as_deref().unwrap_or("<password>");
         if let Some(a) = udp {
             println!("Point a phone at it:");
-            println!("  SIPp:    sipp -sn uac -s 4001 -au {} -ap {pw} {a}", u.name);
+            println!(
+                "  SIPp:    sipp -sn uac -s 4001 -au {} -ap {pw} {a}",
+                u.name
+            );
             println!(
                 "  baresip: accounts line  <sip:{}@{domain};transport=udp>;auth_pass={pw};outbound=\"sip:{a}\"",
                 u.name
@@ -141,7 +159,15 @@ async fn run(config: Config, path: Option<PathBuf>) -> ExitCode {
         }
     }
     for c in &config.connections {
-        println!("  connection {:?} ({}) patterns {:?}", c.name, c.kind, c.dial_patterns.iter().map(|p| p.pattern()).collect::<Vec<_>>());
+        println!(
+            "  connection {:?} ({}) patterns {:?}",
+            c.name,
+            c.kind,
+            c.dial_patterns
+                .iter()
+                .map(|p| p.pattern())
+                .collect::<Vec<_>>()
+        );
     }
     let mut hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
         Ok(s) => Some(s),

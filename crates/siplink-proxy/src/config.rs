@@ -67,8 +67,10 @@ pub struct ProxySection {
     #[serde(default)]
     pub status_listen: Option<SocketAddr>,
     /// Digest algorithms offered to phones and PBXs, one challenge each, in
-    /// this order (default `["MD5", "SHA-256"]`: many clients, JsSIP and
-    /// SIPp among them, answer only the first challenge and know only MD5).
+    /// this order (default `["MD5"]`). Clients differ in which of several
+    /// challenges they answer: JsSIP takes the last one, SIPp the first, and
+    /// both know only MD5; so SHA-256 (RFC 8760) is opt-in, e.g.
+    /// `["SHA-256", "MD5"]` for phones that choose well.
     #[serde(default = "default_algorithms")]
     pub digest_algorithms: Vec<String>,
     /// PEM file of CA certificates trusted for TLS connections to PBXs
@@ -103,7 +105,7 @@ impl ProxySection {
 }
 
 fn default_algorithms() -> Vec<String> {
-    vec!["MD5".to_owned(), "SHA-256".to_owned()]
+    vec!["MD5".to_owned()]
 }
 
 fn default_no_match() -> u16 {
@@ -426,6 +428,13 @@ pub struct LimitsConfig {
     /// Longest registration expiry granted (default 3600 s).
     #[serde(default = "default_max_expires")]
     pub max_expires: u32,
+    /// Requests over UDP larger than this many bytes go over TCP to the same
+    /// address instead (RFC 3261 §18.1.1 says 1300 when the path MTU is
+    /// unknown). Default 65 000: like Kamailio, the proxy sends over the UDP
+    /// the connection asks for, because a WebRTC INVITE (3-4 KB of SDP) to a
+    /// UDP-only PBX would otherwise fail. Set 1300 for PBXs that take TCP too.
+    #[serde(default = "default_udp_mtu")]
+    pub udp_mtu_limit: usize,
 }
 
 impl Default for LimitsConfig {
@@ -435,6 +444,7 @@ impl Default for LimitsConfig {
             max_contacts_per_user: default_contacts(),
             min_expires: default_min_expires(),
             max_expires: default_max_expires(),
+            udp_mtu_limit: default_udp_mtu(),
         }
     }
 }
@@ -447,6 +457,9 @@ fn default_contacts() -> usize {
 }
 fn default_min_expires() -> u32 {
     60
+}
+fn default_udp_mtu() -> usize {
+    65_000
 }
 fn default_max_expires() -> u32 {
     3600

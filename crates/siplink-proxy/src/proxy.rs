@@ -227,7 +227,7 @@ impl Proxy {
                     .map_err(|e| Error::Config(format!("{}: {e}", ca.display())))?,
             );
         }
-        tconfig.keepalive = None;
+        tconfig.udp_mtu_limit = config.limits.udp_mtu_limit;
         let (transport, incoming) = Transport::new(tconfig);
         for l in &config.listeners {
             transport
