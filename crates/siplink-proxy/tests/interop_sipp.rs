@@ -203,8 +203,7 @@ probe = {{ enabled = false }}
     // The primary PBX runs, then stops.
     let mut primary = pbx(&dir, "primary", dead);
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let _ = primary.child.kill();
-    let _ = primary.child.wait();
+    primary.stop();
     let mut backup = pbx(&dir, "backup", live);
     tokio::time::sleep(Duration::from_millis(300)).await;
     let mut call = phone_call(&dir, "call", p, "1001", "pw1001", "7001");

@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -65,12 +66,37 @@ pub struct Proc {
 
 impl Drop for Proc {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.stop();
     }
 }
 
 impl Proc {
+    /// Stops the process and any children it forked (Kamailio's workers):
+    /// SIGTERM to its process group, then SIGKILL after 2 s.
+    pub fn stop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_some() {
+            return;
+        }
+        let group = format!("-{}", self.child.id());
+        let quiet = |sig: &str| {
+            let _ = Command::new("kill")
+                .args([sig, "--", &group])
+                .stderr(Stdio::null())
+                .status();
+        };
+        quiet("-TERM");
+        let t0 = Instant::now();
+        while t0.elapsed() < Duration::from_secs(2) {
+            if self.child.try_wait().ok().flatten().is_some() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        quiet("-KILL");
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// Waits for the exit (at most `limit`, then kills and fails).
     pub async fn wait(&mut self, limit: Duration) -> i32 {
         let t0 = Instant::now();
@@ -152,6 +178,7 @@ pub fn sipp(dir: &Path, name: &str, port: u16, args: &[&str]) -> Proc {
         .stdin(Stdio::null())
         .stdout(out.try_clone().unwrap())
         .stderr(out)
+        .process_group(0)
         .spawn()
         .expect("sipp starts");
     Proc {

@@ -1,0 +1,273 @@
+//! Outbound registration to a real Kamailio acting as the customer's PBX:
+//! the proxy registers (digest), the binding shows in Kamailio, a user's call
+//! to an extension goes through Kamailio (which challenges the INVITE) to a
+//! SIPp extension, a call from a Kamailio extension reaches the proxy's user
+//! through the registered contact, Test Connection reports healthy and
+//! wrong-password cases, and shutdown unregisters.
+//!
+//! Skipped when kamailio or sipp is missing, unless `SIPLINK_INTEROP=1`.
+
+mod support;
+
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use siplink_proxy::{Config, ConnectionState};
+use support::*;
+
+const LIMIT: Duration = Duration::from_secs(45);
+const PASSWORD: &str = "office-secret";
+
+fn kamailio(dir: &Path, port: u16, ext_port: u16) -> Proc {
+    let modules = [
+        "/usr/lib/x86_64-linux-gnu/kamailio/modules",
+        "/usr/lib/kamailio/modules",
+    ]
+    .into_iter()
+    .find(|p| Path::new(p).join("tm.so").exists())
+    .expect("kamailio modules directory");
+    let cfg = std::fs::read_to_string(scenario("kamailio-pbx.cfg"))
+        .unwrap()
+        .replace("@PORT@", &port.to_string())
+        .replace("@EXT_PORT@", &ext_port.to_string())
+        .replace("@USER@", "proxy")
+        .replace("@PASSWORD@", PASSWORD)
+        .replace("@MODULES@", modules)
+        .replace("@DIR@", &dir.display().to_string());
+    let path = dir.join("kamailio.cfg");
+    std::fs::write(&path, cfg).unwrap();
+    let out = std::fs::File::create(dir.join("kamailio.out")).unwrap();
+    let child = Command::new("kamailio")
+        .args([
+            "-f",
+            &path.display().to_string(),
+            "-DD",
+            "-E",
+            "-m",
+            "64",
+            "-M",
+            "8",
+        ])
+        .args(["-P", &dir.join("kamailio.pid").display().to_string()])
+        .args(["-Y", &dir.display().to_string()])
+        .args(["-w", &dir.display().to_string()])
+        .stdin(Stdio::null())
+        .stdout(out.try_clone().unwrap())
+        .stderr(out)
+        .process_group(0)
+        .spawn()
+        .expect("kamailio starts");
+    Proc {
+        child,
+        name: "kamailio".into(),
+        dir: dir.to_path_buf(),
+    }
+}
+
+fn ul_dump(dir: &Path) -> String {
+    let out = Command::new("kamcmd")
+        .args([
+            "-s",
+            &format!("unix:{}", dir.join("kamailio.ctl").display()),
+            "ul.dump",
+        ])
+        .output()
+        .expect("kamcmd runs");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn office_config(p: u16, k: u16, password: &str) -> String {
+    format!(
+        r#"{}
+[[connections]]
+name = "office"
+kind = "outbound-registration"
+addresses = ["127.0.0.1:{k}"]
+domain = "pbx.test"
+username = "proxy"
+password = "{password}"
+dial_patterns = ["4[0-9]{{3}}"]
+deliver_to = "1001"
+registration = {{ expires = 60 }}
+"#,
+        head(p)
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outbound_registration_to_kamailio_carries_calls_both_ways() {
+    if !have("kamailio", "-v") || !have("sipp", "-v") {
+        return;
+    }
+    let dir = work_dir("kamailio");
+    let (p, k, ext, phone_port) = (free_port(), free_port(), free_port(), free_port());
+    let mut kam = kamailio(&dir, k, ext);
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert!(
+        kam.child.try_wait().unwrap().is_none(),
+        "kamailio exited\n{}",
+        std::fs::read_to_string(dir.join("kamailio.out")).unwrap_or_default()
+    );
+
+    let proxy = proxy(&office_config(p, k, PASSWORD)).await;
+    let registered = eventually(Duration::from_secs(10), || {
+        let proxy = proxy.clone();
+        async move {
+            proxy
+                .status()
+                .await
+                .iter()
+                .any(|s| s.name == "office" && s.state == ConnectionState::Registered)
+        }
+    })
+    .await;
+    let kam_log = || std::fs::read_to_string(dir.join("kamailio.out")).unwrap_or_default();
+    assert!(
+        registered,
+        "not registered to Kamailio: {:?}\n{}",
+        proxy.status().await,
+        kam_log()
+    );
+    let dump = ul_dump(&dir);
+    assert!(
+        dump.contains(&format!("sip:proxy@127.0.0.1:{p}")),
+        "binding not in Kamailio:\n{dump}"
+    );
+
+    // Test Connection, healthy: reachable, OPTIONS 200, REGISTER accepted.
+    let report = proxy.test_connection("office").await.unwrap();
+    assert!(report.is_ok(), "{report}");
+    assert!(
+        report.to_string().contains("credentials accepted"),
+        "{report}"
+    );
+
+    // 1001's phone (a SIPp UAS) registers to the proxy.
+    let mut phone = sipp(&dir, "phone", phone_port, &["-sf", &scenario("uas.xml")]);
+    let mut reg = sipp(
+        &dir,
+        "register",
+        free_port(),
+        &[
+            "-sf",
+            &scenario("register.xml"),
+            "-key",
+            "user",
+            "1001",
+            "-key",
+            "contact",
+            &format!("sip:1001@127.0.0.1:{phone_port}"),
+            "-au",
+            "1001",
+            "-ap",
+            "pw1001",
+            "-auth_uri",
+            "siplink.test",
+            &format!("127.0.0.1:{p}"),
+        ],
+    );
+    reg.expect_success(LIMIT).await;
+
+    // 1002 calls extension 4001 behind the PBX: the proxy answers Kamailio's
+    // 407 with the connection's credentials.
+    let mut extension = sipp(&dir, "extension", ext, &["-sf", &scenario("uas.xml")]);
+    let mut call = sipp(
+        &dir,
+        "call",
+        free_port(),
+        &[
+            "-sf",
+            &scenario("phone_call.xml"),
+            "-s",
+            "4001",
+            "-key",
+            "user",
+            "1002",
+            "-au",
+            "1002",
+            "-ap",
+            "pw1002",
+            "-auth_uri",
+            "4001@siplink.test",
+            &format!("127.0.0.1:{p}"),
+        ],
+    );
+    call.expect_success(LIMIT).await;
+    extension.expect_success(LIMIT).await;
+    let seen = std::fs::read_to_string(dir.join("extension_messages.log")).unwrap();
+    assert!(
+        seen.contains("From: <sip:proxy@pbx.test>"),
+        "the call did not go as the registered identity:\n{seen}"
+    );
+
+    // An extension of the PBX calls the proxy's account: Kamailio finds our
+    // Contact in its location table; the proxy rings 1001 (deliver_to).
+    let mut from_pbx = sipp(
+        &dir,
+        "from_pbx",
+        free_port(),
+        &[
+            "-sf",
+            &scenario("pbx_call.xml"),
+            "-key",
+            "ruri",
+            "sip:proxy@pbx.test",
+            &format!("127.0.0.1:{k}"),
+        ],
+    );
+    from_pbx.expect_success(LIMIT).await;
+    phone.expect_success(LIMIT).await;
+
+    // Shutdown unregisters: the binding leaves Kamailio.
+    proxy.shutdown().await;
+    let gone = eventually(Duration::from_secs(5), || {
+        let dir = dir.clone();
+        async move { !ul_dump(&dir).contains(&format!("sip:proxy@127.0.0.1:{p}")) }
+    })
+    .await;
+    assert!(gone, "still registered after shutdown:\n{}", ul_dump(&dir));
+    drop(kam);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_connection_reports_wrong_credentials_and_a_stopped_pbx() {
+    if !have("kamailio", "-v") {
+        return;
+    }
+    let dir = work_dir("kamailio-tc");
+    let (p, k) = (free_port(), free_port());
+    let mut kam = kamailio(&dir, k, free_port());
+    tokio::time::sleep(Duration::from_millis(800)).await;
+
+    // Wrong password: reachable, but the REGISTER is rejected.
+    let config = Config::from_toml(&office_config(p, k, "not-the-password")).unwrap();
+    let report = siplink_proxy::test::test_connection(&config, "office")
+        .await
+        .unwrap();
+    assert!(!report.is_ok(), "{report}");
+    let failed = report.first_failure().unwrap();
+    assert!(failed.name.starts_with("register as proxy"), "{report}");
+    let text = report.to_string();
+    assert!(text.contains("credentials rejected"), "{text}");
+    assert!(text.contains("check them (and the realm)"), "{text}");
+
+    // Healthy, standalone (no running proxy): OK.
+    let config = Config::from_toml(&office_config(p, k, PASSWORD)).unwrap();
+    let report = siplink_proxy::test::test_connection(&config, "office")
+        .await
+        .unwrap();
+    assert!(report.is_ok(), "{report}");
+
+    // The PBX stopped: OPTIONS times out; the fix names an offline PBX.
+    kam.stop();
+    let report = siplink_proxy::test::test_connection(&config, "office")
+        .await
+        .unwrap();
+    assert!(!report.is_ok(), "{report}");
+    let text = report.to_string();
+    assert!(text.contains("OPTIONS: timed out"), "{text}");
+    assert!(text.contains("offline"), "{text}");
+    assert!(text.contains("register: skipped"), "{text}");
+}
