@@ -387,3 +387,134 @@ probe = {{ enabled = false }}
     assert!(seen.contains("SIP/2.0 480"), "{seen}");
     proxy.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn options_to_the_proxy_is_answered_with_allow_and_supported() {
+    if !have("sipp", "-v") {
+        return;
+    }
+    let dir = work_dir("options");
+    let p = free_port();
+    let proxy = proxy(&head(p)).await;
+    let mut probe = sipp(
+        &dir,
+        "probe",
+        free_port(),
+        &["-sf", &scenario("options.xml"), &format!("127.0.0.1:{p}")],
+    );
+    probe.expect_success(LIMIT).await;
+    proxy.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_to_a_user_rings_every_contact_and_cancels_the_others() {
+    if !have("sipp", "-v") {
+        return;
+    }
+    let dir = work_dir("fork");
+    let (p, pbx_port, desk, mobile) = (free_port(), free_port(), free_port(), free_port());
+    let config = format!(
+        r#"{}
+[[connections]]
+name = "carrier"
+kind = "trunk"
+addresses = ["127.0.0.1:{pbx_port}"]
+dial_patterns = ["0[0-9]+"]
+probe = {{ enabled = false }}
+"#,
+        head(p)
+    );
+    let proxy = proxy(&config).await;
+    // 1001 has two phones: the desk phone answers, the mobile only rings.
+    let mut desk_phone = sipp(&dir, "desk", desk, &["-sf", &scenario("uas.xml")]);
+    let mut mobile_phone = sipp(&dir, "mobile", mobile, &["-sf", &scenario("uas_ring.xml")]);
+    for (name, port) in [("register_desk", desk), ("register_mobile", mobile)] {
+        let mut reg = sipp(
+            &dir,
+            name,
+            free_port(),
+            &[
+                "-sf",
+                &scenario("register.xml"),
+                "-key",
+                "user",
+                "1001",
+                "-key",
+                "contact",
+                &format!("sip:1001@127.0.0.1:{port}"),
+                "-au",
+                "1001",
+                "-ap",
+                "pw1001",
+                "-auth_uri",
+                "siplink.test",
+                &format!("127.0.0.1:{p}"),
+            ],
+        );
+        reg.expect_success(LIMIT).await;
+    }
+    let mut call = sipp(
+        &dir,
+        "carrier",
+        pbx_port,
+        &[
+            "-sf",
+            &scenario("pbx_call.xml"),
+            "-key",
+            "ruri",
+            &format!("sip:1001@127.0.0.1:{p}"),
+            &format!("127.0.0.1:{p}"),
+        ],
+    );
+    call.expect_success(LIMIT).await;
+    desk_phone.expect_success(LIMIT).await;
+    // The mobile got the INVITE, rang, and was cancelled.
+    mobile_phone.expect_success(LIMIT).await;
+    proxy.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caller_cancel_reaches_the_trunk() {
+    if !have("sipp", "-v") {
+        return;
+    }
+    let dir = work_dir("cancel");
+    let (p, a) = (free_port(), free_port());
+    let config = format!(
+        r#"{}
+[[connections]]
+name = "carrier"
+kind = "trunk"
+addresses = ["127.0.0.1:{a}"]
+dial_patterns = [".*"]
+probe = {{ enabled = false }}
+"#,
+        head(p)
+    );
+    let proxy = proxy(&config).await;
+    let mut pbx = sipp(&dir, "pbx", a, &["-sf", &scenario("uas_ring.xml")]);
+    let mut call = sipp(
+        &dir,
+        "call",
+        free_port(),
+        &[
+            "-sf",
+            &scenario("phone_cancel.xml"),
+            "-s",
+            "02081230958",
+            "-key",
+            "user",
+            "1001",
+            "-au",
+            "1001",
+            "-ap",
+            "pw1001",
+            "-auth_uri",
+            "02081230958@siplink.test",
+            &format!("127.0.0.1:{p}"),
+        ],
+    );
+    call.expect_success(LIMIT).await;
+    pbx.expect_success(LIMIT).await;
+    proxy.shutdown().await;
+}

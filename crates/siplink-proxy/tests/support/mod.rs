@@ -30,11 +30,24 @@ pub fn have(tool: &str, version_arg: &str) -> bool {
 }
 
 /// A port free for both UDP and TCP on 127.0.0.1 (at the time of asking).
+/// Ports are handed out in sequence from a per-process starting point, so
+/// the tests of one run never get the same port twice (an OS-chosen port,
+/// released at once, can be chosen again by a parallel test).
 pub fn free_port() -> u16 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let _ = NEXT.compare_exchange(
+        0,
+        20_000 + (std::process::id() % 400) * 100,
+        Ordering::SeqCst,
+        Ordering::SeqCst,
+    );
     loop {
-        let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = tcp.local_addr().unwrap().port();
-        if std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+        let candidate = NEXT.fetch_add(1, Ordering::SeqCst);
+        let port = (20_000 + candidate % 40_000) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()
+            && std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok()
+        {
             return port;
         }
     }
