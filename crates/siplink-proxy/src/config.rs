@@ -822,10 +822,10 @@ impl Config {
                     Err(e) => v.push(&format!("{at}: addresses[{j}]"), e),
                 }
             }
-            if let Some(p) = &c.outbound_proxy {
-                if let Err(e) = parse_address(p, default) {
-                    v.push(&format!("{at}: outbound_proxy"), e);
-                }
+            if let Some(p) = &c.outbound_proxy
+                && let Err(e) = parse_address(p, default)
+            {
+                v.push(&format!("{at}: outbound_proxy"), e);
             }
             match c.kind {
                 ConnectionKind::OutboundRegistration => {
@@ -898,10 +898,10 @@ impl Config {
                     check_secret(v, &at, c.password.as_deref(), c.ha1.as_deref(), true);
                 }
             }
-            if let Some(d) = &c.deliver_to {
-                if !users.contains(d.as_str()) {
-                    v.push(&format!("{at}: deliver_to"), format!("no user named {d:?}"));
-                }
+            if let Some(d) = &c.deliver_to
+                && !users.contains(d.as_str())
+            {
+                v.push(&format!("{at}: deliver_to"), format!("no user named {d:?}"));
             }
             if c.probe.interval == 0 || c.probe.down_after == 0 {
                 v.push(

@@ -113,11 +113,9 @@ pub fn consume_own_routes(request: &mut Message, local: &Local) -> Consumed {
         .and_then(Uri::as_sip)
         .is_some_and(|u| u.lr() && local.is_local_uri(&Uri::Sip(u.clone())));
     let mut routes = routes;
-    if ruri_is_rr && !routes.is_empty() {
-        if let Some(last) = routes.pop() {
-            request.set_request_uri(Bytes::copy_from_slice(last.uri.as_bytes()));
-            consumed.strict_fixed = true;
-        }
+    if ruri_is_rr && let Some(last) = routes.pop() {
+        request.set_request_uri(Bytes::copy_from_slice(last.uri.as_bytes()));
+        consumed.strict_fixed = true;
     }
     let mut keep = 0;
     while keep < routes.len() && local.is_local_uri(&routes[keep].uri) {

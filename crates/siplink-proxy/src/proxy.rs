@@ -57,6 +57,16 @@ pub(crate) struct RegEntry {
     pub status: watch::Receiver<Status>,
 }
 
+/// One account to register: (proxy user for per-user mode, user name,
+/// password, HA1, contact user).
+type Account = (
+    Option<String>,
+    String,
+    Option<String>,
+    Option<String>,
+    String,
+);
+
 /// The runtime side of one connection.
 #[derive(Debug)]
 pub(crate) struct ConnRuntime {
@@ -89,7 +99,7 @@ impl ConnRuntime {
     /// IP address is one of the PBX's. On loopback (tests, demos, everything
     /// on one machine) the port must match too, or every local phone would
     /// look like the PBX.
-    fn from_pbx_address(&self, peer: SocketAddr) -> bool {
+    fn is_pbx_address(&self, peer: SocketAddr) -> bool {
         if peer.ip().is_loopback() {
             let targets = self.config.targets().unwrap_or_default();
             targets
@@ -436,13 +446,7 @@ impl Proxy {
                 rt.trunks.push((None, trunk));
             }
             ConnectionKind::OutboundRegistration => {
-                let accounts: Vec<(
-                    Option<String>,
-                    String,
-                    Option<String>,
-                    Option<String>,
-                    String,
-                )> = match c.registration.mode {
+                let accounts: Vec<Account> = match c.registration.mode {
                     RegistrationMode::Shared => {
                         let u = c.username.clone().unwrap_or_default();
                         let cu = c
@@ -956,20 +960,18 @@ async fn handle(inner: Arc<Inner>, mut tx: ServerTransactionHandle) {
                 None
             };
             // A call to one of our users?
-            if to_us
+            let ours = to_us
                 || local.is_local_host(
                     &ruri
                         .as_sip()
                         .map(|s| s.host().to_string())
                         .unwrap_or_default(),
-                )
-            {
-                if let Some(u) = ruri_user.as_deref().filter(|u| inner.is_user(u)) {
-                    let u = u.to_owned();
-                    deliver_to_user(&inner, tx, &u, &cookie).await;
-                    drop(permit);
-                    return;
-                }
+                );
+            if ours && let Some(u) = ruri_user.as_deref().filter(|u| inner.is_user(u)) {
+                let u = u.to_owned();
+                deliver_to_user(&inner, tx, &u, &cookie).await;
+                drop(permit);
+                return;
             }
             let Some(number) = dialled_number(&ruri).map(|n| n.into_owned()) else {
                 return respond(&mut tx, 416, "Unsupported URI Scheme").await;
@@ -997,7 +999,7 @@ async fn classify(inner: &Inner, tx: &ServerTransactionHandle) -> Caller {
         }
     }
     for (i, c) in rt.connections.iter().enumerate() {
-        if c.config.enabled && c.from_pbx_address(tx.origin.peer) {
+        if c.config.enabled && c.is_pbx_address(tx.origin.peer) {
             return Caller::Pbx(i, c.config.deliver_to.clone());
         }
     }
@@ -1369,7 +1371,7 @@ async fn deliver_to_user(
 }
 
 enum BranchEvent {
-    Event(ClientEvent),
+    Event(Box<ClientEvent>),
     Failed(String),
     Ended,
 }
@@ -1444,7 +1446,7 @@ async fn fork(
                         tokio::select! {
                             Some(()) = cancel_rx.recv() => { let _ = h.cancel().await; }
                             e = h.next() => match e {
-                                Some(e) => { if ev.send(BranchEvent::Event(e)).await.is_err() { break; } }
+                                Some(e) => { if ev.send(BranchEvent::Event(Box::new(e))).await.is_err() { break; } }
                                 None => { let _ = ev.send(BranchEvent::Ended).await; break; }
                             }
                         }
@@ -1475,8 +1477,16 @@ async fn fork(
             ev = events.recv() => ev,
         };
         let Some(ev) = ev else { break };
+        let ev = match ev {
+            BranchEvent::Event(e) => *e,
+            BranchEvent::Failed(why) => {
+                last = why;
+                continue;
+            }
+            BranchEvent::Ended => continue,
+        };
         match ev {
-            BranchEvent::Event(ClientEvent::Provisional(mut r)) => {
+            ClientEvent::Provisional(mut r) => {
                 if r.status() == Some(100) {
                     continue;
                 }
@@ -1486,7 +1496,7 @@ async fn fork(
                     let _ = tx.respond(r).await;
                 }
             }
-            BranchEvent::Event(ClientEvent::Final(mut r)) => {
+            ClientEvent::Final(mut r) => {
                 let status = r.status().unwrap_or(500);
                 core::pop_via(&mut r);
                 if (200..300).contains(&status) {
@@ -1505,14 +1515,12 @@ async fn fork(
                     best.offer(r);
                 }
             }
-            BranchEvent::Event(ClientEvent::Additional2xx(mut r)) => {
+            ClientEvent::Additional2xx(mut r) => {
                 core::pop_via(&mut r);
                 let _ = tx.respond(r).await;
             }
-            BranchEvent::Event(ClientEvent::Timeout) => last = "timeout".into(),
-            BranchEvent::Event(ClientEvent::TransportError) => last = "transport error".into(),
-            BranchEvent::Failed(why) => last = why,
-            BranchEvent::Ended => {}
+            ClientEvent::Timeout => last = "timeout".into(),
+            ClientEvent::TransportError => last = "transport error".into(),
         }
     }
     if answered || cancelled {

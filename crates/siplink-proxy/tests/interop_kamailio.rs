@@ -271,3 +271,83 @@ async fn test_connection_reports_wrong_credentials_and_a_stopped_pbx() {
     assert!(text.contains("offline"), "{text}");
     assert!(text.contains("register: skipped"), "{text}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_keeps_unchanged_registrations_and_unregisters_removed_ones() {
+    if !have("kamailio", "-v") {
+        return;
+    }
+    let dir = work_dir("kamailio-reload");
+    let (p, k) = (free_port(), free_port());
+    let _kam = kamailio(&dir, k, free_port());
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let registers = || {
+        std::fs::read_to_string(dir.join("kamailio.out"))
+            .unwrap_or_default()
+            .matches("SIPLINK-REGISTER")
+            .count()
+    };
+    let base = office_config(p, k, PASSWORD);
+    let proxy = proxy(&base).await;
+    let up = || {
+        let proxy = proxy.clone();
+        async move {
+            proxy
+                .status()
+                .await
+                .iter()
+                .any(|s| s.name == "office" && s.state == ConnectionState::Registered)
+        }
+    };
+    assert!(
+        eventually(Duration::from_secs(10), up).await,
+        "not registered"
+    );
+    let before = registers();
+
+    // A new connection; "office" unchanged: no new REGISTER, still registered.
+    let more = format!(
+        "{base}\n[[connections]]\nname = \"carrier\"\nkind = \"trunk\"\naddresses = [\"127.0.0.1:{}\"]\ndial_patterns = [\"0[0-9]+\"]\nprobe = {{ enabled = false }}\n",
+        free_port()
+    );
+    proxy
+        .reload(Config::from_toml(&more).unwrap())
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        registers(),
+        before,
+        "an unchanged registration registered again"
+    );
+    let names: Vec<String> = proxy.status().await.into_iter().map(|s| s.name).collect();
+    assert_eq!(names, ["office", "carrier"]);
+    assert!(up().await);
+
+    // A bad configuration is refused and changes nothing.
+    let bad = more.replace("0[0-9]+", "0[0-9");
+    let err = proxy
+        .reload(Config::from_toml(&bad).unwrap())
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("dial_patterns[0]"), "{err}");
+    assert!(up().await);
+
+    // "office" removed: it unregisters from Kamailio.
+    let without = more.replace("name = \"office\"", "name = \"office\"\nenabled = false");
+    proxy
+        .reload(Config::from_toml(&without).unwrap())
+        .await
+        .unwrap();
+    let gone = eventually(Duration::from_secs(5), || {
+        let dir = dir.clone();
+        async move { !ul_dump(&dir).contains(&format!("sip:proxy@127.0.0.1:{p}")) }
+    })
+    .await;
+    assert!(
+        gone,
+        "still registered after the connection was disabled:\n{}",
+        ul_dump(&dir)
+    );
+    proxy.shutdown().await;
+}
