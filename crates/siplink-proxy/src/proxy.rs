@@ -443,6 +443,11 @@ impl Proxy {
                     inner.endpoint.clone(),
                 )
                 .map_err(|e| Error::Config(format!("connection {:?}: {e}", c.name)))?;
+                tokio::spawn(crate::status::watch_trunk(
+                    inner.events.clone(),
+                    c.name.clone(),
+                    trunk.clone(),
+                ));
                 rt.trunks.push((None, trunk));
             }
             ConnectionKind::OutboundRegistration => {
@@ -992,8 +997,17 @@ async fn classify(inner: &Inner, tx: &ServerTransactionHandle) -> Caller {
         .and_then(|u| u.user())
         .map(str::to_owned);
     for (i, c) in rt.connections.iter().enumerate() {
+        // A request for our registered Contact, from the registrar we
+        // registered with (not from anyone who guesses the contact user).
         if let Some(u) = &ruri_user
-            && let Some(r) = c.registrations.iter().find(|r| &r.contact_user == u)
+            && let Some(r) = c.registrations.iter().find(|r| {
+                &r.contact_user == u
+                    && r.status
+                        .borrow()
+                        .binding
+                        .as_ref()
+                        .is_some_and(|b| b.target.addr.ip() == tx.origin.peer.ip())
+            })
         {
             return Caller::Pbx(i, r.user.clone().or(c.config.deliver_to.clone()));
         }

@@ -84,6 +84,15 @@ pub enum StatusEvent {
         /// The new state, in words.
         state: String,
     },
+    /// A trunk target went up or down (OPTIONS probes).
+    Target {
+        /// The connection.
+        connection: String,
+        /// The target's address.
+        target: String,
+        /// `up` or `down`.
+        state: String,
+    },
     /// A binding of a user or an inbound PBX was added, refreshed or removed.
     Binding {
         /// The address of record.
@@ -161,6 +170,41 @@ pub(crate) async fn watch_registrations(
             Err(broadcast::error::RecvError::Lagged(n)) => {
                 warn!("status: {n} registration events lost")
             }
+            Err(broadcast::error::RecvError::Closed) => return,
+        }
+    }
+}
+
+pub(crate) async fn watch_trunk(
+    events: broadcast::Sender<StatusEvent>,
+    connection: String,
+    trunk: siplink_trunk::Trunk,
+) {
+    let mut rx = trunk.health_events();
+    let targets: Vec<String> = trunk
+        .config()
+        .targets
+        .iter()
+        .map(|t| t.addr.to_string())
+        .collect();
+    drop(trunk);
+    loop {
+        match rx.recv().await {
+            Ok(e) => {
+                let target = targets.get(e.target).cloned().unwrap_or_default();
+                let state = e.to.to_string();
+                if e.to == siplink_trunk::HealthState::Down {
+                    warn!(%connection, %target, "trunk target {state} ({:?})", e.reason);
+                } else {
+                    info!(%connection, %target, "trunk target {state}");
+                }
+                let _ = events.send(StatusEvent::Target {
+                    connection: connection.clone(),
+                    target,
+                    state,
+                });
+            }
+            Err(broadcast::error::RecvError::Lagged(_)) => {}
             Err(broadcast::error::RecvError::Closed) => return,
         }
     }
