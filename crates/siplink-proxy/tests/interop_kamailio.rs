@@ -351,3 +351,69 @@ async fn reload_keeps_unchanged_registrations_and_unregisters_removed_ones() {
     );
     proxy.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_user_registration_registers_each_account_and_calls_as_it() {
+    if !have("kamailio", "-v") || !have("sipp", "-v") {
+        return;
+    }
+    let dir = work_dir("kamailio-per-user");
+    let (p, k, ext) = (free_port(), free_port(), free_port());
+    let _kam = kamailio(&dir, k, ext);
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let config = format!(
+        r#"{}
+[[connections]]
+name = "office"
+kind = "outbound-registration"
+addresses = ["127.0.0.1:{k}"]
+domain = "pbx.test"
+dial_patterns = ["4[0-9]{{3}}"]
+registration = {{ mode = "per-user", expires = 60 }}
+accounts = [
+    {{ user = "1001", username = "2001", password = "pw-2001" }},
+    {{ user = "1002", username = "2002", password = "pw-2002" }},
+]
+"#,
+        head(p)
+    );
+    let proxy = proxy(&config).await;
+    let both = eventually(Duration::from_secs(10), || {
+        let dir = dir.clone();
+        async move {
+            let dump = ul_dump(&dir);
+            dump.contains(&format!("sip:office-1001@127.0.0.1:{p}"))
+                && dump.contains(&format!("sip:office-1002@127.0.0.1:{p}"))
+        }
+    })
+    .await;
+    assert!(both, "both accounts not registered:\n{}", ul_dump(&dir));
+    // 1002 calls 4001: it goes out as extension 2002, with 2002's credentials.
+    let mut extension = sipp(&dir, "extension", ext, &["-sf", &scenario("uas.xml")]);
+    let mut call = sipp(
+        &dir,
+        "call",
+        free_port(),
+        &[
+            "-sf",
+            &scenario("phone_call.xml"),
+            "-s",
+            "4001",
+            "-key",
+            "user",
+            "1002",
+            "-au",
+            "1002",
+            "-ap",
+            "pw1002",
+            "-auth_uri",
+            "4001@siplink.test",
+            &format!("127.0.0.1:{p}"),
+        ],
+    );
+    call.expect_success(LIMIT).await;
+    extension.expect_success(LIMIT).await;
+    let seen = std::fs::read_to_string(dir.join("extension_messages.log")).unwrap();
+    assert!(seen.contains("From: <sip:2002@pbx.test>"), "{seen}");
+    proxy.shutdown().await;
+}
