@@ -136,6 +136,9 @@ pub(crate) struct Inner {
     pub registrations: RegistrationService,
     pub secrets: Arc<RwLock<HashMap<String, StoredSecret>>>,
     pub digest: DigestServer,
+    /// Failed call authentications per source and per user (password
+    /// guessing through INVITE).
+    limiter: siplink_auth::FailureLimiter,
     pub local: RwLock<Local>,
     pub runtime: RwLock<Arc<Runtime>>,
     dialogs: Mutex<HashMap<String, DialogEntry>>,
@@ -301,6 +304,7 @@ impl Proxy {
             registrations,
             secrets,
             digest,
+            limiter: siplink_auth::FailureLimiter::new(siplink_auth::LimiterConfig::default()),
             local: RwLock::new(local),
             runtime: RwLock::new(Arc::new(runtime)),
             dialogs: Mutex::new(HashMap::new()),
@@ -1055,14 +1059,28 @@ async fn authenticate(inner: &Inner, tx: &mut ServerTransactionHandle) -> Option
         .map(|b| String::from_utf8_lossy(b).into_owned())
         .unwrap_or_default();
     let source = Some(tx.origin.peer.ip());
+    let claimed = inner
+        .digest
+        .select(creds.iter())
+        .and_then(|c| c.username())
+        .map(str::to_owned);
+    let now = SystemTime::now();
+    if let Err(blocked) = inner.limiter.check(source, claimed.as_deref(), now) {
+        debug!(source = %tx.origin.peer, ?claimed, "call authentication blocked: {blocked:?}");
+        respond(tx, 403, "Too Many Failed Attempts").await;
+        return None;
+    }
     let outcome = {
         let secrets = inner.secrets.read().unwrap_or_else(|e| e.into_inner());
         let store = |user: &str, _realm: &str, _a: Algorithm| secrets.get(user).cloned();
         let info = RequestInfo::new(&method, &uri).with_body(tx.request.body());
         inner
             .digest
-            .authenticate(creds.iter(), &info, source, SystemTime::now(), &store)
+            .authenticate(creds.iter(), &info, source, now, &store)
     };
+    inner
+        .limiter
+        .record(&outcome, source, claimed.as_deref(), now);
     match outcome {
         Outcome::Accept(a) => {
             // Only phones are users; a PBX account may not place calls here.
