@@ -136,6 +136,9 @@ pub(crate) struct Inner {
     pub registrations: RegistrationService,
     pub secrets: Arc<RwLock<HashMap<String, StoredSecret>>>,
     pub digest: DigestServer,
+    /// The domains we are registrar for (configured, listener addresses,
+    /// advertised name).
+    pub domains: Vec<String>,
     /// Failed call authentications per source and per user (password
     /// guessing through INVITE).
     limiter: siplink_auth::FailureLimiter,
@@ -275,7 +278,8 @@ impl Proxy {
         let authenticator =
             Authenticator::new(DigestServer::with_secret(server_config, &secret), lookup);
         let local = local_identity(&config, &transport);
-        let mut rconfig = RegistrarConfig::new(registrar_domains(&config, &transport));
+        let domains = registrar_domains(&config, &transport);
+        let mut rconfig = RegistrarConfig::new(domains.clone());
         rconfig.min_expires = config.limits.min_expires;
         rconfig.max_expires = config.limits.max_expires;
         rconfig.max_contacts_per_aor = config.limits.max_contacts_per_user;
@@ -304,6 +308,7 @@ impl Proxy {
             registrations,
             secrets,
             digest,
+            domains,
             limiter: siplink_auth::FailureLimiter::new(siplink_auth::LimiterConfig::default()),
             local: RwLock::new(local),
             runtime: RwLock::new(Arc::new(runtime)),
@@ -792,28 +797,29 @@ impl Inner {
         &self,
         c: &ConnRuntime,
     ) -> Option<Vec<siplink_registrar::Target>> {
-        let aor = self.inbound_aor(&c.config)?;
-        self.registrar.lookup(&aor).await.ok()
+        let user = c.config.username.as_deref()?;
+        Some(self.bindings_of(user, c.config.domain.as_deref()).await)
     }
 
-    pub(crate) fn inbound_aor(&self, c: &ConnectionConfig) -> Option<Aor> {
-        let rt = self.runtime();
-        let domain = c
-            .domain
-            .clone()
-            .or_else(|| rt.config.proxy.domains.first().cloned())?;
-        Aor::parse(&format!(
-            "sip:{}@{}",
-            c.username.as_deref()?,
-            sip_host(&domain)
-        ))
-        .ok()
-    }
-
-    fn user_aor(&self, user: &str) -> Option<Aor> {
-        let rt = self.runtime();
-        let domain = rt.config.proxy.domains.first()?;
-        Aor::parse(&format!("sip:{user}@{}", sip_host(domain))).ok()
+    /// The bindings of `user` under `domain`, or under every domain we are
+    /// registrar for (a phone may register `1001@siplink.test` or
+    /// `1001@192.0.2.1`; both are the same user).
+    pub(crate) async fn bindings_of(
+        &self,
+        user: &str,
+        domain: Option<&str>,
+    ) -> Vec<siplink_registrar::Target> {
+        let domains: Vec<String> = match domain {
+            Some(d) => vec![d.to_owned()],
+            None => self.domains.clone(),
+        };
+        let mut out = Vec::new();
+        for d in domains {
+            if let Ok(aor) = Aor::parse(&format!("sip:{user}@{}", sip_host(&d))) {
+                out.extend(self.registrar.lookup(&aor).await.unwrap_or_default());
+            }
+        }
+        out
     }
 
     fn is_user(&self, name: &str) -> bool {
@@ -1388,10 +1394,7 @@ async fn deliver_to_user(
     user: &str,
     cookie: &str,
 ) {
-    let Some(aor) = inner.user_aor(user) else {
-        return respond(&mut tx, 404, "Not Found").await;
-    };
-    let targets = inner.registrar.lookup(&aor).await.unwrap_or_default();
+    let targets = inner.bindings_of(user, None).await;
     if targets.is_empty() {
         return respond(&mut tx, 480, "Temporarily Unavailable").await;
     }

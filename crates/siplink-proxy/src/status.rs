@@ -259,18 +259,14 @@ impl Proxy {
         let mut users = Vec::new();
         for u in &config.users {
             let mut bindings = Vec::new();
-            if let Some(d) = config.proxy.domains.first()
-                && let Ok(aor) = siplink_registrar::Aor::parse(&format!("sip:{}@{d}", u.name))
-            {
-                for t in inner.registrar.lookup(&aor).await.unwrap_or_default() {
-                    bindings.push(format!(
-                        "{} via {} {} since {}",
-                        t.binding.contact.uri,
-                        t.binding.transport,
-                        t.binding.source,
-                        ago(t.binding.registered_at)
-                    ));
-                }
+            for t in inner.bindings_of(&u.name, None).await {
+                bindings.push(format!(
+                    "{} via {} {} since {}",
+                    t.binding.contact.uri,
+                    t.binding.transport,
+                    t.binding.source,
+                    ago(t.binding.registered_at)
+                ));
             }
             users.push(UserDoc {
                 name: u.name.clone(),

@@ -285,11 +285,15 @@ async fn register(proxy: &Proxy, c: &ConnectionConfig, report: &mut Report) {
 
 async fn inbound(proxy: &Proxy, c: &ConnectionConfig, report: &mut Report) {
     let inner = &proxy.inner;
-    let Some(aor) = inner.inbound_aor(c) else {
+    let Some(user) = c.username.as_deref() else {
         report.fail("binding", "the connection has no username", "set username");
         return;
     };
-    let targets = inner.registrar.lookup(&aor).await.unwrap_or_default();
+    let aor = format!(
+        "{user}@{}",
+        c.domain.as_deref().unwrap_or("any of our domains")
+    );
+    let targets = inner.bindings_of(user, c.domain.as_deref()).await;
     if targets.is_empty() {
         let (host, port) = inner.local_addr(siplink_message::Transport::Udp, &proxy.config());
         report.fail(
