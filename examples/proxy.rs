@@ -103,6 +103,9 @@ async fn main() -> ExitCode {
 async fn run(config: Config, path: Option<PathBuf>) -> ExitCode {
     let status_addr = config.proxy.status_listen;
     let demo = path.is_none();
+    for w in config.warnings() {
+        eprintln!("warning: {w}");
+    }
     let proxy = match Proxy::start(config.clone()).await {
         Ok(p) => p,
         Err(e) => {

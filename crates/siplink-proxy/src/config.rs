@@ -263,6 +263,9 @@ pub struct AccountConfig {
     pub user: String,
     /// The extension / user name on the PBX.
     pub username: String,
+    /// Digest user name when it differs from `username`.
+    #[serde(default)]
+    pub auth_username: Option<String>,
     /// Password (or `ha1`).
     #[serde(default)]
     pub password: Option<String>,
@@ -335,6 +338,10 @@ pub struct ConnectionConfig {
     /// one the PBX registers with (inbound).
     #[serde(default)]
     pub username: Option<String>,
+    /// Digest user name, when the PBX's authentication ID differs from the
+    /// extension registered (3CX, some carriers). Default: `username`.
+    #[serde(default)]
+    pub auth_username: Option<String>,
     /// Password for `username`.
     #[serde(default)]
     pub password: Option<String>,
@@ -374,6 +381,7 @@ impl ConnectionConfig {
             transport: None,
             domain: None,
             username: None,
+            auth_username: None,
             password: None,
             ha1: None,
             realm: None,
@@ -416,7 +424,8 @@ impl ConnectionConfig {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LimitsConfig {
-    /// Calls in progress at once (default 10 000); past it, 503.
+    /// Requests being routed at once (calls being set up: from arrival to
+    /// their final response), default 10 000; past it, 503 with Retry-After.
     #[serde(default = "default_max_calls")]
     pub max_calls: usize,
     /// Bindings per user (default 10).
@@ -638,6 +647,38 @@ impl Config {
         toml::to_string_pretty(self).unwrap_or_default()
     }
 
+    /// Advice about a valid configuration that will likely not work as
+    /// meant outside a test bench (printed by the example binary at start).
+    pub fn warnings(&self) -> Vec<String> {
+        let mut w = Vec::new();
+        if self.proxy.advertise.is_none()
+            && self
+                .listeners
+                .iter()
+                .any(|l| l.address.ip().is_unspecified())
+        {
+            w.push("a listener is on an unspecified address (0.0.0.0 / ::) and proxy.advertise is not set: Contact and Record-Route will name 127.0.0.1; set advertise to the address phones and PBXs reach".to_owned());
+        }
+        if !self.proxy.authenticate_calls {
+            w.push("proxy.authenticate_calls = false: anyone who reaches the proxy can call through its connections".to_owned());
+        }
+        for c in &self.connections {
+            if c.enabled && c.kind != ConnectionKind::InboundRegistration {
+                for a in &c.addresses {
+                    if let Ok(t) = parse_address(a, Transport::Udp)
+                        && t.host.parse::<std::net::IpAddr>().is_err()
+                    {
+                        w.push(format!(
+                            "connection {:?}: calls from {} are recognised only when it registers or by a registration's contact; requests from a host name's addresses are not matched (give IP addresses to recognise the PBX by source)",
+                            c.name, t.host
+                        ));
+                    }
+                }
+            }
+        }
+        w
+    }
+
     /// Checks everything; returns every problem found.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let mut v = Validator::default();
@@ -785,10 +826,7 @@ impl Config {
             for (j, p) in c.dial_patterns.iter().enumerate() {
                 let one = siplink_dialplan::DialPlan::new([(0usize, vec![p.to_dialplan()])]);
                 if let Err(e) = one {
-                    v.push(
-                        &format!("{at}: dial_patterns[{j}]"),
-                        format!("bad pattern {:?}: {e}", p.pattern()),
-                    );
+                    v.push(&format!("{at}: dial_patterns[{j}]"), pattern_error(p, &e));
                 }
             }
             let needs_address = c.kind != ConnectionKind::InboundRegistration;
@@ -924,6 +962,36 @@ impl Config {
     /// Probe interval of a connection.
     pub fn probe_interval(c: &ConnectionConfig) -> Duration {
         Duration::from_secs(c.probe.interval.max(1))
+    }
+}
+
+/// A dial-plan build error for one pattern, without the plan's own
+/// connection/pattern numbering (the location already names them).
+fn pattern_error(p: &DialPatternConfig, e: &siplink_dialplan::Error) -> String {
+    use siplink_dialplan::Error as E;
+    match e {
+        E::InvalidPattern {
+            message, position, ..
+        } => {
+            format!(
+                "bad pattern {:?}: {message} (at offset {position})",
+                p.pattern()
+            )
+        }
+        E::InvalidRewrite {
+            template,
+            message,
+            position,
+            ..
+        } => format!(
+            "bad rewrite {template:?} of pattern {:?}: {message} (at offset {position})",
+            p.pattern()
+        ),
+        E::PatternTooLarge { limit, .. } => format!(
+            "pattern {:?} compiles to more than {limit} bytes: simplify it",
+            p.pattern()
+        ),
+        other => format!("bad pattern {:?}: {other}", p.pattern()),
     }
 }
 

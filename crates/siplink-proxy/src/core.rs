@@ -90,7 +90,8 @@ pub fn decrement_max_forwards(request: &mut Message) -> Check {
 /// What [`consume_own_routes`] removed.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Consumed {
-    /// Our own Route entries that were removed, top first.
+    /// Our own Route entries that were removed, top first (and the
+    /// Request-URI a strict router put there, first).
     pub routes: Vec<Uri>,
     /// The Request-URI was ours and was replaced by the last Route (the
     /// previous hop is a strict router, §16.4).
@@ -114,6 +115,9 @@ pub fn consume_own_routes(request: &mut Message, local: &Local) -> Consumed {
         .is_some_and(|u| u.lr() && local.is_local_uri(&Uri::Sip(u.clone())));
     let mut routes = routes;
     if ruri_is_rr && let Some(last) = routes.pop() {
+        if let Ok(ours) = request.request_uri() {
+            consumed.routes.push(ours.clone());
+        }
         request.set_request_uri(Bytes::copy_from_slice(last.uri.as_bytes()));
         consumed.strict_fixed = true;
     }
@@ -182,9 +186,18 @@ pub fn pop_via(response: &mut Message) {
 }
 
 /// A Record-Route value for one face of the proxy:
-/// `<sip:[USER@]HOST:PORT;transport=T;lr>`. `user` carries a flow token when
-/// requests for that face must go back over a connection.
-pub fn record_route_value(host: &str, port: u16, transport: &str, user: Option<&str>) -> String {
+/// `<sip:[USER@]HOST:PORT;transport=T;lr;sld=MAC>`. `user` carries a flow
+/// token when requests for that face must go back over a connection; `mac`
+/// (the `sld` parameter) binds the entry to its dialog, so that a request
+/// that merely names the proxy in a Route is not forwarded (see
+/// [`routed_by_us`]).
+pub fn record_route_value(
+    host: &str,
+    port: u16,
+    transport: &str,
+    user: Option<&str>,
+    mac: Option<&str>,
+) -> String {
     let host = if host.contains(':') && !host.starts_with('[') {
         format!("[{host}]")
     } else {
@@ -192,11 +205,24 @@ pub fn record_route_value(host: &str, port: u16, transport: &str, user: Option<&
     };
     let user = user.map(|u| format!("{u}@")).unwrap_or_default();
     let transport = transport.to_ascii_lowercase();
-    if transport == "udp" {
-        format!("<sip:{user}{host}:{port};lr>")
+    let transport = if transport == "udp" {
+        String::new()
     } else {
-        format!("<sip:{user}{host}:{port};transport={transport};lr>")
-    }
+        format!(";transport={transport}")
+    };
+    let mac = mac.map(|m| format!(";sld={m}")).unwrap_or_default();
+    format!("<sip:{user}{host}:{port}{transport};lr{mac}>")
+}
+
+/// Whether one of the Route entries we consumed carries `mac`: the request
+/// follows a Record-Route we put into this dialog.
+pub fn routed_by_us(consumed: &Consumed, mac: &str) -> bool {
+    consumed.routes.iter().any(|u| {
+        u.as_sip()
+            .and_then(|s| s.param("sld"))
+            .flatten()
+            .is_some_and(|v| v == mac)
+    })
 }
 
 /// Whether a method creates a dialog that we should record-route.

@@ -57,15 +57,57 @@ pub(crate) struct RegEntry {
     pub status: watch::Receiver<Status>,
 }
 
-/// One account to register: (proxy user for per-user mode, user name,
-/// password, HA1, contact user).
-type Account = (
-    Option<String>,
-    String,
-    Option<String>,
-    Option<String>,
-    String,
-);
+/// One account to register.
+struct Account {
+    /// The proxy user it belongs to (per-user mode).
+    user: Option<String>,
+    /// The user name registered (AOR user part, From of calls).
+    username: String,
+    /// Digest credentials (with the authentication ID).
+    creds: Option<ClientCredentials>,
+    /// User part of our Contact.
+    contact_user: String,
+}
+
+/// The accounts an outbound-registration connection registers.
+fn accounts_of(c: &ConnectionConfig) -> Vec<Account> {
+    match c.registration.mode {
+        RegistrationMode::Shared => c
+            .username
+            .iter()
+            .map(|u| Account {
+                user: None,
+                username: u.clone(),
+                creds: client_credentials(
+                    c.auth_username.as_deref().unwrap_or(u),
+                    c.password.as_deref(),
+                    c.ha1.as_deref(),
+                    c.realm.as_deref(),
+                ),
+                contact_user: c
+                    .registration
+                    .contact_user
+                    .clone()
+                    .unwrap_or_else(|| u.clone()),
+            })
+            .collect(),
+        RegistrationMode::PerUser => c
+            .accounts
+            .iter()
+            .map(|a| Account {
+                user: Some(a.user.clone()),
+                username: a.username.clone(),
+                creds: client_credentials(
+                    a.auth_username.as_deref().unwrap_or(&a.username),
+                    a.password.as_deref(),
+                    a.ha1.as_deref(),
+                    c.realm.as_deref(),
+                ),
+                contact_user: format!("{}-{}", c.name, a.user),
+            })
+            .collect(),
+    }
+}
 
 /// The runtime side of one connection.
 #[derive(Debug)]
@@ -147,6 +189,9 @@ pub(crate) struct Inner {
     dialogs: Mutex<HashMap<String, DialogEntry>>,
     calls: Arc<Semaphore>,
     pub events: broadcast::Sender<StatusEvent>,
+    /// When each connection last changed state (registration, probe,
+    /// inbound PBX binding), by name.
+    pub changes: Mutex<HashMap<String, SystemTime>>,
     flow_key: RandomState,
     pub started: SystemTime,
 }
@@ -315,6 +360,7 @@ impl Proxy {
             dialogs: Mutex::new(HashMap::new()),
             calls: Arc::new(Semaphore::new(config.limits.max_calls)),
             events,
+            changes: Mutex::new(HashMap::new()),
             flow_key: RandomState::new(),
             started: SystemTime::now(),
         });
@@ -363,6 +409,32 @@ impl Proxy {
     pub async fn reload(&self, config: Config) -> Result<(), Error> {
         config.validate()?;
         let old = self.inner.runtime();
+        let (a, b) = (&old.config, &config);
+        let mut restart = Vec::new();
+        if a.listeners != b.listeners {
+            restart.push("listen");
+        }
+        if a.proxy.domains != b.proxy.domains || a.proxy.realm != b.proxy.realm {
+            restart.push("proxy.domains/realm");
+        }
+        if a.proxy.digest_algorithms != b.proxy.digest_algorithms
+            || a.proxy.tls_ca != b.proxy.tls_ca
+        {
+            restart.push("proxy.digest_algorithms/tls_ca");
+        }
+        if a.proxy.advertise != b.proxy.advertise || a.proxy.status_listen != b.proxy.status_listen
+        {
+            restart.push("proxy.advertise/status_listen");
+        }
+        if a.limits != b.limits {
+            restart.push("limits");
+        }
+        if !restart.is_empty() {
+            warn!(
+                "reload: changes to {} take effect only after a restart",
+                restart.join(", ")
+            );
+        }
         let connections = self.build_connections(&config, &old.connections).await?;
         *self
             .inner
@@ -439,20 +511,14 @@ impl Proxy {
         let domain = c.pbx_domain().unwrap_or_default();
         match c.kind {
             ConnectionKind::Trunk => {
-                let creds = c.username.as_deref().and_then(|u| {
-                    client_credentials(
-                        u,
-                        c.password.as_deref(),
-                        c.ha1.as_deref(),
-                        c.realm.as_deref(),
-                    )
-                });
+                let creds = first_account(c).and_then(|(_, creds)| creds);
                 let trunk = Trunk::new(
                     trunk_config(c, creds, None, &domain, config),
                     inner.endpoint.clone(),
                 )
                 .map_err(|e| Error::Config(format!("connection {:?}: {e}", c.name)))?;
                 tokio::spawn(crate::status::watch_trunk(
+                    Arc::downgrade(inner),
                     inner.events.clone(),
                     c.name.clone(),
                     trunk.clone(),
@@ -460,37 +526,13 @@ impl Proxy {
                 rt.trunks.push((None, trunk));
             }
             ConnectionKind::OutboundRegistration => {
-                let accounts: Vec<Account> = match c.registration.mode {
-                    RegistrationMode::Shared => {
-                        let u = c.username.clone().unwrap_or_default();
-                        let cu = c
-                            .registration
-                            .contact_user
-                            .clone()
-                            .unwrap_or_else(|| u.clone());
-                        vec![(None, u, c.password.clone(), c.ha1.clone(), cu)]
-                    }
-                    RegistrationMode::PerUser => c
-                        .accounts
-                        .iter()
-                        .map(|a| {
-                            (
-                                Some(a.user.clone()),
-                                a.username.clone(),
-                                a.password.clone(),
-                                a.ha1.clone(),
-                                format!("{}-{}", c.name, a.user),
-                            )
-                        })
-                        .collect(),
-                };
-                for (user, username, password, ha1, contact_user) in accounts {
-                    let creds = client_credentials(
-                        &username,
-                        password.as_deref(),
-                        ha1.as_deref(),
-                        c.realm.as_deref(),
-                    );
+                for Account {
+                    user,
+                    username,
+                    creds,
+                    contact_user,
+                } in accounts_of(c)
+                {
                     let rc = registration_config(
                         inner,
                         c,
@@ -603,32 +645,23 @@ fn registration_config(
 
 /// The first account of a connection: (username, credentials).
 fn first_account(c: &ConnectionConfig) -> Option<(String, Option<ClientCredentials>)> {
-    match (c.kind, c.registration.mode) {
-        (ConnectionKind::OutboundRegistration, RegistrationMode::PerUser) => {
-            c.accounts.first().map(|a| {
-                (
-                    a.username.clone(),
-                    client_credentials(
-                        &a.username,
-                        a.password.as_deref(),
-                        a.ha1.as_deref(),
-                        c.realm.as_deref(),
-                    ),
-                )
-            })
-        }
-        _ => c.username.as_ref().map(|u| {
-            (
-                u.clone(),
-                client_credentials(
-                    u,
-                    c.password.as_deref(),
-                    c.ha1.as_deref(),
-                    c.realm.as_deref(),
-                ),
-            )
-        }),
+    if c.kind == ConnectionKind::OutboundRegistration {
+        return accounts_of(c)
+            .into_iter()
+            .next()
+            .map(|a| (a.username, a.creds));
     }
+    c.username.as_ref().map(|u| {
+        (
+            u.clone(),
+            client_credentials(
+                c.auth_username.as_deref().unwrap_or(u),
+                c.password.as_deref(),
+                c.ha1.as_deref(),
+                c.realm.as_deref(),
+            ),
+        )
+    })
 }
 
 /// The trunk view of a connection, for its reachability test.
@@ -733,6 +766,11 @@ fn registrar_domains(config: &Config, transport: &Transport) -> Vec<String> {
 }
 
 impl Inner {
+    /// Notes that connection `name` changed state now.
+    pub(crate) fn changed(&self, name: &str) {
+        lock(&self.changes).insert(name.to_owned(), SystemTime::now());
+    }
+
     pub(crate) fn runtime(&self) -> Arc<Runtime> {
         self.runtime
             .read()
@@ -760,6 +798,12 @@ impl Inner {
         (host, port)
     }
 
+    /// The `sld` parameter of our Record-Route entries for a dialog: a keyed
+    /// hash of its Call-ID.
+    fn dialog_mac(&self, call_id: &str) -> String {
+        format!("{:08x}", self.flow_key.hash_one(("sld", call_id)) as u32)
+    }
+
     fn flow_token(&self, flow: FlowId) -> String {
         let mac = self.flow_key.hash_one(flow.get()) as u32;
         format!("fl{:x}x{mac:08x}", flow.get())
@@ -783,7 +827,8 @@ impl Inner {
                 h.is_empty() || h.iter().any(|s| s.state == siplink_trunk::HealthState::Up)
             }),
             ConnectionKind::OutboundRegistration => c.registrations.iter().any(|r| {
-                (c.config.registration.mode == RegistrationMode::Shared
+                (user.is_none()
+                    || c.config.registration.mode == RegistrationMode::Shared
                     || r.user.as_deref() == user)
                     && matches!(r.status.borrow().state, State::Registered { .. })
             }),
@@ -943,7 +988,20 @@ async fn handle(inner: Arc<Inner>, mut tx: ServerTransactionHandle) {
         }
         return;
     };
-    let caller = classify(&inner, &tx).await;
+    let mut caller = classify(&inner, &tx).await;
+    let mut user = None;
+    if matches!(caller, Caller::Phone) && inner.runtime().config.proxy.authenticate_calls {
+        match authenticate(&inner, &mut tx).await {
+            Some(Authenticated::User(u)) => user = Some(u),
+            // An inbound-registration PBX calling over a new connection
+            // proves who it is with its own account.
+            Some(Authenticated::Pbx(i)) => {
+                let deliver = inner.runtime().connections[i].config.deliver_to.clone();
+                caller = Caller::Pbx(i, deliver);
+            }
+            None => return,
+        }
+    }
     match caller {
         Caller::Pbx(conn, deliver) => {
             let target = ruri_user
@@ -965,15 +1023,6 @@ async fn handle(inner: Arc<Inner>, mut tx: ServerTransactionHandle) {
             }
         }
         Caller::Phone => {
-            let rt = inner.runtime();
-            let user = if rt.config.proxy.authenticate_calls {
-                match authenticate(&inner, &mut tx).await {
-                    Some(u) => Some(u),
-                    None => return,
-                }
-            } else {
-                None
-            };
             // A call to one of our users?
             let ours = to_us
                 || local.is_local_host(
@@ -1044,9 +1093,17 @@ async fn classify(inner: &Inner, tx: &ServerTransactionHandle) -> Caller {
     Caller::Phone
 }
 
-/// Digest authentication of a phone's request (407 challenge). `None`: the
-/// request was answered (challenge or refusal).
-async fn authenticate(inner: &Inner, tx: &mut ServerTransactionHandle) -> Option<String> {
+/// Who a request authenticated as.
+enum Authenticated {
+    /// One of our users.
+    User(String),
+    /// The PBX of this inbound-registration connection (its own account).
+    Pbx(usize),
+}
+
+/// Digest authentication of a request (407 challenge). `None`: the request
+/// was answered (challenge or refusal).
+async fn authenticate(inner: &Inner, tx: &mut ServerTransactionHandle) -> Option<Authenticated> {
     let creds = match tx.request.proxy_authorization() {
         Ok(c) => c.to_vec(),
         Err(_) => {
@@ -1089,12 +1146,21 @@ async fn authenticate(inner: &Inner, tx: &mut ServerTransactionHandle) -> Option
         .record(&outcome, source, claimed.as_deref(), now);
     match outcome {
         Outcome::Accept(a) => {
-            // Only phones are users; a PBX account may not place calls here.
             if inner.is_user(&a.username) {
-                Some(a.username)
-            } else {
-                respond(tx, 403, "Forbidden").await;
-                None
+                return Some(Authenticated::User(a.username));
+            }
+            let rt = inner.runtime();
+            let pbx = rt.connections.iter().position(|c| {
+                c.config.enabled
+                    && c.config.kind == ConnectionKind::InboundRegistration
+                    && c.config.username.as_deref() == Some(a.username.as_str())
+            });
+            match pbx {
+                Some(i) => Some(Authenticated::Pbx(i)),
+                None => {
+                    respond(tx, 403, "Forbidden").await;
+                    None
+                }
             }
         }
         Outcome::Challenge(ch) => {
@@ -1239,6 +1305,7 @@ fn record_route(
         }
         None => (in_origin.local.ip().to_string(), in_origin.local.port()),
     };
+    let mac = inner.dialog_mac(req.call_id().unwrap_or_default());
     let in_token = in_origin.flow.map(|f| inner.flow_token(f));
     let (out_host, out_port) = inner.local_addr(out_protocol, &config);
     let out_token = out_flow.map(|f| inner.flow_token(f));
@@ -1250,7 +1317,13 @@ fn record_route(
     if single {
         req.prepend_header(
             HeaderName::RecordRoute,
-            core::record_route_value(&in_host, in_port, in_origin.protocol.via_token(), None),
+            core::record_route_value(
+                &in_host,
+                in_port,
+                in_origin.protocol.via_token(),
+                None,
+                Some(&mac),
+            ),
         );
     } else {
         // RFC 5658: the caller's face first (it ends up second), then ours
@@ -1262,6 +1335,7 @@ fn record_route(
                 in_port,
                 in_origin.protocol.via_token(),
                 in_token.as_deref(),
+                Some(&mac),
             ),
         );
         req.prepend_header(
@@ -1271,6 +1345,7 @@ fn record_route(
                 out_port,
                 out_protocol.via_token(),
                 out_token.as_deref(),
+                Some(&mac),
             ),
         );
     }
@@ -1660,6 +1735,12 @@ async fn in_dialog(inner: &Arc<Inner>, mut tx: ServerTransactionHandle) {
         return respond(&mut tx, 481, "Call/Transaction Does Not Exist").await;
     }
     let call_id = tx.request.call_id().unwrap_or_default().to_owned();
+    if !core::routed_by_us(&consumed, &inner.dialog_mac(&call_id)) {
+        // Names us in a Route, but not with an entry we recorded for this
+        // dialog: we are not an open relay for in-dialog requests either.
+        debug!(source = %tx.origin.peer, "in-dialog request without our Record-Route: refused");
+        return respond(&mut tx, 403, "Not Routed By This Proxy").await;
+    }
     let from_tag = tx
         .request
         .from()
@@ -1802,6 +1883,10 @@ async fn stray(inner: &Arc<Inner>, incoming: Incoming) {
         return;
     }
     let call_id = msg.call_id().unwrap_or_default().to_owned();
+    if !core::routed_by_us(&consumed, &inner.dialog_mac(&call_id)) {
+        debug!(source = %incoming.origin.peer, "ACK without our Record-Route: dropped");
+        return;
+    }
     let from_tag = msg
         .from()
         .ok()
@@ -1890,7 +1975,11 @@ impl Inner {
                 }
             }
         };
+        let last_change = lock(&self.changes)
+            .get(&c.config.name)
+            .map(|t| crate::status::ago(*t));
         ConnectionStatus {
+            last_change,
             name: c.config.name.clone(),
             kind: c.config.kind,
             state,

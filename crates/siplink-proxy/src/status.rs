@@ -50,6 +50,9 @@ pub struct ConnectionStatus {
     pub detail: Vec<String>,
     /// The last error seen while carrying calls, with how long ago.
     pub last_error: Option<String>,
+    /// How long ago the state last changed (registration, probe, binding),
+    /// if it changed since start.
+    pub last_change: Option<String>,
 }
 
 impl fmt::Display for ConnectionStatus {
@@ -63,6 +66,9 @@ impl fmt::Display for ConnectionStatus {
         write!(f, "{} ({}): {state}", self.name, self.kind)?;
         for d in &self.detail {
             write!(f, "\n    {d}")?;
+        }
+        if let Some(t) = &self.last_change {
+            write!(f, "\n    last change: {t}")?;
         }
         if let Some(e) = &self.last_error {
             write!(f, "\n    last error: {e}")?;
@@ -176,6 +182,7 @@ pub(crate) async fn watch_registrations(
 }
 
 pub(crate) async fn watch_trunk(
+    inner: std::sync::Weak<Inner>,
     events: broadcast::Sender<StatusEvent>,
     connection: String,
     trunk: siplink_trunk::Trunk,
@@ -192,6 +199,9 @@ pub(crate) async fn watch_trunk(
         match rx.recv().await {
             Ok(e) => {
                 let target = targets.get(e.target).cloned().unwrap_or_default();
+                if let Some(inner) = inner.upgrade() {
+                    inner.changed(&connection);
+                }
                 let state = e.to.to_string();
                 if e.to == siplink_trunk::HealthState::Down {
                     warn!(%connection, %target, "trunk target {state} ({:?})", e.reason);
@@ -221,6 +231,16 @@ pub(crate) async fn watch_bindings(inner: Arc<Inner>) {
                     EventKind::Removed(why) => format!("removed ({why:?})"),
                 };
                 let aor = e.binding.aor.to_string();
+                if let Some(user) = aor.strip_prefix("sip:").and_then(|a| a.split('@').next()) {
+                    let rt = inner.runtime();
+                    for c in &rt.connections {
+                        if c.config.kind == ConnectionKind::InboundRegistration
+                            && c.config.username.as_deref() == Some(user)
+                        {
+                            inner.changed(&c.config.name);
+                        }
+                    }
+                }
                 let contact = e.binding.contact.uri.to_string();
                 if !matches!(e.kind, EventKind::Refreshed) {
                     info!(%aor, %contact, source = %e.binding.source, transport = %e.binding.transport, "binding {change}");

@@ -3,7 +3,7 @@
 use siplink_message::{HeaderName, Message};
 use siplink_proxy::core::{
     BestResponse, Check, Local, branch, consume_own_routes, decrement_max_forwards, is_loop,
-    loop_cookie, pop_via, push_via, record_route_value,
+    loop_cookie, pop_via, push_via, record_route_value, routed_by_us,
 };
 
 fn msg(text: &str) -> Message {
@@ -119,17 +119,46 @@ fn via_push_and_pop() {
 #[test]
 fn record_route_values() {
     assert_eq!(
-        record_route_value("192.0.2.1", 5060, "UDP", None),
+        record_route_value("192.0.2.1", 5060, "UDP", None, None),
         "<sip:192.0.2.1:5060;lr>"
     );
     assert_eq!(
-        record_route_value("192.0.2.1", 8080, "WS", Some("fl1x2")),
-        "<sip:fl1x2@192.0.2.1:8080;transport=ws;lr>"
+        record_route_value("192.0.2.1", 8080, "WS", Some("fl1x2"), Some("abcd")),
+        "<sip:fl1x2@192.0.2.1:8080;transport=ws;lr;sld=abcd>"
     );
     assert_eq!(
-        record_route_value("::1", 5060, "TCP", None),
+        record_route_value("::1", 5060, "TCP", None, None),
         "<sip:[::1]:5060;transport=tcp;lr>"
     );
+}
+
+#[test]
+fn only_our_own_record_route_lets_an_in_dialog_request_through() {
+    let ours = format!(
+        "Route: {}\n",
+        record_route_value("192.0.2.1", 5060, "UDP", None, Some("1234abcd"))
+    );
+    let mut m = invite(&ours);
+    let c = consume_own_routes(&mut m, &local());
+    assert!(routed_by_us(&c, "1234abcd"));
+    assert!(!routed_by_us(&c, "00000000"));
+    // A Route that just names us (what an attacker would write).
+    let mut m = invite("Route: <sip:192.0.2.1:5060;lr>\n");
+    let c = consume_own_routes(&mut m, &local());
+    assert_eq!(c.routes.len(), 1);
+    assert!(!routed_by_us(&c, "1234abcd"));
+    // Through a strict router: our entry is the Request-URI.
+    let mut m = msg("BYE sip:192.0.2.1:5060;lr;sld=1234abcd SIP/2.0\n\
+         Via: SIP/2.0/UDP 10.0.0.9;branch=z9hG4bKx\n\
+         From: <sip:1001@a.test>;tag=f1\n\
+         To: <sip:4001@a.test>;tag=t1\n\
+         Call-ID: c1\n\
+         CSeq: 2 BYE\n\
+         Route: <sip:4001@10.0.0.8:5062>\n\
+         Content-Length: 0\n\n");
+    let c = consume_own_routes(&mut m, &local());
+    assert!(c.strict_fixed);
+    assert!(routed_by_us(&c, "1234abcd"));
 }
 
 fn final_response(req: &Message, status: u16, extra: Option<(HeaderName, &str)>) -> Message {
