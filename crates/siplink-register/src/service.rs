@@ -518,7 +518,10 @@ impl Driver {
             return;
         };
         let peer = (target.protocol, target.addr);
-        let old = self.bindings.get(&id).map(|b| (b.target.protocol, b.target.addr));
+        let old = self
+            .bindings
+            .get(&id)
+            .map(|b| (b.target.protocol, b.target.addr));
         if old != Some(peer) {
             if let Some(k) = old
                 && let Some(set) = self.by_peer.get_mut(&k)
@@ -650,7 +653,10 @@ async fn sleep_opt(at: Option<tokio::time::Instant>) {
 /// resolved addresses is the core's job, through its target list).
 async fn resolve(endpoint: &Endpoint, target: &TargetAddr) -> Option<Target> {
     if let Ok(ip) = target.host.parse::<IpAddr>() {
-        return Some(Target::new(target.transport, SocketAddr::new(ip, target.port)));
+        return Some(Target::new(
+            target.transport,
+            SocketAddr::new(ip, target.port),
+        ));
     }
     match endpoint
         .transport()

@@ -57,7 +57,10 @@ async fn digest_register_refresh_unregister() {
     .await;
     let binding = first.binding.clone().expect("binding once registered");
     let contact = binding.contact.to_string();
-    println!("registered: contact {contact}, registrar {:?}", binding.target);
+    println!(
+        "registered: contact {contact}, registrar {:?}",
+        binding.target
+    );
     let contacts = kam.contacts_of("1001");
     assert!(
         contacts.iter().any(|c| c == &contact),
@@ -73,18 +76,16 @@ async fn digest_register_refresh_unregister() {
     while registered_events < 3 {
         assert!(t0.elapsed() < Duration::from_secs(20), "no two refreshes");
         match tokio::time::timeout(Duration::from_secs(20), events.recv()).await {
-            Ok(Ok(ServiceEvent::StateChanged { id: eid, state })) if eid == id => {
-                match state {
-                    State::Registered { expires_at } => {
-                        if last_expiry.is_some_and(|e| expires_at > e) || last_expiry.is_none() {
-                            registered_events += 1;
-                        }
-                        last_expiry = Some(expires_at);
+            Ok(Ok(ServiceEvent::StateChanged { id: eid, state })) if eid == id => match state {
+                State::Registered { expires_at } => {
+                    if last_expiry.is_some_and(|e| expires_at > e) || last_expiry.is_none() {
+                        registered_events += 1;
                     }
-                    State::Registering if last_expiry.is_none() => {}
-                    other => panic!("left Registered during refreshes: {other:?}"),
+                    last_expiry = Some(expires_at);
                 }
-            }
+                State::Registering if last_expiry.is_none() => {}
+                other => panic!("left Registered during refreshes: {other:?}"),
+            },
             Ok(Ok(_)) => {}
             other => panic!("event stream: {other:?}"),
         }
@@ -109,7 +110,10 @@ async fn digest_register_refresh_unregister() {
     let contacts = kam.contacts_of("1001");
     assert!(contacts.is_empty(), "binding still there: {contacts:?}");
     let last = kam.register_lines().pop().unwrap();
-    assert!(last.contains("expires=0"), "last REGISTER not an unregister: {last}");
+    assert!(
+        last.contains("expires=0"),
+        "last REGISTER not an unregister: {last}"
+    );
     svc.shutdown().await;
     c.stop().await;
 }
@@ -133,7 +137,13 @@ async fn restart_recovers(protocol: Protocol, name: &str) {
         .config("1001", kam.port, protocol)
         .with_credentials(ClientCredentials::password("1001", "s3cret"));
     let (_id, mut status) = svc.add(cfg).await.unwrap();
-    wait_for(&mut status, Duration::from_secs(5), "registered", is_registered).await;
+    wait_for(
+        &mut status,
+        Duration::from_secs(5),
+        "registered",
+        is_registered,
+    )
+    .await;
 
     kam.kill();
     // Over TCP the dropped connection is noticed at once; over UDP the next

@@ -109,7 +109,13 @@ async fn interval_too_brief_retries_with_min_expires() {
     let mut cfg = c.config("1001", sipp.port, Protocol::Udp);
     cfg.expires = 60;
     let (_id, mut status) = svc.add(cfg).await.unwrap();
-    let s = wait_for(&mut status, Duration::from_secs(5), "registered", is_registered).await;
+    let s = wait_for(
+        &mut status,
+        Duration::from_secs(5),
+        "registered",
+        is_registered,
+    )
+    .await;
     let State::Registered { expires_at } = s.state else {
         unreachable!()
     };
@@ -182,7 +188,13 @@ async fn service_unavailable_honours_retry_after() {
         wait > Duration::from_millis(3500) && wait <= Duration::from_secs(4),
         "retry in {wait:?}"
     );
-    wait_for(&mut status, Duration::from_secs(8), "registered", is_registered).await;
+    wait_for(
+        &mut status,
+        Duration::from_secs(8),
+        "registered",
+        is_registered,
+    )
+    .await;
     let took = t_503.elapsed();
     println!("503 Retry-After 4: registered {took:?} after the 503");
     assert!(
@@ -225,7 +237,13 @@ async fn no_answer_times_out_then_fails_over() {
         "{s:?}"
     );
     assert!(timed_out >= Duration::from_millis(3100), "{timed_out:?}");
-    let s = wait_for(&mut status, Duration::from_secs(2), "registered", is_registered).await;
+    let s = wait_for(
+        &mut status,
+        Duration::from_secs(2),
+        "registered",
+        is_registered,
+    )
+    .await;
     let failover = t0.elapsed() - timed_out;
     println!("no answer: timeout after {timed_out:?}, registered at the second {failover:?} later");
     assert!(failover < Duration::from_millis(500), "{failover:?}");

@@ -3,8 +3,8 @@
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
 use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -279,7 +279,12 @@ impl Client {
     }
 
     /// A registration of `user` to `registrar_port` over `protocol`.
-    pub fn config(&self, user: &str, registrar_port: u16, protocol: Protocol) -> RegistrationConfig {
+    pub fn config(
+        &self,
+        user: &str,
+        registrar_port: u16,
+        protocol: Protocol,
+    ) -> RegistrationConfig {
         let local = if protocol == Protocol::Udp {
             self.udp
         } else {
