@@ -313,7 +313,9 @@ impl Driver {
         let mut cmds_open = true;
         let mut flows_open = true;
         loop {
-            if deadline.is_some() && self.regs.is_empty() {
+            if let Some(d) = deadline
+                && (self.regs.is_empty() || tokio::time::Instant::now() >= d)
+            {
                 break;
             }
             let wake = self.regs.next_wake().map(tokio::time::Instant::from_std);
