@@ -119,6 +119,8 @@ async fn ten_thousand_registrations_against_kamailio() {
         );
     }
     let all_registered = t0.elapsed();
+    // Kamailio's own count, not only our view.
+    assert_eq!(kam.location_contacts(), n as u64, "bindings at Kamailio");
     let rss1 = rss_kib();
     let cpu1 = cpu_secs();
     println!(
@@ -173,8 +175,14 @@ async fn ten_thousand_registrations_against_kamailio() {
         "burst: {max}/s vs mean {mean:.1}/s"
     );
 
+    assert_eq!(kam.location_contacts(), n as u64, "bindings at Kamailio");
     let t = Instant::now();
     svc.shutdown().await;
-    println!("shutdown (unregister all) took {:.1?}", t.elapsed());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    println!(
+        "shutdown (unregister all) took {:.1?}; bindings left at Kamailio: {}",
+        t.elapsed(),
+        kam.location_contacts()
+    );
     c.stop().await;
 }

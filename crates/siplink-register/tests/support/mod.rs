@@ -200,6 +200,22 @@ impl Kamailio {
             .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
+    /// Kamailio's `usrloc:location_contacts` statistic (bindings in memory).
+    pub fn location_contacts(&self) -> u64 {
+        let out = Command::new("kamcmd")
+            .arg("-s")
+            .arg(format!("unix:{}", self.dir.join("ctl.sock").display()))
+            .args(["stats.get_statistics", "location_contacts"])
+            .stdin(Stdio::null())
+            .output()
+            .expect("kamcmd");
+        String::from_utf8_lossy(&out.stdout)
+            .split('=')
+            .nth(1)
+            .and_then(|v| v.trim().parse().ok())
+            .expect("usrloc:location_contacts")
+    }
+
     /// `kamcmd ul.dump` over its own ctl socket.
     pub fn ul_dump(&self) -> String {
         self.try_ul_dump().expect("kamcmd ul.dump")
