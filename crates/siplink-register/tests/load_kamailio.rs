@@ -82,6 +82,7 @@ async fn ten_thousand_registrations_against_kamailio() {
         ServiceConfig {
             manager: ManagerConfig {
                 start_rate: START_RATE,
+                ..ManagerConfig::default()
             },
             ..ServiceConfig::default()
         },
