@@ -18,6 +18,12 @@
 //!   flow drops; a bounded unregister on shutdown.
 //! * [`Registrations`]: many registrations on one endpoint, with start-up
 //!   staggering, one wake index and an event queue.
+//! * [`RegistrationService`]: the tokio driver. It runs a [`Registrations`]
+//!   manager over a [`siplink_transaction::Endpoint`] (REGISTERs as client
+//!   transactions, targets re-resolved per attempt, flow events for prompt
+//!   re-registration over TCP/TLS), publishes each registration's
+//!   [`Status`] on a `watch` and every change on a broadcast stream, and
+//!   unregisters everything on shutdown within a bound.
 //!
 //! See `docs/register.md` for the policy in detail.
 //!

@@ -1,6 +1,6 @@
 //! Many registrations on one endpoint.
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
@@ -27,11 +27,18 @@ pub struct ManagerConfig {
     /// a random point of its slot (default 50/s): adding 10,000 at once after
     /// a restart takes 200 s instead of one burst.
     pub start_rate: f64,
+    /// On [`Registrations::shutdown`], the unregisters are spread at this
+    /// many per second (default 2000/s: 10,000 registrations unregister over
+    /// 5 s instead of in one burst that a registrar's socket buffer drops).
+    pub stop_rate: f64,
 }
 
 impl Default for ManagerConfig {
     fn default() -> Self {
-        ManagerConfig { start_rate: 50.0 }
+        ManagerConfig {
+            start_rate: 50.0,
+            stop_rate: 2000.0,
+        }
     }
 }
 
@@ -89,6 +96,8 @@ pub struct Registrations {
     regs: HashMap<RegistrationId, Entry>,
     wakes: BTreeSet<(Instant, RegistrationId)>,
     next_slot: Option<Instant>,
+    /// Registrations whose unregister `shutdown` scheduled, by time.
+    stops: BTreeSet<(Instant, RegistrationId)>,
     next_id: u64,
     events: VecDeque<Event>,
 }
@@ -123,6 +132,7 @@ impl Registrations {
             regs: HashMap::new(),
             wakes: BTreeSet::new(),
             next_slot: None,
+            stops: BTreeSet::new(),
             next_id: 1,
             events: VecDeque::new(),
         }
@@ -156,7 +166,17 @@ impl Registrations {
 
     /// The earliest time [`poll`](Self::poll) has work to do.
     pub fn next_wake(&self) -> Option<Instant> {
-        self.wakes.first().map(|&(t, _)| t)
+        let w = self.wakes.first().map(|&(t, _)| t);
+        let s = self.stops.first().map(|&(t, _)| t);
+        match (w, s) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// When `id`'s paced unregister is due, if `shutdown` scheduled one.
+    fn stop_scheduled(&self, id: RegistrationId) -> Option<Instant> {
+        self.stops.iter().find(|&&(_, i)| i == id).map(|&(t, _)| t)
     }
 
     /// Takes the events produced so far.
@@ -201,6 +221,9 @@ impl Registrations {
         if !self.regs.contains_key(&id) {
             return Err(Error::UnknownRegistration(id));
         }
+        if let Some(t) = self.stop_scheduled(id) {
+            self.stops.remove(&(t, id));
+        }
         self.with_reg(id, |r| r.handle(Input::Shutdown, now));
         Ok(())
     }
@@ -221,7 +244,7 @@ impl Registrations {
         let Some(entry) = self.regs.get(&id) else {
             return Err(Error::UnknownRegistration(id));
         };
-        if entry.reg.is_shutting_down() {
+        if entry.reg.is_shutting_down() || self.stop_scheduled(id).is_some() {
             return Err(Error::UnknownRegistration(id));
         }
         if entry.reg.same_identity(&cfg) {
@@ -305,16 +328,62 @@ impl Registrations {
         Ok(())
     }
 
-    /// Unregisters everything (on endpoint shutdown).
+    /// Unregisters everything (on endpoint shutdown). The unregisters are
+    /// paced at [`ManagerConfig::stop_rate`]: the first at `now`, then one
+    /// every `1 / stop_rate`. Each is bounded by its own
+    /// [`Timing::unregister_timeout`](crate::Timing::unregister_timeout), so
+    /// everything is gone at most [`stop_span`](Self::stop_span) plus that
+    /// timeout after `now`.
     pub fn shutdown(&mut self, now: Instant) {
-        let ids: Vec<_> = self.regs.keys().copied().collect();
-        for id in ids {
-            self.with_reg(id, |r| r.handle(Input::Shutdown, now));
+        let mut ids: Vec<_> = self
+            .regs
+            .iter()
+            .filter(|(_, e)| !e.reg.is_shutting_down())
+            .map(|(&id, _)| id)
+            .collect();
+        ids.sort_unstable();
+        let scheduled: HashSet<RegistrationId> = self.stops.iter().map(|&(_, id)| id).collect();
+        ids.retain(|id| !scheduled.contains(id));
+        let interval = self.stop_interval();
+        let base = self
+            .stops
+            .last()
+            .map_or(now, |&(t, _)| (t + interval).max(now));
+        for (i, id) in ids.into_iter().enumerate() {
+            let at = base + interval.mul_f64(i as f64);
+            if at <= now {
+                self.with_reg(id, |r| r.handle(Input::Shutdown, now));
+            } else {
+                self.stops.insert((at, id));
+            }
+        }
+    }
+
+    /// How long the unregisters of a [`shutdown`](Self::shutdown) of the
+    /// current registrations are spread over (`(len - 1) / stop_rate`).
+    pub fn stop_span(&self) -> Duration {
+        self.stop_interval()
+            .mul_f64(self.regs.len().saturating_sub(1) as f64)
+    }
+
+    fn stop_interval(&self) -> Duration {
+        let rate = self.cfg.stop_rate;
+        if rate.is_finite() && rate > 0.0 {
+            Duration::from_secs_f64((1.0 / rate).min(3600.0))
+        } else {
+            Duration::ZERO
         }
     }
 
     /// Runs every timer due at `now`.
     pub fn poll(&mut self, now: Instant) {
+        while let Some(&(t, id)) = self.stops.first() {
+            if t > now {
+                break;
+            }
+            self.stops.pop_first();
+            self.with_reg(id, |r| r.handle(Input::Shutdown, now));
+        }
         while let Some(&(t, id)) = self.wakes.first() {
             if t > now {
                 break;

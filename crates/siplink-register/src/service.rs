@@ -45,8 +45,10 @@ pub struct ServiceConfig {
     /// Default 4096.
     pub event_queue: usize,
     /// Longest wait in [`RegistrationService::shutdown`] for the unregisters
-    /// (default 5 s; each one is bounded by its own
-    /// [`Timing::unregister_timeout`](crate::Timing::unregister_timeout) too).
+    /// after the last one was sent (they are paced at
+    /// [`ManagerConfig::stop_rate`]; default 5 s; each one is bounded by its
+    /// own [`Timing::unregister_timeout`](crate::Timing::unregister_timeout)
+    /// too).
     pub shutdown_timeout: Duration,
 }
 
@@ -262,9 +264,11 @@ impl RegistrationService {
         wait.await.map_err(|_| Error::ServiceStopped)
     }
 
-    /// Unregisters every registration and stops the driver. Waits at most
-    /// [`ServiceConfig::shutdown_timeout`] for the unregisters. The endpoint
-    /// is left running (it is the caller's).
+    /// Unregisters every registration and stops the driver. The unregisters
+    /// are paced at [`ManagerConfig::stop_rate`] (10,000 take 5 s at the
+    /// default 2000/s); the wait ends at most
+    /// [`ServiceConfig::shutdown_timeout`] after the last one was sent. The
+    /// endpoint is left running (it is the caller's).
     pub async fn shutdown(&self) {
         let (reply, wait) = oneshot::channel();
         if self.cmd.send(Command::Shutdown { reply }).await.is_ok() {
@@ -313,7 +317,9 @@ impl Driver {
         let mut cmds_open = true;
         let mut flows_open = true;
         loop {
-            if deadline.is_some() && self.regs.is_empty() {
+            if let Some(d) = deadline
+                && (self.regs.is_empty() || tokio::time::Instant::now() >= d)
+            {
                 break;
             }
             let wake = self.regs.next_wake().map(tokio::time::Instant::from_std);
@@ -325,8 +331,7 @@ impl Driver {
                 c = cmds.recv(), if cmds_open => match c {
                     Some(Command::Shutdown { reply }) => {
                         if deadline.is_none() {
-                            self.regs.shutdown(now());
-                            deadline = Some(tokio::time::Instant::now() + self.shutdown_timeout);
+                            deadline = Some(self.begin_shutdown());
                         }
                         // A second shutdown call is answered at once.
                         if let Some(old) = shutdown_reply.replace(reply) {
@@ -337,8 +342,7 @@ impl Driver {
                     None => {
                         cmds_open = false;
                         if deadline.is_none() {
-                            self.regs.shutdown(now());
-                            deadline = Some(tokio::time::Instant::now() + self.shutdown_timeout);
+                            deadline = Some(self.begin_shutdown());
                         }
                     }
                 },
@@ -369,6 +373,13 @@ impl Driver {
             let _ = r.send(());
         }
         debug!("registration service stopped");
+    }
+
+    /// Starts the paced unregisters; returns when to stop waiting for them.
+    fn begin_shutdown(&mut self) -> tokio::time::Instant {
+        let span = self.regs.stop_span();
+        self.regs.shutdown(now());
+        tokio::time::Instant::now() + span + self.shutdown_timeout
     }
 
     fn command(&mut self, c: Command, stopping: bool) {
@@ -518,7 +529,10 @@ impl Driver {
             return;
         };
         let peer = (target.protocol, target.addr);
-        let old = self.bindings.get(&id).map(|b| (b.target.protocol, b.target.addr));
+        let old = self
+            .bindings
+            .get(&id)
+            .map(|b| (b.target.protocol, b.target.addr));
         if old != Some(peer) {
             if let Some(k) = old
                 && let Some(set) = self.by_peer.get_mut(&k)
@@ -650,7 +664,10 @@ async fn sleep_opt(at: Option<tokio::time::Instant>) {
 /// resolved addresses is the core's job, through its target list).
 async fn resolve(endpoint: &Endpoint, target: &TargetAddr) -> Option<Target> {
     if let Ok(ip) = target.host.parse::<IpAddr>() {
-        return Some(Target::new(target.transport, SocketAddr::new(ip, target.port)));
+        return Some(Target::new(
+            target.transport,
+            SocketAddr::new(ip, target.port),
+        ));
     }
     match endpoint
         .transport()

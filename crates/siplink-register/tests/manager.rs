@@ -300,22 +300,91 @@ fn shutdown_unregisters_everything_within_the_bound() {
     );
     let now = t0 + Duration::from_secs(10);
     m.shutdown(now);
-    let unregs = m
-        .drain_events()
-        .filter(
-            |e| matches!(e, Event::Send { request, .. } if request.expires().unwrap() == Some(0)),
-        )
-        .count();
+    // Paced at 2000/s: the first at once, the 20th 9.5 ms later.
+    let span = m.stop_span();
+    assert_eq!(span, Duration::from_micros(500 * 19));
+    let is_unreg = |e: &Event| matches!(e, Event::Send { request, .. } if request.expires().unwrap() == Some(0));
+    let mut unregs = m.drain_events().filter(is_unreg).count();
+    assert_eq!(unregs, 1);
+    while let Some(t) = m.next_wake().filter(|&t| t <= now + span) {
+        m.poll(t);
+        unregs += m.drain_events().filter(is_unreg).count();
+    }
     assert_eq!(unregs, 20);
     // Nobody answers: all gone once the bound passes.
     assert_eq!(m.next_wake(), Some(now + Duration::from_secs(4)));
-    m.poll(now + Duration::from_secs(4));
+    m.poll(now + span + Duration::from_secs(4));
     let removed = m
         .drain_events()
         .filter(|e| matches!(e, Event::Removed { .. }))
         .count();
     assert_eq!(removed, 20);
     assert!(m.is_empty());
+}
+
+/// 10,000 registrations shutting down: no burst of unregisters (at most 2 in
+/// any millisecond at 2000/s), all sent within 5 s, and a registration that
+/// is waiting for its turn can still be removed at once but not updated.
+#[test]
+fn shutdown_paces_the_unregisters() {
+    let t0 = Instant::now();
+    let mut m = manager(8);
+    let ids: Vec<_> = (0..10_000)
+        .map(|n| m.add(config_n(n), t0).unwrap())
+        .collect();
+    let mut log = Vec::new();
+    let up = t0 + Duration::from_secs(300);
+    run(&mut m, t0, up, |r| Some(ok(r, 3600)), &mut log);
+    assert!(
+        ids.iter()
+            .all(|&id| matches!(m.state(id), Some(State::Registered { .. })))
+    );
+    m.drain_events().for_each(drop);
+
+    m.shutdown(up);
+    assert_eq!(m.stop_span(), Duration::from_micros(500 * 9_999));
+    let last = *ids.last().unwrap();
+    assert!(m.update(last, config_n(9_999), up).is_err());
+    m.remove(last, up).unwrap();
+    let events: Vec<Event> = m.drain_events().collect();
+    let mut count = 0;
+    for e in events {
+        if let Event::Send { id, request, .. } = e {
+            // The first paced one, and the removed one at once.
+            assert!(id == ids[0] || id == last, "{id:?}");
+            count += 1;
+            m.handle(id, Input::Response(ok(&request, 0)), up).unwrap();
+        }
+    }
+    assert_eq!(count, 2);
+    let mut per_ms: BTreeMap<u128, usize> = BTreeMap::new();
+    let mut now = up;
+    loop {
+        let events: Vec<Event> = m.drain_events().collect();
+        for e in events {
+            if let Event::Send { id, request, .. } = e {
+                assert_eq!(request.expires().unwrap(), Some(0));
+                *per_ms.entry((now - up).as_millis()).or_default() += 1;
+                count += 1;
+                m.handle(id, Input::Response(ok(&request, 0)), now).unwrap();
+            }
+        }
+        match m.next_wake() {
+            Some(t) => {
+                now = now.max(t);
+                m.poll(now);
+            }
+            None => break,
+        }
+    }
+    assert_eq!(count, 10_000);
+    assert!(m.is_empty());
+    assert!(
+        per_ms.values().all(|&n| n <= 2),
+        "a burst: {:?}",
+        per_ms.values().max()
+    );
+    assert!((now - up) <= Duration::from_secs(5), "took {:?}", now - up);
 }
 
 #[test]

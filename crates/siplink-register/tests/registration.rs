@@ -429,6 +429,10 @@ fn contact_rewritten_with_the_address_the_registrar_saw() {
     let t0 = Instant::now();
     let mut reg = registration(config(), 18);
     let req = first_register(&mut reg, t0);
+    assert_eq!(
+        reg.contact().unwrap().to_string(),
+        "sip:1001@192.168.1.10:5060"
+    );
     let via = format!(
         "SIP/2.0/UDP 192.168.1.10:5060;rport=40000;branch={};received=203.0.113.5",
         req.top_via().unwrap().branch().unwrap()
@@ -445,6 +449,10 @@ fn contact_rewritten_with_the_address_the_registrar_saw() {
     assert_eq!(contacts[1].expires(), Some(0));
     assert_eq!(rereg.call_id().unwrap(), req.call_id().unwrap());
     assert_eq!(reg.contact_addr(), ("203.0.113.5", 40000));
+    assert_eq!(
+        reg.contact().unwrap().to_string(),
+        "sip:1001@203.0.113.5:40000"
+    );
     // The registrar sees the same public address: registered, no loop.
     let out = feed(&mut reg, with_via(ok(&rereg, 3600), &via), t0);
     no_send(&out);
