@@ -1,11 +1,12 @@
 //! The trunk driver against Kamailio (Debian `kamailio`, with its `tls`
 //! module) as a second, independent PBX that requires digest authentication
-//! for INVITE: `tests/interop/kamailio-pbx.cfg` challenges with 407
+//! for INVITE and BYE: `tests/interop/kamailio-pbx.cfg` challenges with 407
 //! (`proxy_challenge`), verifies the answer (`pv_proxy_authenticate`),
-//! answers 200 and takes ACK and BYE.
+//! answers 200, absorbs the ACK and answers the authenticated BYE.
 //!
 //! * Calls over UDP, TCP and TLS (certificate made with rcgen, trusted
-//!   through our CA): challenged, answered, ACKed, hung up.
+//!   through our CA): challenged, answered, ACKed, hung up with a BYE that
+//!   is challenged in turn and answered inside the dialog.
 //! * A wrong password: the second challenge is not answered (403 upstream,
 //!   `AuthFailed`); no credentials: 403, `AuthRequired` with the realm.
 //! * Test connection over TLS: the untrusted certificate is reported as a TLS
