@@ -26,7 +26,7 @@ use crate::error::{Error, Result};
 use crate::health::{HealthEvent, HealthMonitor, HealthState, TargetHealth};
 use crate::identify::Identify;
 
-/// Capacity of a call's event queue (provisional responses beyond it wait).
+/// Capacity of a call's event queue (provisional responses beyond it are dropped).
 const CALL_EVENTS: usize = 32;
 /// Capacity of the health event broadcast.
 const HEALTH_EVENTS: usize = 64;
@@ -352,8 +352,14 @@ impl CallTask {
                 }
                 Output::Failed(f) => CallEvent::Failed(f),
             };
-            // The reader may be gone; the call still runs to its end.
-            let _ = self.events.send(event).await;
+            // A reader that lags loses provisional responses (as the
+            // transaction layer's own queue does), never the rest; a reader
+            // that is gone loses everything and the call still runs to its end.
+            if let CallEvent::Provisional(_) = event {
+                let _ = self.events.try_send(event);
+            } else {
+                let _ = self.events.send(event).await;
+            }
         }
     }
 
