@@ -687,29 +687,27 @@ pub(crate) async fn run_options(
     endpoint: &Endpoint,
     request: Message,
     next_hop: &TargetAddr,
-) -> (ProbeResult, Option<NetTarget>) {
-    let dest = match resolve(endpoint.transport(), next_hop).await {
-        Ok(d) => d,
-        Err(_) => return (ProbeResult::TransportError, None),
+) -> ProbeResult {
+    let Ok(dest) = resolve(endpoint.transport(), next_hop).await else {
+        return ProbeResult::TransportError;
     };
-    let mut tx = match endpoint.send_request(request, dest.clone()).await {
-        Ok(tx) => tx,
-        Err(_) => return (ProbeResult::TransportError, Some(dest)),
+    let Ok(mut tx) = endpoint.send_request(request, dest).await else {
+        return ProbeResult::TransportError;
     };
     while let Some(ev) = tx.next().await {
         match ev {
-            ClientEvent::Final(m) => return (ProbeResult::Response(m), Some(dest)),
-            ClientEvent::Timeout => return (ProbeResult::Timeout, Some(dest)),
-            ClientEvent::TransportError => return (ProbeResult::TransportError, Some(dest)),
+            ClientEvent::Final(m) => return ProbeResult::Response(m),
+            ClientEvent::Timeout => return ProbeResult::Timeout,
+            ClientEvent::TransportError => return ProbeResult::TransportError,
             _ => {}
         }
     }
-    (ProbeResult::Timeout, Some(dest))
+    ProbeResult::Timeout
 }
 
 async fn probe(shared: Arc<Shared>, request: Message, next_hop: TargetAddr) {
     let branch = branch_of(&request);
-    let (result, _) = run_options(&shared.endpoint, request, &next_hop).await;
+    let result = run_options(&shared.endpoint, request, &next_hop).await;
     let event = {
         let mut m = lock(&shared.monitor);
         let now = Instant::now();

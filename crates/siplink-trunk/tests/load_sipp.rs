@@ -8,7 +8,7 @@
 //! ```
 //!
 //! Prints calls, seconds and calls per second for UDP and TCP; fails if a
-//! call fails or SIPp counts a failed call. Figures go into docs/benchmarks.md.
+//! call fails or SIPp counts a failed call (first failures printed). Figures go into docs/benchmarks.md.
 
 mod common;
 
@@ -33,7 +33,10 @@ async fn load(p: Proto) {
         return;
     }
     let calls = env_or("SIPLINK_LOAD_CALLS", 5000);
-    let concurrency = env_or("SIPLINK_LOAD_CONCURRENCY", 100);
+    // 50 in flight: at 100 over UDP on the loaded 2-core machine a few
+    // datagrams are lost; our INVITE retransmission then reaches SIPp after
+    // its 200 and SIPp's UAS aborts the call (see docs/benchmarks.md).
+    let concurrency = env_or("SIPLINK_LOAD_CONCURRENCY", 50);
     let dir = TempDir::new("load");
     let port = free_port(p);
     let mut cmd = Command::new("sipp");
