@@ -101,6 +101,33 @@ struct Shared {
 /// [`Trunk::identify`] and mapped with [`TrunkDialog::from_trunk`].
 ///
 /// Cheap to clone; the health task stops when the last clone is dropped.
+///
+/// ```no_run
+/// use siplink_message::Method;
+/// use siplink_transaction::{Endpoint, EndpointConfig};
+/// use siplink_transport::{Protocol, Transport, TransportConfig};
+/// use siplink_trunk::{CallEvent, Target, Trunk, TrunkConfig, in_dialog_request};
+///
+/// # async fn run(invite: siplink_message::Message) -> Result<(), Box<dyn std::error::Error>> {
+/// let (transport, incoming) = Transport::new(TransportConfig::default());
+/// transport.listen(Protocol::Udp, "0.0.0.0:5060".parse()?).await?;
+/// // The application keeps `requests` (the server side).
+/// let (endpoint, _requests) = Endpoint::start(transport, incoming, EndpointConfig::default());
+/// let config = TrunkConfig::new("pbx", vec![Target::new("192.0.2.10", 5060, Protocol::Udp)]);
+/// let trunk = Trunk::new(config, endpoint)?;
+///
+/// let mut call = trunk.call(invite.clone()).await?;
+/// while let Some(event) = call.next().await {
+///     if let CallEvent::Final { response, dialog: Some(dialog) } = event {
+///         dialog.send_ack(in_dialog_request(Method::Ack, &invite, &response, 1)?).await?;
+///         let bye = in_dialog_request(Method::Bye, &invite, &response, 2)?;
+///         let answer = dialog.send_request(bye).await?.final_response().await?;
+///         println!("BYE answered {:?}", answer.status());
+///     }
+/// }
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone)]
 pub struct Trunk {
     shared: Arc<Shared>,
