@@ -2,8 +2,8 @@
 //! endpoint on loopback (these run everywhere; the SIPp and Kamailio runs are
 //! in `interop_*.rs`): a call answered, ACKed (the ACK reaches the PBX as a
 //! stray) and hung up; failover from a refused TCP target; a challenged BYE
-//! answered inside the dialog; the health task taking a dead target down;
-//! `identify`.
+//! answered inside the dialog; the health task taking a dead target down,
+//! and bringing a target up once its PBX starts; `identify`.
 
 mod common;
 
@@ -22,18 +22,19 @@ use tokio::sync::mpsc;
 /// `challenge_bye`, 407 first unless it carries Proxy-Authorization);
 /// OPTIONS → 200. ACKs (strays) and every request's method arrive on the
 /// returned channel.
-async fn pbx(
-    challenge_bye: bool,
-) -> (
+type Pbx = (
     SocketAddr,
     mpsc::UnboundedReceiver<(Method, bool)>,
     Endpoint,
-) {
+);
+
+async fn pbx(challenge_bye: bool) -> Pbx {
+    pbx_on(Proto::Udp, "127.0.0.1:0".parse().unwrap(), challenge_bye).await
+}
+
+async fn pbx_on(protocol: Proto, at: SocketAddr, challenge_bye: bool) -> Pbx {
     let (transport, incoming) = Transport::new(TransportConfig::default());
-    let addr = transport
-        .listen(Proto::Udp, "127.0.0.1:0".parse().unwrap())
-        .await
-        .unwrap();
+    let addr = transport.listen(protocol, at).await.unwrap();
     let (seen_tx, seen) = mpsc::unbounded_channel();
     let strays = seen_tx.clone();
     let config = EndpointConfig::default().with_stray_handler(move |inc| {
@@ -172,4 +173,34 @@ async fn health_task_and_identify() {
     assert!(trunk.identify("127.0.0.1".parse::<IpAddr>().unwrap()));
     assert!(trunk.identify("198.51.100.7".parse::<IpAddr>().unwrap()));
     assert!(!trunk.identify("203.0.113.1".parse::<IpAddr>().unwrap()));
+}
+
+#[tokio::test]
+async fn health_down_then_up_when_the_pbx_starts() {
+    let port = free_port(Proto::Tcp);
+    let mut cfg = TrunkConfig::new("pbx", vec![Target::new("127.0.0.1", port, Proto::Tcp)]);
+    cfg.health.interval = Duration::from_millis(100);
+    cfg.health.down_after = 2;
+    cfg.health.up_after = 2;
+    let (transport, incoming) = Transport::new(TransportConfig::default());
+    let (endpoint, _requests) = Endpoint::start(transport, incoming, EndpointConfig::default());
+    let trunk = siplink_trunk::Trunk::new(cfg, endpoint).unwrap();
+    let mut events = trunk.health_events();
+    let down = tokio::time::timeout(Duration::from_secs(5), events.recv())
+        .await
+        .expect("down in time")
+        .unwrap();
+    assert_eq!((down.target, down.to), (0, HealthState::Down));
+    // The PBX starts listening on that port: two answered probes bring it up.
+    let (_addr, mut seen, _pbx) = pbx_on(Proto::Tcp, common::addr(port), false).await;
+    let up = tokio::time::timeout(Duration::from_secs(5), events.recv())
+        .await
+        .expect("up in time")
+        .unwrap();
+    assert_eq!(
+        (up.target, up.from, up.to),
+        (0, HealthState::Down, HealthState::Up)
+    );
+    assert_eq!(up.reason, siplink_trunk::ProbeOutcome::Status(200));
+    assert_eq!(expect(&mut seen).await.0, Method::Options);
 }
