@@ -207,13 +207,11 @@ async fn send_options(
     let sent = request.clone();
     match tokio::time::timeout(options.options_timeout, run_options(endpoint, request, hop)).await {
         Err(_) => Err(NetFailure::Timeout),
-        Ok((ProbeResult::Response(m), _)) => {
-            // The request as the transaction sent it is what the digest
-            // answer must repeat: the response's top Via has its branch.
-            Ok((m, sent))
-        }
-        Ok((ProbeResult::Timeout, _)) => Err(NetFailure::Timeout),
-        Ok((ProbeResult::TransportError, _)) => Err(NetFailure::Unreachable(
+        // The request as built (the endpoint only stamps the sent-by): a
+        // digest answer repeats it with CSeq + 1 and a new branch.
+        Ok(ProbeResult::Response(m)) => Ok((m, sent)),
+        Ok(ProbeResult::Timeout) => Err(NetFailure::Timeout),
+        Ok(ProbeResult::TransportError) => Err(NetFailure::Unreachable(
             "the transport failed to send the OPTIONS request".into(),
         )),
     }

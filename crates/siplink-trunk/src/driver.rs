@@ -26,7 +26,7 @@ use crate::error::{Error, Result};
 use crate::health::{HealthEvent, HealthMonitor, HealthState, TargetHealth};
 use crate::identify::Identify;
 
-/// Capacity of a call's event queue (provisional responses beyond it wait).
+/// Capacity of a call's event queue (provisional responses beyond it are dropped).
 const CALL_EVENTS: usize = 32;
 /// Capacity of the health event broadcast.
 const HEALTH_EVENTS: usize = 64;
@@ -101,6 +101,33 @@ struct Shared {
 /// [`Trunk::identify`] and mapped with [`TrunkDialog::from_trunk`].
 ///
 /// Cheap to clone; the health task stops when the last clone is dropped.
+///
+/// ```no_run
+/// use siplink_message::Method;
+/// use siplink_transaction::{Endpoint, EndpointConfig};
+/// use siplink_transport::{Protocol, Transport, TransportConfig};
+/// use siplink_trunk::{CallEvent, Target, Trunk, TrunkConfig, in_dialog_request};
+///
+/// # async fn run(invite: siplink_message::Message) -> Result<(), Box<dyn std::error::Error>> {
+/// let (transport, incoming) = Transport::new(TransportConfig::default());
+/// transport.listen(Protocol::Udp, "0.0.0.0:5060".parse()?).await?;
+/// // The application keeps `requests` (the server side).
+/// let (endpoint, _requests) = Endpoint::start(transport, incoming, EndpointConfig::default());
+/// let config = TrunkConfig::new("pbx", vec![Target::new("192.0.2.10", 5060, Protocol::Udp)]);
+/// let trunk = Trunk::new(config, endpoint)?;
+///
+/// let mut call = trunk.call(invite.clone()).await?;
+/// while let Some(event) = call.next().await {
+///     if let CallEvent::Final { response, dialog: Some(dialog) } = event {
+///         dialog.send_ack(in_dialog_request(Method::Ack, &invite, &response, 1)?).await?;
+///         let bye = in_dialog_request(Method::Bye, &invite, &response, 2)?;
+///         let answer = dialog.send_request(bye).await?.final_response().await?;
+///         println!("BYE answered {:?}", answer.status());
+///     }
+/// }
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone)]
 pub struct Trunk {
     shared: Arc<Shared>,
@@ -352,8 +379,14 @@ impl CallTask {
                 }
                 Output::Failed(f) => CallEvent::Failed(f),
             };
-            // The reader may be gone; the call still runs to its end.
-            let _ = self.events.send(event).await;
+            // A reader that lags loses provisional responses (as the
+            // transaction layer's own queue does), never the rest; a reader
+            // that is gone loses everything and the call still runs to its end.
+            if let CallEvent::Provisional(_) = event {
+                let _ = self.events.try_send(event);
+            } else {
+                let _ = self.events.send(event).await;
+            }
         }
     }
 
@@ -464,15 +497,17 @@ impl TrunkDialog {
         lock(&self.map).clone()
     }
 
-    /// Sends the caller's ACK for the 2xx (no transaction, RFC 3261 §17.1.1.3):
+    /// Sends the caller's ACK for the 2xx (no transaction, RFC 3261 §17.1.1.3),
+    /// given as the caller sent it (or as [`in_dialog_request`] built it):
     /// mapped with [`DialogMap::to_trunk`] (CSeq, From, the INVITE's
-    /// credentials), a fresh branch if the top Via has none with the magic
-    /// cookie (a Via is added if there is none), sent-by stamped by the transport.
+    /// credentials), with our Via on top (a fresh branch; the transport stamps
+    /// the sent-by) and Max-Forwards decremented, as [`Trunk::call`] does for
+    /// the INVITE.
     pub async fn send_ack(&self, ack: Message) -> Result<()> {
         if ack.method() != Some(&Method::Ack) {
             return Err(Error::Config("send_ack needs an ACK"));
         }
-        let ack = ensure_via(self.map().to_trunk(ack)?, &self.dest)?;
+        let ack = forward(self.map().to_trunk(ack)?, &self.dest)?;
         self.endpoint
             .transport()
             .send(self.dest.clone(), ack)
@@ -482,14 +517,18 @@ impl TrunkDialog {
     }
 
     /// Sends a request of the caller inside the dialog (BYE, re-INVITE,
-    /// UPDATE, INFO...; not ACK) in a client transaction. A `401`/`407` is
-    /// answered once with the trunk's credentials
-    /// ([`DialogMap::answer_challenge`]); a second challenge is given to the
-    /// caller as it is. Responses come back mapped with
-    /// [`DialogMap::response_to_caller`], our Via still on top (as from a
-    /// client transaction).
+    /// UPDATE, INFO...; not ACK) in a client transaction, given as the caller
+    /// sent it: mapped with [`DialogMap::to_trunk`], our Via on top,
+    /// Max-Forwards decremented. A `401`/`407` is answered once with the
+    /// trunk's credentials ([`DialogMap::answer_challenge`]); a second
+    /// challenge is given to the caller as it is. Responses come back ready
+    /// for the caller: our Via removed, mapped with
+    /// [`DialogMap::response_to_caller`] (as [`CallEvent`]s are).
+    ///
+    /// Errors: [`Error::TooManyHops`] when the request's Max-Forwards is 0
+    /// (answer it 483), a malformed request, or the transaction layer's refusal.
     pub async fn send_request(&self, request: Message) -> Result<InDialogRequest> {
-        let request = ensure_via(self.map().to_trunk(request)?, &self.dest)?;
+        let request = forward(self.map().to_trunk(request)?, &self.dest)?;
         let tx = self
             .endpoint
             .send_request(request, self.dest.clone())
@@ -523,14 +562,14 @@ impl TrunkDialog {
                 other => other,
             };
             let map = self.map();
+            let back = |mut m: Message| {
+                m.remove_first_value(HeaderName::Via);
+                map.response_to_caller(m)
+            };
             let ev = match ev {
-                ClientEvent::Provisional(m) => {
-                    map.response_to_caller(m).map(ClientEvent::Provisional)
-                }
-                ClientEvent::Final(m) => map.response_to_caller(m).map(ClientEvent::Final),
-                ClientEvent::Additional2xx(m) => {
-                    map.response_to_caller(m).map(ClientEvent::Additional2xx)
-                }
+                ClientEvent::Provisional(m) => back(m).map(ClientEvent::Provisional),
+                ClientEvent::Final(m) => back(m).map(ClientEvent::Final),
+                ClientEvent::Additional2xx(m) => back(m).map(ClientEvent::Additional2xx),
                 other => Ok(other),
             };
             match ev {
@@ -587,26 +626,27 @@ impl InDialogRequest {
     }
 }
 
-/// A top Via with a magic-cookie branch (added if there is no Via at all).
-fn ensure_via(mut m: Message, dest: &NetTarget) -> Result<Message> {
-    match m.top_via() {
-        Ok(v) if v.has_magic_cookie() => {}
-        Ok(v) => {
-            let mut v = v.clone();
-            v.params.set("branch", Some(&new_branch()));
-            m.replace_first_value(HeaderName::Via, v.to_string());
-        }
-        Err(_) => {
-            m.prepend_header(
-                HeaderName::Via,
-                format!(
-                    "SIP/2.0/{} 0.0.0.0;branch={};rport",
-                    dest.protocol.via_token(),
-                    new_branch()
-                ),
-            );
-        }
+/// A request of the caller made ready to leave for the trunk: our Via on
+/// top (a fresh branch; the endpoint or transport stamps the sent-by) and
+/// Max-Forwards decremented (70 if absent; 0 refused), as RFC 3261 §16.6 does
+/// for a forwarded request.
+fn forward(mut m: Message, dest: &NetTarget) -> Result<Message> {
+    let max_forwards = m.max_forwards()?;
+    if max_forwards == Some(0) {
+        return Err(Error::TooManyHops);
     }
+    m.set_header(
+        HeaderName::MaxForwards,
+        max_forwards.map_or(70, |n| n - 1).to_string(),
+    );
+    m.prepend_header(
+        HeaderName::Via,
+        format!(
+            "SIP/2.0/{} 0.0.0.0;branch={};rport",
+            dest.protocol.via_token(),
+            new_branch()
+        ),
+    );
     Ok(m.reparse()?)
 }
 
@@ -614,8 +654,8 @@ fn ensure_via(mut m: Message, dest: &NetTarget) -> Result<Message> {
 /// [`Trunk::call`]) answered by `answer` (the 2xx from [`CallEvent::Final`]),
 /// in the caller's view, for a UA that uses the trunk directly: Request-URI
 /// from the 2xx's Contact (else the INVITE's), To of the 2xx, From and
-/// Call-ID of the INVITE, CSeq `cseq` (the INVITE's for an ACK), no Via (one
-/// is added when sent). Give it to [`TrunkDialog::send_ack`] or
+/// Call-ID of the INVITE, CSeq `cseq` (the INVITE's for an ACK), no Via
+/// (ours is added when it is sent). Give it to [`TrunkDialog::send_ack`] or
 /// [`TrunkDialog::send_request`].
 pub fn in_dialog_request(
     method: Method,
@@ -681,29 +721,27 @@ pub(crate) async fn run_options(
     endpoint: &Endpoint,
     request: Message,
     next_hop: &TargetAddr,
-) -> (ProbeResult, Option<NetTarget>) {
-    let dest = match resolve(endpoint.transport(), next_hop).await {
-        Ok(d) => d,
-        Err(_) => return (ProbeResult::TransportError, None),
+) -> ProbeResult {
+    let Ok(dest) = resolve(endpoint.transport(), next_hop).await else {
+        return ProbeResult::TransportError;
     };
-    let mut tx = match endpoint.send_request(request, dest.clone()).await {
-        Ok(tx) => tx,
-        Err(_) => return (ProbeResult::TransportError, Some(dest)),
+    let Ok(mut tx) = endpoint.send_request(request, dest).await else {
+        return ProbeResult::TransportError;
     };
     while let Some(ev) = tx.next().await {
         match ev {
-            ClientEvent::Final(m) => return (ProbeResult::Response(m), Some(dest)),
-            ClientEvent::Timeout => return (ProbeResult::Timeout, Some(dest)),
-            ClientEvent::TransportError => return (ProbeResult::TransportError, Some(dest)),
+            ClientEvent::Final(m) => return ProbeResult::Response(m),
+            ClientEvent::Timeout => return ProbeResult::Timeout,
+            ClientEvent::TransportError => return ProbeResult::TransportError,
             _ => {}
         }
     }
-    (ProbeResult::Timeout, Some(dest))
+    ProbeResult::Timeout
 }
 
 async fn probe(shared: Arc<Shared>, request: Message, next_hop: TargetAddr) {
     let branch = branch_of(&request);
-    let (result, _) = run_options(&shared.endpoint, request, &next_hop).await;
+    let result = run_options(&shared.endpoint, request, &next_hop).await;
     let event = {
         let mut m = lock(&shared.monitor);
         let now = Instant::now();

@@ -28,6 +28,9 @@ pub enum Error {
         /// The scheme of the caller's From URI.
         scheme: String,
     },
+    /// A request to forward has Max-Forwards 0 (answer it 483).
+    #[error("Max-Forwards is 0")]
+    TooManyHops,
     /// The transport failed (resolution, connection, send).
     #[error("transport: {0}")]
     Transport(String),

@@ -1,7 +1,7 @@
 //! # siplink-trunk
 //!
 //! Outbound SIP trunks to PBXs and carriers with static addresses (no
-//! registration), as sans-IO state machines: no sockets, no clock, no runtime.
+//! registration). The core is sans-IO state machines: no sockets, no clock, no runtime.
 //! Time comes in as `now`, randomness from an injected RNG, requests go out as
 //! outputs for a driver to run in client transactions (`siplink-transaction`).
 //!
@@ -18,6 +18,17 @@
 //!   successes, [`HealthEvent`]s on every change.
 //! * [`Identify`]: source address (IPv4/IPv6, CIDR, longest prefix) → trunk.
 //! * [`TestReport`]: the typed result of a connection test with a likely fix.
+//!
+//! And a thin tokio driver over a `siplink_transaction::Endpoint`, client
+//! side only (the application keeps the server side):
+//!
+//! * [`Trunk`]: [`Trunk::call`] → [`CallHandle`] of [`CallEvent`]s (with
+//!   cancel), the OPTIONS health task ([`Trunk::health_watch`],
+//!   [`Trunk::health_events`]), [`Trunk::identify`].
+//! * [`TrunkDialog`]: the ACK for the 2xx and in-dialog requests (BYE,
+//!   re-INVITE) through the [`DialogMap`], challenges answered.
+//! * [`test_connection`]: resolve, connect, TLS, OPTIONS and auth on the
+//!   network, as a [`TestReport`].
 //!
 //! See `docs/trunk.md` for the policies in detail.
 //!

@@ -24,7 +24,8 @@ use siplink_auth::ClientCredentials;
 use siplink_transport::TransportConfig;
 use siplink_trunk::report::{Failure, Step, StepResult};
 use siplink_trunk::{
-    AttemptFailure, Target, TestOptions, Transport as Proto, TrunkConfig, test_connection,
+    AttemptFailure, CallEvent, Target, TestOptions, Transport as Proto, TrunkConfig,
+    test_connection,
 };
 
 const HOLD: Duration = Duration::from_millis(300);
@@ -366,4 +367,47 @@ async fn test_connection_name_not_resolved() {
         report.first_failure(),
         Some((Step::Resolve, &Failure::NameNotResolved))
     );
+}
+
+// ---- cancel ----
+
+async fn next_event(h: &mut siplink_trunk::CallHandle) -> CallEvent {
+    tokio::time::timeout(Duration::from_secs(10), h.next())
+        .await
+        .expect("an event in time")
+        .expect("an event")
+}
+
+async fn cancelled_while_ringing(p: Proto) {
+    if !available("sipp", "-v") {
+        return;
+    }
+    let mut pbx = Sipp::uas("uas_ring_cancel.xml", p, &[]);
+    let TestTrunk { trunk, .. } =
+        trunk(config(vec![pbx.target()]), TransportConfig::default()).await;
+    let mut handle = trunk.call(common::invite("4001")).await.unwrap();
+    match next_event(&mut handle).await {
+        CallEvent::Provisional(m) => assert_eq!(m.status(), Some(180)),
+        other => panic!("expected 180, got {other:?}"),
+    }
+    handle.cancel().await;
+    match next_event(&mut handle).await {
+        CallEvent::Final { response, dialog } => {
+            assert_eq!(response.status(), Some(487));
+            assert!(dialog.is_none());
+        }
+        other => panic!("expected 487, got {other:?}"),
+    }
+    // SIPp got the CANCEL and the ACK of its 487.
+    pbx.assert_success().await;
+}
+
+#[tokio::test]
+async fn cancelled_while_ringing_udp() {
+    cancelled_while_ringing(Proto::Udp).await;
+}
+
+#[tokio::test]
+async fn cancelled_while_ringing_tcp() {
+    cancelled_while_ringing(Proto::Tcp).await;
 }

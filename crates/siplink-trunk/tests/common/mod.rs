@@ -268,6 +268,13 @@ pub struct CallLog {
 /// Places one call through `trunk` as a UA: prints each event, ACKs a 2xx,
 /// hangs up with BYE after `hold`.
 pub async fn place_call(trunk: &Trunk, hold: Duration) -> CallLog {
+    let log = call_quietly(trunk, hold).await;
+    println!("call: {log:?}");
+    log
+}
+
+/// [`place_call`] without the printout.
+pub async fn call_quietly(trunk: &Trunk, hold: Duration) -> CallLog {
     let invite = invite("4001");
     let mut handle = trunk.call(invite.clone()).await.unwrap();
     let mut log = CallLog::default();
@@ -286,18 +293,25 @@ pub async fn place_call(trunk: &Trunk, hold: Duration) -> CallLog {
                 log.final_status = response.status();
                 if let Some(dialog) = dialog {
                     let ack = in_dialog_request(Method::Ack, &invite, &response, 1).unwrap();
-                    dialog.send_ack(ack).await.unwrap();
+                    dialog.send_ack(ack.clone()).await.unwrap();
+                    // A retransmitted 2xx (our ACK was lost) is ACKed again.
+                    let again = dialog.clone();
+                    tokio::spawn(async move {
+                        while let Some(ev) = handle.next().await {
+                            if let CallEvent::Additional2xx { .. } = ev {
+                                let _ = again.send_ack(ack.clone()).await;
+                            }
+                        }
+                    });
                     tokio::time::sleep(hold).await;
                     let bye = in_dialog_request(Method::Bye, &invite, &response, 2).unwrap();
                     let mut tx = dialog.send_request(bye).await.unwrap();
                     log.bye_status = tx.final_response().await.ok().and_then(|m| m.status());
                 }
-                break;
+                return log;
             }
         }
     }
-    println!("call: {log:?}");
-    log
 }
 
 pub fn addr(port: u16) -> SocketAddr {
