@@ -1754,21 +1754,12 @@ async fn in_dialog(inner: &Arc<Inner>, mut tx: ServerTransactionHandle) {
     if let Some((dialog, caller_tag)) = &dialog
         && *caller_tag == from_tag
     {
-        // Caller -> trunk: CSeq/From mapped, challenges answered inside.
-        let mut req = tx.request.clone();
-        if let Check::Reject(s, r) = core::decrement_max_forwards(&mut req) {
-            return respond(&mut tx, s, r).await;
-        }
-        let branch = core::branch(&core::loop_cookie(&req), 0);
-        core::push_via(&mut req, &branch);
-        let req = match req.reparse() {
-            Ok(r) => r,
-            Err(_) => return respond(&mut tx, 500, "Server Internal Error").await,
-        };
+        // Caller -> trunk: CSeq/From mapped, our Via and Max-Forwards,
+        // challenges answered inside the trunk dialog.
+        let req = tx.request.clone();
         match dialog.send_request(req).await {
             Ok(mut r) => match r.final_response().await {
-                Ok(mut resp) => {
-                    core::pop_via(&mut resp);
+                Ok(resp) => {
                     let _ = tx.respond(resp).await;
                 }
                 Err(e) => {
@@ -1776,6 +1767,9 @@ async fn in_dialog(inner: &Arc<Inner>, mut tx: ServerTransactionHandle) {
                     respond(&mut tx, 408, "Request Timeout").await;
                 }
             },
+            Err(siplink_trunk::Error::TooManyHops) => {
+                respond(&mut tx, 483, "Too Many Hops").await;
+            }
             Err(e) => {
                 debug!("in-dialog request to the trunk failed: {e}");
                 respond(&mut tx, 500, "Server Internal Error").await;
@@ -1897,11 +1891,6 @@ async fn stray(inner: &Arc<Inner>, incoming: Incoming) {
         .filter(|e| e.caller_tag == from_tag)
         .map(|e| e.dialog.clone());
     if let Some(d) = dialog {
-        if let Check::Reject(..) = core::decrement_max_forwards(&mut msg) {
-            return;
-        }
-        let branch = core::branch(&core::loop_cookie(&msg), 0);
-        core::push_via(&mut msg, &branch);
         let Ok(msg) = msg.reparse() else { return };
         if let Err(e) = d.send_ack(msg).await {
             debug!("ACK to the trunk: {e}");
