@@ -22,7 +22,14 @@
 # peak active calls. Results: a table on stdout and results.tsv in the work
 # directory (printed at the end; it also holds every log and SIPp CSV).
 #
-# Settings (environment): RATES, HOLD_MS (3000), STEP_SECS (10), CHILDREN
+# After the last step, the proxies' memory is read again IDLE_AFTER (40)
+# seconds later: what a proxy keeps once its calls and transactions are over.
+# "udp_drops" is the system-wide UDP receive-buffer overflow count
+# (/proc/net/snmp RcvbufErrors) during the step: datagrams the kernel dropped
+# because a socket's reader (proxy, SIPp) fell behind.
+#
+# Settings (environment): RATES, HOLD_MS (3000), STEP_SECS (10), GAP_SECS
+# (2, pause between steps), CHILDREN
 # (Kamailio UDP workers, 2 = the machine's cores; siplink's tokio runtime
 # uses one worker per core), RETRANS_PCT (1), PROXIES ("siplink kamailio").
 # The whole run is bounded (each SIPp step by `timeout`, everything by
@@ -39,6 +46,8 @@ CHILDREN=${CHILDREN:-2}
 RETRANS_PCT=${RETRANS_PCT:-1}
 PROXIES=${PROXIES:-"siplink kamailio"}
 MAX_SECS=${MAX_SECS:-570}
+IDLE_AFTER=${IDLE_AFTER:-40}
+GAP_SECS=${GAP_SECS:-2}
 
 for tool in sipp kamailio ss; do
     command -v "$tool" >/dev/null || { echo "run.sh: $tool is not installed" >&2; exit 2; }
@@ -61,6 +70,7 @@ trap 'exit 130' INT TERM
 
 log() { printf '%s\n' "$*" | tee -a "$WORK/summary.txt"; }
 loadavg() { cut -d' ' -f1-3 /proc/loadavg; }
+udp_drops() { awk '$1 == "Udp:" { if (!h) { for (i = 2; i <= NF; i++) if ($i == "RcvbufErrors") c = i; h = 1 } else print $c }' /proc/net/snmp; }
 
 # A loopback port free for UDP and TCP now (random, checked with ss).
 used_ports=" "
@@ -158,7 +168,7 @@ KAM_PORT=$(free_port)
 UAS="127.0.0.1:$UAS_PORT"
 
 # The PBX: one SIPp UAS answering every call, for both proxies.
-sipp -sf "$ROOT/crates/siplink-proxy/tests/interop/uas.xml" -i 127.0.0.1 -p "$UAS_PORT" \
+sipp -sf "$HERE/uas_answer.xml" -i 127.0.0.1 -p "$UAS_PORT" \
     -nostdin -trace_err -error_file "$WORK/uas_errors.log" >"$WORK/uas.out" 2>&1 &
 PIDS+=($!)
 wait_udp "$UAS_PORT" || { echo "the SIPp UAS did not start" >&2; exit 1; }
@@ -198,9 +208,9 @@ for p in $PROXIES; do
     log "$p idle: RSS $((rss / 1024)) MiB, PSS $((pss / 1024)) MiB ($(pids_of "${MAIN[$p]}" | wc -l) process(es))"
 done
 
-printf 'rate\tproxy\tresult\tachieved_cps\tsuccessful\tfailed\tretrans\tpeak_active\tcpu_pct\tcpu_us_per_call\tpeak_rss_mib\tpeak_pss_mib\tkib_per_active_call\tloadavg\n' >"$WORK/results.tsv"
+printf 'rate\tproxy\tresult\tachieved_cps\tsuccessful\tfailed\tretrans\tudp_drops\tpeak_active\tcpu_pct\tcpu_us_per_call\tpeak_rss_mib\tpeak_pss_mib\tkib_per_active_call\tloadavg\n' >"$WORK/results.tsv"
 log ""
-log "$(printf '%5s %-8s %-17s %8s %6s %6s %7s %7s %6s %9s %8s %8s %9s  %s' rate proxy result achieved ok failed retrans active cpu% cpu_us/cl rss_MiB pss_MiB KiB/call load)"
+log "$(printf '%5s %-8s %-16s %8s %6s %6s %7s %6s %7s %5s %9s %8s %8s %9s  %s' rate proxy result achieved ok failed retrans drops active cpu% cpu_us/cl rss_MiB pss_MiB KiB/call load)"
 
 for rate in $RATES; do
     for p in $PROXIES; do
@@ -217,6 +227,7 @@ for rate in $RATES; do
         sampler "${MAIN[$p]}" "$samples" &
         SAMPLER=$!
         la=$(loadavg)
+        drops0=$(udp_drops)
         rc=0
         (cd "$WORK" && timeout -k 5 $((STEP_SECS * 3 + HOLD_MS / 1000 + 40)) \
             sipp -sf "$HERE/uac_call.xml" -i 127.0.0.1 -p "$uac_port" \
@@ -225,6 +236,7 @@ for rate in $RATES; do
             -recv_timeout 20000 -nostdin \
             -trace_stat -stf "$name.csv" -fd 1 -trace_err -error_file "$name-errors.log" \
             "127.0.0.1:${PORT[$p]}" >"$name.out" 2>&1) || rc=$?
+        drops=$(($(udp_drops) - drops0))
         kill "$SAMPLER" 2>/dev/null || true
         wait "$SAMPLER" 2>/dev/null || true
         SAMPLER=
@@ -259,14 +271,14 @@ for rate in $RATES; do
         else
             DONE[$p]=1
         fi
-        printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$rate" "$p" "$result" "$achieved" \
-            "$ok" "$failed" "$retrans" "$active" "$cpu_pct" "$cpu_us" $((peak_rss / 1024)) $((peak_pss / 1024)) \
+        printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$rate" "$p" "$result" "$achieved" \
+            "$ok" "$failed" "$retrans" "$drops" "$active" "$cpu_pct" "$cpu_us" $((peak_rss / 1024)) $((peak_pss / 1024)) \
             "$per_call" "$la" >>"$WORK/results.tsv"
-        log "$(printf '%5s %-8s %-17s %8s %6s %6s %7s %7s %6s %9s %8s %8s %9s  %s' "$rate" "$p" "$result" "$achieved" \
-            "$ok" "$failed" "$retrans" "$active" "$cpu_pct" "$cpu_us" $((peak_rss / 1024)) $((peak_pss / 1024)) \
+        log "$(printf '%5s %-8s %-16s %8s %6s %6s %7s %6s %7s %5s %9s %8s %8s %9s  %s' "$rate" "$p" "$result" "$achieved" \
+            "$ok" "$failed" "$retrans" "$drops" "$active" "$cpu_pct" "$cpu_us" $((peak_rss / 1024)) $((peak_pss / 1024)) \
             "$per_call" "$la")"
         # Let the proxy's finished transactions expire a little between steps.
-        sleep 2
+        sleep "$GAP_SECS"
     done
     all_done=1
     for p in $PROXIES; do [ -z "${DONE[$p]:-}" ] && all_done=
@@ -274,6 +286,13 @@ for rate in $RATES; do
     [ -n "$all_done" ] && break
 done
 
+if [ "$IDLE_AFTER" -gt 0 ]; then
+    sleep "$IDLE_AFTER"
+    for p in $PROXIES; do
+        read -r _ rss pss <<<"$(measure "${MAIN[$p]}")"
+        log "$p ${IDLE_AFTER} s after the last step: RSS $((rss / 1024)) MiB, PSS $((pss / 1024)) MiB (idle before the run: PSS $((IDLE[$p] / 1024)) MiB)"
+    done
+fi
 log ""
 for p in $PROXIES; do
     log "$p: highest rate passed: ${BEST[$p]} cps"
