@@ -161,6 +161,15 @@ pub fn branch(cookie: &str, fork: usize) -> String {
     format!("z9hG4bKsl{cookie}.{fork}.{:08x}", rand::random::<u32>())
 }
 
+/// The branch for a request forwarded without a transaction (the ACK of a
+/// 2xx, RFC 3261 §16.11): derived from the received top Via branch, so that a
+/// retransmission goes out with the same branch and is seen as one.
+pub fn stateless_branch(request: &Message, cookie: &str) -> String {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    request.top_via().ok().and_then(|v| v.branch()).hash(&mut h);
+    format!("z9hG4bKsl{cookie}.0.{:08x}", h.finish() as u32)
+}
+
 /// Whether the request already went through us unchanged (a loop, §16.3
 /// step 4): one of its Vias carries our `cookie`.
 pub fn is_loop(request: &Message, cookie: &str) -> bool {

@@ -988,6 +988,8 @@ async fn handle(inner: Arc<Inner>, mut tx: ServerTransactionHandle) {
         }
         return;
     };
+    // The call's slot of `limits.max_calls`, released at its final response.
+    let mut slot: Slot = Some(permit);
     let mut caller = classify(&inner, &tx).await;
     let mut user = None;
     if matches!(caller, Caller::Phone) && inner.runtime().config.proxy.authenticate_calls {
@@ -1018,7 +1020,7 @@ async fn handle(inner: Arc<Inner>, mut tx: ServerTransactionHandle) {
                 .or(deliver);
             debug!(connection = conn, ?target, "request from a PBX");
             match target {
-                Some(user) => deliver_to_user(&inner, tx, &user, &cookie).await,
+                Some(user) => deliver_to_user(&inner, tx, &user, &cookie, &mut slot).await,
                 None => respond(&mut tx, 404, "Not Found").await,
             }
         }
@@ -1033,17 +1035,16 @@ async fn handle(inner: Arc<Inner>, mut tx: ServerTransactionHandle) {
                 );
             if ours && let Some(u) = ruri_user.as_deref().filter(|u| inner.is_user(u)) {
                 let u = u.to_owned();
-                deliver_to_user(&inner, tx, &u, &cookie).await;
-                drop(permit);
+                deliver_to_user(&inner, tx, &u, &cookie, &mut slot).await;
                 return;
             }
             let Some(number) = dialled_number(&ruri).map(|n| n.into_owned()) else {
                 return respond(&mut tx, 416, "Unsupported URI Scheme").await;
             };
-            route_call(&inner, tx, user, &number, &cookie).await;
+            route_call(&inner, tx, user, &number, &cookie, &mut slot).await;
         }
     }
-    drop(permit);
+    drop(slot);
 }
 
 async fn classify(inner: &Inner, tx: &ServerTransactionHandle) -> Caller {
@@ -1197,6 +1198,10 @@ async fn challenge(
     }
 }
 
+/// A call's slot of `limits.max_calls` (held from arrival to the final
+/// response).
+type Slot = Option<tokio::sync::OwnedSemaphorePermit>;
+
 /// Outcome of trying one connection.
 enum Attempt {
     /// The call is over on this connection (answered, refused or cancelled).
@@ -1211,6 +1216,7 @@ async fn route_call(
     user: Option<String>,
     number: &str,
     cookie: &str,
+    slot: &mut Slot,
 ) {
     let rt = inner.runtime();
     let mut up = Vec::with_capacity(rt.connections.len());
@@ -1245,7 +1251,7 @@ async fn route_call(
                     last = format!("{}: no account for this user", cand.name);
                     continue;
                 };
-                via_trunk(inner, &mut tx, &trunk, &cand).await
+                via_trunk(inner, &mut tx, &trunk, &cand, slot).await
             }
             ConnectionKind::InboundRegistration => {
                 let targets = inner.pbx_targets(&conn).await.unwrap_or_default();
@@ -1255,7 +1261,16 @@ async fn route_call(
                     // The PBX learns the dialled number from the Request-URI:
                     // its Contact with the number as user part.
                     let req = tx.request.clone();
-                    fork(inner, &mut tx, req, targets, cookie, Some(&cand.number)).await
+                    fork(
+                        inner,
+                        &mut tx,
+                        req,
+                        targets,
+                        cookie,
+                        Some(&cand.number),
+                        slot,
+                    )
+                    .await
                 }
             }
         };
@@ -1357,6 +1372,7 @@ async fn via_trunk(
     tx: &mut ServerTransactionHandle,
     trunk: &Trunk,
     cand: &Candidate,
+    slot: &mut Slot,
 ) -> Attempt {
     let mut req = tx.request.clone();
     set_number(&mut req, &cand.number);
@@ -1411,6 +1427,7 @@ async fn via_trunk(
                             inner.remember_dialog(&call_id, d, &caller_tag);
                         }
                         let _ = tx.respond(response).await;
+                        slot.take();
                         if (200..300).contains(&status) {
                             // Further 2xx (other forks) go upstream too.
                             while let Some(ev) = call.next().await {
@@ -1468,13 +1485,14 @@ async fn deliver_to_user(
     mut tx: ServerTransactionHandle,
     user: &str,
     cookie: &str,
+    slot: &mut Slot,
 ) {
     let targets = inner.bindings_of(user, None).await;
     if targets.is_empty() {
         return respond(&mut tx, 480, "Temporarily Unavailable").await;
     }
     let req = tx.request.clone();
-    if let Attempt::Failover(why) = fork(inner, &mut tx, req, targets, cookie, None).await {
+    if let Attempt::Failover(why) = fork(inner, &mut tx, req, targets, cookie, None, slot).await {
         debug!(%user, "no contact answered: {why}");
         respond(&mut tx, 480, "Temporarily Unavailable").await;
     }
@@ -1497,6 +1515,7 @@ async fn fork(
     targets: Vec<siplink_registrar::Target>,
     cookie: &str,
     number: Option<&str>,
+    slot: &mut Slot,
 ) -> Attempt {
     let mut base = request;
     if let Check::Reject(s, r) = core::decrement_max_forwards(&mut base) {
@@ -1612,6 +1631,7 @@ async fn fork(
                 if (200..300).contains(&status) {
                     if !answered {
                         answered = true;
+                        slot.take();
                         for h in &handles {
                             let _ = h.try_send(());
                         }
@@ -1904,7 +1924,8 @@ async fn stray(inner: &Arc<Inner>, incoming: Incoming) {
         return;
     };
     let cookie = core::loop_cookie(&msg);
-    core::push_via(&mut msg, &core::branch(&cookie, 0));
+    let branch = core::stateless_branch(&msg, &cookie);
+    core::push_via(&mut msg, &branch);
     let Ok(msg) = msg.reparse() else { return };
     // The transport stamps the Via's sent-by for the listener used.
     if let Err(e) = inner.transport.send(dest, msg).await {

@@ -3,7 +3,7 @@
 use siplink_message::{HeaderName, Message};
 use siplink_proxy::core::{
     BestResponse, Check, Local, branch, consume_own_routes, decrement_max_forwards, is_loop,
-    loop_cookie, pop_via, push_via, record_route_value, routed_by_us,
+    loop_cookie, pop_via, push_via, record_route_value, routed_by_us, stateless_branch,
 };
 
 fn msg(text: &str) -> Message {
@@ -212,4 +212,24 @@ fn best_response_rules() {
     assert_eq!(r.www_authenticate().unwrap().len(), 1);
     assert_eq!(r.proxy_authenticate().unwrap().len(), 1);
     assert!(BestResponse::new().take(&req).is_none());
+}
+
+#[test]
+fn a_retransmitted_ack_gets_the_same_branch() {
+    let ack = |branch: &str| {
+        msg(&format!(
+            "ACK sip:4001@10.0.0.8 SIP/2.0\n\
+             Via: SIP/2.0/UDP 10.0.0.9;branch={branch}\n\
+             From: <sip:1001@a.test>;tag=f1\n\
+             To: <sip:4001@a.test>;tag=t1\n\
+             Call-ID: c1\n\
+             CSeq: 1 ACK\n\
+             Content-Length: 0\n\n"
+        ))
+    };
+    let (a, b, c) = (ack("z9hG4bK1"), ack("z9hG4bK1"), ack("z9hG4bK2"));
+    let cookie = loop_cookie(&a);
+    assert_eq!(stateless_branch(&a, &cookie), stateless_branch(&b, &cookie));
+    assert_ne!(stateless_branch(&a, &cookie), stateless_branch(&c, &cookie));
+    assert!(stateless_branch(&a, &cookie).starts_with("z9hG4bK"));
 }

@@ -71,6 +71,11 @@ kind = "trunk"
 addresses = ["127.0.0.1:{b}"]
 dial_patterns = ["0[0-9]{{9,10}}", {{ pattern = "9(0[0-9]+)", rewrite = "$1" }}]
 probe = {{ enabled = false }}
+
+# One call being set up at a time: the second call below must find the
+# first one's slot free again once it was answered.
+[limits]
+max_calls = 1
 "#,
         head(p)
     );
