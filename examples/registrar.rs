@@ -32,7 +32,7 @@ use siplink::registrar::{
     Authenticator, EventKind, FloodConfig, InMemoryStore, LocationStore, Registrar,
     RegistrarConfig, RegistrarService, ServiceConfig,
 };
-use siplink::transaction::{Endpoint, EndpointConfig};
+use siplink::transaction::{Endpoint, EndpointConfig, TableConfig};
 use siplink::transport::{Protocol, Transport, TransportConfig};
 use tokio::sync::broadcast::error::RecvError;
 
@@ -58,6 +58,10 @@ struct Args {
     /// REGISTERs allowed per source IP per 10 s (0: no limit).
     #[arg(long, default_value_t = 100)]
     flood_limit: u32,
+    /// Most live transactions (a completed REGISTER transaction stays 32 s
+    /// over UDP, so this caps the sustained rate: 100,000 ≈ 1,500 REGISTER/s).
+    #[arg(long, default_value_t = 100_000)]
+    max_transactions: usize,
     /// Do not print binding changes (load runs).
     #[arg(long)]
     quiet: bool,
@@ -135,8 +139,14 @@ async fn main() -> ExitCode {
             }
         }
     }
-    let (endpoint, requests) =
-        Endpoint::start(transport.clone(), incoming, EndpointConfig::default());
+    let endpoint_config = EndpointConfig {
+        table: TableConfig {
+            max_transactions: args.max_transactions,
+            ..TableConfig::default()
+        },
+        ..EndpointConfig::default()
+    };
+    let (endpoint, requests) = Endpoint::start(transport.clone(), incoming, endpoint_config);
     let store: Arc<dyn LocationStore> = Arc::new(InMemoryStore::new());
     let service = RegistrarService::start(registrar, store, transport, ServiceConfig::default());
     if !args.quiet {
