@@ -96,14 +96,18 @@ print(ok, failed, f"{float(sys.argv[3]) - float(sys.argv[2]):.2f}")
 EOF
 }
 
-# --- ours ---
-port=$(free_port)
-"$root/target/release/examples/registrar" --domain example.test --domain 127.0.0.1 \
-    --users "$work/users.csv" --listen "127.0.0.1:$port" --algorithms MD5 --flood-limit 0 --max-transactions 1000000 --quiet \
-    >"$work/siplink.log" 2>&1 &
-ours=$!
-pids+=("$ours")
-sleep 2
+# --- ours --- (a UDP port found free may be taken for TCP: retry elsewhere)
+for _try in 1 2 3; do
+    port=$(free_port)
+    "$root/target/release/examples/registrar" --domain example.test --domain 127.0.0.1 \
+        --users "$work/users.csv" --listen "127.0.0.1:$port" --algorithms MD5 --flood-limit 0 \
+        --max-transactions 1000000 --quiet >"$work/siplink.log" 2>&1 &
+    ours=$!
+    pids+=("$ours")
+    sleep 2
+    kill -0 "$ours" 2>/dev/null && break
+done
+kill -0 "$ours" 2>/dev/null || { cat "$work/siplink.log" >&2; exit 1; }
 before=$(rss_kib "$ours")
 read -r s_ok s_failed s_secs < <(run_sipp "$port" siplink)
 peak=$(rss_kib "$ours")
@@ -135,4 +139,6 @@ k_used=$(python3 -c "print(f'{($kused_after - $kused_before) / max($k_ok, 1):.0f
 k_pss=$(python3 -c "print(f'{($kpss_after - $kpss_before) * 1024 / max($k_ok, 1):.0f}')")
 echo "kamailio: $k_ok registered, $k_failed failed, ${k_secs} s, $k_rate REGISTER-with-digest/s, shm real_used +$((kreal_after - kreal_before)) bytes = $k_mem bytes/binding (shm used: $k_used, Pss: $k_pss bytes/binding)"
 
-python3 -c "print(f'rate ratio siplink/kamailio: {$s_rate / max($k_rate, 1):.2f}; memory ratio siplink RSS / kamailio shm real_used: {$s_mem / max($k_mem, 1):.2f}')"
+python3 -c "print(f'rate ratio siplink/kamailio: {$s_rate / max($k_rate, 1):.2f}')"
+echo "(our RSS growth includes the completed transactions kept for timer J, and glibc keeps freed"
+echo " memory: the store's own bytes per binding come from tests/memory.rs)"
