@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use siplink_message::Uri;
@@ -47,7 +48,9 @@ impl fmt::Display for BindingId {
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Aor {
-    text: String,
+    /// Shared: the table keeps an AOR per binding, per index entry and per map
+    /// key; clones share one allocation.
+    text: Arc<str>,
     user_end: Option<usize>,
     host_start: usize,
     host_end: usize,
@@ -85,7 +88,7 @@ impl Aor {
             text.push_str(&format!(":{p}"));
         }
         Some(Aor {
-            text,
+            text: Arc::from(text),
             user_end,
             host_start,
             host_end,

@@ -651,7 +651,7 @@ impl Registrar {
         Binding {
             id,
             aor: p.aor.clone(),
-            contact: c.contact.clone(),
+            contact: detach(&c.contact),
             expires_at: ctx.now + secs(expires),
             q: c.q,
             call_id: p.call_id.clone(),
@@ -667,5 +667,29 @@ impl Registrar {
             registered_at,
             refreshed_at: ctx.now,
         }
+    }
+}
+
+/// A copy of `c` that owns its bytes. A parsed Contact shares the REGISTER's
+/// buffer; a binding that kept it would keep the whole request alive for its
+/// lifetime (hundreds of bytes per binding).
+fn detach(c: &NameAddr) -> NameAddr {
+    let own = |b: &bytestring::ByteString| bytestring::ByteString::from(&**b);
+    let uri = siplink_message::Uri::parse(bytes::Bytes::copy_from_slice(c.uri.as_str().as_bytes()))
+        .unwrap_or_else(|_| c.uri.clone());
+    NameAddr {
+        display_name: c.display_name.as_ref().map(own),
+        uri,
+        params: siplink_message::Params(
+            c.params
+                .0
+                .iter()
+                .map(|p| siplink_message::Param {
+                    name: own(&p.name),
+                    value: p.value.as_ref().map(own),
+                    quoted: p.quoted,
+                })
+                .collect(),
+        ),
     }
 }

@@ -20,12 +20,19 @@ use crate::binding::{
 /// directly.
 #[derive(Debug, Default)]
 pub struct BindingTable {
-    aors: HashMap<Aor, Vec<Binding>>,
+    aors: HashMap<Aor, AorSet>,
     index: HashMap<BindingId, Aor>,
     expiry: BTreeSet<(Instant, BindingId)>,
     flows: HashMap<FlowId, HashSet<BindingId>>,
-    versions: HashMap<Aor, u64>,
     seq: u64,
+}
+
+/// One AOR's bindings and the version of that set (it changes with every
+/// change to the set; sequence numbers are never reused).
+#[derive(Debug)]
+struct AorSet {
+    version: u64,
+    list: Vec<Binding>,
 }
 
 impl BindingTable {
@@ -46,13 +53,16 @@ impl BindingTable {
     /// The bindings of `aor`, expired ones included (the registrar removes
     /// those itself), in no particular order.
     pub fn bindings(&self, aor: &Aor) -> Vec<Binding> {
-        self.aors.get(aor).cloned().unwrap_or_default()
+        self.aors
+            .get(aor)
+            .map(|e| e.list.clone())
+            .unwrap_or_default()
     }
 
     /// The version of `aor`'s binding set: it changes whenever one of its
     /// bindings does (0 while it has none). See [`apply_if`](Self::apply_if).
     pub fn version(&self, aor: &Aor) -> u64 {
-        self.versions.get(aor).copied().unwrap_or(0)
+        self.aors.get(aor).map_or(0, |e| e.version)
     }
 
     /// [`apply`](Self::apply) if `aor` is still at `version` (read with the
@@ -73,7 +83,7 @@ impl BindingTable {
     /// The binding with this id.
     pub fn get(&self, id: BindingId) -> Option<&Binding> {
         let aor = self.index.get(&id)?;
-        self.aors.get(aor)?.iter().find(|b| b.id == id)
+        self.aors.get(aor)?.list.iter().find(|b| b.id == id)
     }
 
     /// The live contacts of `aor` at `now` for routing: `q` descending, then
@@ -82,7 +92,13 @@ impl BindingTable {
         let mut v: Vec<Binding> = self
             .aors
             .get(aor)
-            .map(|l| l.iter().filter(|b| !b.is_expired(now)).cloned().collect())
+            .map(|l| {
+                l.list
+                    .iter()
+                    .filter(|b| !b.is_expired(now))
+                    .cloned()
+                    .collect()
+            })
             .unwrap_or_default();
         order_bindings(&mut v);
         v.into_iter()
@@ -159,7 +175,7 @@ impl BindingTable {
             let outbound = self
                 .aors
                 .get(&aor)
-                .and_then(|l| l.iter().find(|b| b.id == id))
+                .and_then(|l| l.list.iter().find(|b| b.id == id))
                 .is_some_and(|b| b.outbound);
             if outbound {
                 if let Some(b) = self.take(id) {
@@ -171,7 +187,7 @@ impl BindingTable {
             } else if let Some(b) = self
                 .aors
                 .get_mut(&aor)
-                .and_then(|l| l.iter_mut().find(|b| b.id == id))
+                .and_then(|l| l.list.iter_mut().find(|b| b.id == id))
             {
                 b.flow = None;
                 self.bump(&aor);
@@ -182,10 +198,8 @@ impl BindingTable {
 
     fn bump(&mut self, aor: &Aor) {
         self.seq += 1;
-        if self.aors.contains_key(aor) {
-            self.versions.insert(aor.clone(), self.seq);
-        } else {
-            self.versions.remove(aor);
+        if let Some(e) = self.aors.get_mut(aor) {
+            e.version = self.seq;
         }
     }
 
@@ -196,13 +210,21 @@ impl BindingTable {
             self.flows.entry(f).or_default().insert(b.id);
         }
         let aor = b.aor.clone();
-        self.aors.entry(aor.clone()).or_default().push(b);
+        // Most AORs hold one binding: no spare capacity on the first.
+        self.aors
+            .entry(aor.clone())
+            .or_insert_with(|| AorSet {
+                version: 0,
+                list: Vec::with_capacity(1),
+            })
+            .list
+            .push(b);
         self.bump(&aor);
     }
 
     fn take(&mut self, id: BindingId) -> Option<Binding> {
         let aor = self.index.remove(&id)?;
-        let list = self.aors.get_mut(&aor)?;
+        let list = &mut self.aors.get_mut(&aor)?.list;
         let k = list.iter().position(|b| b.id == id)?;
         let b = list.swap_remove(k);
         if list.is_empty() {

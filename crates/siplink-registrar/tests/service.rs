@@ -307,3 +307,116 @@ async fn process_refuses_other_methods() {
         Err(siplink_registrar::Error::NotRegister)
     ));
 }
+
+#[tokio::test]
+async fn the_core_flood_limit_applies_through_the_driver() {
+    let (transport, _incoming) = Transport::new(TransportConfig::default());
+    let mut config = RegistrarConfig::new(["example.com"]);
+    config.auth = false;
+    config.flood = Some(siplink_registrar::FloodConfig {
+        max_requests: 3,
+        window: Duration::from_secs(10),
+        ..siplink_registrar::FloodConfig::default()
+    });
+    let service = RegistrarService::start(
+        Registrar::new(config, None).unwrap(),
+        Arc::new(InMemoryStore::new()),
+        transport,
+        ServiceConfig::default(),
+    );
+    let origin = Origin {
+        protocol: Protocol::Udp,
+        peer: "192.0.2.10:5060".parse().unwrap(),
+        local: "192.0.2.1:5060".parse().unwrap(),
+        flow: None,
+    };
+    let mut statuses = Vec::new();
+    for n in 1..=4u32 {
+        let reg = request(Method::Register, "sip:example.com", "flood", n)
+            .header(
+                HeaderName::Via,
+                format!("SIP/2.0/UDP 192.0.2.10;branch=z9hG4bK-f{n}"),
+            )
+            .header(HeaderName::Contact, "<sip:flood@192.0.2.10>")
+            .build()
+            .unwrap();
+        statuses.push(service.process(&reg, &origin).await.unwrap().status());
+    }
+    assert_eq!(statuses, [200, 200, 200, 503]);
+}
+
+#[tokio::test]
+async fn the_failed_attempt_limiter_applies_through_the_driver() {
+    use siplink_auth::{
+        ClientCredentials, DigestClient, DigestServer, FailureLimiter, LimiterConfig, RequestInfo,
+        ServerConfig, StoredSecret,
+    };
+    let (transport, _incoming) = Transport::new(TransportConfig::default());
+    let users = |user: &str, _realm: &str, _alg| {
+        (user == "alice").then(|| StoredSecret::Password("alice-pw".into()))
+    };
+    let limiter = FailureLimiter::new(LimiterConfig {
+        max_failures: 2,
+        ..LimiterConfig::default()
+    });
+    let auth = siplink_registrar::Authenticator::new(
+        DigestServer::new(ServerConfig::new("example.com")),
+        users,
+    )
+    .with_limiter(limiter);
+    let registrar = Registrar::new(RegistrarConfig::new(["example.com"]), Some(auth)).unwrap();
+    let service = RegistrarService::start(
+        registrar,
+        Arc::new(InMemoryStore::new()),
+        transport,
+        ServiceConfig::default(),
+    );
+    let origin = Origin {
+        protocol: Protocol::Udp,
+        peer: "192.0.2.10:5060".parse().unwrap(),
+        local: "192.0.2.1:5060".parse().unwrap(),
+        flow: None,
+    };
+    // Challenge, then answer with `password`; returns the final status.
+    let attempt = |n: u32, password: &'static str| {
+        let service = service.clone();
+        async move {
+            let build = |cseq: u32, auth: Option<String>| {
+                let mut b = request(Method::Register, "sip:example.com", "alice", cseq)
+                    .header(
+                        HeaderName::Via,
+                        format!("SIP/2.0/UDP 192.0.2.10;branch=z9hG4bK-a{cseq}"),
+                    )
+                    .header(HeaderName::Contact, "<sip:alice@192.0.2.10>");
+                if let Some(a) = auth {
+                    b = b.header(HeaderName::Authorization, a);
+                }
+                b.build().unwrap()
+            };
+            let first = service.process(&build(n * 2, None), &origin).await.unwrap();
+            if first.status() != 401 {
+                return first.status();
+            }
+            let www = first.response.www_authenticate().unwrap().to_vec();
+            let mut client = DigestClient::new(
+                "example.com",
+                ClientCredentials::password("alice", password),
+            );
+            let info = RequestInfo::new("REGISTER", "sip:example.com");
+            let answers = client.answer("example.com", &www, &[], &info).unwrap();
+            let creds = answers[0].credentials.to_string();
+            service
+                .process(&build(n * 2 + 1, Some(creds)), &origin)
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    // The right password works...
+    assert_eq!(attempt(1, "alice-pw").await, 200);
+    // ...until two failures from this source start a cool-down: then the
+    // source is refused at once (no challenge), even with the right password.
+    assert_eq!(attempt(2, "wrong").await, 403);
+    assert_eq!(attempt(3, "wrong").await, 403);
+    assert_eq!(attempt(4, "alice-pw").await, 403);
+}
