@@ -172,10 +172,7 @@ async fn run(config: Config, path: Option<PathBuf>) -> ExitCode {
                 .collect::<Vec<_>>()
         );
     }
-    let mut hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
-        Ok(s) => Some(s),
-        Err(_) => None,
-    };
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
     loop {
         tokio::select! {
             _ = tokio::signal::ctrl_c() => break,

@@ -273,7 +273,7 @@ enum Command {
 /// response cancels the call.
 #[derive(Debug)]
 pub struct CallHandle {
-    events: mpsc::Receiver<CallEvent>,
+    events: mpsc::Receiver<Box<CallEvent>>,
     cmd: mpsc::Sender<Command>,
 }
 
@@ -281,7 +281,7 @@ impl CallHandle {
     /// The next event; `None` once the call is over (its final response and
     /// any further 2xx were given and every transaction ended).
     pub async fn next(&mut self) -> Option<CallEvent> {
-        self.events.recv().await
+        self.events.recv().await.map(|e| *e)
     }
 
     /// The caller cancelled: no further target is tried and the current one
@@ -303,9 +303,9 @@ enum Msg {
 struct CallTask {
     endpoint: Endpoint,
     call: OutboundCall,
-    events: mpsc::Sender<CallEvent>,
+    events: mpsc::Sender<Box<CallEvent>>,
     live: usize,
-    msg_tx: Option<mpsc::Sender<Msg>>,
+    msg_tx: Option<mpsc::Sender<Box<Msg>>>,
 }
 
 impl CallTask {
@@ -325,7 +325,7 @@ impl CallTask {
             let wake = self.call.next_wake().map(tokio::time::Instant::from_std);
             let linger = finished_at.map(|t| t + CALL_LINGER);
             tokio::select! {
-                m = msg_rx.recv() => match m {
+                m = msg_rx.recv() => match m.map(|m| *m) {
                     Some(Msg::Input(input, dest)) => {
                         match self.call.handle(input, Instant::now()) {
                             Ok(out) => self.execute(out, dest).await,
@@ -383,9 +383,9 @@ impl CallTask {
             // transaction layer's own queue does), never the rest; a reader
             // that is gone loses everything and the call still runs to its end.
             if let CallEvent::Provisional(_) = event {
-                let _ = self.events.try_send(event);
+                let _ = self.events.try_send(Box::new(event));
             } else {
-                let _ = self.events.send(event).await;
+                let _ = self.events.send(Box::new(event)).await;
             }
         }
     }
@@ -441,7 +441,7 @@ impl CallTask {
                             },
                         };
                         if msg_tx
-                            .send(Msg::Input(input, Some(dest.clone())))
+                            .send(Box::new(Msg::Input(input, Some(dest.clone()))))
                             .await
                             .is_err()
                         {
@@ -453,13 +453,13 @@ impl CallTask {
                     debug!(error = %e, %next_hop.host, "trunk: send failed");
                     if is_invite {
                         let _ = msg_tx
-                            .send(Msg::Input(Input::TransportError { branch }, None))
+                            .send(Box::new(Msg::Input(Input::TransportError { branch }, None)))
                             .await;
                     }
                 }
             }
             if is_invite {
-                let _ = msg_tx.send(Msg::Done).await;
+                let _ = msg_tx.send(Box::new(Msg::Done)).await;
             }
         });
     }
