@@ -29,7 +29,7 @@
 //!
 //! The building blocks, usable on their own: [`config`] (TOML + validation),
 //! [`routing`] (dial patterns → connections), [`core`] (the RFC 3261 §16
-//! rules, sans-IO), [`status`] and [`test`] (Test Connection).
+//! rules, sans-IO), [`status`] and [`test`](mod@test) (Test Connection).
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
