@@ -273,8 +273,27 @@ fn line_end(b: &[u8], from: usize, context: &'static str) -> Result<usize> {
     }
 }
 
+/// Finds the end of the header line starting at `from` (just past its LF): the
+/// same as [`line_end`] with the error context of a header line.
+#[inline]
+fn header_line_end(b: &[u8], from: usize) -> Result<usize> {
+    match memchr(b'\n', &b[from..]) {
+        Some(k) => {
+            let nl = from + k;
+            if b[nl - 1] != b'\r' {
+                return Err(Error::syntax(nl, CTX_HEADER, "CRLF line ending"));
+            }
+            Ok(nl + 1)
+        }
+        None => Err(Error::Incomplete),
+    }
+}
+
 /// `SIP-Version = "SIP" "/" 1*DIGIT "." 1*DIGIT`; returns whether it is 2.0.
 fn check_version(v: &[u8], offset: usize) -> Result<bool> {
+    if v == b"SIP/2.0" {
+        return Ok(true);
+    }
     let bad = || Error::syntax(offset, CTX_START, "SIP-Version (SIP/2.0)");
     if v.len() < 7 || !v[..4].eq_ignore_ascii_case(b"SIP/") {
         return Err(bad());
@@ -289,7 +308,8 @@ fn check_version(v: &[u8], offset: usize) -> Result<bool> {
     {
         return Err(bad());
     }
-    Ok(v == b"SIP/2.0")
+    // Well-formed, but not `SIP/2.0` exactly.
+    Ok(false)
 }
 
 impl Message {
@@ -332,20 +352,6 @@ impl Message {
         let mut headers: Vec<Entry> = Vec::with_capacity(16);
         let mut content_length: Option<(u32, usize)> = None;
         let mut p = start_end;
-        // Line feeds of the header section, found by one vectorised scan.
-        let mut lfs = memchr::memchr_iter(b'\n', &b[start_end..]).map(|k| k + start_end);
-        let mut next_line_end = |from: usize| -> Result<usize> {
-            for nl in lfs.by_ref() {
-                if nl < from {
-                    continue;
-                }
-                if b[nl - 1] != b'\r' {
-                    return Err(Error::syntax(nl, CTX_HEADER, "CRLF line ending"));
-                }
-                return Ok(nl + 1);
-            }
-            Err(Error::Incomplete)
-        };
         let body_start = loop {
             match b.get(p..p + 2) {
                 Some(b"\r\n") => break p + 2,
@@ -353,50 +359,59 @@ impl Message {
                 _ => {}
             }
             // One header line, with folded continuation lines.
-            let mut end = next_line_end(p)?;
+            let mut end = header_line_end(b, p)?;
             let mut folded = false;
             while matches!(b.get(end), Some(b' ' | b'\t')) {
-                end = next_line_end(end)?;
+                end = header_line_end(b, end)?;
                 folded = true;
             }
-            let mut q = p;
-            while q < end && is_token_char(b[q]) {
-                q += 1;
-            }
-            if q == p {
+            let line = &b[p..end];
+            // The line ends in CRLF, which is not a token character: the scan
+            // stops inside the line.
+            let name_len = line
+                .iter()
+                .position(|&c| !is_token_char(c))
+                .unwrap_or(line.len());
+            if name_len == 0 {
                 return Err(Error::syntax(p, CTX_HEADER, "header name"));
             }
-            let name_end = q;
-            while q < end && is_wsp(b[q]) {
+            let name_end = p + name_len;
+            let mut q = name_end;
+            while is_wsp(b[q]) {
                 q += 1;
             }
             if b[q] != b':' {
                 return Err(Error::syntax(q, CTX_HEADER, "':' after the header name"));
             }
-            let raw_value = &b[q + 1..end - 2];
-            // Fast path: an unfolded line has no CR/LF inside, so trimming is
-            // only spaces and tabs at both ends.
-            let value = if !folded {
-                let s = raw_value
-                    .iter()
-                    .position(|&c| !is_wsp(c))
-                    .unwrap_or(raw_value.len());
-                let e = raw_value
-                    .iter()
-                    .rposition(|&c| !is_wsp(c))
-                    .map_or(s, |k| k + 1);
-                &raw_value[s..e]
+            // The value with surrounding white space removed. An unfolded line
+            // has no CR/LF inside, so trimming is only spaces and tabs.
+            let (raw_start, raw_end) = (q + 1, end - 2);
+            let (vstart, vend) = if !folded {
+                let mut s = raw_start;
+                while s < raw_end && is_wsp(b[s]) {
+                    s += 1;
+                }
+                let mut e = raw_end;
+                while e > s && is_wsp(b[e - 1]) {
+                    e -= 1;
+                }
+                if s == e {
+                    (raw_start, raw_start)
+                } else {
+                    (s, e)
+                }
             } else {
-                trim_lws(raw_value)
+                let v = trim_lws(&b[raw_start..raw_end]);
+                if v.is_empty() {
+                    (raw_start, raw_start)
+                } else {
+                    let s = v.as_ptr() as usize - b.as_ptr() as usize;
+                    (s, s + v.len())
+                }
             };
-            let vstart = if value.is_empty() {
-                q + 1
-            } else {
-                value.as_ptr() as usize - b.as_ptr() as usize
-            };
-            let name = HeaderName::from_bytes(&b[p..name_end]);
+            let name = HeaderName::from_token(&b[p..name_end]);
             if name == HeaderName::ContentLength {
-                let n = parse_decimal(value, u64::from(u32::MAX)).ok_or(
+                let n = parse_decimal(&b[vstart..vend], u64::from(u32::MAX)).ok_or(
                     Error::InvalidContentLength {
                         offset: vstart,
                         reason: "not a decimal number of bytes",
@@ -421,7 +436,7 @@ impl Message {
                 name,
                 line: Span::new(p, end),
                 raw_name: Span::new(p, name_end),
-                value: Span::new(vstart, vstart + value.len()),
+                value: Span::new(vstart, vend),
                 new: None,
             });
             p = end;
