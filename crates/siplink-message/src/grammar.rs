@@ -490,6 +490,40 @@ fn gen_value(i: In<'_>) -> PResult<'_, (In<'_>, bool)> {
     }
 }
 
+/// The common form of one parameter, `;name` or `;name=token`, with no white
+/// space around the separators: returns the name, the value and the rest.
+/// `None` for any other form (the general loop of [`params`] reads it); what
+/// this returns is what the general loop would read.
+#[inline]
+fn plain_param(i: In<'_>) -> Option<(In<'_>, Option<In<'_>>, In<'_>)> {
+    let after = i.strip_prefix(b";")?;
+    let n = after
+        .iter()
+        .position(|&c| !is_token_char(c))
+        .unwrap_or(after.len());
+    if n == 0 {
+        return None;
+    }
+    let (name, rest) = after.split_at(n);
+    match rest.first() {
+        Some(b'=') => {
+            let v = &rest[1..];
+            let m = v
+                .iter()
+                .position(|&c| !(is_token_char(c) || c == b':'))
+                .unwrap_or(v.len());
+            // A quoted string, an IPv6 reference or white space after '='.
+            if m == 0 {
+                return None;
+            }
+            Some((name, Some(&v[..m]), &v[m..]))
+        }
+        // White space before a possible '='.
+        Some(b' ' | b'\t' | b'\r' | b'\n') => None,
+        _ => Some((name, None, rest)),
+    }
+}
+
 /// Parses `*( SEMI generic-param )` from the start of `i`. Stops (without error)
 /// before the first byte that does not start `SEMI`; a `;` not followed by a valid
 /// parameter is an error.
@@ -500,6 +534,18 @@ pub(crate) fn params<'a>(
 ) -> Result<(In<'a>, Params)> {
     let mut out = Vec::new();
     loop {
+        if let Some((name, value, rest)) = plain_param(i) {
+            out.push(Param {
+                name: src.token_text(name, context)?,
+                value: match value {
+                    Some(v) => Some(src.token_text(v, context)?),
+                    None => None,
+                },
+                quoted: false,
+            });
+            i = rest;
+            continue;
+        }
         let Ok((after_semi, ())) = sep(b';')(i) else {
             return Ok((i, Params(out)));
         };
@@ -624,6 +670,46 @@ mod tests {
         );
         let parts: Vec<_> = split_commas(b"\"open, never closed").collect();
         assert_eq!(parts, vec![&b"\"open, never closed"[..]]);
+    }
+
+    proptest::proptest! {
+        /// The common form read in one step gives what the general loop gives
+        /// (white space before each ';' sends every parameter through it).
+        #[test]
+        fn plain_parameters_read_like_the_general_loop(
+            list in proptest::collection::vec(
+                (
+                    "[a-zA-Z0-9\\-]{0,4}",
+                    proptest::option::of("[a-zA-Z0-9:\\[\\]. ]{0,6}|\"[a-z ;]{0,4}\""),
+                ),
+                0..4,
+            ),
+            tail in "[ ,>a]{0,2}",
+        ) {
+            let write = |sep: &str| {
+                let mut s = String::new();
+                for (name, value) in &list {
+                    s.push_str(sep);
+                    s.push_str(name);
+                    if let Some(v) = value {
+                        s.push('=');
+                        s.push_str(v);
+                    }
+                }
+                s.push_str(&tail);
+                Bytes::from(s)
+            };
+            let (plain, spaced) = (write(";"), write(" ;"));
+            // What is left over, without the white space the spaced form adds.
+            let left = |r: &[u8]| r.iter().filter(|&&c| c != b' ').count();
+            let a = params(&Src::new(&plain), &plain, "test").map(|(r, p)| (left(r), p));
+            let b = params(&Src::new(&spaced), &spaced, "test").map(|(r, p)| (left(r), p));
+            match (a, b) {
+                (Ok(a), Ok(b)) => proptest::prop_assert_eq!(a, b),
+                (Err(_), Err(_)) => {}
+                (a, b) => proptest::prop_assert!(false, "{a:?} / {b:?}"),
+            }
+        }
     }
 
     #[test]

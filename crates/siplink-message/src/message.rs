@@ -673,6 +673,12 @@ impl Message {
             .map(|h| h.value)
     }
 
+    /// Whether there is a header line with this name.
+    #[inline]
+    pub(crate) fn has_header(&self, name: HeaderName) -> bool {
+        self.headers.iter().any(|e| e.name == name)
+    }
+
     /// Number of header lines with this name.
     pub fn count(&self, name: HeaderName) -> usize {
         self.headers.iter().filter(|e| e.name == name).count()

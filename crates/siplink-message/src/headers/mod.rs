@@ -163,6 +163,10 @@ impl Message {
 
     /// Route values in order.
     pub fn route(&self) -> Result<&[NameAddr]> {
+        // Most responses and many requests have none: no view to build.
+        if !self.has_header(HeaderName::Route) {
+            return Ok(&[]);
+        }
         cached!(
             self.route,
             addr::parse_list(self, HeaderName::Route, "Route header")
@@ -205,6 +209,9 @@ impl Message {
 
     /// Max-Forwards (0 to 255), `None` when absent.
     pub fn max_forwards(&self) -> Result<Option<u8>> {
+        if !self.has_header(HeaderName::MaxForwards) {
+            return Ok(None);
+        }
         cached!(self.max_forwards, {
             self.first_value(HeaderName::MaxForwards, |src, v| {
                 simple::parse_number(src, v, 255, "Max-Forwards header", "0 to 255")

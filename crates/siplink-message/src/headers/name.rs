@@ -172,22 +172,6 @@ header_names! {
 /// Size of the open-addressing table used to classify long header names.
 const TABLE_SIZE: usize = 256;
 
-/// Case-insensitive hash of a header name from its length and three of its bytes
-/// (`| 0x20` folds ASCII letters and keeps every other token character distinct).
-/// Cheap enough to compute after the name is scanned; equality is checked after
-/// the table lookup, so collisions only cost a probe.
-#[inline]
-const fn name_hash(b: &[u8]) -> usize {
-    let n = b.len();
-    if n == 0 {
-        return 0;
-    }
-    let first = (b[0] | 0x20) as usize;
-    let mid = (b[n / 2] | 0x20) as usize;
-    let last = (b[n - 1] | 0x20) as usize;
-    (first * 7 + mid * 3 + last * 13 + n * 31) % TABLE_SIZE
-}
-
 /// ASCII case folding for token strings: for token characters, `| 0x20` only
 /// merges upper and lower case letters, so comparing words under that mask is
 /// exact.
@@ -245,16 +229,42 @@ const fn key(s: &[u8]) -> [u64; 3] {
     }
 }
 
-/// Slot `i` holds 1 + the index in [`HeaderName::ALL`] of the name hashed there, or 0.
-static TABLE: [u8; TABLE_SIZE] = {
-    let mut t = [0u8; TABLE_SIZE];
+/// The table slot of a name from its first (folded) word and its length: a
+/// multiplicative hash, one multiplication and a shift.
+#[inline(always)]
+const fn slot_of(first: u64, n: usize) -> usize {
+    ((first.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 56) as usize ^ n) & (TABLE_SIZE - 1)
+}
+
+/// One slot of the name table: the first word and length of the name hashed
+/// there, and 1 + its index in [`HeaderName::ALL`] (0 for an empty slot).
+#[derive(Clone, Copy)]
+struct Slot {
+    first: u64,
+    len: u8,
+    index: u8,
+}
+
+/// Open-addressing table of the known names (linear probing).
+static TABLE: [Slot; TABLE_SIZE] = {
+    let mut t = [Slot {
+        first: 0,
+        len: 0,
+        index: 0,
+    }; TABLE_SIZE];
     let mut k = 0;
     while k < HeaderName::NAMES.len() {
-        let mut slot = name_hash(HeaderName::NAMES[k].as_bytes());
-        while t[slot] != 0 {
+        let name = HeaderName::NAMES[k].as_bytes();
+        let first = key(name)[0];
+        let mut slot = slot_of(first, name.len());
+        while t[slot].index != 0 {
             slot = (slot + 1) % TABLE_SIZE;
         }
-        t[slot] = (k + 1) as u8;
+        t[slot] = Slot {
+            first,
+            len: name.len() as u8,
+            index: (k + 1) as u8,
+        };
         k += 1;
     }
     t
@@ -275,17 +285,29 @@ impl HeaderName {
     /// Classifies a token of 2 to 19 bytes.
     #[inline]
     fn from_long(name: &[u8]) -> HeaderName {
-        let want = key(name);
-        let mut slot = name_hash(name);
+        let n = name.len();
+        let first = if n < 8 {
+            key(name)[0]
+        } else {
+            word_at(name, 0)
+        };
+        let mut slot = slot_of(first, n);
         loop {
-            let k = TABLE[slot] as usize;
-            if k == 0 {
+            let s = TABLE[slot];
+            if s.index == 0 {
                 return HeaderName::Other;
             }
-            if HeaderName::NAMES[k - 1].len() == name.len() && KEYS[k - 1] == want {
-                return HeaderName::ALL[k - 1];
+            if s.first == first && s.len as usize == n {
+                let k = s.index as usize - 1;
+                // Names of up to 8 bytes are covered by the first word.
+                if n <= 8 || {
+                    let mid = if n > 16 { 8 } else { 0 };
+                    word_at(name, mid) == KEYS[k][1] && word_at(name, n - 8) == KEYS[k][2]
+                } {
+                    return HeaderName::ALL[k];
+                }
             }
-            slot = (slot + 1) % TABLE_SIZE;
+            slot = (slot + 1) & (TABLE_SIZE - 1);
         }
     }
 

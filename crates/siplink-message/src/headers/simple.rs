@@ -77,20 +77,20 @@ impl CSeq {
 /// `Call-ID = word [ "@" word ]`.
 pub(crate) fn parse_call_id(src: &Src<'_>, v: &[u8]) -> Result<ByteString> {
     const CTX: &str = "Call-ID header";
-    let mut at = false;
+    let bad = |k: usize| src.err(&v[k..], CTX, "word characters, at most one '@'");
     if v.is_empty() {
         return Err(src.err(v, CTX, "a word"));
     }
-    for (k, &c) in v.iter().enumerate() {
-        let ok = if c == b'@' {
-            let first = !at;
-            at = true;
-            first && k > 0 && k + 1 < v.len()
-        } else {
-            is_word_char(c)
-        };
-        if !ok {
-            return Err(src.err(&v[k..], CTX, "word characters, at most one '@'"));
+    let word_end = |s: &[u8]| s.iter().position(|&c| !is_word_char(c)).unwrap_or(s.len());
+    let first = word_end(v);
+    if first < v.len() {
+        // Only one '@' is allowed, with a word on each side.
+        if v[first] != b'@' || first == 0 || first + 1 == v.len() {
+            return Err(bad(first));
+        }
+        let second = first + 1 + word_end(&v[first + 1..]);
+        if second < v.len() {
+            return Err(bad(second));
         }
     }
     src.text(v, CTX)
@@ -257,4 +257,39 @@ pub(crate) fn check_date(src: &Src<'_>, v: &[u8]) -> Result<()> {
         return bad("the time zone GMT");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    fn call_id(s: &'static str) -> Result<ByteString> {
+        let b = Bytes::from_static(s.as_bytes());
+        parse_call_id(&Src::new(&b), &b)
+    }
+
+    fn fault_at(s: &'static str) -> Option<usize> {
+        match call_id(s) {
+            Err(Error::Syntax { offset, .. }) => Some(offset),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn call_id_words_and_one_at() {
+        assert_eq!(
+            call_id("a84b4c76e66710@pc33.atlanta.example.com").unwrap(),
+            "a84b4c76e66710@pc33.atlanta.example.com"
+        );
+        assert_eq!(call_id("x").unwrap(), "x");
+        assert_eq!(call_id("{[<a>]}:~\"/?").unwrap(), "{[<a>]}:~\"/?");
+        assert_eq!(fault_at(""), Some(0));
+        assert_eq!(fault_at("@host"), Some(0));
+        assert_eq!(fault_at("id@"), Some(2));
+        assert_eq!(fault_at("a@b@c"), Some(3));
+        assert_eq!(fault_at("a b"), Some(1));
+        assert_eq!(fault_at("a@b c"), Some(3));
+        assert_eq!(fault_at("a;b@c"), Some(1));
+    }
 }

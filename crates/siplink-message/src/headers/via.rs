@@ -143,7 +143,7 @@ impl Via {
             port = Some(crate::grammar::parse_decimal(&after[..d], 65_535)? as u16);
             r = &after[d..];
         }
-        let mut params = Vec::new();
+        let mut params = Vec::with_capacity(4);
         while let Some((&sep, after)) = r.split_first() {
             if sep != b';' {
                 return None;
@@ -158,18 +158,23 @@ impl Via {
             let (name, after) = after.split_at(n);
             r = after;
             let mut value = None;
+            let mut colon = false;
             if let Some(v) = r.strip_prefix(b"=") {
-                let n = v
-                    .iter()
-                    .position(|&c| !(is_token_char(c) || c == b':'))
-                    .unwrap_or(v.len());
+                let token_run =
+                    |s: &[u8]| s.iter().position(|&c| !is_token_char(c)).unwrap_or(s.len());
+                let mut n = token_run(v);
+                // A ':' (an IPv6 address in `received`) continues the value.
+                while v.get(n) == Some(&b':') {
+                    colon = true;
+                    n += 1 + token_run(&v[n + 1..]);
+                }
                 if n == 0 {
                     return None;
                 }
                 value = Some(&v[..n]);
                 r = &v[n..];
             }
-            if !common_param_ok(name, value) {
+            if !common_param_ok(name, value, colon) {
                 return None;
             }
             params.push(Param {
@@ -282,17 +287,17 @@ impl Via {
     }
 }
 
-/// Whether a parameter of the common form (unquoted value) passes the checks of
-/// [`Via::check_params`].
+/// Whether a parameter of the common form (unquoted value; `colon` when it
+/// holds a ':') passes the checks of [`Via::check_params`].
 #[inline]
-fn common_param_ok(name: &[u8], value: Option<&[u8]>) -> bool {
+fn common_param_ok(name: &[u8], value: Option<&[u8]>, colon: bool) -> bool {
     fn text(v: &[u8]) -> Option<&str> {
         std::str::from_utf8(v).ok()
     }
     match name.len() {
         6 if name.eq_ignore_ascii_case(b"branch") => {
-            // The value was read as token characters or ':'.
-            value.is_some_and(|b| !b.contains(&b':'))
+            // The value was read as token characters and ':'.
+            value.is_some() && !colon
         }
         8 if name.eq_ignore_ascii_case(b"received") => value.is_some_and(|v| {
             crate::uri::host::parse_v4(v).is_some() || text(v).and_then(parse_received).is_some()
