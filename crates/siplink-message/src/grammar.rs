@@ -524,53 +524,89 @@ fn plain_param(i: In<'_>) -> Option<(In<'_>, Option<In<'_>>, In<'_>)> {
     }
 }
 
-/// Parses `*( SEMI generic-param )` from the start of `i`. Stops (without error)
-/// before the first byte that does not start `SEMI`; a `;` not followed by a valid
-/// parameter is an error.
-pub(crate) fn params<'a>(
+/// One parameter as read, before any text is made of it: the name, and the
+/// value with whether it was a quoted string (raw, escapes in place).
+#[derive(Clone, Copy)]
+pub(crate) struct RawParam<'a> {
+    pub name: In<'a>,
+    pub value: Option<(In<'a>, bool)>,
+}
+
+impl RawParam<'_> {
+    /// The value as text (a quoted string without its quotes and escapes).
+    pub(crate) fn value_text(
+        &self,
+        src: &Src<'_>,
+        context: &'static str,
+    ) -> Result<Option<ByteString>> {
+        match self.value {
+            None => Ok(None),
+            Some((raw, true)) => src.unquoted_text(raw, context).map(Some),
+            Some((raw, false)) => src.token_text(raw, context).map(Some),
+        }
+    }
+
+    /// The parameter as a [`Param`].
+    pub(crate) fn to_param(self, src: &Src<'_>, context: &'static str) -> Result<Param> {
+        let value = self.value_text(src, context)?;
+        Ok(Param {
+            name: src.token_text(self.name, context)?,
+            value,
+            quoted: matches!(self.value, Some((_, true))),
+        })
+    }
+}
+
+/// Reads `*( SEMI generic-param )` from the start of `i`, calling `each` with
+/// every parameter in order, and returns what follows. Stops (without error)
+/// before the first byte that does not start `SEMI`; a `;` not followed by a
+/// valid parameter is an error.
+pub(crate) fn for_each_param<'a>(
     src: &Src<'_>,
     mut i: In<'a>,
     context: &'static str,
-) -> Result<(In<'a>, Params)> {
-    let mut out = Vec::new();
+    mut each: impl FnMut(RawParam<'a>) -> Result<()>,
+) -> Result<In<'a>> {
     loop {
         if let Some((name, value, rest)) = plain_param(i) {
-            out.push(Param {
-                name: src.token_text(name, context)?,
-                value: match value {
-                    Some(v) => Some(src.token_text(v, context)?),
-                    None => None,
-                },
-                quoted: false,
-            });
+            each(RawParam {
+                name,
+                value: value.map(|v| (v, false)),
+            })?;
             i = rest;
             continue;
         }
         let Ok((after_semi, ())) = sep(b';')(i) else {
-            return Ok((i, Params(out)));
+            return Ok(i);
         };
         let (rest, name) =
             token(after_semi).map_err(|_| src.err(after_semi, context, "parameter name"))?;
-        let (rest, value, quoted) = match sep(b'=')(rest) {
+        let (rest, value) = match sep(b'=')(rest) {
             Ok((v, ())) => {
-                let (rest, (raw, quoted)) =
+                let (rest, value) =
                     gen_value(v).map_err(|_| src.err(v, context, "parameter value"))?;
-                let value = if quoted {
-                    src.unquoted_text(raw, context)?
-                } else {
-                    src.token_text(raw, context)?
-                };
-                (rest, Some(value), quoted)
+                (rest, Some(value))
             }
-            Err(_) => (rest, None, false),
+            Err(_) => (rest, None),
         };
-        out.push(Param {
-            name: src.token_text(name, context)?,
-            value,
-            quoted,
-        });
+        each(RawParam { name, value })?;
         i = rest;
     }
+}
+
+/// Parses `*( SEMI generic-param )` from the start of `i` (see
+/// [`for_each_param`]).
+pub(crate) fn params<'a>(
+    src: &Src<'_>,
+    i: In<'a>,
+    context: &'static str,
+) -> Result<(In<'a>, Params)> {
+    let mut out = Vec::new();
+    let rest = for_each_param(src, i, context, |p| {
+        out.push(p.to_param(src, context)?);
+        Ok(())
+    })?;
+    Ok((rest, Params(out)))
 }
 
 /// Splits a header value on top-level commas (outside quoted strings and `<...>`),

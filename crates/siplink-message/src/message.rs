@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::sync::OnceLock;
+use std::sync::atomic::AtomicBool;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use memchr::memchr;
@@ -130,12 +131,10 @@ typed_cache! {
         request_uri: Box<crate::uri::Uri>,
         via: Vec<crate::headers::Via>,
         top_via: crate::headers::Via,
-        to_params: crate::Params,
-        from_params: crate::Params,
+        to_tag: Option<bytestring::ByteString>,
+        from_tag: Option<bytestring::ByteString>,
         route: Vec<crate::headers::NameAddr>,
-        call_id: bytestring::ByteString,
         cseq: crate::headers::CSeq,
-        max_forwards: Option<u8>,
     }
     plus cold: OnceLock<Box<ColdCache>>
 }
@@ -202,6 +201,10 @@ pub struct Message {
     /// Bytes after the message in the datagram (ignored per RFC 3261 §18.3).
     trailing: usize,
     edited: bool,
+    /// Set once the first Call-ID line has been checked: the Call-ID is then
+    /// read from its line without another check (a view that needs no
+    /// allocation and no reference on the buffer).
+    pub(crate) call_id_checked: AtomicBool,
     cache: OnceLock<Box<Cache>>,
 }
 
@@ -217,6 +220,7 @@ impl Clone for Message {
             content_length: self.content_length,
             trailing: self.trailing,
             edited: self.edited,
+            call_id_checked: AtomicBool::new(false),
             cache: OnceLock::new(),
         }
     }
@@ -471,6 +475,7 @@ impl Message {
             content_length: content_length.map(|(n, _)| n),
             trailing,
             edited: false,
+            call_id_checked: AtomicBool::new(false),
             cache: OnceLock::new(),
         })
     }
@@ -774,6 +779,7 @@ impl Message {
 
     fn touch(&mut self) {
         self.edited = true;
+        self.call_id_checked = AtomicBool::new(false);
         self.cache = OnceLock::new();
     }
 

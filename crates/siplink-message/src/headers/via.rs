@@ -103,8 +103,8 @@ impl Via {
     /// Parses one Via value (after comma splitting).
     pub(crate) fn parse_src(src: &Src<'_>, i: &[u8]) -> Result<Via> {
         match Via::parse_common(src, i) {
-            Some(via) => Ok(via),
-            None => Via::parse_general(src, i),
+            Some((via, [])) => Ok(via),
+            _ => Via::parse_general(src, i),
         }
     }
 
@@ -112,11 +112,12 @@ impl Via {
     /// token, white space without line breaks, a host name or IPv4 address, an
     /// optional port right after a `:`, and `;name` or `;name=token` parameters
     /// with nothing around the separators, each of the parameters Via defines
-    /// valid. Returns `None` for anything else, which
+    /// valid. Returns the Via and the rest of `i`: empty, or the `,` before the
+    /// next value of a list. Returns `None` for anything else, which
     /// [`Via::parse_general`] then reads (or rejects with a position). Whatever
     /// this accepts, the general parser reads the same way.
     #[inline]
-    fn parse_common(src: &Src<'_>, i: &[u8]) -> Option<Via> {
+    pub(crate) fn parse_common<'a>(src: &Src<'_>, i: &'a [u8]) -> Option<(Via, &'a [u8])> {
         let rest = i.strip_prefix(b"SIP/2.0/")?;
         let t = rest
             .iter()
@@ -145,8 +146,11 @@ impl Via {
         }
         let mut params = Vec::with_capacity(4);
         while let Some((&sep, after)) = r.split_first() {
-            if sep != b';' {
-                return None;
+            match sep {
+                b';' => {}
+                // The end of this value in a list.
+                b',' => break,
+                _ => return None,
             }
             let n = after
                 .iter()
@@ -186,14 +190,15 @@ impl Via {
                 quoted: false,
             });
         }
-        Some(Via {
+        let via = Via {
             protocol: ByteString::from_static("SIP"),
             version: ByteString::from_static("2.0"),
             transport,
             host,
             port,
             params: Params(params),
-        })
+        };
+        Some((via, r))
     }
 
     /// The general parser: any white space and line folding, IPv6 references,
@@ -351,7 +356,8 @@ mod tests {
     fn both(s: &str) -> (Option<Via>, Result<Via>) {
         let b = Bytes::copy_from_slice(s.as_bytes());
         let src = Src::new(&b);
-        (Via::parse_common(&src, &b), Via::parse_general(&src, &b))
+        let fast = Via::parse_common(&src, &b).and_then(|(v, r)| r.is_empty().then_some(v));
+        (fast, Via::parse_general(&src, &b))
     }
 
     #[test]
@@ -370,6 +376,15 @@ mod tests {
             let fast = fast.unwrap_or_else(|| panic!("{s}: not read in one pass"));
             assert_eq!(Ok(fast), general, "{s}");
         }
+        // In a list, the common form stops at the comma.
+        let list = Bytes::from_static(b"SIP/2.0/UDP a.example;branch=z9hG4bK1,SIP/2.0/TCP b");
+        let src = Src::new(&list);
+        let (first, rest) = Via::parse_common(&src, &list).expect("one pass");
+        assert_eq!(rest, b",SIP/2.0/TCP b");
+        assert_eq!(
+            Ok(first),
+            Via::parse_general(&src, &list[..list.len() - rest.len()])
+        );
         // Forms left to the general parser (it accepts some, rejects others).
         let other = [
             "SIP / 2.0 / UDP host",
