@@ -70,8 +70,9 @@ enum StartLine {
     },
 }
 
-/// One header line as indexed by the parser, or one added by an edit.
-#[derive(Debug, Clone)]
+/// One header line as indexed by the parser, or one added by an edit. Plain
+/// data (no drop work per line).
+#[derive(Debug, Clone, Copy)]
 struct Entry {
     name: HeaderName,
     /// The whole line including folded continuations and the final CRLF.
@@ -80,8 +81,9 @@ struct Entry {
     raw_name: Span,
     /// The value with surrounding LWS trimmed.
     value: Span,
-    /// Set for headers added or replaced by an edit; the spans are then unused.
-    new: Option<Box<(Bytes, Bytes)>>,
+    /// 0 for a parsed line; `k` for a line added or replaced by an edit, whose
+    /// name and value are `Message::edits[k - 1]` (the spans are then unused).
+    edit: u32,
 }
 
 /// A header as seen through [`Message::headers`].
@@ -195,6 +197,8 @@ pub struct Message {
     /// Replacement start line after an edit.
     new_start: Option<Bytes>,
     headers: Vec<Entry>,
+    /// Names and values of the lines written by edits (see [`Entry::edit`]).
+    edits: Vec<(Bytes, Bytes)>,
     body: Bytes,
     /// Content-Length as received, if present.
     content_length: Option<u32>,
@@ -216,6 +220,7 @@ impl Clone for Message {
             start_end: self.start_end,
             new_start: self.new_start.clone(),
             headers: self.headers.clone(),
+            edits: self.edits.clone(),
             body: self.body.clone(),
             content_length: self.content_length,
             trailing: self.trailing,
@@ -441,7 +446,7 @@ impl Message {
                 line: Span::new(p, end),
                 raw_name: Span::new(p, name_end),
                 value: Span::new(vstart, vend),
-                new: None,
+                edit: 0,
             });
             p = end;
         };
@@ -471,6 +476,7 @@ impl Message {
             start_end: start_end as u32,
             new_start: None,
             headers,
+            edits: Vec::new(),
             body,
             content_length: content_length.map(|(n, _)| n),
             trailing,
@@ -642,8 +648,17 @@ impl Message {
         self.headers.len()
     }
 
+    /// The name and value written by an edit, for an edited line.
+    #[inline]
+    fn edited(&self, e: &Entry) -> Option<&(Bytes, Bytes)> {
+        match e.edit {
+            0 => None,
+            k => self.edits.get(k as usize - 1),
+        }
+    }
+
     fn header_ref<'a>(&'a self, e: &'a Entry) -> Header<'a> {
-        match &e.new {
+        match self.edited(e) {
             Some(nv) => Header {
                 name: e.name,
                 raw_name: &nv.0,
@@ -698,7 +713,7 @@ impl Message {
     ) -> Result<Vec<T>> {
         let mut out = Vec::new();
         for e in self.headers.iter().filter(|e| e.name == name) {
-            match &e.new {
+            match self.edited(e) {
                 Some(nv) => out.push(f(&Src::new(&nv.1), &nv.1)?),
                 None => out.push(f(&Src::new(&self.buf), e.value.of(&self.buf))?),
             }
@@ -714,7 +729,7 @@ impl Message {
     ) -> Result<Option<T>> {
         match self.headers.iter().find(|e| e.name == name) {
             None => Ok(None),
-            Some(e) => match &e.new {
+            Some(e) => match self.edited(e) {
                 Some(nv) => f(&Src::new(&nv.1), &nv.1).map(Some),
                 None => f(&Src::new(&self.buf), e.value.of(&self.buf)).map(Some),
             },
@@ -762,7 +777,7 @@ impl Message {
             None => out.put_slice(&self.buf[..self.start_end as usize]),
         }
         for e in &self.headers {
-            match &e.new {
+            match self.edited(e) {
                 Some(nv) => {
                     out.put_slice(&nv.0);
                     out.put_slice(b": ");
@@ -783,14 +798,27 @@ impl Message {
         self.cache = OnceLock::new();
     }
 
-    fn new_entry(name: HeaderName, raw_name: Bytes, value: Bytes) -> Entry {
-        let value = unfold(value);
+    /// A line written by an edit (its name and value are kept in `edits`).
+    fn new_entry(&mut self, name: HeaderName, raw_name: Bytes, value: Bytes) -> Entry {
+        // Lines replaced or removed leave their edits behind: drop those once
+        // they outnumber the lines, so that repeated edits stay bounded.
+        if self.edits.len() >= 2 * self.headers.len() + 16 {
+            let mut kept = Vec::with_capacity(self.headers.len());
+            for e in &mut self.headers {
+                if e.edit != 0 {
+                    kept.push(self.edits[e.edit as usize - 1].clone());
+                    e.edit = kept.len() as u32;
+                }
+            }
+            self.edits = kept;
+        }
+        self.edits.push((raw_name, unfold(value)));
         Entry {
             name,
             line: Span::default(),
             raw_name: Span::default(),
             value: Span::default(),
-            new: Some(Box::new((raw_name, value))),
+            edit: self.edits.len() as u32,
         }
     }
 
@@ -811,14 +839,14 @@ impl Message {
             .iter()
             .position(|e| e.name == name)
             .unwrap_or(0);
-        let entry = Self::new_entry(name, Self::name_bytes(name, None), value.into());
+        let entry = self.new_entry(name, Self::name_bytes(name, None), value.into());
         self.headers.insert(at, entry);
         self.touch();
     }
 
     /// Appends a header line after the last header.
     pub fn append_header(&mut self, name: HeaderName, value: impl Into<Bytes>) {
-        let entry = Self::new_entry(name, Self::name_bytes(name, None), value.into());
+        let entry = self.new_entry(name, Self::name_bytes(name, None), value.into());
         self.headers.push(entry);
         self.touch();
     }
@@ -826,7 +854,7 @@ impl Message {
     /// Appends an extension header line with the given name.
     pub fn append_extension_header(&mut self, name: &str, value: impl Into<Bytes>) {
         let classified = HeaderName::from_bytes(name.as_bytes());
-        let entry = Self::new_entry(
+        let entry = self.new_entry(
             classified,
             Bytes::copy_from_slice(name.as_bytes()),
             value.into(),
@@ -838,7 +866,7 @@ impl Message {
     /// Replaces every line of `name` by one line with `value`, at the position of
     /// the first one (or appended if there was none).
     pub fn set_header(&mut self, name: HeaderName, value: impl Into<Bytes>) {
-        let entry = Self::new_entry(name, Self::name_bytes(name, None), value.into());
+        let entry = self.new_entry(name, Self::name_bytes(name, None), value.into());
         match self.headers.iter().position(|e| e.name == name) {
             Some(at) => {
                 self.headers[at] = entry;
@@ -881,7 +909,7 @@ impl Message {
         } else {
             let joined = rest.join(&b", "[..]);
             let raw_name = Bytes::copy_from_slice(self.header_ref(&self.headers[at]).raw_name);
-            self.headers[at] = Self::new_entry(name, raw_name, Bytes::from(joined));
+            self.headers[at] = self.new_entry(name, raw_name, Bytes::from(joined));
         }
         self.touch();
         true
@@ -903,7 +931,7 @@ impl Message {
             joined.extend_from_slice(p);
         }
         let raw_name = Bytes::copy_from_slice(self.header_ref(&self.headers[at]).raw_name);
-        self.headers[at] = Self::new_entry(name, raw_name, Bytes::from(joined));
+        self.headers[at] = self.new_entry(name, raw_name, Bytes::from(joined));
         self.touch();
         true
     }

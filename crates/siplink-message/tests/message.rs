@@ -1590,3 +1590,25 @@ fn call_id_and_max_forwards_are_read_the_same_every_time() {
     edited.remove_header(HeaderName::MaxForwards);
     assert_eq!(edited.max_forwards(), Ok(None));
 }
+
+#[test]
+fn repeated_edits_keep_every_line_right() {
+    let mut m = parse(&options("X-A: a\nX-B: b\n"));
+    for k in 0..500u32 {
+        m.set_header(HeaderName::MaxForwards, k.to_string());
+        if k % 3 == 0 {
+            m.append_extension_header("X-Count", k.to_string());
+        }
+        if k % 7 == 0 {
+            m.remove_header(HeaderName::Other);
+        }
+    }
+    assert!(m.max_forwards().is_err()); // 499 is above 255
+    assert_eq!(m.header(HeaderName::MaxForwards), Some(&b"499"[..]));
+    let re = m.reparse().unwrap();
+    assert_eq!(re.to_bytes(), m.to_bytes());
+    let x: Vec<&[u8]> = m.header_values_named("X-Count").collect();
+    // The last removal (k = 497) took every extension line.
+    assert_eq!(x, [&b"498"[..]]);
+    assert_eq!(m.call_id(), Ok("a84b4c76e66710"));
+}
