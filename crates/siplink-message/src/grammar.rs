@@ -46,16 +46,37 @@ const fn class_table(extra: &[u8], alnum: bool) -> [bool; 256] {
 static TOKEN: [bool; 256] = class_table(b"-.!%*_+`'~", true);
 static WORD: [bool; 256] = class_table(b"-.!%*_+`'~()<>:\\\"/[]?{}", true);
 
+/// Length of the run of bytes of `class` at the start of `s`, four bytes per
+/// step while it lasts (names, tokens and words are mostly longer than that).
+#[inline(always)]
+pub(crate) fn run_of(s: &[u8], class: &[bool; 256]) -> usize {
+    let mut k = 0;
+    while let Some(c) = s.get(k..k + 4) {
+        if !(class[c[0] as usize]
+            & class[c[1] as usize]
+            & class[c[2] as usize]
+            & class[c[3] as usize])
+        {
+            break;
+        }
+        k += 4;
+    }
+    while k < s.len() && class[s[k] as usize] {
+        k += 1;
+    }
+    k
+}
+
+/// Length of the run of word characters (Call-ID) at the start of `s`.
+#[inline(always)]
+pub(crate) fn word_run(s: &[u8]) -> usize {
+    run_of(s, &WORD)
+}
+
 /// `token` character (RFC 3261 §25.1).
 #[inline]
 pub(crate) fn is_token_char(b: u8) -> bool {
     TOKEN[b as usize]
-}
-
-/// `word` character (RFC 3261 §25.1), used by Call-ID.
-#[inline]
-pub(crate) fn is_word_char(b: u8) -> bool {
-    WORD[b as usize]
 }
 
 /// `WSP`: space or horizontal tab.

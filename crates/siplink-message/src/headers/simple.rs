@@ -6,9 +6,7 @@ use std::fmt;
 use bytestring::ByteString;
 
 use crate::error::{Error, Result};
-use crate::grammar::{
-    Params, Src, is_token_char, is_word_char, params, parse_decimal, sep, sws, token,
-};
+use crate::grammar::{Params, Src, is_token_char, params, parse_decimal, sep, sws, token};
 use crate::method::Method;
 
 /// `CSeq: 4711 INVITE`.
@@ -81,7 +79,7 @@ pub(crate) fn check_call_id(src: &Src<'_>, v: &[u8]) -> Result<()> {
     if v.is_empty() {
         return Err(src.err(v, CTX, "a word"));
     }
-    let word_end = |s: &[u8]| s.iter().position(|&c| !is_word_char(c)).unwrap_or(s.len());
+    let word_end = crate::grammar::word_run;
     let first = word_end(v);
     if first < v.len() {
         // Only one '@' is allowed, with a word on each side.
