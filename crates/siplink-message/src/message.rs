@@ -340,14 +340,16 @@ impl Message {
             });
         }
         // RFC 3261 §7.5: CRLFs before the start line are ignored.
+        if !buf.starts_with(b"\r\n") {
+            // The usual case, returned as it is (no copy of the message).
+            return Message::index(buf, opts);
+        }
         let lead = buf
             .chunks(2)
             .take_while(|c| *c == b"\r\n")
             .count()
             .saturating_mul(2);
-        if lead > 0 {
-            buf = buf.slice(lead..);
-        }
+        buf = buf.slice(lead..);
         // Error offsets count from the start of the input, leading CRLFs included.
         Message::index(buf, opts).map_err(|e| e.offset_by(lead))
     }

@@ -255,31 +255,34 @@ fn check_domain(h: &[u8]) -> Result<bool, usize> {
 
 /// `1*3DIGIT "." 1*3DIGIT "." 1*3DIGIT "." 1*3DIGIT`, each at most 255.
 pub(crate) fn parse_v4(s: &[u8]) -> Option<Ipv4Addr> {
-    let mut octets = [0u8; 4];
-    let mut part = 0;
-    let (mut value, mut digits) = (0u16, 0);
-    for &c in s {
-        if c == b'.' {
-            if digits == 0 || part == 3 {
-                return None;
-            }
-            octets[part] = u8::try_from(value).ok()?;
-            part += 1;
-            (value, digits) = (0, 0);
-        } else {
-            let d = c.wrapping_sub(b'0');
-            if d > 9 || digits == 3 {
-                return None;
-            }
-            value = value * 10 + u16::from(d);
-            digits += 1;
-        }
-    }
-    if digits == 0 || part != 3 {
+    if !(7..=15).contains(&s.len()) {
         return None;
     }
-    octets[3] = u8::try_from(value).ok()?;
-    Some(Ipv4Addr::from(octets))
+    let mut octets = [0u8; 4];
+    let mut k = 0;
+    for (n, octet) in octets.iter_mut().enumerate() {
+        if n > 0 {
+            if s.get(k) != Some(&b'.') {
+                return None;
+            }
+            k += 1;
+        }
+        let start = k;
+        let mut value = 0u16;
+        while let Some(&c) = s.get(k) {
+            let d = c.wrapping_sub(b'0');
+            if d > 9 || k - start == 3 {
+                break;
+            }
+            value = value * 10 + u16::from(d);
+            k += 1;
+        }
+        if k == start {
+            return None;
+        }
+        *octet = u8::try_from(value).ok()?;
+    }
+    (k == s.len()).then(|| Ipv4Addr::from(octets))
 }
 
 /// An IPv6 address; tolerates the RFC 3261 ABNF's `:::` before an IPv4 tail.
@@ -321,6 +324,20 @@ mod tests {
             (Host::Ipv4([192, 0, 2, 1].into()), 9)
         );
         assert!(host("192.0.2.256").is_err());
+        assert_eq!(parse_v4(b"001.02.3.255"), Some([1, 2, 3, 255].into()));
+        for bad in [
+            &b"1.2.3"[..],
+            b"1.2.3.4.",
+            b"1.2.3.4.5",
+            b"1234.1.1.1",
+            b"1..2.3",
+            b".1.2.3",
+            b"1.2.3.4a",
+            b"1.2.3.0004",
+            b"255.255.255.256",
+        ] {
+            assert_eq!(parse_v4(bad), None, "{}", String::from_utf8_lossy(bad));
+        }
         assert!(host("1.2.3").is_err());
         assert!(host("host.123").is_err());
         assert!(host("-a.com").is_err());
