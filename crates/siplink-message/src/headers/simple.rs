@@ -57,6 +57,22 @@ fn end(src: &Src<'_>, rest: &[u8], context: &'static str) -> Result<()> {
 impl CSeq {
     pub(crate) fn parse_src(src: &Src<'_>, v: &[u8]) -> Result<CSeq> {
         const CTX: &str = "CSeq header";
+        // The common form: at most nine digits (below 2^32), one space, and a
+        // method token ending the value.
+        let n = v
+            .iter()
+            .position(|c| !c.is_ascii_digit())
+            .unwrap_or(v.len());
+        if (1..=9).contains(&n) && v[n] == b' ' {
+            let m = &v[n + 1..];
+            if !m.is_empty() && m.iter().all(|&c| is_token_char(c)) {
+                let seq = v[..n]
+                    .iter()
+                    .fold(0u32, |acc, d| acc * 10 + u32::from(d - b'0'));
+                let method = Method::from_token(m, || src.text(m, CTX).unwrap_or_default());
+                return Ok(CSeq { seq, method });
+            }
+        }
         let (seq, r) = number(src, v, u64::from(u32::MAX), CTX, "0 to 2^32-1")?;
         let r2 = sws(r);
         if r2.len() == r.len() {
@@ -272,6 +288,29 @@ mod tests {
             Err(Error::Syntax { offset, .. }) => Some(offset),
             _ => None,
         }
+    }
+
+    #[test]
+    fn cseq_common_form_reads_like_the_general_one() {
+        let cseq = |s: &'static str| {
+            let b = Bytes::from_static(s.as_bytes());
+            CSeq::parse_src(&Src::new(&b), &b)
+        };
+        let ok = |s, seq, method: &str| {
+            let c = cseq(s).unwrap();
+            assert_eq!((c.seq, c.method.as_str()), (seq, method), "{s}");
+        };
+        ok("314159 INVITE", 314159, "INVITE");
+        ok("1 FOO-BAR", 1, "FOO-BAR");
+        ok("000000007 ACK", 7, "ACK");
+        ok("999999999 BYE", 999_999_999, "BYE");
+        ok("4294967295 BYE", u32::MAX, "BYE");
+        ok("12\t \r\n REGISTER ", 12, "REGISTER");
+        assert!(cseq("4294967296 BYE").is_err());
+        assert!(cseq("12 INVITE x").is_err());
+        assert!(cseq("12INVITE").is_err());
+        assert!(cseq("12 ").is_err());
+        assert!(cseq(" 12 ACK").is_err());
     }
 
     #[test]
