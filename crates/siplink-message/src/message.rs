@@ -82,8 +82,18 @@ struct Entry {
     /// The value with surrounding LWS trimmed.
     value: Span,
     /// 0 for a parsed line; `k` for a line added or replaced by an edit, whose
-    /// name and value are `Message::edits[k - 1]` (the spans are then unused).
+    /// name and value are `lines[k - 1]` of `Message::edits` (the spans are
+    /// then unused).
     edit: u32,
+}
+
+/// The parts of a message written by edits.
+#[derive(Debug, Clone, Default)]
+struct Edits {
+    /// Replacement start line.
+    start: Option<Bytes>,
+    /// Names and values of the lines written by edits (see [`Entry::edit`]).
+    lines: Vec<(Bytes, Bytes)>,
 }
 
 /// A header as seen through [`Message::headers`].
@@ -194,11 +204,10 @@ pub struct Message {
     start: StartLine,
     /// End of the start line, CRLF included.
     start_end: u32,
-    /// Replacement start line after an edit.
-    new_start: Option<Bytes>,
     headers: Vec<Entry>,
-    /// Names and values of the lines written by edits (see [`Entry::edit`]).
-    edits: Vec<(Bytes, Bytes)>,
+    /// What edits wrote, allocated on the first edit (a parsed message stays
+    /// small: it is moved around whole).
+    edits: Option<Box<Edits>>,
     body: Bytes,
     /// Content-Length as received, if present.
     content_length: Option<u32>,
@@ -218,7 +227,6 @@ impl Clone for Message {
             buf: self.buf.clone(),
             start: self.start.clone(),
             start_end: self.start_end,
-            new_start: self.new_start.clone(),
             headers: self.headers.clone(),
             edits: self.edits.clone(),
             body: self.body.clone(),
@@ -476,9 +484,8 @@ impl Message {
             buf,
             start,
             start_end: start_end as u32,
-            new_start: None,
             headers,
-            edits: Vec::new(),
+            edits: None,
             body,
             content_length: content_length.map(|(n, _)| n),
             trailing,
@@ -610,7 +617,7 @@ impl Message {
     /// The SIP-Version of the start line as written (`SIP/2.0`, or another
     /// well-formed version that [`Message::validate`] answers with 505).
     pub fn version(&self) -> &[u8] {
-        match (&self.start, &self.new_start) {
+        match (&self.start, self.new_start()) {
             // An edited start line is always written with SIP/2.0 (before its CRLF).
             (StartLine::Request { .. }, Some(line)) => &line[line.len() - 9..line.len() - 2],
             (StartLine::Request { version, .. }, None)
@@ -650,12 +657,17 @@ impl Message {
         self.headers.len()
     }
 
+    /// The start line written by an edit, if any.
+    fn new_start(&self) -> Option<&Bytes> {
+        self.edits.as_ref()?.start.as_ref()
+    }
+
     /// The name and value written by an edit, for an edited line.
     #[inline]
     fn edited(&self, e: &Entry) -> Option<&(Bytes, Bytes)> {
         match e.edit {
             0 => None,
-            k => self.edits.get(k as usize - 1),
+            k => self.edits.as_ref()?.lines.get(k as usize - 1),
         }
     }
 
@@ -774,7 +786,7 @@ impl Message {
             return self.buf.clone();
         }
         let mut out = BytesMut::with_capacity(self.buf.len() + 256);
-        match &self.new_start {
+        match self.new_start() {
             Some(s) => out.put_slice(s),
             None => out.put_slice(&self.buf[..self.start_end as usize]),
         }
@@ -804,23 +816,24 @@ impl Message {
     fn new_entry(&mut self, name: HeaderName, raw_name: Bytes, value: Bytes) -> Entry {
         // Lines replaced or removed leave their edits behind: drop those once
         // they outnumber the lines, so that repeated edits stay bounded.
-        if self.edits.len() >= 2 * self.headers.len() + 16 {
+        let edits = self.edits.get_or_insert_with(Box::default);
+        if edits.lines.len() >= 2 * self.headers.len() + 16 {
             let mut kept = Vec::with_capacity(self.headers.len());
             for e in &mut self.headers {
                 if e.edit != 0 {
-                    kept.push(self.edits[e.edit as usize - 1].clone());
+                    kept.push(edits.lines[e.edit as usize - 1].clone());
                     e.edit = kept.len() as u32;
                 }
             }
-            self.edits = kept;
+            edits.lines = kept;
         }
-        self.edits.push((raw_name, unfold(value)));
+        edits.lines.push((raw_name, unfold(value)));
         Entry {
             name,
             line: Span::default(),
             raw_name: Span::default(),
             value: Span::default(),
-            edit: self.edits.len() as u32,
+            edit: edits.lines.len() as u32,
         }
     }
 
@@ -962,7 +975,7 @@ impl Message {
             uri: line.slice(method.as_str().len() + 1..version_start - 1),
             version: Span::new(0, 0),
         };
-        self.new_start = Some(line);
+        self.edits.get_or_insert_with(Box::default).start = Some(line);
         self.touch();
         true
     }

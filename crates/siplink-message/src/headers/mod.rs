@@ -2,8 +2,10 @@
 //!
 //! Typed views are parsed from the message's header slices the first time they
 //! are asked for (through the accessors on [`Message`]) and the result, success or
-//! error, is cached until the message is edited. Header lines that hold several
-//! comma-separated values and the same header on several lines read as one list.
+//! error, is cached until the message is edited. Two reads keep no copy: the
+//! Call-ID is checked once and then read from its line, and Max-Forwards is read
+//! from its line on each call. Header lines that hold several comma-separated
+//! values and the same header on several lines read as one list.
 
 mod addr;
 pub mod auth;
