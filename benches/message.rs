@@ -3,11 +3,16 @@
 //! `cargo bench --bench message`. For each message: plain parse, parse plus the
 //! headers a proxy reads (top Via, To tag, Call-ID, CSeq, Max-Forwards, Route),
 //! and serialise; the same through rsip.
+//!
+//! Instruction counts: with `SIPLINK_BENCH_PROBE=<message>/<case>/<iterations>`
+//! (case `siplink-parse`, `rsip-parse`, `siplink-proxy` or `rsip-proxy`) the binary
+//! runs only that loop and exits, for `valgrind --tool=callgrind`; run it twice with
+//! different iteration counts and divide the difference (see docs/benchmarks.md).
 
 use std::hint::black_box;
 
 use bytes::Bytes;
-use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{Criterion, Throughput, criterion_group};
 use rsip::prelude::*;
 use siplink::message::{HeaderName, Message};
 
@@ -148,16 +153,55 @@ fn rsip_proxy_headers(m: &rsip::SipMessage) -> usize {
     via.branch().map_or(0, |b| b.to_string().len()) + tag + call_id + cseq + mf + routes
 }
 
+fn cases() -> [(&'static str, String); 4] {
+    [
+        ("register", REGISTER.to_owned()),
+        ("invite_sdp", invite()),
+        ("ok200", OK200.to_owned()),
+        ("large_30_headers", large()),
+    ]
+}
+
+/// Runs one loop `n` times without criterion (for instruction counting).
+fn probe(spec: &str) {
+    let mut it = spec.split('/');
+    let (Some(name), Some(case), Some(n)) = (it.next(), it.next(), it.next()) else {
+        panic!("SIPLINK_BENCH_PROBE=<message>/<case>/<iterations>");
+    };
+    let n: usize = n.parse().expect("iterations");
+    let cases = cases();
+    let text = &cases
+        .iter()
+        .find(|(m, _)| *m == name)
+        .expect("message name")
+        .1;
+    let bytes = Bytes::copy_from_slice(text.as_bytes());
+    let mut acc = 0usize;
+    for _ in 0..n {
+        acc += match case {
+            "siplink-parse" => Message::parse(black_box(bytes.clone()))
+                .expect("parse")
+                .header_count(),
+            "rsip-parse" => rsip::SipMessage::try_from(black_box(text.as_bytes()))
+                .expect("parse")
+                .headers()
+                .iter()
+                .count(),
+            "siplink-proxy" => {
+                siplink_proxy_headers(&Message::parse(black_box(bytes.clone())).expect("parse"))
+            }
+            "rsip-proxy" => rsip_proxy_headers(
+                &rsip::SipMessage::try_from(black_box(text.as_bytes())).expect("parse"),
+            ),
+            other => panic!("unknown case {other}"),
+        };
+    }
+    black_box(acc);
+}
+
 fn bench(c: &mut Criterion) {
-    let large = large();
-    let invite = invite();
-    let cases: [(&str, &str); 4] = [
-        ("register", REGISTER),
-        ("invite_sdp", &invite),
-        ("ok200", OK200),
-        ("large_30_headers", &large),
-    ];
-    for (name, text) in cases {
+    for (name, text) in cases() {
+        let text = text.as_str();
         let bytes = Bytes::copy_from_slice(text.as_bytes());
         // Both parsers must accept the message and agree on what a proxy reads.
         let ours = Message::parse(bytes.clone()).expect("siplink parses");
@@ -206,4 +250,12 @@ fn bench(c: &mut Criterion) {
 }
 
 criterion_group!(benches, bench);
-criterion_main!(benches);
+
+fn main() {
+    if let Ok(spec) = std::env::var("SIPLINK_BENCH_PROBE") {
+        probe(&spec);
+        return;
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}

@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::sync::OnceLock;
+use std::sync::atomic::AtomicBool;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use memchr::memchr;
@@ -69,8 +70,9 @@ enum StartLine {
     },
 }
 
-/// One header line as indexed by the parser, or one added by an edit.
-#[derive(Debug, Clone)]
+/// One header line as indexed by the parser, or one added by an edit. Plain
+/// data (no drop work per line).
+#[derive(Debug, Clone, Copy)]
 struct Entry {
     name: HeaderName,
     /// The whole line including folded continuations and the final CRLF.
@@ -79,8 +81,19 @@ struct Entry {
     raw_name: Span,
     /// The value with surrounding LWS trimmed.
     value: Span,
-    /// Set for headers added or replaced by an edit; the spans are then unused.
-    new: Option<Box<(Bytes, Bytes)>>,
+    /// 0 for a parsed line; `k` for a line added or replaced by an edit, whose
+    /// name and value are `lines[k - 1]` of `Message::edits` (the spans are
+    /// then unused).
+    edit: u32,
+}
+
+/// The parts of a message written by edits.
+#[derive(Debug, Clone, Default)]
+struct Edits {
+    /// Replacement start line.
+    start: Option<Bytes>,
+    /// Names and values of the lines written by edits (see [`Entry::edit`]).
+    lines: Vec<(Bytes, Bytes)>,
 }
 
 /// A header as seen through [`Message::headers`].
@@ -130,12 +143,10 @@ typed_cache! {
         request_uri: Box<crate::uri::Uri>,
         via: Vec<crate::headers::Via>,
         top_via: crate::headers::Via,
-        to_params: crate::Params,
-        from_params: crate::Params,
+        to_tag: Option<bytestring::ByteString>,
+        from_tag: Option<bytestring::ByteString>,
         route: Vec<crate::headers::NameAddr>,
-        call_id: bytestring::ByteString,
         cseq: crate::headers::CSeq,
-        max_forwards: Option<u8>,
     }
     plus cold: OnceLock<Box<ColdCache>>
 }
@@ -193,15 +204,20 @@ pub struct Message {
     start: StartLine,
     /// End of the start line, CRLF included.
     start_end: u32,
-    /// Replacement start line after an edit.
-    new_start: Option<Bytes>,
     headers: Vec<Entry>,
+    /// What edits wrote, allocated on the first edit (a parsed message stays
+    /// small: it is moved around whole).
+    edits: Option<Box<Edits>>,
     body: Bytes,
     /// Content-Length as received, if present.
     content_length: Option<u32>,
     /// Bytes after the message in the datagram (ignored per RFC 3261 §18.3).
     trailing: usize,
     edited: bool,
+    /// Set once the first Call-ID line has been checked: the Call-ID is then
+    /// read from its line without another check (a view that needs no
+    /// allocation and no reference on the buffer).
+    pub(crate) call_id_checked: AtomicBool,
     cache: OnceLock<Box<Cache>>,
 }
 
@@ -211,12 +227,13 @@ impl Clone for Message {
             buf: self.buf.clone(),
             start: self.start.clone(),
             start_end: self.start_end,
-            new_start: self.new_start.clone(),
             headers: self.headers.clone(),
+            edits: self.edits.clone(),
             body: self.body.clone(),
             content_length: self.content_length,
             trailing: self.trailing,
             edited: self.edited,
+            call_id_checked: AtomicBool::new(false),
             cache: OnceLock::new(),
         }
     }
@@ -273,8 +290,27 @@ fn line_end(b: &[u8], from: usize, context: &'static str) -> Result<usize> {
     }
 }
 
+/// Finds the end of the header line starting at `from` (just past its LF): the
+/// same as [`line_end`] with the error context of a header line.
+#[inline]
+fn header_line_end(b: &[u8], from: usize) -> Result<usize> {
+    match memchr(b'\n', &b[from..]) {
+        Some(k) => {
+            let nl = from + k;
+            if b[nl - 1] != b'\r' {
+                return Err(Error::syntax(nl, CTX_HEADER, "CRLF line ending"));
+            }
+            Ok(nl + 1)
+        }
+        None => Err(Error::Incomplete),
+    }
+}
+
 /// `SIP-Version = "SIP" "/" 1*DIGIT "." 1*DIGIT`; returns whether it is 2.0.
 fn check_version(v: &[u8], offset: usize) -> Result<bool> {
+    if v == b"SIP/2.0" {
+        return Ok(true);
+    }
     let bad = || Error::syntax(offset, CTX_START, "SIP-Version (SIP/2.0)");
     if v.len() < 7 || !v[..4].eq_ignore_ascii_case(b"SIP/") {
         return Err(bad());
@@ -289,7 +325,8 @@ fn check_version(v: &[u8], offset: usize) -> Result<bool> {
     {
         return Err(bad());
     }
-    Ok(v == b"SIP/2.0")
+    // Well-formed, but not `SIP/2.0` exactly.
+    Ok(false)
 }
 
 impl Message {
@@ -311,14 +348,16 @@ impl Message {
             });
         }
         // RFC 3261 §7.5: CRLFs before the start line are ignored.
+        if !buf.starts_with(b"\r\n") {
+            // The usual case, returned as it is (no copy of the message).
+            return Message::index(buf, opts);
+        }
         let lead = buf
             .chunks(2)
             .take_while(|c| *c == b"\r\n")
             .count()
             .saturating_mul(2);
-        if lead > 0 {
-            buf = buf.slice(lead..);
-        }
+        buf = buf.slice(lead..);
         // Error offsets count from the start of the input, leading CRLFs included.
         Message::index(buf, opts).map_err(|e| e.offset_by(lead))
     }
@@ -332,20 +371,6 @@ impl Message {
         let mut headers: Vec<Entry> = Vec::with_capacity(16);
         let mut content_length: Option<(u32, usize)> = None;
         let mut p = start_end;
-        // Line feeds of the header section, found by one vectorised scan.
-        let mut lfs = memchr::memchr_iter(b'\n', &b[start_end..]).map(|k| k + start_end);
-        let mut next_line_end = |from: usize| -> Result<usize> {
-            for nl in lfs.by_ref() {
-                if nl < from {
-                    continue;
-                }
-                if b[nl - 1] != b'\r' {
-                    return Err(Error::syntax(nl, CTX_HEADER, "CRLF line ending"));
-                }
-                return Ok(nl + 1);
-            }
-            Err(Error::Incomplete)
-        };
         let body_start = loop {
             match b.get(p..p + 2) {
                 Some(b"\r\n") => break p + 2,
@@ -353,50 +378,59 @@ impl Message {
                 _ => {}
             }
             // One header line, with folded continuation lines.
-            let mut end = next_line_end(p)?;
+            let mut end = header_line_end(b, p)?;
             let mut folded = false;
             while matches!(b.get(end), Some(b' ' | b'\t')) {
-                end = next_line_end(end)?;
+                end = header_line_end(b, end)?;
                 folded = true;
             }
-            let mut q = p;
-            while q < end && is_token_char(b[q]) {
-                q += 1;
-            }
-            if q == p {
+            let line = &b[p..end];
+            // The line ends in CRLF, which is not a token character: the scan
+            // stops inside the line.
+            let name_len = line
+                .iter()
+                .position(|&c| !is_token_char(c))
+                .unwrap_or(line.len());
+            if name_len == 0 {
                 return Err(Error::syntax(p, CTX_HEADER, "header name"));
             }
-            let name_end = q;
-            while q < end && is_wsp(b[q]) {
+            let name_end = p + name_len;
+            let mut q = name_end;
+            while is_wsp(b[q]) {
                 q += 1;
             }
             if b[q] != b':' {
                 return Err(Error::syntax(q, CTX_HEADER, "':' after the header name"));
             }
-            let raw_value = &b[q + 1..end - 2];
-            // Fast path: an unfolded line has no CR/LF inside, so trimming is
-            // only spaces and tabs at both ends.
-            let value = if !folded {
-                let s = raw_value
-                    .iter()
-                    .position(|&c| !is_wsp(c))
-                    .unwrap_or(raw_value.len());
-                let e = raw_value
-                    .iter()
-                    .rposition(|&c| !is_wsp(c))
-                    .map_or(s, |k| k + 1);
-                &raw_value[s..e]
+            // The value with surrounding white space removed. An unfolded line
+            // has no CR/LF inside, so trimming is only spaces and tabs.
+            let (raw_start, raw_end) = (q + 1, end - 2);
+            let (vstart, vend) = if !folded {
+                let mut s = raw_start;
+                while s < raw_end && is_wsp(b[s]) {
+                    s += 1;
+                }
+                let mut e = raw_end;
+                while e > s && is_wsp(b[e - 1]) {
+                    e -= 1;
+                }
+                if s == e {
+                    (raw_start, raw_start)
+                } else {
+                    (s, e)
+                }
             } else {
-                trim_lws(raw_value)
+                let v = trim_lws(&b[raw_start..raw_end]);
+                if v.is_empty() {
+                    (raw_start, raw_start)
+                } else {
+                    let s = v.as_ptr() as usize - b.as_ptr() as usize;
+                    (s, s + v.len())
+                }
             };
-            let vstart = if value.is_empty() {
-                q + 1
-            } else {
-                value.as_ptr() as usize - b.as_ptr() as usize
-            };
-            let name = HeaderName::from_bytes(&b[p..name_end]);
+            let name = HeaderName::from_token(&b[p..name_end]);
             if name == HeaderName::ContentLength {
-                let n = parse_decimal(value, u64::from(u32::MAX)).ok_or(
+                let n = parse_decimal(&b[vstart..vend], u64::from(u32::MAX)).ok_or(
                     Error::InvalidContentLength {
                         offset: vstart,
                         reason: "not a decimal number of bytes",
@@ -421,8 +455,8 @@ impl Message {
                 name,
                 line: Span::new(p, end),
                 raw_name: Span::new(p, name_end),
-                value: Span::new(vstart, vstart + value.len()),
-                new: None,
+                value: Span::new(vstart, vend),
+                edit: 0,
             });
             p = end;
         };
@@ -450,12 +484,13 @@ impl Message {
             buf,
             start,
             start_end: start_end as u32,
-            new_start: None,
             headers,
+            edits: None,
             body,
             content_length: content_length.map(|(n, _)| n),
             trailing,
             edited: false,
+            call_id_checked: AtomicBool::new(false),
             cache: OnceLock::new(),
         })
     }
@@ -582,7 +617,7 @@ impl Message {
     /// The SIP-Version of the start line as written (`SIP/2.0`, or another
     /// well-formed version that [`Message::validate`] answers with 505).
     pub fn version(&self) -> &[u8] {
-        match (&self.start, &self.new_start) {
+        match (&self.start, self.new_start()) {
             // An edited start line is always written with SIP/2.0 (before its CRLF).
             (StartLine::Request { .. }, Some(line)) => &line[line.len() - 9..line.len() - 2],
             (StartLine::Request { version, .. }, None)
@@ -622,8 +657,22 @@ impl Message {
         self.headers.len()
     }
 
+    /// The start line written by an edit, if any.
+    fn new_start(&self) -> Option<&Bytes> {
+        self.edits.as_ref()?.start.as_ref()
+    }
+
+    /// The name and value written by an edit, for an edited line.
+    #[inline]
+    fn edited(&self, e: &Entry) -> Option<&(Bytes, Bytes)> {
+        match e.edit {
+            0 => None,
+            k => self.edits.as_ref()?.lines.get(k as usize - 1),
+        }
+    }
+
     fn header_ref<'a>(&'a self, e: &'a Entry) -> Header<'a> {
-        match &e.new {
+        match self.edited(e) {
             Some(nv) => Header {
                 name: e.name,
                 raw_name: &nv.0,
@@ -658,6 +707,12 @@ impl Message {
             .map(|h| h.value)
     }
 
+    /// Whether there is a header line with this name.
+    #[inline]
+    pub(crate) fn has_header(&self, name: HeaderName) -> bool {
+        self.headers.iter().any(|e| e.name == name)
+    }
+
     /// Number of header lines with this name.
     pub fn count(&self, name: HeaderName) -> usize {
         self.headers.iter().filter(|e| e.name == name).count()
@@ -672,7 +727,7 @@ impl Message {
     ) -> Result<Vec<T>> {
         let mut out = Vec::new();
         for e in self.headers.iter().filter(|e| e.name == name) {
-            match &e.new {
+            match self.edited(e) {
                 Some(nv) => out.push(f(&Src::new(&nv.1), &nv.1)?),
                 None => out.push(f(&Src::new(&self.buf), e.value.of(&self.buf))?),
             }
@@ -688,7 +743,7 @@ impl Message {
     ) -> Result<Option<T>> {
         match self.headers.iter().find(|e| e.name == name) {
             None => Ok(None),
-            Some(e) => match &e.new {
+            Some(e) => match self.edited(e) {
                 Some(nv) => f(&Src::new(&nv.1), &nv.1).map(Some),
                 None => f(&Src::new(&self.buf), e.value.of(&self.buf)).map(Some),
             },
@@ -731,12 +786,12 @@ impl Message {
             return self.buf.clone();
         }
         let mut out = BytesMut::with_capacity(self.buf.len() + 256);
-        match &self.new_start {
+        match self.new_start() {
             Some(s) => out.put_slice(s),
             None => out.put_slice(&self.buf[..self.start_end as usize]),
         }
         for e in &self.headers {
-            match &e.new {
+            match self.edited(e) {
                 Some(nv) => {
                     out.put_slice(&nv.0);
                     out.put_slice(b": ");
@@ -753,17 +808,32 @@ impl Message {
 
     fn touch(&mut self) {
         self.edited = true;
+        self.call_id_checked = AtomicBool::new(false);
         self.cache = OnceLock::new();
     }
 
-    fn new_entry(name: HeaderName, raw_name: Bytes, value: Bytes) -> Entry {
-        let value = unfold(value);
+    /// A line written by an edit (its name and value are kept in `edits`).
+    fn new_entry(&mut self, name: HeaderName, raw_name: Bytes, value: Bytes) -> Entry {
+        // Lines replaced or removed leave their edits behind: drop those once
+        // they outnumber the lines, so that repeated edits stay bounded.
+        let edits = self.edits.get_or_insert_with(Box::default);
+        if edits.lines.len() >= 2 * self.headers.len() + 16 {
+            let mut kept = Vec::with_capacity(self.headers.len());
+            for e in &mut self.headers {
+                if e.edit != 0 {
+                    kept.push(edits.lines[e.edit as usize - 1].clone());
+                    e.edit = kept.len() as u32;
+                }
+            }
+            edits.lines = kept;
+        }
+        edits.lines.push((raw_name, unfold(value)));
         Entry {
             name,
             line: Span::default(),
             raw_name: Span::default(),
             value: Span::default(),
-            new: Some(Box::new((raw_name, value))),
+            edit: edits.lines.len() as u32,
         }
     }
 
@@ -784,14 +854,14 @@ impl Message {
             .iter()
             .position(|e| e.name == name)
             .unwrap_or(0);
-        let entry = Self::new_entry(name, Self::name_bytes(name, None), value.into());
+        let entry = self.new_entry(name, Self::name_bytes(name, None), value.into());
         self.headers.insert(at, entry);
         self.touch();
     }
 
     /// Appends a header line after the last header.
     pub fn append_header(&mut self, name: HeaderName, value: impl Into<Bytes>) {
-        let entry = Self::new_entry(name, Self::name_bytes(name, None), value.into());
+        let entry = self.new_entry(name, Self::name_bytes(name, None), value.into());
         self.headers.push(entry);
         self.touch();
     }
@@ -799,7 +869,7 @@ impl Message {
     /// Appends an extension header line with the given name.
     pub fn append_extension_header(&mut self, name: &str, value: impl Into<Bytes>) {
         let classified = HeaderName::from_bytes(name.as_bytes());
-        let entry = Self::new_entry(
+        let entry = self.new_entry(
             classified,
             Bytes::copy_from_slice(name.as_bytes()),
             value.into(),
@@ -811,7 +881,7 @@ impl Message {
     /// Replaces every line of `name` by one line with `value`, at the position of
     /// the first one (or appended if there was none).
     pub fn set_header(&mut self, name: HeaderName, value: impl Into<Bytes>) {
-        let entry = Self::new_entry(name, Self::name_bytes(name, None), value.into());
+        let entry = self.new_entry(name, Self::name_bytes(name, None), value.into());
         match self.headers.iter().position(|e| e.name == name) {
             Some(at) => {
                 self.headers[at] = entry;
@@ -854,7 +924,7 @@ impl Message {
         } else {
             let joined = rest.join(&b", "[..]);
             let raw_name = Bytes::copy_from_slice(self.header_ref(&self.headers[at]).raw_name);
-            self.headers[at] = Self::new_entry(name, raw_name, Bytes::from(joined));
+            self.headers[at] = self.new_entry(name, raw_name, Bytes::from(joined));
         }
         self.touch();
         true
@@ -876,7 +946,7 @@ impl Message {
             joined.extend_from_slice(p);
         }
         let raw_name = Bytes::copy_from_slice(self.header_ref(&self.headers[at]).raw_name);
-        self.headers[at] = Self::new_entry(name, raw_name, Bytes::from(joined));
+        self.headers[at] = self.new_entry(name, raw_name, Bytes::from(joined));
         self.touch();
         true
     }
@@ -905,7 +975,7 @@ impl Message {
             uri: line.slice(method.as_str().len() + 1..version_start - 1),
             version: Span::new(0, 0),
         };
-        self.new_start = Some(line);
+        self.edits.get_or_insert_with(Box::default).start = Some(line);
         self.touch();
         true
     }

@@ -1533,3 +1533,82 @@ fn malformed_typed_headers_are_400() {
         .replace("Call-ID: a84b4c76e66710", "Call-ID: a b");
     assert_eq!(parse(text.as_bytes()).validate().unwrap_err().status, 400);
 }
+
+#[test]
+fn tags_read_alone_match_the_whole_header() {
+    let values: [&[u8]; 8] = [
+        b"<sip:b@x.example>;tag=abc",
+        b"Bob <sip:b@x.example>;TAG=\"q \\\" t\";x",
+        b"<sip:b@x.example>;x;tag",
+        b"<sip:b@x.example> ; tag = 1 ;tag=2",
+        b"sip:b@x.example;tag=7;x=\"y\"",
+        b"<sip:b@x.example>;x=\"\xff\";tag=1",
+        b"<sip:b@x.example>;tag=1;;",
+        b"<sip:b@x.example>;tag=1 junk",
+    ];
+    for v in values {
+        let mut text = options("").to_vec();
+        let at = text.windows(4).position(|w| w == b"To: ").unwrap() + 4;
+        let end = at + text[at..].windows(2).position(|w| w == b"\r\n").unwrap();
+        text.splice(at..end, v.iter().copied());
+        let m = Message::parse(text.clone()).unwrap();
+        let whole = Message::parse(text).unwrap();
+        let whole = whole.to().map(|n| n.tag().map(str::to_owned));
+        assert_eq!(
+            m.to_tag().map(|t| t.map(str::to_owned)),
+            whole,
+            "{}",
+            String::from_utf8_lossy(v)
+        );
+    }
+}
+
+#[test]
+fn call_id_and_max_forwards_are_read_the_same_every_time() {
+    let m = parse(&options(""));
+    assert_eq!(m.call_id(), Ok("a84b4c76e66710"));
+    assert_eq!(m.call_id(), Ok("a84b4c76e66710"));
+    assert_eq!(m.max_forwards(), Ok(Some(70)));
+    let text = String::from_utf8(options("")).unwrap();
+    let bad = parse(text.replace("a84b4c76e66710", "a84b4c76e66710@").as_bytes());
+    let first = bad.call_id().unwrap_err();
+    assert_eq!(bad.call_id().unwrap_err(), first);
+    assert!(matches!(
+        first,
+        Error::Syntax {
+            context: "Call-ID header",
+            ..
+        }
+    ));
+    let mut edited = m.clone();
+    edited.set_header(HeaderName::CallId, "new@id");
+    assert_eq!(edited.call_id(), Ok("new@id"));
+    edited.set_header(HeaderName::CallId, "two@at@signs");
+    assert!(edited.call_id().is_err());
+    edited.set_header(HeaderName::MaxForwards, "256");
+    assert!(edited.max_forwards().is_err());
+    edited.remove_header(HeaderName::MaxForwards);
+    assert_eq!(edited.max_forwards(), Ok(None));
+}
+
+#[test]
+fn repeated_edits_keep_every_line_right() {
+    let mut m = parse(&options("X-A: a\nX-B: b\n"));
+    for k in 0..500u32 {
+        m.set_header(HeaderName::MaxForwards, k.to_string());
+        if k % 3 == 0 {
+            m.append_extension_header("X-Count", k.to_string());
+        }
+        if k % 7 == 0 {
+            m.remove_header(HeaderName::Other);
+        }
+    }
+    assert!(m.max_forwards().is_err()); // 499 is above 255
+    assert_eq!(m.header(HeaderName::MaxForwards), Some(&b"499"[..]));
+    let re = m.reparse().unwrap();
+    assert_eq!(re.to_bytes(), m.to_bytes());
+    let x: Vec<&[u8]> = m.header_values_named("X-Count").collect();
+    // The last removal (k = 497) took every extension line.
+    assert_eq!(x, [&b"498"[..]]);
+    assert_eq!(m.call_id(), Ok("a84b4c76e66710"));
+}

@@ -910,7 +910,10 @@ fn check_views(msg: &Message, m: &Model, r: &Rendered) -> Result<(), TestCaseErr
         prop_assert_eq!(h.raw_name(), l.raw_name.as_bytes());
     }
 
+    // A clone has no views yet: its top Via is read on its own.
+    let fresh = msg.clone();
     let vias = msg.via().unwrap();
+    prop_assert_eq!(fresh.top_via().unwrap(), &vias[0]);
     prop_assert_eq!(vias.len(), m.vias.len());
     for (got, want) in vias.iter().zip(&m.vias) {
         prop_assert_eq!(got.branch(), Some(want.branch.as_str()));

@@ -6,7 +6,9 @@ use std::fmt;
 use bytestring::ByteString;
 
 use crate::error::{Error, Result};
-use crate::grammar::{Params, Src, is_token_char, params, quoted_string, sws, trim_lws};
+use crate::grammar::{
+    Params, Src, for_each_param, is_token_char, params, quoted_string, sws, trim_lws,
+};
 use crate::uri::Uri;
 
 /// A URI with an optional display name and header parameters:
@@ -166,15 +168,33 @@ fn header_params(src: &Src<'_>, i: &[u8], ctx: &'static str) -> Result<Params> {
     Ok(params)
 }
 
-/// The header parameters of a name-addr value without parsing its URI (what
-/// transaction matching and proxies need from To and From: the tag).
-pub(crate) fn parse_header_params(
+/// The `tag` parameter of a name-addr value (what transaction matching and
+/// proxies need from To and From), without parsing its URI and without
+/// keeping the other parameters. The value is checked as for
+/// [`NameAddr::parse_src`]'s parameters: the same faults are errors.
+pub(crate) fn parse_header_tag(
     src: &Src<'_>,
     value: &[u8],
     ctx: &'static str,
-) -> Result<Params> {
+) -> Result<Option<ByteString>> {
     let parts = split(src, value, ctx)?;
-    header_params(src, parts.params, ctx)
+    let mut found = false;
+    let mut tag = None;
+    let r = for_each_param(src, parts.params, ctx, |p| {
+        if !found && p.name.eq_ignore_ascii_case(b"tag") {
+            found = true;
+            tag = p.value_text(src, ctx)?;
+        } else if let Some((raw, true)) = p.value {
+            // Only quoted strings can fail to make text (UTF-8).
+            src.unquoted_text(raw, ctx)?;
+        }
+        Ok(())
+    })?;
+    let r = sws(r);
+    if !r.is_empty() {
+        return Err(src.err(r, ctx, "';' or end of value"));
+    }
+    Ok(tag)
 }
 
 impl fmt::Display for NameAddr {

@@ -2,8 +2,10 @@
 //!
 //! Typed views are parsed from the message's header slices the first time they
 //! are asked for (through the accessors on [`Message`]) and the result, success or
-//! error, is cached until the message is edited. Header lines that hold several
-//! comma-separated values and the same header on several lines read as one list.
+//! error, is cached until the message is edited. Two reads keep no copy: the
+//! Call-ID is checked once and then read from its line, and Max-Forwards is read
+//! from its line on each call. Header lines that hold several comma-separated
+//! values and the same header on several lines read as one list.
 
 mod addr;
 pub mod auth;
@@ -16,6 +18,8 @@ pub use auth::{Challenge, Credentials};
 pub use name::HeaderName;
 pub use simple::{CSeq, MediaType, RetryAfter};
 pub use via::{MAGIC_COOKIE, Via};
+
+use std::sync::atomic::Ordering;
 
 use bytestring::ByteString;
 
@@ -85,6 +89,10 @@ impl Message {
         }
         cached!(self.top_via, {
             self.first_value(HeaderName::Via, |src, v| {
+                // The common form stops at the comma before a second value.
+                if let Some((via, _)) = Via::parse_common(src, v) {
+                    return Ok(via);
+                }
                 let first = crate::grammar::split_commas(v).next().unwrap_or_default();
                 Via::parse_src(src, first)
             })?
@@ -128,9 +136,9 @@ impl Message {
 
     fn name_addr_tag(&self, name: HeaderName, ctx: &'static str) -> Result<Option<&str>> {
         let cache = self.cache();
-        let params = match name {
-            HeaderName::To => &cache.to_params,
-            _ => &cache.from_params,
+        let tag = match name {
+            HeaderName::To => &cache.to_tag,
+            _ => &cache.from_tag,
         };
         if let Some(cold) = cache.cold.get() {
             let full = if name == HeaderName::To {
@@ -142,18 +150,17 @@ impl Message {
                 return Ok(na.tag());
             }
         }
-        params
-            .get_or_init(|| {
-                self.first_value(name, |src, v| addr::parse_header_params(src, v, ctx))?
-                    .ok_or(Error::MissingHeader(if name == HeaderName::To {
-                        "To"
-                    } else {
-                        "From"
-                    }))
-            })
-            .as_ref()
-            .map(|p| p.get("tag").flatten())
-            .map_err(Clone::clone)
+        tag.get_or_init(|| {
+            self.first_value(name, |src, v| addr::parse_header_tag(src, v, ctx))?
+                .ok_or(Error::MissingHeader(if name == HeaderName::To {
+                    "To"
+                } else {
+                    "From"
+                }))
+        })
+        .as_ref()
+        .map(Option::as_deref)
+        .map_err(Clone::clone)
     }
 
     /// The Contact header(s): `*` or the list of contacts (empty when absent).
@@ -163,6 +170,10 @@ impl Message {
 
     /// Route values in order.
     pub fn route(&self) -> Result<&[NameAddr]> {
+        // Most responses and many requests have none: no view to build.
+        if !self.has_header(HeaderName::Route) {
+            return Ok(&[]);
+        }
         cached!(
             self.route,
             addr::parse_list(self, HeaderName::Route, "Route header")
@@ -188,11 +199,18 @@ impl Message {
 
     /// The Call-ID.
     pub fn call_id(&self) -> Result<&str> {
-        cached!(self.call_id, {
-            self.first_value(HeaderName::CallId, simple::parse_call_id)?
-                .ok_or(Error::MissingHeader("Call-ID"))
-        })
-        .map(|s| &**s)
+        let Some(value) = self.header(HeaderName::CallId) else {
+            return Err(Error::MissingHeader("Call-ID"));
+        };
+        if !self.call_id_checked.load(Ordering::Relaxed) {
+            // A faulty Call-ID is checked again on every call, and gives the
+            // same error each time.
+            self.first_value(HeaderName::CallId, simple::check_call_id)?;
+            self.call_id_checked.store(true, Ordering::Relaxed);
+        }
+        // Checked: word characters only, which are ASCII.
+        std::str::from_utf8(value)
+            .map_err(|_| Error::syntax(self.offset_of(value), "Call-ID header", "UTF-8 text"))
     }
 
     /// The CSeq header.
@@ -203,15 +221,13 @@ impl Message {
         })
     }
 
-    /// Max-Forwards (0 to 255), `None` when absent.
+    /// Max-Forwards (0 to 255), `None` when absent. Read from its line on each
+    /// call: a number of at most three digits costs less to read than a cached
+    /// view costs to set up.
     pub fn max_forwards(&self) -> Result<Option<u8>> {
-        cached!(self.max_forwards, {
-            self.first_value(HeaderName::MaxForwards, |src, v| {
-                simple::parse_number(src, v, 255, "Max-Forwards header", "0 to 255")
-                    .map(|n| n as u8)
-            })
+        self.first_value(HeaderName::MaxForwards, |src, v| {
+            simple::parse_number(src, v, 255, "Max-Forwards header", "0 to 255").map(|n| n as u8)
         })
-        .copied()
     }
 
     /// Expires in seconds, `None` when absent.

@@ -172,85 +172,154 @@ header_names! {
 /// Size of the open-addressing table used to classify long header names.
 const TABLE_SIZE: usize = 256;
 
-/// Case-insensitive hash of a header name from its length and three of its bytes
-/// (`| 0x20` folds ASCII letters and keeps every other token character distinct).
-/// Cheap enough to compute after the name is scanned; equality is checked after
-/// the table lookup, so collisions only cost a probe.
-#[inline]
-const fn name_hash(b: &[u8]) -> usize {
-    let n = b.len();
-    if n == 0 {
-        return 0;
+/// ASCII case folding for token strings: for token characters, `| 0x20` only
+/// merges upper and lower case letters, so comparing words under that mask is
+/// exact.
+const FOLD: u64 = 0x2020_2020_2020_2020;
+
+/// The bytes of a name shorter than 8 bytes as one little-endian word (zero
+/// padded), with fixed-size loads only (no variable-length copy).
+#[inline(always)]
+const fn short_word(s: &[u8]) -> u64 {
+    let n = s.len();
+    if n >= 4 {
+        let lo = u32::from_le_bytes([s[0], s[1], s[2], s[3]]) as u64;
+        let hi = u32::from_le_bytes([s[n - 4], s[n - 3], s[n - 2], s[n - 1]]) as u64;
+        // The two loads overlap on identical bytes.
+        lo | (hi << (8 * (n - 4)))
+    } else if n >= 2 {
+        let lo = u16::from_le_bytes([s[0], s[1]]) as u64;
+        let hi = u16::from_le_bytes([s[n - 2], s[n - 1]]) as u64;
+        lo | (hi << (8 * (n - 2)))
+    } else if n == 1 {
+        s[0] as u64
+    } else {
+        0
     }
-    let first = (b[0] | 0x20) as usize;
-    let mid = (b[n / 2] | 0x20) as usize;
-    let last = (b[n - 1] | 0x20) as usize;
-    (first * 7 + mid * 3 + last * 13 + n * 31) % TABLE_SIZE
 }
 
-/// Case-insensitive equality of two token strings: for token characters, `| 0x20`
-/// only merges upper and lower case letters, so comparing eight bytes at a time
-/// under that mask is exact. Names of 8 to 24 bytes are covered by at most three
-/// (overlapping) 8-byte loads.
-#[inline]
-fn eq_fold(a: &[u8], b: &[u8]) -> bool {
-    const MASK: u64 = 0x2020_2020_2020_2020;
-    #[inline(always)]
-    fn load(s: &[u8], at: usize) -> u64 {
-        let mut w = [0u8; 8];
-        w.copy_from_slice(&s[at..at + 8]);
-        u64::from_le_bytes(w) | MASK
-    }
-    let n = a.len();
-    if n != b.len() {
-        return false;
-    }
+/// Eight bytes of `s` from `at`, folded.
+#[inline(always)]
+const fn word_at(s: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes([
+        s[at],
+        s[at + 1],
+        s[at + 2],
+        s[at + 3],
+        s[at + 4],
+        s[at + 5],
+        s[at + 6],
+        s[at + 7],
+    ]) | FOLD
+}
+
+/// The words a name of 2 to 24 bytes is compared by: for fewer than 8 bytes
+/// the folded short word; otherwise the words at 0, at 8 (names over 16 bytes,
+/// else 0 again) and at `n - 8` (overlapping loads).
+#[inline(always)]
+const fn key(s: &[u8]) -> [u64; 3] {
+    let n = s.len();
     if n < 8 {
-        let (mut x, mut y) = ([0u8; 8], [0u8; 8]);
-        x[..n].copy_from_slice(a);
-        y[..n].copy_from_slice(b);
-        return u64::from_le_bytes(x) | MASK == u64::from_le_bytes(y) | MASK;
+        // Fold only the bytes that are there, so that padding stays zero.
+        let mask = if n == 0 { 0 } else { FOLD >> (8 * (8 - n)) };
+        [short_word(s) | mask, 0, 0]
+    } else {
+        let mid = if n > 16 { 8 } else { 0 };
+        [word_at(s, 0), word_at(s, mid), word_at(s, n - 8)]
     }
-    if n > 24 {
-        return a.eq_ignore_ascii_case(b);
-    }
-    load(a, 0) == load(b, 0)
-        && (n <= 16 || load(a, 8) == load(b, 8))
-        && load(a, n - 8) == load(b, n - 8)
 }
 
-/// Slot `i` holds 1 + the index in [`HeaderName::ALL`] of the name hashed there, or 0.
-static TABLE: [u8; TABLE_SIZE] = {
-    let mut t = [0u8; TABLE_SIZE];
+/// The table slot of a name from its first (folded) word and its length: a
+/// multiplicative hash, one multiplication and a shift.
+#[inline(always)]
+const fn slot_of(first: u64, n: usize) -> usize {
+    ((first.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 56) as usize ^ n) & (TABLE_SIZE - 1)
+}
+
+/// One slot of the name table: the first word and length of the name hashed
+/// there, and 1 + its index in [`HeaderName::ALL`] (0 for an empty slot).
+#[derive(Clone, Copy)]
+struct Slot {
+    first: u64,
+    len: u8,
+    index: u8,
+}
+
+/// Open-addressing table of the known names (linear probing).
+static TABLE: [Slot; TABLE_SIZE] = {
+    let mut t = [Slot {
+        first: 0,
+        len: 0,
+        index: 0,
+    }; TABLE_SIZE];
     let mut k = 0;
     while k < HeaderName::NAMES.len() {
-        let mut slot = name_hash(HeaderName::NAMES[k].as_bytes());
-        while t[slot] != 0 {
+        let name = HeaderName::NAMES[k].as_bytes();
+        let first = key(name)[0];
+        let mut slot = slot_of(first, name.len());
+        while t[slot].index != 0 {
             slot = (slot + 1) % TABLE_SIZE;
         }
-        t[slot] = (k + 1) as u8;
+        t[slot] = Slot {
+            first,
+            len: name.len() as u8,
+            index: (k + 1) as u8,
+        };
+        k += 1;
+    }
+    t
+};
+
+/// [`key`] of every name of [`HeaderName::ALL`], in the same order.
+static KEYS: [[u64; 3]; HeaderName::NAMES.len()] = {
+    let mut t = [[0u64; 3]; HeaderName::NAMES.len()];
+    let mut k = 0;
+    while k < HeaderName::NAMES.len() {
+        t[k] = key(HeaderName::NAMES[k].as_bytes());
         k += 1;
     }
     t
 };
 
 impl HeaderName {
+    /// Classifies a token of 2 to 19 bytes.
     #[inline]
     fn from_long(name: &[u8]) -> HeaderName {
-        HeaderName::from_long_hashed(name, name_hash(name))
-    }
-
-    #[inline]
-    fn from_long_hashed(name: &[u8], mut slot: usize) -> HeaderName {
+        let n = name.len();
+        let first = if n < 8 {
+            key(name)[0]
+        } else {
+            word_at(name, 0)
+        };
+        let mut slot = slot_of(first, n);
         loop {
-            let k = TABLE[slot] as usize;
-            if k == 0 {
+            let s = TABLE[slot];
+            if s.index == 0 {
                 return HeaderName::Other;
             }
-            if eq_fold(HeaderName::NAMES[k - 1].as_bytes(), name) {
-                return HeaderName::ALL[k - 1];
+            if s.first == first && s.len as usize == n {
+                let k = s.index as usize - 1;
+                // Names of up to 8 bytes are covered by the first word.
+                if n <= 8 || {
+                    let mid = if n > 16 { 8 } else { 0 };
+                    word_at(name, mid) == KEYS[k][1] && word_at(name, n - 8) == KEYS[k][2]
+                } {
+                    return HeaderName::ALL[k];
+                }
             }
-            slot = (slot + 1) % TABLE_SIZE;
+            slot = (slot + 1) & (TABLE_SIZE - 1);
+        }
+    }
+
+    /// Classifies a name known to be a token (what the message parser has just
+    /// scanned).
+    #[inline]
+    pub(crate) fn from_token(name: &[u8]) -> HeaderName {
+        match name.len() {
+            1 => HeaderName::from_compact(name[0]),
+            // The longest known name is 19 bytes.
+            2..=19 => HeaderName::from_long(name),
+            _ => HeaderName::Other,
         }
     }
 
@@ -264,12 +333,11 @@ impl HeaderName {
     /// ```
     #[inline]
     pub fn from_bytes(name: &[u8]) -> HeaderName {
-        match name {
-            [c] => HeaderName::from_compact(*c),
-            // Quick rejection by length: the longest known name is 19 bytes.
-            _ if name.len() > 19 || name.len() < 2 => HeaderName::Other,
-            _ => HeaderName::from_long(name),
+        // Known names are tokens; the word comparison is exact for tokens only.
+        if name.len() > 19 || !name.iter().all(|&c| crate::grammar::is_token_char(c)) {
+            return HeaderName::Other;
         }
+        HeaderName::from_token(name)
     }
 
     /// Whether `raw` (a name as it appears in a message) names this header.

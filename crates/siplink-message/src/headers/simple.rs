@@ -6,9 +6,7 @@ use std::fmt;
 use bytestring::ByteString;
 
 use crate::error::{Error, Result};
-use crate::grammar::{
-    Params, Src, is_token_char, is_word_char, params, parse_decimal, sep, sws, token,
-};
+use crate::grammar::{Params, Src, is_token_char, params, parse_decimal, sep, sws, token};
 use crate::method::Method;
 
 /// `CSeq: 4711 INVITE`.
@@ -59,6 +57,22 @@ fn end(src: &Src<'_>, rest: &[u8], context: &'static str) -> Result<()> {
 impl CSeq {
     pub(crate) fn parse_src(src: &Src<'_>, v: &[u8]) -> Result<CSeq> {
         const CTX: &str = "CSeq header";
+        // The common form: at most nine digits (below 2^32), one space, and a
+        // method token ending the value.
+        let n = v
+            .iter()
+            .position(|c| !c.is_ascii_digit())
+            .unwrap_or(v.len());
+        if (1..=9).contains(&n) && v[n] == b' ' {
+            let m = &v[n + 1..];
+            if !m.is_empty() && m.iter().all(|&c| is_token_char(c)) {
+                let seq = v[..n]
+                    .iter()
+                    .fold(0u32, |acc, d| acc * 10 + u32::from(d - b'0'));
+                let method = Method::from_token(m, || src.text(m, CTX).unwrap_or_default());
+                return Ok(CSeq { seq, method });
+            }
+        }
         let (seq, r) = number(src, v, u64::from(u32::MAX), CTX, "0 to 2^32-1")?;
         let r2 = sws(r);
         if r2.len() == r.len() {
@@ -75,25 +89,25 @@ impl CSeq {
 }
 
 /// `Call-ID = word [ "@" word ]`.
-pub(crate) fn parse_call_id(src: &Src<'_>, v: &[u8]) -> Result<ByteString> {
+pub(crate) fn check_call_id(src: &Src<'_>, v: &[u8]) -> Result<()> {
     const CTX: &str = "Call-ID header";
-    let mut at = false;
+    let bad = |k: usize| src.err(&v[k..], CTX, "word characters, at most one '@'");
     if v.is_empty() {
         return Err(src.err(v, CTX, "a word"));
     }
-    for (k, &c) in v.iter().enumerate() {
-        let ok = if c == b'@' {
-            let first = !at;
-            at = true;
-            first && k > 0 && k + 1 < v.len()
-        } else {
-            is_word_char(c)
-        };
-        if !ok {
-            return Err(src.err(&v[k..], CTX, "word characters, at most one '@'"));
+    let word_end = crate::grammar::word_run;
+    let first = word_end(v);
+    if first < v.len() {
+        // Only one '@' is allowed, with a word on each side.
+        if v[first] != b'@' || first == 0 || first + 1 == v.len() {
+            return Err(bad(first));
+        }
+        let second = first + 1 + word_end(&v[first + 1..]);
+        if second < v.len() {
+            return Err(bad(second));
         }
     }
-    src.text(v, CTX)
+    Ok(())
 }
 
 /// A single `1*DIGIT` value bounded by `max` (Max-Forwards, Expires, Min-Expires).
@@ -257,4 +271,62 @@ pub(crate) fn check_date(src: &Src<'_>, v: &[u8]) -> Result<()> {
         return bad("the time zone GMT");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    fn call_id(s: &'static str) -> Result<&'static str> {
+        let b = Bytes::from_static(s.as_bytes());
+        check_call_id(&Src::new(&b), &b).map(|()| s)
+    }
+
+    fn fault_at(s: &'static str) -> Option<usize> {
+        match call_id(s) {
+            Err(Error::Syntax { offset, .. }) => Some(offset),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn cseq_common_form_reads_like_the_general_one() {
+        let cseq = |s: &'static str| {
+            let b = Bytes::from_static(s.as_bytes());
+            CSeq::parse_src(&Src::new(&b), &b)
+        };
+        let ok = |s, seq, method: &str| {
+            let c = cseq(s).unwrap();
+            assert_eq!((c.seq, c.method.as_str()), (seq, method), "{s}");
+        };
+        ok("314159 INVITE", 314159, "INVITE");
+        ok("1 FOO-BAR", 1, "FOO-BAR");
+        ok("000000007 ACK", 7, "ACK");
+        ok("999999999 BYE", 999_999_999, "BYE");
+        ok("4294967295 BYE", u32::MAX, "BYE");
+        ok("12\t \r\n REGISTER ", 12, "REGISTER");
+        assert!(cseq("4294967296 BYE").is_err());
+        assert!(cseq("12 INVITE x").is_err());
+        assert!(cseq("12INVITE").is_err());
+        assert!(cseq("12 ").is_err());
+        assert!(cseq(" 12 ACK").is_err());
+    }
+
+    #[test]
+    fn call_id_words_and_one_at() {
+        assert_eq!(
+            call_id("a84b4c76e66710@pc33.atlanta.example.com").unwrap(),
+            "a84b4c76e66710@pc33.atlanta.example.com"
+        );
+        assert_eq!(call_id("x").unwrap(), "x");
+        assert_eq!(call_id("{[<a>]}:~\"/?").unwrap(), "{[<a>]}:~\"/?");
+        assert_eq!(fault_at(""), Some(0));
+        assert_eq!(fault_at("@host"), Some(0));
+        assert_eq!(fault_at("id@"), Some(2));
+        assert_eq!(fault_at("a@b@c"), Some(3));
+        assert_eq!(fault_at("a b"), Some(1));
+        assert_eq!(fault_at("a@b c"), Some(3));
+        assert_eq!(fault_at("a;b@c"), Some(1));
+    }
 }

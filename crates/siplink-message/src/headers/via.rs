@@ -5,7 +5,7 @@ use std::fmt;
 use bytestring::ByteString;
 
 use crate::error::{Error, Result};
-use crate::grammar::{Params, Src, is_token_char, params, sep, sws, token};
+use crate::grammar::{Param, Params, Src, is_token_char, is_wsp, params, sep, sws, token};
 use crate::uri::Host;
 
 /// The RFC 3261 branch magic cookie.
@@ -102,6 +102,108 @@ impl Via {
 
     /// Parses one Via value (after comma splitting).
     pub(crate) fn parse_src(src: &Src<'_>, i: &[u8]) -> Result<Via> {
+        match Via::parse_common(src, i) {
+            Some((via, [])) => Ok(via),
+            _ => Via::parse_general(src, i),
+        }
+    }
+
+    /// One pass over the common form of a Via value: `SIP/2.0/` and a transport
+    /// token, white space without line breaks, a host name or IPv4 address, an
+    /// optional port right after a `:`, and `;name` or `;name=token` parameters
+    /// with nothing around the separators, each of the parameters Via defines
+    /// valid. Returns the Via and the rest of `i`: empty, or the `,` before the
+    /// next value of a list. Returns `None` for anything else, which
+    /// [`Via::parse_general`] then reads (or rejects with a position). Whatever
+    /// this accepts, the general parser reads the same way.
+    #[inline]
+    pub(crate) fn parse_common<'a>(src: &Src<'_>, i: &'a [u8]) -> Option<(Via, &'a [u8])> {
+        let rest = i.strip_prefix(b"SIP/2.0/")?;
+        let t = rest
+            .iter()
+            .position(|&c| !is_token_char(c))
+            .unwrap_or(rest.len());
+        if t == 0 {
+            return None;
+        }
+        let transport = src.token_text(&rest[..t], CTX).ok()?;
+        let mut r = &rest[t..];
+        let ws = r.iter().position(|&c| !is_wsp(c)).unwrap_or(r.len());
+        if ws == 0 {
+            return None;
+        }
+        r = &r[ws..];
+        let (host, n) = Host::scan_src(src, r)?;
+        r = &r[n..];
+        let mut port = None;
+        if let Some(after) = r.strip_prefix(b":") {
+            let d = after
+                .iter()
+                .position(|c| !c.is_ascii_digit())
+                .unwrap_or(after.len());
+            port = Some(crate::grammar::parse_decimal(&after[..d], 65_535)? as u16);
+            r = &after[d..];
+        }
+        let mut params = Vec::with_capacity(4);
+        while let Some((&sep, after)) = r.split_first() {
+            match sep {
+                b';' => {}
+                // The end of this value in a list.
+                b',' => break,
+                _ => return None,
+            }
+            let n = after
+                .iter()
+                .position(|&c| !is_token_char(c))
+                .unwrap_or(after.len());
+            if n == 0 {
+                return None;
+            }
+            let (name, after) = after.split_at(n);
+            r = after;
+            let mut value = None;
+            let mut colon = false;
+            if let Some(v) = r.strip_prefix(b"=") {
+                let token_run =
+                    |s: &[u8]| s.iter().position(|&c| !is_token_char(c)).unwrap_or(s.len());
+                let mut n = token_run(v);
+                // A ':' (an IPv6 address in `received`) continues the value.
+                while v.get(n) == Some(&b':') {
+                    colon = true;
+                    n += 1 + token_run(&v[n + 1..]);
+                }
+                if n == 0 {
+                    return None;
+                }
+                value = Some(&v[..n]);
+                r = &v[n..];
+            }
+            if !common_param_ok(name, value, colon) {
+                return None;
+            }
+            params.push(Param {
+                name: src.token_text(name, CTX).ok()?,
+                value: match value {
+                    Some(v) => Some(src.token_text(v, CTX).ok()?),
+                    None => None,
+                },
+                quoted: false,
+            });
+        }
+        let via = Via {
+            protocol: ByteString::from_static("SIP"),
+            version: ByteString::from_static("2.0"),
+            transport,
+            host,
+            port,
+            params: Params(params),
+        };
+        Some((via, r))
+    }
+
+    /// The general parser: any white space and line folding, IPv6 references,
+    /// quoted parameter values, and positioned errors.
+    fn parse_general(src: &Src<'_>, i: &[u8]) -> Result<Via> {
         let err = |rest: &[u8], what| src.err(rest, CTX, what);
         let (r, protocol) = token(i).map_err(|_| err(i, "protocol name"))?;
         let (r, ()) = sep(b'/')(r).map_err(|_| err(r, "'/'"))?;
@@ -190,6 +292,34 @@ impl Via {
     }
 }
 
+/// Whether a parameter of the common form (unquoted value; `colon` when it
+/// holds a ':') passes the checks of [`Via::check_params`].
+#[inline]
+fn common_param_ok(name: &[u8], value: Option<&[u8]>, colon: bool) -> bool {
+    fn text(v: &[u8]) -> Option<&str> {
+        std::str::from_utf8(v).ok()
+    }
+    match name.len() {
+        6 if name.eq_ignore_ascii_case(b"branch") => {
+            // The value was read as token characters and ':'.
+            value.is_some() && !colon
+        }
+        8 if name.eq_ignore_ascii_case(b"received") => value.is_some_and(|v| {
+            crate::uri::host::parse_v4(v).is_some() || text(v).and_then(parse_received).is_some()
+        }),
+        5 if name.eq_ignore_ascii_case(b"rport") => {
+            value.is_none_or(|p| text(p).is_some_and(|p| p.parse::<u16>().is_ok()))
+        }
+        3 if name.eq_ignore_ascii_case(b"ttl") => value
+            .and_then(text)
+            .is_some_and(|t| t.parse::<u8>().is_ok()),
+        5 if name.eq_ignore_ascii_case(b"maddr") => {
+            value.and_then(text).is_some_and(|m| Host::parse(m).is_ok())
+        }
+        _ => true,
+    }
+}
+
 /// Parses a `received` value: an IPv4 address, or an IPv6 address with or
 /// without brackets (and the RFC 5118 §4.10 three-colon form, through [`Host`]).
 fn parse_received(v: &str) -> Option<std::net::IpAddr> {
@@ -213,5 +343,94 @@ impl fmt::Display for Via {
             write!(f, ":{p}")?;
         }
         write!(f, "{}", self.params)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use proptest::prelude::*;
+
+    /// The one-pass reading and the general parser, on the same value.
+    fn both(s: &str) -> (Option<Via>, Result<Via>) {
+        let b = Bytes::copy_from_slice(s.as_bytes());
+        let src = Src::new(&b);
+        let fast = Via::parse_common(&src, &b).and_then(|(v, r)| r.is_empty().then_some(v));
+        (fast, Via::parse_general(&src, &b))
+    }
+
+    #[test]
+    fn common_form_reads_like_the_general_parser() {
+        let common = [
+            "SIP/2.0/UDP pc33.atlanta.example.com;branch=z9hG4bK776asdhds;received=192.0.2.1",
+            "SIP/2.0/TCP client.atlanta.example.com:5060;branch=z9hG4bK74bf9;rport",
+            "SIP/2.0/WSS df7jal23ls0d.invalid;branch=z9hG4bK56sdasks;rport=51234;ttl=1",
+            "SIP/2.0/UDP 192.0.2.4:5060;BRANCH=z9hG4bKx;Received=192.0.2.9;x-y",
+            "SIP/2.0/SCTP a--b.c3;maddr=224.2.0.1;received=2001:db8::9",
+            "SIP/2.0/udp \thost;rport=5060",
+            "SIP/2.0/UDP 3com.example;branch=0",
+        ];
+        for s in common {
+            let (fast, general) = both(s);
+            let fast = fast.unwrap_or_else(|| panic!("{s}: not read in one pass"));
+            assert_eq!(Ok(fast), general, "{s}");
+        }
+        // In a list, the common form stops at the comma.
+        let list = Bytes::from_static(b"SIP/2.0/UDP a.example;branch=z9hG4bK1,SIP/2.0/TCP b");
+        let src = Src::new(&list);
+        let (first, rest) = Via::parse_common(&src, &list).expect("one pass");
+        assert_eq!(rest, b",SIP/2.0/TCP b");
+        assert_eq!(
+            Ok(first),
+            Via::parse_general(&src, &list[..list.len() - rest.len()])
+        );
+        // Forms left to the general parser (it accepts some, rejects others).
+        let other = [
+            "SIP / 2.0 / UDP host",
+            "sip/2.0/udp host",
+            "SIP/2.0/UDP [2001:db8::1]:5060",
+            "SIP/2.0/UDP host.;branch=z9hG4bK1",
+            "SIP/2.0/UDP host ; branch = z9hG4bK1",
+            "SIP/2.0/UDP host\t;rport",
+            "SIP/2.0/UDP host;received=[2001:db8::9]",
+            "SIP/2.0/UDP host;branch=\"quoted\"",
+            "SIP/2.0/UDP host:99999",
+            "SIP/2.0/UDP host: 5060",
+            "SIP/2.0/UDP -host",
+            "SIP/2.0/UDP host-.com",
+            "SIP/2.0/UDP 1.2.3",
+            "SIP/2.0/UDP 192.0.2.256",
+            "SIP/2.0/UDP host;branch=a:b",
+            "SIP/2.0/UDP host;received=nowhere",
+            "SIP/2.0/UDP host;rport=x",
+            "SIP/2.0/UDP host;ttl=300",
+            "SIP/2.0/UDP host;maddr",
+            "SIP/2.0/UDP host;;x",
+            "SIP/2.0/UDP\r\n host",
+            "SIP/2.0/UDPhost",
+        ];
+        for s in other {
+            let (fast, general) = both(s);
+            assert!(
+                fast.is_none(),
+                "{s}: read in one pass as {fast:?} ({general:?})"
+            );
+        }
+    }
+
+    proptest! {
+        /// Whatever the one-pass reading accepts, the general parser reads the
+        /// same way.
+        #[test]
+        fn common_form_never_disagrees(
+            s in "SIP/2\\.0/(UDP|TCP|tls|WS|X-1)[ \t]{0,2}[a-z0-9.\\-]{0,10}(:[0-9]{0,6})?\
+                  (;(branch|received|rport|ttl|maddr|x)(=[a-zA-Z0-9.:\\-\\[\\]\" ]{0,10})?){0,4}"
+        ) {
+            let (fast, general) = both(&s);
+            if let Some(fast) = fast {
+                prop_assert_eq!(Ok(fast), general);
+            }
+        }
     }
 }

@@ -66,6 +66,45 @@ impl Host {
         Ok(host)
     }
 
+    /// Reads a host name or IPv4 address at the start of `r` (a sub-slice of
+    /// `src.bytes`) in one pass, and returns it with its length. `None` for
+    /// anything else (an IPv6 reference, a name ending in `.`, a malformed
+    /// name...): the caller then takes the general path, which reports the fault.
+    #[inline]
+    pub(crate) fn scan_src(src: &Src<'_>, r: &[u8]) -> Option<(Host, usize)> {
+        let mut k = 0;
+        let mut label_start = 0;
+        loop {
+            // Letters and digits, the bulk of a name, one table lookup each.
+            k += r[k..]
+                .iter()
+                .position(|&c| !ALNUM[c as usize])
+                .unwrap_or(r.len() - k);
+            match r.get(k) {
+                Some(b'-') if k > label_start => k += 1,
+                Some(b'.') if k > label_start && r[k - 1] != b'-' => {
+                    k += 1;
+                    label_start = k;
+                }
+                Some(b'-' | b'.') => return None,
+                _ => break,
+            }
+        }
+        // Empty, or ending in '.' or '-'.
+        if k == label_start || r[k - 1] == b'-' {
+            return None;
+        }
+        let h = &r[..k];
+        let host =
+            if r[label_start].is_ascii_digit() && h[label_start..].iter().all(u8::is_ascii_digit) {
+                // `toplabel` starts with a letter: this must be a dotted quad.
+                Host::Ipv4(parse_v4(h)?)
+            } else {
+                Host::Domain(src.text(h, CONTEXT).ok()?)
+            };
+        Some((host, k))
+    }
+
     /// Whether two hosts are the same under RFC 3261 §19.1.4: domain names
     /// compare case-insensitively, IP addresses by value, and a name never
     /// equals an address.
@@ -130,6 +169,17 @@ impl fmt::Display for Host {
         }
     }
 }
+
+/// ASCII letters and digits.
+static ALNUM: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut c = 0;
+    while c < 128 {
+        t[c] = (c as u8).is_ascii_alphanumeric();
+        c += 1;
+    }
+    t
+};
 
 /// Longest IPv6 text accepted between the brackets (45 is the longest canonical
 /// form; a little slack for the three-colon variant and leading zeros).
@@ -204,21 +254,35 @@ fn check_domain(h: &[u8]) -> Result<bool, usize> {
 }
 
 /// `1*3DIGIT "." 1*3DIGIT "." 1*3DIGIT "." 1*3DIGIT`, each at most 255.
-fn parse_v4(s: &[u8]) -> Option<Ipv4Addr> {
-    let mut octets = [0u8; 4];
-    let mut parts = s.split(|&c| c == b'.');
-    for o in &mut octets {
-        let p = parts.next()?;
-        if p.is_empty() || p.len() > 3 || !p.iter().all(u8::is_ascii_digit) {
-            return None;
-        }
-        let v = p.iter().fold(0u16, |v, d| v * 10 + u16::from(d - b'0'));
-        *o = u8::try_from(v).ok()?;
-    }
-    if parts.next().is_some() {
+pub(crate) fn parse_v4(s: &[u8]) -> Option<Ipv4Addr> {
+    if !(7..=15).contains(&s.len()) {
         return None;
     }
-    Some(Ipv4Addr::from(octets))
+    let mut octets = [0u8; 4];
+    let mut k = 0;
+    for (n, octet) in octets.iter_mut().enumerate() {
+        if n > 0 {
+            if s.get(k) != Some(&b'.') {
+                return None;
+            }
+            k += 1;
+        }
+        let start = k;
+        let mut value = 0u16;
+        while let Some(&c) = s.get(k) {
+            let d = c.wrapping_sub(b'0');
+            if d > 9 || k - start == 3 {
+                break;
+            }
+            value = value * 10 + u16::from(d);
+            k += 1;
+        }
+        if k == start {
+            return None;
+        }
+        *octet = u8::try_from(value).ok()?;
+    }
+    (k == s.len()).then(|| Ipv4Addr::from(octets))
 }
 
 /// An IPv6 address; tolerates the RFC 3261 ABNF's `:::` before an IPv4 tail.
@@ -260,6 +324,20 @@ mod tests {
             (Host::Ipv4([192, 0, 2, 1].into()), 9)
         );
         assert!(host("192.0.2.256").is_err());
+        assert_eq!(parse_v4(b"001.02.3.255"), Some([1, 2, 3, 255].into()));
+        for bad in [
+            &b"1.2.3"[..],
+            b"1.2.3.4.",
+            b"1.2.3.4.5",
+            b"1234.1.1.1",
+            b"1..2.3",
+            b".1.2.3",
+            b"1.2.3.4a",
+            b"1.2.3.0004",
+            b"255.255.255.256",
+        ] {
+            assert_eq!(parse_v4(bad), None, "{}", String::from_utf8_lossy(bad));
+        }
         assert!(host("1.2.3").is_err());
         assert!(host("host.123").is_err());
         assert!(host("-a.com").is_err());

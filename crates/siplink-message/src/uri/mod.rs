@@ -15,7 +15,7 @@
 //! ```
 
 mod chars;
-mod host;
+pub(crate) mod host;
 mod sip;
 mod tel;
 
