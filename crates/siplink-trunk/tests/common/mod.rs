@@ -126,9 +126,11 @@ impl Guard {
 impl Drop for Guard {
     fn drop(&mut self) {
         if let Ok(None) = self.child.try_wait() {
-            // The group: Kamailio forks its workers into it.
+            // The group: Kamailio forks its workers into it. The `--` is
+            // vital: without it procps `kill` reads "-1234" as options and
+            // ends up signalling pid -1, i.e. every process we may kill.
             let _ = Command::new("kill")
-                .args(["-KILL", &format!("-{}", self.child.id())])
+                .args(["-KILL", "--", &format!("-{}", self.child.id())])
                 .stderr(Stdio::null())
                 .status();
             let _ = self.child.kill();
