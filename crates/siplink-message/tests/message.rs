@@ -1612,3 +1612,17 @@ fn repeated_edits_keep_every_line_right() {
     assert_eq!(x, [&b"498"[..]]);
     assert_eq!(m.call_id(), Ok("a84b4c76e66710"));
 }
+
+/// A CSeq of digits only (no method) is an error, not a panic: the one-pass
+/// reader looked one byte past the value (found by the mutation proptest).
+#[test]
+fn cseq_without_method_is_an_error() {
+    for value in ["123456789", "1", "42 "] {
+        let text = format!(
+            "OPTIONS sip:a@b.test SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bKx\r\nFrom: <sip:a@b.test>;tag=1\r\nTo: <sip:a@b.test>\r\nCall-ID: c\r\nCSeq: {value}\r\nContent-Length: 0\r\n\r\n"
+        );
+        let m =
+            siplink_message::Message::parse(text).expect("the message parses; the CSeq view fails");
+        assert!(m.cseq().is_err(), "{value:?} accepted");
+    }
+}

@@ -63,7 +63,7 @@ impl CSeq {
             .iter()
             .position(|c| !c.is_ascii_digit())
             .unwrap_or(v.len());
-        if (1..=9).contains(&n) && v[n] == b' ' {
+        if (1..=9).contains(&n) && v.get(n) == Some(&b' ') {
             let m = &v[n + 1..];
             if !m.is_empty() && m.iter().all(|&c| is_token_char(c)) {
                 let seq = v[..n]
