@@ -1046,33 +1046,27 @@ mod transport_name {
         s.serialize_str(&t.via_token().to_ascii_lowercase())
     }
 
+    /// Parsed by `Transport::from_str`, whose error names the valid values.
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Transport, D::Error> {
-        let text = String::deserialize(d)?;
-        text.parse::<Transport>().map_err(|_| {
-            serde::de::Error::custom(format!(
-                "unknown transport {text:?} (expected udp, tcp, tls, ws or wss)"
-            ))
-        })
+        String::deserialize(d)?
+            .parse::<Transport>()
+            .map_err(serde::de::Error::custom)
     }
 }
 
+/// `Option<Transport>` through [`transport_name`].
 mod opt_transport_name {
-    use serde::{Deserialize, Deserializer, Serializer};
+    use serde::{Deserializer, Serializer};
     use siplink_message::Transport;
 
     pub fn serialize<S: Serializer>(t: &Option<Transport>, s: S) -> Result<S::Ok, S::Error> {
         match t {
-            Some(t) => s.serialize_str(&t.via_token().to_ascii_lowercase()),
+            Some(t) => super::transport_name::serialize(t, s),
             None => s.serialize_none(),
         }
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Transport>, D::Error> {
-        let text = String::deserialize(d)?;
-        text.parse::<Transport>().map(Some).map_err(|_| {
-            serde::de::Error::custom(format!(
-                "unknown transport {text:?} (expected udp, tcp or tls)"
-            ))
-        })
+        super::transport_name::deserialize(d).map(Some)
     }
 }

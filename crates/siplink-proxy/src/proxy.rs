@@ -280,14 +280,7 @@ impl Proxy {
                     .map_err(|e| Error::Listen(format!("{}: {e}", cert.display())))?,
             );
         }
-        if let Some(ca) = &config.proxy.tls_ca {
-            let pem =
-                std::fs::read(ca).map_err(|e| Error::Config(format!("{}: {e}", ca.display())))?;
-            tconfig.tls_client = Some(
-                TlsClientConfig::new(Roots::Pem(&pem), None)
-                    .map_err(|e| Error::Config(format!("{}: {e}", ca.display())))?,
-            );
-        }
+        tconfig.tls_client = tls_client(&config)?;
         tconfig.udp_mtu_limit = config.limits.udp_mtu_limit;
         let (transport, incoming) = Transport::new(tconfig);
         for l in &config.listeners {
@@ -690,11 +683,27 @@ pub(crate) fn test_registration(
     Some(rc)
 }
 
-/// The TLS client configuration for `config.proxy.tls_ca`, if set and readable.
-pub(crate) fn tls_client(config: &Config) -> Option<TlsClientConfig> {
-    let ca = config.proxy.tls_ca.as_ref()?;
-    let pem = std::fs::read(ca).ok()?;
-    TlsClientConfig::new(Roots::Pem(&pem), None).ok()
+/// The TLS client configuration trusting `config.proxy.tls_ca`, when set.
+pub(crate) fn tls_client(config: &Config) -> Result<Option<TlsClientConfig>, Error> {
+    let Some(ca) = &config.proxy.tls_ca else {
+        return Ok(None);
+    };
+    let pem = std::fs::read(ca).map_err(|e| Error::Config(format!("{}: {e}", ca.display())))?;
+    TlsClientConfig::new(Roots::Pem(&pem), None)
+        .map(Some)
+        .map_err(|e| Error::Config(format!("{}: {e}", ca.display())))
+}
+
+/// The host and port peers should use for our socket `addr`: the
+/// configured `advertise` name, else its IP (127.0.0.1 for an unspecified
+/// address).
+fn advertised(addr: SocketAddr, config: &Config) -> (String, u16) {
+    let host = match &config.proxy.advertise {
+        Some(h) => h.clone(),
+        None if addr.ip().is_unspecified() => "127.0.0.1".into(),
+        None => addr.ip().to_string(),
+    };
+    (host, addr.port())
 }
 
 fn sip_host(host: &str) -> String {
@@ -786,16 +795,8 @@ impl Inner {
             .find(|(p, _)| *p == protocol)
             .or_else(|| listeners.first())
             .map(|(_, a)| *a);
-        let (ip, port) = match l {
-            Some(a) => (a.ip(), a.port()),
-            None => (IpAddr::from([127, 0, 0, 1]), 5060),
-        };
-        let host = match &config.proxy.advertise {
-            Some(h) => h.clone(),
-            None if ip.is_unspecified() => "127.0.0.1".into(),
-            None => ip.to_string(),
-        };
-        (host, port)
+        let addr = l.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 5060)));
+        advertised(addr, config)
     }
 
     /// The `sld` parameter of our Record-Route entries for a dialog: a keyed
@@ -1313,13 +1314,7 @@ fn record_route(
         return;
     }
     let config = inner.runtime().config.clone();
-    let (in_host, in_port) = match config.proxy.advertise.clone() {
-        Some(h) => (h, in_origin.local.port()),
-        None if in_origin.local.ip().is_unspecified() => {
-            ("127.0.0.1".into(), in_origin.local.port())
-        }
-        None => (in_origin.local.ip().to_string(), in_origin.local.port()),
-    };
+    let (in_host, in_port) = advertised(in_origin.local, &config);
     let mac = inner.dialog_mac(req.call_id().unwrap_or_default());
     let in_token = in_origin.flow.map(|f| inner.flow_token(f));
     let (out_host, out_port) = inner.local_addr(out_protocol, &config);

@@ -170,7 +170,7 @@ async fn reachability(proxy: &Proxy, c: &ConnectionConfig, report: &mut Report) 
     let mut any_ok = false;
     for (i, target) in trunk_config.targets.iter().enumerate() {
         let mut options = siplink_trunk::TestOptions::default();
-        if let Some(tls) = crate::proxy::tls_client(&config) {
+        if let Ok(Some(tls)) = crate::proxy::tls_client(&config) {
             options.transport.tls_client = Some(tls);
         }
         let r = match siplink_trunk::test_connection(&trunk_config, i, options).await {
