@@ -1,0 +1,561 @@
+#!/usr/bin/env python3
+"""Side-by-side REGISTER load: siplink against Kamailio, run by hand (never in CI).
+
+Issue 15's measuring script. Each round starts Kamailio (auth + usrloc in memory, the
+same users, crates/siplink-registrar/tests/load/kamailio.cfg.in) and siplink (the
+`registrar` example, or the `proxy` example that operators run) fresh, one after the
+other (A B A B ...), and drives both with the same SIPp scenario over UDP:
+REGISTER -> 401 -> REGISTER with MD5 digest -> 200. Per server and round it reports
+
+  cpu     CPU per registration at --rate (utime+stime of the server's whole process
+          tree over the SIPp run / successful registrations);
+  ramp    the highest rate with 0 failed registrations over --ramp steps (a step
+          where both servers show UDP receive drops does not count toward a peak);
+  memory  (with --memory) bytes per binding at --users bindings: PSS growth of
+          the process tree, and for Kamailio also its shm `used` growth; RSS
+          growth 40 s after a --burst burst, compared with idle.
+  flood   (with --flood) 20,000 REGISTERs in 10 s with random users from one
+          source while a second source sends OPTIONS probes: answered flood
+          REGISTERs, RSS growth, probe latency p50/p99/max, unanswered probes.
+
+Then the medians over the rounds and the siplink/Kamailio ratios. A run counts only
+when the load average is below --max-load at its start (the script waits up to 60 s
+for it); SIPp is pinned to CPU --sipp-cpu with taskset; UDP receive drops of the
+server's socket(s) are read from /proc/net/udp.
+
+  cargo build --release --examples
+  python3 benches/load/registrations.py --target registrar
+  python3 benches/load/registrations.py --target proxy --rounds 3 --memory --flood
+
+Loopback only; every process started here is stopped on exit (by process group).
+"""
+
+import argparse
+import json
+import os
+import random
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+KAM_CFG = os.path.join(ROOT, "crates/siplink-registrar/tests/load/kamailio.cfg.in")
+SCENARIO = os.path.join(ROOT, "crates/siplink-registrar/tests/load/register_once.xml")
+FLOOD_SCENARIO = os.path.join(os.path.dirname(__file__), "register_flood.xml")
+DOMAIN = "example.test"
+TICK = os.sysconf("SC_CLK_TCK")
+STARTED = []  # process groups to stop on exit
+
+
+# ---------------------------------------------------------------------------
+# processes
+# ---------------------------------------------------------------------------
+
+def spawn(cmd, log, **kw):
+    """Starts cmd in a process group of its own (stopped on exit)."""
+    out = open(log, "wb")
+    p = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                         start_new_session=True, **kw)
+    STARTED.append(p)
+    return p
+
+
+def stop(p):
+    if p.poll() is not None:
+        return
+    try:
+        os.killpg(p.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    try:
+        p.wait(timeout=3)
+    except subprocess.TimeoutExpired:
+        pass
+    try:
+        os.killpg(p.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    p.wait()
+
+
+def stop_all():
+    for p in STARTED:
+        stop(p)
+
+
+def free_port():
+    for _ in range(100):
+        t = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        t.bind(("127.0.0.1", 0))
+        port = t.getsockname()[1]
+        u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            u.bind(("127.0.0.1", port))
+            return port
+        except OSError:
+            continue
+        finally:
+            t.close()
+            u.close()
+    raise SystemExit("no free port")
+
+
+def tree(pid):
+    """pid and every descendant."""
+    pids, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        pids.append(p)
+        try:
+            with open(f"/proc/{p}/task/{p}/children") as f:
+                todo.extend(int(c) for c in f.read().split())
+        except OSError:
+            pass
+    return pids
+
+
+def cpu_seconds(pid):
+    """utime + stime of the process tree (threads included), in seconds."""
+    total = 0
+    for p in tree(pid):
+        try:
+            with open(f"/proc/{p}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime
+        except OSError:
+            pass
+    return total / TICK
+
+
+def pss_kib(pid):
+    total = 0
+    for p in tree(pid):
+        try:
+            with open(f"/proc/{p}/smaps_rollup") as f:
+                for line in f:
+                    if line.startswith("Pss:"):
+                        total += int(line.split()[1])
+        except OSError:
+            pass
+    return total
+
+
+def rss_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def udp_drops(port):
+    """Receive drops of every UDP socket bound to 127.0.0.1:port (SO_REUSEPORT: several)."""
+    want = f"0100007F:{port:04X}"
+    drops = 0
+    with open("/proc/net/udp") as f:
+        next(f)
+        for line in f:
+            cols = line.split()
+            if cols[1] == want:
+                drops += int(cols[-1])
+    return drops
+
+
+def loadavg():
+    with open("/proc/loadavg") as f:
+        return float(f.read().split()[0])
+
+
+def wait_quiet(limit, max_load):
+    """Waits (up to limit s) for the 1-minute load average to fall below max_load."""
+    t0 = time.time()
+    while loadavg() >= max_load and time.time() - t0 < limit:
+        time.sleep(2)
+    return loadavg()
+
+
+# ---------------------------------------------------------------------------
+# servers
+# ---------------------------------------------------------------------------
+
+class Server:
+    def __init__(self, name, proc, port, work, kam_ctl=None):
+        self.name, self.proc, self.port, self.work, self.kam_ctl = name, proc, port, work, kam_ctl
+
+    def alive(self):
+        return self.proc.poll() is None
+
+    def shm_used(self):
+        """Kamailio's shared memory (used, real_used) in bytes."""
+        out = subprocess.run(["kamcmd", "-s", f"unix:{self.kam_ctl}", "core.shmmem"],
+                             capture_output=True, text=True, timeout=10).stdout
+        vals = {}
+        for line in out.splitlines():
+            parts = line.split()
+            if len(parts) == 2 and parts[0].endswith(":"):
+                vals[parts[0][:-1]] = int(parts[1])
+        return vals.get("used", 0), vals.get("real_used", 0)
+
+
+def wait_listening(port, proc, limit=15):
+    """Waits until the server answers an OPTIONS on UDP (any status)."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("127.0.0.1", 0))
+    s.settimeout(0.3)
+    t0 = time.time()
+    n = 0
+    while time.time() - t0 < limit:
+        if proc.poll() is not None:
+            return False
+        n += 1
+        s.sendto(options(s.getsockname()[1], port, f"probe-{n}"), ("127.0.0.1", port))
+        try:
+            s.recvfrom(65535)
+            return True
+        except socket.timeout:
+            pass
+    return False
+
+
+def start_kamailio(work):
+    port = free_port()
+    kdir = os.path.join(work, f"kam-{port}")
+    os.makedirs(kdir)
+    with open(KAM_CFG) as f:
+        cfg = f.read().replace("@PORT@", str(port)).replace("@RUNDIR@", kdir)
+    with open(os.path.join(kdir, "kamailio.cfg"), "w") as f:
+        f.write(cfg)
+    proc = spawn(["kamailio", "-f", os.path.join(kdir, "kamailio.cfg"), "-DD", "-E",
+                  "-P", os.path.join(kdir, "kamailio.pid"), "-Y", kdir, "-m", "2048", "-M", "32"],
+                 os.path.join(kdir, "kamailio.log"))
+    if not wait_listening(port, proc):
+        raise SystemExit(f"kamailio did not start: see {kdir}/kamailio.log")
+    return Server("kamailio", proc, port, kdir, os.path.join(kdir, "kamailio_ctl"))
+
+
+def start_siplink(work, target, users_csv, proxy_toml_users, env):
+    port = free_port()
+    sdir = os.path.join(work, f"siplink-{port}")
+    os.makedirs(sdir)
+    if target == "registrar":
+        cmd = [os.path.join(ROOT, "target/release/examples/registrar"), "--domain", DOMAIN,
+               "--domain", "127.0.0.1", "--users", users_csv, "--listen", f"127.0.0.1:{port}",
+               "--algorithms", "MD5", "--flood-limit", "0", "--max-transactions", "1000000",
+               "--quiet"]
+    else:
+        toml = os.path.join(sdir, "proxy.toml")
+        with open(toml, "w") as f:
+            f.write(f'[proxy]\ndomains = ["{DOMAIN}", "127.0.0.1"]\ndigest_algorithms = ["MD5"]\n\n'
+                    f'[[listen]]\ntransport = "udp"\naddress = "127.0.0.1:{port}"\n\n'
+                    f'[limits]\nmax_expires = 3600\n\n')
+            f.write(proxy_toml_users)
+        cmd = [os.path.join(ROOT, "target/release/examples/proxy"), "--config", toml]
+    proc = spawn(cmd, os.path.join(sdir, "siplink.log"), env=env)
+    if not wait_listening(port, proc, limit=60):
+        raise SystemExit(f"siplink did not start: see {sdir}/siplink.log")
+    return Server("siplink", proc, port, sdir)
+
+
+# ---------------------------------------------------------------------------
+# SIPp
+# ---------------------------------------------------------------------------
+
+def sipp(server, scenario, inf, calls, rate, limit, cpu, work, tag, timeout_s):
+    """Runs SIPp against the server; returns (successful, failed, seconds)."""
+    d = os.path.join(work, f"sipp-{tag}")
+    os.makedirs(d, exist_ok=True)
+    cmd = ["taskset", "-c", str(cpu), "sipp", f"127.0.0.1:{server.port}", "-sf", scenario,
+           "-key", "domain", DOMAIN, "-i", "127.0.0.1", "-p", str(free_port()), "-t", "u1",
+           "-m", str(calls), "-r", str(rate), "-l", str(limit), "-timeout", f"{timeout_s}s",
+           "-nostdin", "-trace_stat", "-stf", "stat.csv", "-fd", "1", "-max_socket", "4096"]
+    if inf:
+        cmd += ["-inf", inf]
+    t0 = time.time()
+    subprocess.run(cmd, cwd=d, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                   timeout=timeout_s + 30)
+    secs = time.time() - t0
+    with open(os.path.join(d, "stat.csv")) as f:
+        rows = [line.rstrip("\n").split(";") for line in f if line.strip()]
+    head, last = rows[0], rows[-1]
+    ok = int(last[head.index("SuccessfulCall(C)")])
+    failed = int(last[head.index("FailedCall(C)")])
+    os.rename(os.path.join(d, "stat.csv"), os.path.join(d, f"stat-{int(t0)}.csv"))
+    return ok, failed, secs
+
+
+def sipp_inf(work, users, offset=0):
+    """SIPp's injection file: user, [authentication ...] keyword."""
+    path = os.path.join(work, f"sipp-{offset}.csv")
+    with open(path, "w") as f:
+        f.write("SEQUENTIAL\n")
+        for i in range(offset + 1, offset + users + 1):
+            f.write(f"user{i};[authentication username=user{i} password=user{i}-pw];\n")
+    return path
+
+
+# ---------------------------------------------------------------------------
+# probes (flood test)
+# ---------------------------------------------------------------------------
+
+def options(local_port, port, branch):
+    return (f"OPTIONS sip:{DOMAIN} SIP/2.0\r\n"
+            f"Via: SIP/2.0/UDP 127.0.0.1:{local_port};branch=z9hG4bK{branch};rport\r\n"
+            f"Max-Forwards: 70\r\nFrom: <sip:probe@{DOMAIN}>;tag={branch}\r\n"
+            f"To: <sip:{DOMAIN}>\r\nCall-ID: {branch}@probe\r\nCSeq: 1 OPTIONS\r\n"
+            f"Content-Length: 0\r\n\r\n").encode()
+
+
+def probe_latencies(port, count, interval, timeout=2.0):
+    """Sends `count` OPTIONS (one every `interval` s) from a socket of its own; returns
+    the latency of each answered one (s) and the number unanswered."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("127.0.0.1", 0))
+    lp = s.getsockname()[1]
+    sent, lat = {}, {}
+    s.setblocking(False)
+    nxt = time.time()
+    i = 0
+    end = None
+    while True:
+        now = time.time()
+        if i < count and now >= nxt:
+            b = f"p{os.getpid()}x{i}"
+            sent[b] = now
+            s.sendto(options(lp, port, b), ("127.0.0.1", port))
+            i += 1
+            nxt += interval
+            if i == count:
+                end = now + timeout
+        try:
+            data, _ = s.recvfrom(65535)
+            t = time.time()
+            for line in data.split(b"\r\n"):
+                if line.lower().startswith(b"call-id:"):
+                    b = line.split(b":", 1)[1].strip().split(b"@")[0].decode()
+                    if b in sent and b not in lat:
+                        lat[b] = t - sent[b]
+        except BlockingIOError:
+            time.sleep(0.0005)
+        if end is not None and time.time() > end:
+            break
+    return sorted(lat.values()), count - len(lat)
+
+
+# ---------------------------------------------------------------------------
+# the measurements
+# ---------------------------------------------------------------------------
+
+def measure_cpu(srv, args, work, inf, tag):
+    calls = args.rate * args.cpu_seconds
+    c0, d0 = cpu_seconds(srv.proc.pid), udp_drops(srv.port)
+    ok, failed, secs = sipp(srv, SCENARIO, inf, calls, args.rate, 5000, args.sipp_cpu, work,
+                            tag, 120)
+    c1, d1 = cpu_seconds(srv.proc.pid), udp_drops(srv.port)
+    return {"ok": ok, "failed": failed, "secs": round(secs, 2),
+            "cpu_us_per_reg": round((c1 - c0) * 1e6 / max(ok, 1), 1), "drops": d1 - d0}
+
+
+def measure_ramp(srv, args, work, inf, tag):
+    steps = []
+    lo, hi, step = args.ramp
+    rate = lo
+    while rate <= hi:
+        d0 = udp_drops(srv.port)
+        ok, failed, secs = sipp(srv, SCENARIO, inf, rate * args.ramp_seconds, rate, 20000,
+                                args.sipp_cpu, work, f"{tag}-r{rate}", 60)
+        drops = udp_drops(srv.port) - d0
+        steps.append({"rate": rate, "ok": ok, "failed": failed, "drops": drops,
+                      "achieved": round(ok / max(secs, 0.001))})
+        if failed and not args.full_ramp:
+            break
+        rate += step
+    return steps
+
+
+def measure_memory(srv, args, work, tag):
+    """Bytes per binding at args.users bindings, and RSS after a burst."""
+    res = {}
+    idle_rss, idle_pss = rss_kib(srv.proc.pid), pss_kib(srv.proc.pid)
+    shm0 = srv.shm_used() if srv.kam_ctl else None
+    inf = sipp_inf(work, args.burst)
+    ok, failed, _ = sipp(srv, SCENARIO, inf, args.burst, args.rate, 5000, args.sipp_cpu, work,
+                         f"{tag}-burst", 300)
+    time.sleep(args.settle)
+    res["burst"] = {"ok": ok, "failed": failed, "idle_rss_kib": idle_rss,
+                    "rss_after_settle_kib": rss_kib(srv.proc.pid),
+                    "rss_growth_mib": round((rss_kib(srv.proc.pid) - idle_rss) / 1024, 1)}
+    inf = sipp_inf(work, args.users)
+    ok, failed, _ = sipp(srv, SCENARIO, inf, args.users, args.rate, 5000, args.sipp_cpu, work,
+                         f"{tag}-users", 900)
+    time.sleep(args.settle)
+    pss = pss_kib(srv.proc.pid)
+    res["bindings"] = {"ok": ok, "failed": failed,
+                       "pss_bytes_per_binding": round((pss - idle_pss) * 1024 / max(ok, 1))}
+    if shm0:
+        used, real = srv.shm_used()
+        res["bindings"]["shm_used_per_binding"] = round((used - shm0[0]) / max(ok, 1))
+        res["bindings"]["shm_real_used_per_binding"] = round((real - shm0[1]) / max(ok, 1))
+    return res
+
+
+def measure_flood(srv, args, work, tag):
+    """20,000 REGISTERs in 10 s, random users, one source; OPTIONS probes from another."""
+    import threading
+    rss0 = rss_kib(srv.proc.pid)
+    result = {}
+
+    def flood():
+        result["flood"] = sipp(srv, FLOOD_SCENARIO, None, args.flood_count,
+                               args.flood_count // 10, 20000, args.sipp_cpu, work,
+                               f"{tag}-flood", 60)
+
+    t = threading.Thread(target=flood)
+    t.start()
+    time.sleep(0.5)
+    lat, lost = probe_latencies(srv.port, args.probes, 10.0 / args.probes)
+    t.join()
+    ok, failed, _ = result["flood"]
+    peak = rss_kib(srv.proc.pid)
+    q = lambda p: round(lat[min(len(lat) - 1, int(p * len(lat)))] * 1000, 1) if lat else None
+    return {"flood_answered": ok, "flood_unanswered": failed,
+            "rss_growth_mib": round((peak - rss0) / 1024, 1), "probes": args.probes,
+            "probe_lost": lost, "probe_p50_ms": q(0.5), "probe_p99_ms": q(0.99),
+            "probe_max_ms": round(lat[-1] * 1000, 1) if lat else None}
+
+
+def median(xs):
+    xs = [x for x in xs if x is not None]
+    return statistics.median(xs) if xs else None
+
+
+def peak(steps, other):
+    """Highest rate with 0 failed; a step where both servers dropped does not count."""
+    both_dropped = {s["rate"] for s in steps if s["drops"]} & {s["rate"] for s in other if s["drops"]}
+    best = None
+    for s in steps:
+        if s["failed"]:
+            break
+        if s["rate"] not in both_dropped:
+            best = s["rate"]
+    return best
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--target", choices=["registrar", "proxy"], default="registrar")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--rate", type=int, default=2000, help="rate of the CPU run (registrations/s)")
+    ap.add_argument("--cpu-seconds", type=int, default=10)
+    ap.add_argument("--ramp", type=lambda s: tuple(int(x) for x in s.split(":")),
+                    default=(2000, 14000, 2000), help="LOW:HIGH:STEP registrations/s")
+    ap.add_argument("--ramp-seconds", type=int, default=5)
+    ap.add_argument("--full-ramp", action="store_true", help="go on after a failed step")
+    ap.add_argument("--no-ramp", action="store_true")
+    ap.add_argument("--memory", action="store_true", help="also the memory runs (slow)")
+    ap.add_argument("--users", type=int, default=100_000)
+    ap.add_argument("--burst", type=int, default=10_000)
+    ap.add_argument("--settle", type=int, default=40)
+    ap.add_argument("--flood", action="store_true", help="also the flood run (siplink only)")
+    ap.add_argument("--flood-count", type=int, default=20_000)
+    ap.add_argument("--probes", type=int, default=500)
+    ap.add_argument("--max-load", type=float, default=1.5)
+    ap.add_argument("--sipp-cpu", type=int, default=1)
+    ap.add_argument("--siplink-env", action="append", default=[],
+                    help="NAME=VALUE for siplink's environment (e.g. worker counts)")
+    ap.add_argument("--json", help="write every figure to this file")
+    args = ap.parse_args()
+
+    for tool in ("sipp", "kamailio", "kamcmd", "taskset"):
+        if subprocess.run(["which", tool], capture_output=True).returncode:
+            raise SystemExit(f"missing: {tool}")
+    binary = os.path.join(ROOT, "target/release/examples", args.target)
+    if not os.path.exists(binary):
+        raise SystemExit(f"build it first: cargo build --release --example {args.target}")
+
+    work = tempfile.mkdtemp(prefix="siplink-regload-")
+    users = max(args.users, args.rate * args.cpu_seconds, args.ramp[1] * args.ramp_seconds)
+    users_csv = os.path.join(work, "users.csv")
+    with open(users_csv, "w") as f:
+        for i in range(1, users + 1):
+            f.write(f"user{i},user{i}-pw\n")
+    toml_users = "".join(f'[[users]]\nname = "user{i}"\npassword = "user{i}-pw"\n\n'
+                         for i in range(1, users + 1)) if args.target == "proxy" else ""
+    inf = sipp_inf(work, users)
+    env = dict(os.environ)
+    env.setdefault("RUST_LOG", "warn")
+    for kv in args.siplink_env:
+        k, v = kv.split("=", 1)
+        env[k] = v
+
+    rounds = []
+    try:
+        for r in range(args.rounds):
+            rnd = {}
+            for name in ("kamailio", "siplink"):
+                load = wait_quiet(60, args.max_load)
+                counted = load < args.max_load
+                srv = start_kamailio(work) if name == "kamailio" else \
+                    start_siplink(work, args.target, users_csv, toml_users, env)
+                fig = {"load_at_start": load, "counted": counted}
+                fig["cpu"] = measure_cpu(srv, args, work, inf, f"{name}{r}-cpu")
+                if not args.no_ramp:
+                    fig["ramp"] = measure_ramp(srv, args, work, inf, f"{name}{r}-ramp")
+                stop(srv.proc)
+                if args.memory:
+                    srv = start_kamailio(work) if name == "kamailio" else \
+                        start_siplink(work, args.target, users_csv, toml_users, env)
+                    fig["memory"] = measure_memory(srv, args, work, f"{name}{r}-mem")
+                    stop(srv.proc)
+                if args.flood and name == "siplink":
+                    srv = start_siplink(work, args.target, users_csv, toml_users, env)
+                    fig["flood"] = measure_flood(srv, args, work, f"{name}{r}-flood")
+                    stop(srv.proc)
+                rnd[name] = fig
+                print(f"round {r + 1} {name}: {json.dumps(fig)}", flush=True)
+            if not args.no_ramp:
+                rnd["kamailio"]["peak"] = peak(rnd["kamailio"]["ramp"], rnd["siplink"]["ramp"])
+                rnd["siplink"]["peak"] = peak(rnd["siplink"]["ramp"], rnd["kamailio"]["ramp"])
+            rounds.append(rnd)
+    finally:
+        stop_all()
+
+    counted = [r for r in rounds if r["kamailio"]["counted"] and r["siplink"]["counted"]]
+    print(f"\n== {args.target}: {len(counted)} of {len(rounds)} rounds counted "
+          f"(load average < {args.max_load} at each start); medians over them")
+    if not counted:
+        counted = rounds
+        print("   (no round counted: medians over all rounds, NOT VALID for targets)")
+    summary = {}
+    for name in ("kamailio", "siplink"):
+        s = {"cpu_us_per_reg": median([r[name]["cpu"]["cpu_us_per_reg"] for r in counted]),
+             "cpu_failed": sum(r[name]["cpu"]["failed"] for r in counted)}
+        if not args.no_ramp:
+            s["peak_rate"] = median([r[name]["peak"] for r in counted])
+        if args.memory:
+            s["pss_bytes_per_binding"] = median([r[name]["memory"]["bindings"]["pss_bytes_per_binding"] for r in counted])
+            s["burst_rss_growth_mib"] = median([r[name]["memory"]["burst"]["rss_growth_mib"] for r in counted])
+            if name == "kamailio":
+                s["shm_used_per_binding"] = median([r[name]["memory"]["bindings"]["shm_used_per_binding"] for r in counted])
+        summary[name] = s
+        print(f"   {name:9} {json.dumps(s)}")
+    k, s = summary["kamailio"], summary["siplink"]
+    print(f"   CPU per registration siplink/kamailio: {s['cpu_us_per_reg'] / k['cpu_us_per_reg']:.2f} (target <= 0.7)")
+    if not args.no_ramp and k.get("peak_rate"):
+        print(f"   highest rate with 0 failed siplink/kamailio: {(s['peak_rate'] or 0) / k['peak_rate']:.2f} (target >= 0.95)")
+    if args.flood:
+        for r in counted:
+            print(f"   flood: {json.dumps(r['siplink']['flood'])}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"args": vars(args), "rounds": rounds, "summary": summary}, f, indent=1)
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    finally:
+        stop_all()
