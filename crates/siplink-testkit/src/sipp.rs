@@ -193,7 +193,7 @@ impl Sipp {
 }
 
 impl SippBuilder {
-    /// Runs the scenario file `path` (`-sf`).
+    /// Runs the scenario file `path` (`-sf`; or pass `-sf`/`-sn` in [`args`](Self::args)).
     pub fn scenario(mut self, path: impl AsRef<Path>) -> Self {
         self.scenario = vec!["-sf".into(), path.as_ref().as_os_str().to_owned()];
         self
@@ -298,11 +298,6 @@ impl SippBuilder {
     /// Starts SIPp and returns at once (a UAC, or a UAS whose readiness does not
     /// matter).
     pub fn spawn(mut self) -> Sipp {
-        assert!(
-            !self.scenario.is_empty(),
-            "sipp {}: no scenario (scenario() or builtin())",
-            self.name
-        );
         let cmd = self.command();
         let group = ProcessGroup::spawn(&format!("sipp {}", self.name), cmd)
             .unwrap_or_else(|e| panic!("sipp {} does not start: {e}", self.name));
