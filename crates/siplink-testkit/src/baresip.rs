@@ -45,7 +45,8 @@ pub struct Baresip {
 
 impl Baresip {
     /// A baresip whose configuration directory is `dir`. The `config` written there
-    /// listens on 127.0.0.1 and a free port over UDP, loads `account.so` and has no
+    /// listens on 127.0.0.1 and a free port over UDP (baresip adds TCP on that port and
+    /// the next, both reserved), loads `account.so` and has no
     /// audio devices; add accounts with [`account`](BaresipBuilder::account).
     pub fn builder(dir: &Path) -> BaresipBuilder {
         BaresipBuilder {
@@ -85,7 +86,7 @@ impl Baresip {
 }
 
 impl BaresipBuilder {
-    /// The SIP port instead of a free one.
+    /// The SIP port instead of a free one (baresip also listens on TCP `port + 1`).
     pub fn port(mut self, port: u16) -> Self {
         self.port = Some(port);
         self
@@ -118,7 +119,8 @@ impl BaresipBuilder {
     /// Writes the configuration directory, starts baresip and waits (at most 10 s)
     /// until its SIP port is bound.
     pub fn start(self) -> Baresip {
-        let port = self.port.unwrap_or_else(crate::free_port);
+        // baresip also listens on TCP PORT + 1 (for TLS): reserve both.
+        let port = self.port.unwrap_or_else(|| crate::free_port_range(2));
         let modules = MODULE_DIRS
             .iter()
             .find(|d| Path::new(d).join("account.so").exists())
