@@ -9,73 +9,31 @@
 
 mod support;
 
-use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use siplink_proxy::{Config, ConnectionState};
+use siplink_testkit::Kamailio;
 use support::*;
 
 const LIMIT: Duration = Duration::from_secs(45);
 const PASSWORD: &str = "office-secret";
 
-fn kamailio(dir: &Path, port: u16, ext_port: u16) -> Proc {
-    let modules = [
-        "/usr/lib/x86_64-linux-gnu/kamailio/modules",
-        "/usr/lib/kamailio/modules",
-    ]
-    .into_iter()
-    .find(|p| Path::new(p).join("tm.so").exists())
-    .expect("kamailio modules directory");
-    let cfg = std::fs::read_to_string(scenario("kamailio-pbx.cfg"))
-        .unwrap()
-        .replace("@PORT@", &port.to_string())
-        .replace("@EXT_PORT@", &ext_port.to_string())
-        .replace("@USER@", "proxy")
-        .replace("@PASSWORD@", PASSWORD)
-        .replace("@MODULES@", modules)
-        .replace("@DIR@", &dir.display().to_string());
-    let path = dir.join("kamailio.cfg");
-    std::fs::write(&path, cfg).unwrap();
-    let out = std::fs::File::create(dir.join("kamailio.out")).unwrap();
-    let child = Command::new("kamailio")
-        .args([
-            "-f",
-            &path.display().to_string(),
-            "-DD",
-            "-E",
-            "-m",
-            "64",
-            "-M",
-            "8",
-        ])
-        .args(["-P", &dir.join("kamailio.pid").display().to_string()])
-        .args(["-Y", &dir.display().to_string()])
-        .args(["-w", &dir.display().to_string()])
-        .stdin(Stdio::null())
-        .stdout(out.try_clone().unwrap())
-        .stderr(out)
-        .process_group(0)
-        .spawn()
-        .expect("kamailio starts");
-    Proc {
-        child,
-        name: "kamailio".into(),
-        dir: dir.to_path_buf(),
-    }
+fn kamailio(dir: &Path, port: u16, ext_port: u16) -> Kamailio {
+    Kamailio::builder(dir)
+        .config_file(scenario("kamailio-pbx.cfg"))
+        .set("PORT", port)
+        .set("EXT_PORT", ext_port)
+        .set("USER", "proxy")
+        .set("PASSWORD", PASSWORD)
+        .memory(64, 8)
+        .wait_udp(port)
+        .wait_ctl()
+        .start()
 }
 
-fn ul_dump(dir: &Path) -> String {
-    let out = Command::new("kamcmd")
-        .args([
-            "-s",
-            &format!("unix:{}", dir.join("kamailio.ctl").display()),
-            "ul.dump",
-        ])
-        .output()
-        .expect("kamcmd runs");
-    String::from_utf8_lossy(&out.stdout).into_owned()
+fn ul_dump(kam: &Kamailio) -> String {
+    kam.kamcmd(&["ul.dump"]).unwrap_or_else(|e| e)
 }
 
 fn office_config(p: u16, k: u16, password: &str) -> String {
@@ -98,18 +56,13 @@ registration = {{ expires = 60 }}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn outbound_registration_to_kamailio_carries_calls_both_ways() {
-    if !have("kamailio", "-v") || !have("sipp", "-v") {
+    if !require("kamailio", "-v", "kamailio") || !require("sipp", "-v", "sip-tester") {
         return;
     }
     let dir = work_dir("kamailio");
     let (p, k, ext, phone_port) = (free_port(), free_port(), free_port(), free_port());
     let mut kam = kamailio(&dir, k, ext);
-    tokio::time::sleep(Duration::from_millis(800)).await;
-    assert!(
-        kam.child.try_wait().unwrap().is_none(),
-        "kamailio exited\n{}",
-        std::fs::read_to_string(dir.join("kamailio.out")).unwrap_or_default()
-    );
+    assert!(kam.running(), "kamailio exited\n{}", kam.log());
 
     let proxy = proxy(&office_config(p, k, PASSWORD)).await;
     let registered = eventually(Duration::from_secs(10), || {
@@ -123,14 +76,14 @@ async fn outbound_registration_to_kamailio_carries_calls_both_ways() {
         }
     })
     .await;
-    let kam_log = || std::fs::read_to_string(dir.join("kamailio.out")).unwrap_or_default();
+    let kam_log = || kam.log();
     assert!(
         registered,
         "not registered to Kamailio: {:?}\n{}",
         proxy.status().await,
         kam_log()
     );
-    let dump = ul_dump(&dir);
+    let dump = ul_dump(&kam);
     assert!(
         dump.contains(&format!("sip:proxy@127.0.0.1:{p}")),
         "binding not in Kamailio:\n{dump}"
@@ -223,23 +176,22 @@ async fn outbound_registration_to_kamailio_carries_calls_both_ways() {
     // Shutdown unregisters: the binding leaves Kamailio.
     proxy.shutdown().await;
     let gone = eventually(Duration::from_secs(5), || {
-        let dir = dir.clone();
-        async move { !ul_dump(&dir).contains(&format!("sip:proxy@127.0.0.1:{p}")) }
+        let kam = &kam;
+        async move { !ul_dump(kam).contains(&format!("sip:proxy@127.0.0.1:{p}")) }
     })
     .await;
-    assert!(gone, "still registered after shutdown:\n{}", ul_dump(&dir));
+    assert!(gone, "still registered after shutdown:\n{}", ul_dump(&kam));
     drop(kam);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn test_connection_reports_wrong_credentials_and_a_stopped_pbx() {
-    if !have("kamailio", "-v") {
+    if !require("kamailio", "-v", "kamailio") {
         return;
     }
     let dir = work_dir("kamailio-tc");
     let (p, k) = (free_port(), free_port());
     let mut kam = kamailio(&dir, k, free_port());
-    tokio::time::sleep(Duration::from_millis(800)).await;
 
     // Wrong password: reachable, but the REGISTER is rejected.
     let config = Config::from_toml(&office_config(p, k, "not-the-password")).unwrap();
@@ -274,19 +226,13 @@ async fn test_connection_reports_wrong_credentials_and_a_stopped_pbx() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reload_keeps_unchanged_registrations_and_unregisters_removed_ones() {
-    if !have("kamailio", "-v") {
+    if !require("kamailio", "-v", "kamailio") {
         return;
     }
     let dir = work_dir("kamailio-reload");
     let (p, k) = (free_port(), free_port());
-    let _kam = kamailio(&dir, k, free_port());
-    tokio::time::sleep(Duration::from_millis(800)).await;
-    let registers = || {
-        std::fs::read_to_string(dir.join("kamailio.out"))
-            .unwrap_or_default()
-            .matches("SIPLINK-REGISTER")
-            .count()
-    };
+    let kam = kamailio(&dir, k, free_port());
+    let registers = || kam.log().matches("SIPLINK-REGISTER").count();
     let base = office_config(p, k, PASSWORD);
     let proxy = proxy(&base).await;
     let up = || {
@@ -340,27 +286,26 @@ async fn reload_keeps_unchanged_registrations_and_unregisters_removed_ones() {
         .await
         .unwrap();
     let gone = eventually(Duration::from_secs(5), || {
-        let dir = dir.clone();
-        async move { !ul_dump(&dir).contains(&format!("sip:proxy@127.0.0.1:{p}")) }
+        let kam = &kam;
+        async move { !ul_dump(kam).contains(&format!("sip:proxy@127.0.0.1:{p}")) }
     })
     .await;
     assert!(
         gone,
         "still registered after the connection was disabled:\n{}",
-        ul_dump(&dir)
+        ul_dump(&kam)
     );
     proxy.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn per_user_registration_registers_each_account_and_calls_as_it() {
-    if !have("kamailio", "-v") || !have("sipp", "-v") {
+    if !require("kamailio", "-v", "kamailio") || !require("sipp", "-v", "sip-tester") {
         return;
     }
     let dir = work_dir("kamailio-per-user");
     let (p, k, ext) = (free_port(), free_port(), free_port());
-    let _kam = kamailio(&dir, k, ext);
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    let kam = kamailio(&dir, k, ext);
     let config = format!(
         r#"{}
 [[connections]]
@@ -379,15 +324,15 @@ accounts = [
     );
     let proxy = proxy(&config).await;
     let both = eventually(Duration::from_secs(10), || {
-        let dir = dir.clone();
+        let kam = &kam;
         async move {
-            let dump = ul_dump(&dir);
+            let dump = ul_dump(kam);
             dump.contains(&format!("sip:office-1001@127.0.0.1:{p}"))
                 && dump.contains(&format!("sip:office-1002@127.0.0.1:{p}"))
         }
     })
     .await;
-    assert!(both, "both accounts not registered:\n{}", ul_dump(&dir));
+    assert!(both, "both accounts not registered:\n{}", ul_dump(&kam));
     // 1002 calls 4001: it goes out as extension 2002, with 2002's credentials.
     let mut extension = sipp(&dir, "extension", ext, &["-sf", &scenario("uas.xml")]);
     let mut call = sipp(

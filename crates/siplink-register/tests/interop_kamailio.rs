@@ -18,13 +18,9 @@ use std::time::{Duration, Instant};
 
 use siplink_auth::ClientCredentials;
 use siplink_register::{FailureReason, ServiceEvent, State};
+use siplink_testkit::work_dir;
 use siplink_transport::Protocol;
-use support::{KamOptions, Kamailio, client, is_registered, temp_dir, wait_for};
-
-fn kamailio_available() -> bool {
-    support::tool_available("kamailio", "-v", "kamailio")
-        && support::tool_available("kamcmd", "-V", "kamailio")
-}
+use support::{KamOptions, KamRegistrar, client, is_registered, kamailio_available, wait_for};
 
 /// Registered, refreshed at least twice (Kamailio caps the expiry at 10 s),
 /// visible in ul.dump, then unregistered and gone from it.
@@ -33,9 +29,9 @@ async fn digest_register_refresh_unregister() {
     if !kamailio_available() {
         return;
     }
-    let dir = temp_dir("kam-refresh");
-    let kam = Kamailio::start(
-        dir.path(),
+    let dir = work_dir("kam-refresh");
+    let kam = KamRegistrar::start(
+        &dir,
         KamOptions {
             auth: true,
             min_expires: 4,
@@ -122,9 +118,9 @@ async fn restart_recovers(protocol: Protocol, name: &str) {
     if !kamailio_available() {
         return;
     }
-    let dir = temp_dir(name);
-    let mut kam = Kamailio::start(
-        dir.path(),
+    let dir = work_dir(name);
+    let mut kam = KamRegistrar::start(
+        &dir,
         KamOptions {
             auth: true,
             min_expires: 4,
@@ -208,9 +204,9 @@ async fn wrong_password_is_rejected_without_retry_storm() {
     if !kamailio_available() {
         return;
     }
-    let dir = temp_dir("kam-badpw");
-    let kam = Kamailio::start(
-        dir.path(),
+    let dir = work_dir("kam-badpw");
+    let kam = KamRegistrar::start(
+        &dir,
         KamOptions {
             auth: true,
             min_expires: 4,

@@ -15,78 +15,33 @@ mod support;
 
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use siplink_register::{FailureReason, State, TargetAddr, Transport};
+use siplink_testkit::{Sipp, require, work_dir};
 use siplink_transport::Protocol;
-use support::{Client, client, free_port, interop_dir, is_registered, temp_dir, wait_for};
+use support::{Client, client, interop_dir, is_registered, wait_for};
 
-/// A SIPp UAS running one scenario once, killed on drop.
-struct Sipp {
-    child: Child,
-    port: u16,
-    log: std::path::PathBuf,
+/// A SIPp UAS running `tests/interop/sipp-register-{scenario}.xml` once, bound
+/// before it returns.
+fn registrar(dir: &Path, scenario: &str) -> Sipp {
+    Sipp::builder(dir, scenario)
+        .scenario(interop_dir().join(format!("sipp-register-{scenario}.xml")))
+        .spawn_listening()
 }
 
-impl Sipp {
-    fn start(dir: &Path, scenario: &str) -> Sipp {
-        let port = free_port();
-        let log = dir.join(format!("{scenario}-{port}-messages.log"));
-        let child = Command::new("sipp")
-            .current_dir(dir)
-            .arg("-sf")
-            .arg(interop_dir().join(format!("sipp-register-{scenario}.xml")))
-            .args(["-i", "127.0.0.1", "-p", &port.to_string(), "-t", "u1"])
-            .args(["-m", "1", "-timeout", "30s", "-timeout_error", "-nostdin"])
-            .args(["-trace_msg", "-message_file"])
-            .arg(&log)
-            .args(["-trace_err", "-error_file"])
-            .arg(dir.join(format!("{scenario}-{port}-errors.log")))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("sipp starts");
-        // Give it a moment to bind its socket.
-        std::thread::sleep(Duration::from_millis(300));
-        Sipp { child, port, log }
-    }
-
-    /// Waits for SIPp to end its one call; returns its exit code (0: the
-    /// scenario passed).
-    async fn exit_code(&mut self, limit: Duration) -> Option<i32> {
-        let t0 = Instant::now();
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status.code();
-            }
-            assert!(t0.elapsed() < limit, "sipp did not finish within {limit:?}");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    /// The distinct REGISTER transactions (CSeq numbers) SIPp saw.
-    fn register_cseqs(&self) -> BTreeSet<u32> {
-        std::fs::read_to_string(&self.log)
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| l.strip_prefix("CSeq:"))
-            .filter_map(|v| v.trim().strip_suffix("REGISTER"))
-            .filter_map(|n| n.trim().parse().ok())
-            .collect()
-    }
-}
-
-impl Drop for Sipp {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// The distinct REGISTER transactions (CSeq numbers) SIPp saw.
+fn register_cseqs(sipp: &Sipp) -> BTreeSet<u32> {
+    sipp.messages()
+        .lines()
+        .filter_map(|l| l.strip_prefix("CSeq:"))
+        .filter_map(|v| v.trim().strip_suffix("REGISTER"))
+        .filter_map(|n| n.trim().parse().ok())
+        .collect()
 }
 
 fn sipp_available() -> bool {
-    support::tool_available("sipp", "-v", "sip-tester")
+    require("sipp", "-v", "sip-tester")
 }
 
 fn target(port: u16) -> TargetAddr {
@@ -102,11 +57,11 @@ async fn interval_too_brief_retries_with_min_expires() {
     if !sipp_available() {
         return;
     }
-    let dir = temp_dir("sipp-423");
-    let mut sipp = Sipp::start(dir.path(), "423");
+    let dir = work_dir("register-sipp-423");
+    let mut sipp = registrar(&dir, "423");
     let c = setup(500).await;
     let (svc, _events) = c.service();
-    let mut cfg = c.config("1001", sipp.port, Protocol::Udp);
+    let mut cfg = c.config("1001", sipp.port(), Protocol::Udp);
     cfg.expires = 60;
     let (_id, mut status) = svc.add(cfg).await.unwrap();
     let s = wait_for(
@@ -126,8 +81,8 @@ async fn interval_too_brief_retries_with_min_expires() {
         "granted {granted:?}"
     );
     // SIPp's scenario checks the second REGISTER's Expires is 120.
-    assert_eq!(sipp.exit_code(Duration::from_secs(10)).await, Some(0));
-    assert_eq!(sipp.register_cseqs().len(), 2);
+    assert_eq!(sipp.wait(Duration::from_secs(10)).await, Some(0));
+    assert_eq!(register_cseqs(&sipp).len(), 2);
     drop(svc);
     c.stop().await;
 }
@@ -137,11 +92,11 @@ async fn forbidden_fails_without_fast_retry() {
     if !sipp_available() {
         return;
     }
-    let dir = temp_dir("sipp-403");
-    let mut sipp = Sipp::start(dir.path(), "403");
+    let dir = work_dir("register-sipp-403");
+    let mut sipp = registrar(&dir, "403");
     let c = setup(500).await;
     let (svc, _events) = c.service();
-    let cfg = c.config("1001", sipp.port, Protocol::Udp);
+    let cfg = c.config("1001", sipp.port(), Protocol::Udp);
     let (_id, mut status) = svc.add(cfg).await.unwrap();
     let s = wait_for(&mut status, Duration::from_secs(5), "failed", |s| {
         matches!(s.state, State::Failed { .. })
@@ -154,8 +109,8 @@ async fn forbidden_fails_without_fast_retry() {
         }
     );
     // SIPp fails the call if another REGISTER arrives during its 6 s pause.
-    assert_eq!(sipp.exit_code(Duration::from_secs(15)).await, Some(0));
-    assert_eq!(sipp.register_cseqs().len(), 1);
+    assert_eq!(sipp.wait(Duration::from_secs(15)).await, Some(0));
+    assert_eq!(register_cseqs(&sipp).len(), 1);
     assert_eq!(svc.stats().await.unwrap().registers_sent, 1);
     assert!(matches!(status.borrow().state, State::Failed { .. }));
     svc.shutdown().await;
@@ -167,11 +122,11 @@ async fn service_unavailable_honours_retry_after() {
     if !sipp_available() {
         return;
     }
-    let dir = temp_dir("sipp-503");
-    let mut sipp = Sipp::start(dir.path(), "503");
+    let dir = work_dir("register-sipp-503");
+    let mut sipp = registrar(&dir, "503");
     let c = setup(500).await;
     let (svc, _events) = c.service();
-    let cfg = c.config("1001", sipp.port, Protocol::Udp);
+    let cfg = c.config("1001", sipp.port(), Protocol::Udp);
     let (_id, mut status) = svc.add(cfg).await.unwrap();
     let s = wait_for(&mut status, Duration::from_secs(5), "retrying", |s| {
         matches!(s.state, State::Retrying { .. })
@@ -201,7 +156,7 @@ async fn service_unavailable_honours_retry_after() {
         took >= Duration::from_millis(3800) && took < Duration::from_secs(5),
         "{took:?}"
     );
-    assert_eq!(sipp.exit_code(Duration::from_secs(10)).await, Some(0));
+    assert_eq!(sipp.wait(Duration::from_secs(10)).await, Some(0));
     svc.shutdown().await;
     c.stop().await;
 }
@@ -211,14 +166,14 @@ async fn no_answer_times_out_then_fails_over() {
     if !sipp_available() {
         return;
     }
-    let dir = temp_dir("sipp-failover");
-    let silent = Sipp::start(dir.path(), "silent");
-    let mut ok = Sipp::start(dir.path(), "200");
+    let dir = work_dir("register-sipp-failover");
+    let silent = registrar(&dir, "silent");
+    let mut ok = registrar(&dir, "200");
     // T1 = 50 ms: Timer F = 3.2 s.
     let c = setup(50).await;
     let (svc, _events) = c.service();
-    let mut cfg = c.config("1001", silent.port, Protocol::Udp);
-    cfg.targets = vec![target(silent.port), target(ok.port)];
+    let mut cfg = c.config("1001", silent.port(), Protocol::Udp);
+    cfg.targets = vec![target(silent.port()), target(ok.port())];
     let t0 = Instant::now();
     let (_id, mut status) = svc.add(cfg).await.unwrap();
     let s = wait_for(&mut status, Duration::from_secs(5), "timeout", |s| {
@@ -247,10 +202,10 @@ async fn no_answer_times_out_then_fails_over() {
     let failover = t0.elapsed() - timed_out;
     println!("no answer: timeout after {timed_out:?}, registered at the second {failover:?} later");
     assert!(failover < Duration::from_millis(500), "{failover:?}");
-    assert_eq!(s.binding.unwrap().target.addr.port(), ok.port);
-    assert_eq!(ok.exit_code(Duration::from_secs(5)).await, Some(0));
-    assert_eq!(silent.register_cseqs().len(), 1);
-    assert_eq!(ok.register_cseqs().len(), 1);
+    assert_eq!(s.binding.unwrap().target.addr.port(), ok.port());
+    assert_eq!(ok.wait(Duration::from_secs(5)).await, Some(0));
+    assert_eq!(register_cseqs(&silent).len(), 1);
+    assert_eq!(register_cseqs(&ok).len(), 1);
     svc.shutdown().await;
     c.stop().await;
 }
@@ -260,11 +215,11 @@ async fn no_answer_on_a_single_registrar_backs_off() {
     if !sipp_available() {
         return;
     }
-    let dir = temp_dir("sipp-backoff");
-    let mut silent = Sipp::start(dir.path(), "silent");
+    let dir = work_dir("register-sipp-backoff");
+    let mut silent = registrar(&dir, "silent");
     let c = setup(50).await;
     let (svc, _events) = c.service();
-    let cfg = c.config("1001", silent.port, Protocol::Udp);
+    let cfg = c.config("1001", silent.port(), Protocol::Udp);
     let (_id, mut status) = svc.add(cfg).await.unwrap();
     let s = wait_for(&mut status, Duration::from_secs(5), "timeout", |s| {
         matches!(s.state, State::Retrying { .. })
@@ -289,8 +244,8 @@ async fn no_answer_on_a_single_registrar_backs_off() {
     println!("no answer, single registrar: retry {retried:?} after the timeout");
     assert!(retried >= Duration::from_millis(900), "{retried:?}");
     // SIPp saw the retry as a second REGISTER transaction.
-    assert_eq!(silent.exit_code(Duration::from_secs(5)).await, Some(0));
-    assert_eq!(silent.register_cseqs().len(), 2);
+    assert_eq!(silent.wait(Duration::from_secs(5)).await, Some(0));
+    assert_eq!(register_cseqs(&silent).len(), 2);
     svc.shutdown().await;
     c.stop().await;
 }

@@ -19,8 +19,9 @@ use std::time::{Duration, Instant};
 
 use siplink_auth::ClientCredentials;
 use siplink_register::{ManagerConfig, RegistrationService, ServiceConfig};
+use siplink_testkit::work_dir;
 use siplink_transport::Protocol;
-use support::{KamOptions, Kamailio, client, is_registered, temp_dir};
+use support::{KamOptions, KamRegistrar, client, is_registered, kamailio_available};
 
 const GRANT: u32 = 120;
 const START_RATE: f64 = 100.0;
@@ -49,7 +50,7 @@ struct Counter {
 }
 
 impl Counter {
-    fn take(&mut self, kam: &Kamailio) -> usize {
+    fn take(&mut self, kam: &KamRegistrar) -> usize {
         let n = kam.register_lines().len();
         let d = n - self.seen;
         self.seen = n;
@@ -60,16 +61,16 @@ impl Counter {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "load run by hand (about 4 minutes)"]
 async fn ten_thousand_registrations_against_kamailio() {
-    if !support::tool_available("kamailio", "-v", "kamailio") {
+    if !kamailio_available() {
         return;
     }
     let n: usize = std::env::var("SIPLINK_LOAD_N")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(10_000);
-    let dir = temp_dir("load");
-    let kam = Kamailio::start(
-        dir.path(),
+    let dir = work_dir("register-load");
+    let kam = KamRegistrar::start(
+        &dir,
         KamOptions {
             auth: true,
             min_expires: GRANT,

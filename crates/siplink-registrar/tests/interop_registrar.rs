@@ -17,16 +17,17 @@
 //!   is answered 200.
 //!
 //! Missing tools print `SKIPPED: ...` and pass unless `SIPLINK_INTEROP=1` is
-//! set (CI), which makes a missing tool a failure. Every child process is
-//! killed when its guard drops, even on failure; files go to a temporary
-//! directory; ports are chosen by the OS.
+//! set (CI), which makes a missing tool a failure. The tools run under the
+//! testkit's launchers: each is stopped with its process group when dropped,
+//! even on failure; files go to a fresh work directory; ports come from the
+//! testkit's allocator.
 
 use std::collections::HashMap;
+use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use siplink_auth::{Algorithm, DigestServer, ServerConfig, StoredSecret};
 use siplink_message::{HeaderName, MessageBuilder, Method};
@@ -34,6 +35,7 @@ use siplink_registrar::{
     Aor, Authenticator, BindingEvent, EventKind, FloodConfig, InMemoryStore, LocationStore, Reach,
     Registrar, RegistrarConfig, RegistrarService, RemoveReason, ServiceConfig,
 };
+use siplink_testkit::{Baresip, Sipp, SippBuilder, require, work_dir};
 use siplink_transaction::{ClientEvent, Endpoint, EndpointConfig};
 use siplink_transport::{Protocol, Transport, TransportConfig};
 use tokio::sync::broadcast;
@@ -45,61 +47,27 @@ const USERS: usize = 50;
 /// Hard limit for one tool run.
 const TOOL_LIMIT: Duration = Duration::from_secs(45);
 
-/// Kills (and reaps) the child when dropped.
-struct Guard(Child);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-impl Guard {
-    /// Waits for the exit code, killing the child after `TOOL_LIMIT`.
-    async fn wait(&mut self) -> Option<i32> {
-        let t0 = Instant::now();
-        loop {
-            if let Some(status) = self.0.try_wait().unwrap() {
-                return status.code();
-            }
-            assert!(
-                t0.elapsed() < TOOL_LIMIT,
-                "the tool did not exit within {TOOL_LIMIT:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-}
-
-/// Whether `tool` can run; a failure when `SIPLINK_INTEROP` is set.
-fn available(tool: &str, arg: &str) -> bool {
-    let found = Command::new(tool)
-        .arg(arg)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok();
-    if !found {
-        assert!(
-            std::env::var_os("SIPLINK_INTEROP").is_none(),
-            "SIPLINK_INTEROP is set but {tool} is not installed"
-        );
-        println!("SKIPPED: {tool} not installed");
-    }
-    found
-}
-
 fn interop_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop")
 }
 
-fn free_udp_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// SIPp as a client of `server` over `protocol`, with the users of `csv`.
+fn sipp_client(
+    dir: &Path,
+    name: &str,
+    server: SocketAddr,
+    protocol: Protocol,
+    scenario: &str,
+    csv: &str,
+) -> SippBuilder {
+    let interop = interop_dir();
+    Sipp::builder(dir, name)
+        .remote(server)
+        .scenario(interop.join(scenario))
+        .args([OsString::from("-inf"), interop.join(csv).into_os_string()])
+        .key("domain", DOMAIN)
+        .tcp(protocol != Protocol::Udp)
+        .timeout(Duration::from_secs(40))
 }
 
 /// The registrar under test, listening on UDP and TCP on loopback.
@@ -197,43 +165,20 @@ async fn sipp(
     csv: &str,
     calls: usize,
 ) -> (Option<i32>, String) {
-    let interop = interop_dir();
-    let child = Command::new("sipp")
-        .current_dir(dir)
-        .arg(server.to_string())
-        .arg("-sf")
-        .arg(interop.join(scenario))
-        .arg("-inf")
-        .arg(interop.join(csv))
-        .args(["-key", "domain", DOMAIN])
-        .args(["-i", "127.0.0.1", "-p", &free_udp_port().to_string()])
-        .args([
-            "-t",
-            if protocol == Protocol::Udp {
-                "u1"
-            } else {
-                "t1"
-            },
-        ])
-        .args(["-m", &calls.to_string(), "-r", "25", "-l", "25"])
-        .args(["-timeout", "40s", "-timeout_error", "-nostdin"])
-        .args(["-trace_err", "-error_file", "errors.log"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("sipp starts");
-    let mut guard = Guard(child);
-    let code = guard.wait().await;
-    let errors = std::fs::read_to_string(dir.join("errors.log")).unwrap_or_default();
-    (code, errors)
+    let mut sipp = sipp_client(dir, "sipp", server, protocol, scenario, csv)
+        .calls(calls)
+        .message_trace(false)
+        .args(["-r", "25", "-l", "25"])
+        .spawn();
+    let code = sipp.wait(TOOL_LIMIT).await;
+    (code, sipp.errors())
 }
 
 async fn register_refresh_unregister(protocol: Protocol) {
-    if !available("sipp", "-v") {
+    if !require("sipp", "-v", "sip-tester") {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
+    let dir = work_dir("registrar-interop");
     let mut server = Server::start(vec![Algorithm::Md5]).await;
     let target = if protocol == Protocol::Udp {
         server.udp
@@ -241,7 +186,7 @@ async fn register_refresh_unregister(protocol: Protocol) {
         server.tcp
     };
     let (code, errors) = sipp(
-        dir.path(),
+        &dir,
         target,
         protocol,
         "register_auth.xml",
@@ -276,13 +221,13 @@ async fn sipp_many_users_register_refresh_unregister_tcp() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sipp_wrong_password_gets_403_after_the_challenge() {
-    if !available("sipp", "-v") {
+    if !require("sipp", "-v", "sip-tester") {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
+    let dir = work_dir("registrar-interop");
     let mut server = Server::start(vec![Algorithm::Md5]).await;
     let (code, errors) = sipp(
-        dir.path(),
+        &dir,
         server.udp,
         Protocol::Udp,
         "register_wrong_password.xml",
@@ -298,38 +243,20 @@ async fn sipp_wrong_password_gets_403_after_the_challenge() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sipp_pbx_registered_over_tcp_is_reached_over_its_connection() {
-    if !available("sipp", "-v") {
+    if !require("sipp", "-v", "sip-tester") {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
+    let dir = work_dir("registrar-interop");
     let mut server = Server::start(vec![Algorithm::Md5]).await;
-    let interop = interop_dir();
-    let child = Command::new("sipp")
-        .current_dir(dir.path())
-        .arg(server.tcp.to_string())
-        .arg("-sf")
-        .arg(interop.join("pbx_tcp.xml"))
-        .arg("-inf")
-        .arg(interop.join("pbx.csv"))
-        .args(["-key", "domain", DOMAIN])
-        .args(["-i", "127.0.0.1", "-p", &free_udp_port().to_string()])
-        .args([
-            "-t",
-            "t1",
-            "-m",
-            "1",
-            "-trace_msg",
-            "-message_file",
-            "messages.log",
-        ])
-        .args(["-timeout", "40s", "-timeout_error", "-nostdin"])
-        .args(["-trace_err", "-error_file", "errors.log"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("sipp starts");
-    let mut pbx = Guard(child);
+    let mut pbx = sipp_client(
+        &dir,
+        "pbx",
+        server.tcp,
+        Protocol::Tcp,
+        "pbx_tcp.xml",
+        "pbx.csv",
+    )
+    .spawn();
 
     let added = timeout(Duration::from_secs(20), server.events.recv())
         .await
@@ -370,8 +297,7 @@ async fn sipp_pbx_registered_over_tcp_is_reached_over_its_connection() {
     let answer = loop {
         let next = timeout(Duration::from_secs(20), tx.next()).await;
         if next.is_err() {
-            let log = std::fs::read_to_string(dir.path().join("messages.log")).unwrap_or_default();
-            panic!("no answer from the PBX; SIPp saw:\n{log}");
+            panic!("no answer from the PBX; SIPp saw:\n{}", pbx.messages());
         }
         match next.unwrap() {
             Some(ClientEvent::Final(m)) => break m,
@@ -380,9 +306,8 @@ async fn sipp_pbx_registered_over_tcp_is_reached_over_its_connection() {
         }
     };
     assert_eq!(answer.status(), Some(200));
-    let code = pbx.wait().await;
-    let errors = std::fs::read_to_string(dir.path().join("errors.log")).unwrap_or_default();
-    assert_eq!(code, Some(0), "the PBX scenario failed:\n{errors}");
+    let code = pbx.wait(TOOL_LIMIT).await;
+    assert_eq!(code, Some(0), "the PBX scenario failed:\n{}", pbx.errors());
     // The PBX hung up its connection: the plain RFC 3261 binding stays, now
     // reached through its Contact.
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -393,47 +318,20 @@ async fn sipp_pbx_registered_over_tcp_is_reached_over_its_connection() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn baresip_registers_from_a_config_dir() {
-    if !available("baresip", "-h") {
+    if !require("baresip", "-h", "baresip") {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
+    let dir = work_dir("registrar-baresip");
     // baresip 1.0 gives up on a SHA-256 challenge ("Function not
     // implemented") instead of answering the MD5 one next to it: MD5 only.
     let mut server = Server::start(vec![Algorithm::Md5]).await;
-    let sip_port = free_udp_port();
-    std::fs::write(
-        dir.path().join("config"),
-        format!(
-            "sip_listen\t\t127.0.0.1:{sip_port}\n\
-             sip_transports\t\tudp\n\
-             module_path\t\t/usr/lib/baresip/modules\n\
-             module\t\t\taccount.so\n\
-             audio_player\t\tnone\n\
-             audio_source\t\tnone\n\
-             audio_alert\t\tnone\n"
-        ),
-    )
-    .unwrap();
-    std::fs::write(
-        dir.path().join("accounts"),
-        format!(
-            "<sip:user7@{DOMAIN}>;auth_pass=user7-pw;outbound=\"sip:{};transport=udp\";regint=600\n",
+    let ua = Baresip::builder(&dir)
+        .account(&format!(
+            "<sip:user7@{DOMAIN}>;auth_pass=user7-pw;outbound=\"sip:{};transport=udp\";regint=600",
             server.udp
-        ),
-    )
-    .unwrap();
-    std::fs::write(dir.path().join("contacts"), "").unwrap();
-    let child = Command::new("baresip")
-        .arg("-f")
-        .arg(dir.path())
-        .args(["-t", "40"])
-        .current_dir(dir.path())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("baresip starts");
-    let guard = Guard(child);
+        ))
+        .quit_after(40)
+        .start();
 
     let added = timeout(Duration::from_secs(20), server.events.recv())
         .await
@@ -459,6 +357,6 @@ async fn baresip_registers_from_a_config_dir() {
         b.source.ip(),
         "127.0.0.1".parse::<std::net::IpAddr>().unwrap()
     );
-    drop(guard);
+    drop(ua);
     server.stop().await;
 }

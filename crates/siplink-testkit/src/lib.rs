@@ -1,5 +1,7 @@
 //! Test support shared by every siplink crate (unpublished, like h2's `h2-support`).
+//! Every crate has it as a dev-dependency; it depends on no siplink crate.
 //!
+//! The pieces:
 //! - [`require`]: the one "is this tool installed?" check. A missing tool skips the test
 //!   (with a notice) when `SIPLINK_INTEROP` is unset and fails it when it is set, so CI
 //!   can never pass by skipping.
@@ -7,16 +9,64 @@
 //! - [`ProcessGroup`]: the one process guard. The child runs in a process group of its
 //!   own; dropping the guard sends `kill -TERM -- -PGID`, waits, then `kill -KILL -- -PGID`,
 //!   so forked workers (Kamailio's) die with their parent.
-//! - [`work_dir`]: a fresh per-test directory.
+//! - [`work_dir`]: a fresh per-test directory; [`render`]: `@NAME@` templates;
+//!   [`tcp_listening`] / [`udp_bound`]: readiness checks that do not touch the port.
 //!
-//! Launchers for the real peers (SIPp, Kamailio, baresip, rtpengine, redis-server,
-//! headless Chromium, sipvicious) live in modules of their own and are built on these.
+//! Launchers for the real peers, each built on those:
+//! - [`Sipp`]: one SIPp run of a scenario file or built-in scenario, bounded in time, its
+//!   error and message logs in failure messages, [`Sipp::expect_success`] (exit 0).
+//! - [`Kamailio`]: a configuration template rendered into a work directory, started in
+//!   its own process group, ready once its ports listen (and its control socket answers
+//!   [`Kamailio::kamcmd`]), restartable.
+//! - [`Baresip`]: a user agent from a configuration directory written for it.
+//! - [`Redis`]: redis-server on a free port, no persistence, ready once it answers PING.
+//! - [`Chromium`]: headless, a fresh profile, the loopback WebRTC flags; `--dump-dom` or a
+//!   DevTools endpoint.
+//! - [`Scan`]: `svwar` / `svcrack` against 127.0.0.1, bounded in time.
+//!
+//! The `tokio` feature adds `async` waits (`Sipp::wait`, `Sipp::expect_success`,
+//! `ProcessGroup::wait_timeout_async`, `Scan::run_async`) for tests whose code under test
+//! runs on the test's own runtime, where a blocking wait would starve it.
+//!
+//! An interop test:
+//!
+//! ```no_run
+//! # async fn f() {
+//! use std::time::Duration;
+//! if !siplink_testkit::require("sipp", "-v", "sip-tester") {
+//!     return; // SKIPPED (only when SIPLINK_INTEROP is unset)
+//! }
+//! let dir = siplink_testkit::work_dir("my-test");
+//! let mut pbx = siplink_testkit::Sipp::builder(&dir, "pbx")
+//!     .scenario("tests/interop/uas_answer.xml")
+//!     .spawn_listening();
+//! // ... send the call to 127.0.0.1:pbx.port() ...
+//! pbx.expect_success(Duration::from_secs(40)).await;
+//! # }
+//! ```
 #![deny(missing_docs)]
+#![forbid(unsafe_code)]
 
+mod baresip;
+mod chromium;
+mod kamailio;
+mod net;
 mod port;
 mod process;
+mod redis;
+mod sipp;
+mod sipvicious;
+mod template;
 mod tool;
 
+pub use baresip::{Baresip, BaresipBuilder};
+pub use chromium::{Chromium, ChromiumBuilder};
+pub use kamailio::{Kamailio, KamailioBuilder, kamailio_modules};
+pub use net::{tcp_listening, udp_bound, wait_until};
 pub use port::{free_port, free_port_range};
-pub use process::{ProcessGroup, work_dir};
+pub use process::{ProcessGroup, log_file, tail, work_dir};
+pub use redis::Redis;
+pub use sipp::{Sipp, SippBuilder};
+pub use sipvicious::{Scan, ScanOutput};
+pub use template::{placeholders, render};
 pub use tool::{interop_required, require};

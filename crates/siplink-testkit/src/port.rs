@@ -3,8 +3,10 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 /// Lowest port handed out.
 const FIRST: u32 = 20_000;
-/// Ports handed out wrap within `FIRST..FIRST + SPAN`.
-const SPAN: u32 = 40_000;
+/// Ports handed out wrap within `FIRST..FIRST + SPAN`: below Linux's ephemeral range
+/// (32768 and up by default), so that a port handed out is not taken meanwhile by a
+/// socket the OS numbers itself (a client connection, a `:0` listener).
+const SPAN: u32 = 12_000;
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
 
@@ -14,7 +16,7 @@ fn next_candidate() -> u32 {
     // get the same port twice, which an OS-chosen port released at once allows.
     let _ = NEXT.compare_exchange(
         0,
-        1 + (std::process::id() % 400) * 100,
+        1 + (std::process::id() % 120) * 100,
         Ordering::SeqCst,
         Ordering::SeqCst,
     );

@@ -1,12 +1,33 @@
 use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+/// The last `max` characters of a file (empty if it cannot be read), for failure
+/// messages.
+pub fn tail(path: &Path, max: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let skip = text.chars().count().saturating_sub(max);
+    text.chars().skip(skip).collect()
+}
+
+/// An output file for a child (standard output or error), appended to.
+pub fn log_file(path: &Path) -> std::fs::File {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .unwrap_or_else(|e| panic!("open {}: {e}", path.display()))
+}
+
 /// A fresh, empty directory for one test's files (configs, logs, sockets), under the
-/// system temp directory and named after the test and the process.
+/// system temp directory and named after the test, the process and a counter (two
+/// calls never share a directory). It is left in place for post-mortems.
 pub fn work_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("siplink-{name}-{}", std::process::id()));
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let n = N.fetch_add(1, Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("siplink-{name}-{}-{n}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("create the test's work directory");
     dir
@@ -69,6 +90,22 @@ impl ProcessGroup {
                 return None;
             }
             std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Like [`wait_timeout`](Self::wait_timeout), but sleeps on tokio's timer between
+    /// checks, so the runtime (and the code under test on it) keeps running.
+    #[cfg(feature = "tokio")]
+    pub async fn wait_timeout_async(&mut self, limit: Duration) -> Option<ExitStatus> {
+        let t0 = Instant::now();
+        loop {
+            if let Some(status) = self.try_wait() {
+                return Some(status);
+            }
+            if t0.elapsed() >= limit {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 

@@ -12,12 +12,12 @@
 //! pass, unless `SIPLINK_INTEROP=1` is set (CI), which makes that a failure.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use siplink_message::{HeaderName, Message, MessageBuilder, Method};
+use siplink_testkit::{Sipp, SippBuilder, require, work_dir};
 use siplink_transaction::{ClientEvent, Endpoint, EndpointConfig, new_branch};
 use siplink_transport::{Protocol, Target, Transport, TransportConfig};
 use tokio::sync::Semaphore;
@@ -27,94 +27,19 @@ const CALLS: usize = 200;
 /// Calls in progress at once on our client side.
 const CONCURRENCY: usize = 20;
 /// SIPp's own global timeout, and our hard limit for it to exit.
-const SIPP_TIMEOUT: &str = "60s";
+const SIPP_TIMEOUT: Duration = Duration::from_secs(60);
 const KILL_AFTER: Duration = Duration::from_secs(90);
 
-/// Whether to run: `sipp` present, or a failure if `SIPLINK_INTEROP` asks for it.
-fn sipp_available() -> bool {
-    let found = Command::new("sipp")
-        .arg("-v")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok();
-    if !found {
-        assert!(
-            std::env::var_os("SIPLINK_INTEROP").is_none(),
-            "SIPLINK_INTEROP is set but sipp is not installed (apt-get install sip-tester)"
-        );
-        println!("SKIPPED: sipp not installed");
-    }
-    found
-}
-
-fn free_port(protocol: Protocol) -> u16 {
-    match protocol {
-        Protocol::Udp => std::net::UdpSocket::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port(),
-        _ => std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port(),
-    }
-}
-
-fn work_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("siplink-sipp-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-fn transport_flag(protocol: Protocol) -> &'static str {
-    match protocol {
-        Protocol::Udp => "u1",
-        _ => "t1",
-    }
-}
-
-/// Starts sipp with the common options (loopback, bounded in time, stats).
-fn spawn_sipp(dir: &Path, protocol: Protocol, port: u16, args: &[&str]) -> Child {
-    let port = port.to_string();
-    let mut cmd = Command::new("sipp");
-    cmd.current_dir(dir)
+/// SIPp's built-in scenario `name` with the common options (loopback, bounded in time, stats).
+fn spawn_sipp(dir: &Path, name: &str, protocol: Protocol, args: &[&str]) -> SippBuilder {
+    Sipp::builder(dir, name)
+        .builtin(name)
+        .tcp(protocol != Protocol::Udp)
+        .calls(CALLS)
+        .timeout(SIPP_TIMEOUT)
+        .message_trace(false)
         .args(args)
-        .args([
-            "-i",
-            "127.0.0.1",
-            "-p",
-            &port,
-            "-t",
-            transport_flag(protocol),
-        ])
-        .args(["-m", &CALLS.to_string()])
-        .args(["-timeout", SIPP_TIMEOUT, "-timeout_error", "-nostdin"])
         .args(["-trace_stat", "-stf", "stat.csv", "-fd", "1"])
-        .args(["-trace_screen", "-screen_file", "screen.log"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    cmd.spawn().expect("sipp starts")
-}
-
-/// Waits for sipp to exit (killing it after `KILL_AFTER`); returns its exit code.
-async fn wait_sipp(child: &mut Child) -> Option<i32> {
-    let t0 = Instant::now();
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status.code();
-        }
-        if t0.elapsed() > KILL_AFTER {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("sipp did not exit within {KILL_AFTER:?}: killed");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 /// SuccessfulCall(C) and FailedCall(C) from the last row of sipp's stat CSV.
@@ -133,16 +58,15 @@ fn stats(dir: &Path) -> (u64, u64) {
     (field("SuccessfulCall(C)"), field("FailedCall(C)"))
 }
 
-fn report(what: &str, protocol: Protocol, dir: &Path, code: Option<i32>) {
-    let (ok, failed) = stats(dir);
+fn report(what: &str, protocol: Protocol, sipp: &Sipp, code: Option<i32>) {
+    let (ok, failed) = stats(sipp.dir());
     println!(
         "SIPp {what} over {protocol}: {CALLS} calls, {ok} successful, {failed} failed, exit code {code:?}"
     );
     if code != Some(0) || failed != 0 || ok != CALLS as u64 {
-        let screen = std::fs::read_to_string(dir.join("screen.log")).unwrap_or_default();
-        panic!("SIPp {what} over {protocol} failed:\n{screen}");
+        panic!("SIPp {what} over {protocol} failed:\n{}", sipp.logs());
     }
-    let _ = std::fs::remove_dir_all(dir);
+    let _ = std::fs::remove_dir_all(sipp.dir());
 }
 
 async fn endpoint() -> (
@@ -244,15 +168,13 @@ async fn call(ep: &Endpoint, target: Target, n: usize) -> Result<(), String> {
 }
 
 async fn client_against_uas(protocol: Protocol) {
-    if !sipp_available() {
+    if !require("sipp", "-v", "sip-tester") {
         return;
     }
-    let dir = work_dir(&format!("uas-{protocol}"));
-    let port = free_port(protocol);
-    let mut sipp = spawn_sipp(&dir, protocol, port, &["-sn", "uas"]);
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    let dir = work_dir(&format!("sipp-uas-{protocol}"));
+    let mut sipp = spawn_sipp(&dir, "uas", protocol, &[]).spawn_listening();
     let (ep, _requests, transport, _, _) = endpoint().await;
-    let target = Target::new(protocol, SocketAddr::from(([127, 0, 0, 1], port)));
+    let target = Target::new(protocol, SocketAddr::from(([127, 0, 0, 1], sipp.port())));
     let limit = Arc::new(Semaphore::new(CONCURRENCY));
     let mut calls = tokio::task::JoinSet::new();
     for n in 0..CALLS {
@@ -270,7 +192,7 @@ async fn client_against_uas(protocol: Protocol) {
             failures.push(e);
         }
     }
-    let code = wait_sipp(&mut sipp).await;
+    let code = sipp.wait(KILL_AFTER).await;
     ep.shutdown().await;
     transport.shutdown().await;
     println!(
@@ -278,11 +200,11 @@ async fn client_against_uas(protocol: Protocol) {
         failures.len()
     );
     assert!(failures.is_empty(), "{failures:?}");
-    report("uas (our client)", protocol, &dir, code);
+    report("uas (our client)", protocol, &sipp, code);
 }
 
 async fn server_answering_uac(protocol: Protocol) {
-    if !sipp_available() {
+    if !require("sipp", "-v", "sip-tester") {
         return;
     }
     let (ep, mut requests, transport, udp, tcp) = endpoint().await;
@@ -312,25 +234,22 @@ async fn server_answering_uac(protocol: Protocol) {
         }
         answered
     });
-    let dir = work_dir(&format!("uac-{protocol}"));
+    let dir = work_dir(&format!("sipp-uac-{protocol}"));
     let remote = match protocol {
         Protocol::Udp => udp,
         _ => tcp,
     };
     let remote = remote.to_string();
-    let mut sipp = spawn_sipp(
-        &dir,
-        protocol,
-        free_port(protocol),
-        &["-sn", "uac", &remote, "-r", "50"],
-    );
-    let code = wait_sipp(&mut sipp).await;
+    let mut sipp = spawn_sipp(&dir, "uac", protocol, &["-r", "50"])
+        .remote(remote)
+        .spawn();
+    let code = sipp.wait(KILL_AFTER).await;
     ep.shutdown().await;
     transport.shutdown().await;
     drop(ep);
     let answered = tokio::time::timeout(Duration::from_secs(5), ua).await;
     println!("siplink server over {protocol}: {answered:?} requests answered (INVITE + BYE)");
-    report("uac (our server)", protocol, &dir, code);
+    report("uac (our server)", protocol, &sipp, code);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

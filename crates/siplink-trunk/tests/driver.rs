@@ -5,17 +5,18 @@
 //! answered inside the dialog; the health task taking a dead target down,
 //! and bringing a target up once its PBX starts; `identify`.
 
-mod common;
+mod support;
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use common::{TestTrunk, free_port, place_call, trunk};
 use siplink_auth::ClientCredentials;
 use siplink_message::{HeaderName, Method};
+use siplink_testkit::free_port;
 use siplink_transaction::{Endpoint, EndpointConfig};
 use siplink_transport::{Transport, TransportConfig};
 use siplink_trunk::{AttemptFailure, HealthState, Target, Transport as Proto, TrunkConfig};
+use support::{TestTrunk, place_call, trunk};
 use tokio::sync::mpsc;
 
 /// A PBX: INVITE → 180, 200 (To tag, Contact); BYE → 200 (or, with
@@ -108,7 +109,7 @@ async fn call_answered_acked_and_hung_up() {
 #[tokio::test]
 async fn failover_from_refused_tcp_target() {
     let (addr, mut seen, _pbx) = pbx(false).await;
-    let dead = Target::new("127.0.0.1", free_port(Proto::Tcp), Proto::Tcp).with_priority(1);
+    let dead = Target::new("127.0.0.1", free_port(), Proto::Tcp).with_priority(1);
     let live = Target::new("127.0.0.1", addr.port(), Proto::Udp).with_priority(2);
     let TestTrunk { trunk, .. } = trunk(config(vec![dead, live]), TransportConfig::default()).await;
     let log = place_call(&trunk, Duration::ZERO).await;
@@ -147,7 +148,7 @@ async fn challenged_bye_answered_in_the_dialog() {
 #[tokio::test]
 async fn health_task_and_identify() {
     let (addr, _seen, _pbx) = pbx(false).await;
-    let dead = Target::new("127.0.0.1", free_port(Proto::Tcp), Proto::Tcp);
+    let dead = Target::new("127.0.0.1", free_port(), Proto::Tcp);
     let mut cfg = TrunkConfig::new(
         "pbx",
         vec![Target::new("127.0.0.1", addr.port(), Proto::Udp), dead],
@@ -177,7 +178,7 @@ async fn health_task_and_identify() {
 
 #[tokio::test]
 async fn health_down_then_up_when_the_pbx_starts() {
-    let port = free_port(Proto::Tcp);
+    let port = free_port();
     let mut cfg = TrunkConfig::new("pbx", vec![Target::new("127.0.0.1", port, Proto::Tcp)]);
     cfg.health.interval = Duration::from_millis(100);
     cfg.health.down_after = 2;
@@ -192,7 +193,7 @@ async fn health_down_then_up_when_the_pbx_starts() {
         .unwrap();
     assert_eq!((down.target, down.to), (0, HealthState::Down));
     // The PBX starts listening on that port: two answered probes bring it up.
-    let (_addr, mut seen, _pbx) = pbx_on(Proto::Tcp, common::addr(port), false).await;
+    let (_addr, mut seen, _pbx) = pbx_on(Proto::Tcp, support::addr(port), false).await;
     let up = tokio::time::timeout(Duration::from_secs(5), events.recv())
         .await
         .expect("up in time")

@@ -14,105 +14,69 @@
 //! * The health task: OPTIONS probes keep Kamailio up and take a target with
 //!   nothing listening down, with an event.
 //!
-//! Each Kamailio runs in the foreground in its own process group, with its
-//! own ports, pid file and runtime directory in a temporary directory (no
-//! ctl socket), and is killed when the test ends. Without `kamailio` the tests
+//! Each Kamailio runs on the testkit's launcher: in the foreground in its own
+//! process group, with its own ports, pid file and runtime directory in a
+//! fresh work directory (no ctl socket), stopped when the test ends. Without `kamailio` the tests
 //! print `SKIPPED` and pass unless `SIPLINK_INTEROP=1` is set.
 
-mod common;
+mod support;
 
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{Guard, TempDir, TestTrunk, available, free_port, place_call, trunk};
 use siplink_auth::ClientCredentials;
+use siplink_testkit::{Kamailio, free_port, require, work_dir};
 use siplink_transport::{Roots, TlsClientConfig, TransportConfig};
 use siplink_trunk::report::{Failure, Step};
 use siplink_trunk::{
     CallFailure, HealthState, Target, TestOptions, Transport as Proto, TrunkConfig, test_connection,
 };
+use support::{TestTrunk, place_call, trunk};
 
 const USER: &str = "trunkuser";
 const PASSWORD: &str = "s3cret";
 const HOLD: Duration = Duration::from_millis(200);
 
-struct Kamailio {
-    guard: Guard,
-    dir: TempDir,
+/// Kamailio as the PBX (on the testkit's launcher) and its three listeners.
+struct KamPbx {
+    kam: Kamailio,
     udp: u16,
     tcp: u16,
     tls: u16,
     ca: String,
 }
 
-impl Kamailio {
-    async fn start() -> Kamailio {
-        let dir = TempDir::new("kamailio");
-        let (udp, tcp, tls) = (
-            free_port(Proto::Udp),
-            free_port(Proto::Tcp),
-            free_port(Proto::Tcp),
-        );
+impl KamPbx {
+    fn start() -> KamPbx {
+        let dir = work_dir("trunk-kamailio");
+        let (udp, tcp, tls) = (free_port(), free_port(), free_port());
         let (ca, cert, key) = test_pki();
-        std::fs::write(dir.path().join("cert.pem"), cert).unwrap();
-        std::fs::write(dir.path().join("key.pem"), key).unwrap();
-        let d = dir.path().display().to_string();
-        let fill = |s: String| {
-            s.replace("@UDP_PORT@", &udp.to_string())
-                .replace("@TCP_PORT@", &tcp.to_string())
-                .replace("@TLS_PORT@", &tls.to_string())
-                .replace("@MODULES@", &modules_dir())
-                .replace("@DIR@", &d)
-                .replace("@USER@", USER)
-                .replace("@PASSWORD@", PASSWORD)
-        };
-        let read = |f: &str| std::fs::read_to_string(common::scenario(f)).unwrap();
-        std::fs::write(
-            dir.path().join("kamailio.cfg"),
-            fill(read("kamailio-pbx.cfg")),
-        )
-        .unwrap();
-        std::fs::write(dir.path().join("tls.cfg"), fill(read("kamailio-tls.cfg"))).unwrap();
-        std::fs::create_dir_all(dir.path().join("run")).unwrap();
-        let log = std::fs::File::create(dir.path().join("kamailio.log")).unwrap();
-        let mut cmd = Command::new("kamailio");
-        cmd.current_dir(dir.path())
-            .arg("-f")
-            .arg(dir.path().join("kamailio.cfg"))
-            .args(["-DD", "-E", "-m", "32", "-M", "8"])
-            .arg("-P")
-            .arg(dir.path().join("kamailio.pid"))
-            .arg("-Y")
-            .arg(dir.path().join("run"))
-            .arg("-w")
-            .arg(dir.path())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log);
-        let mut k = Kamailio {
-            guard: Guard::spawn("kamailio", cmd),
-            dir,
+        std::fs::write(dir.join("cert.pem"), cert).unwrap();
+        std::fs::write(dir.join("key.pem"), key).unwrap();
+        let kam = Kamailio::builder(&dir)
+            .config_file(support::scenario("kamailio-pbx.cfg"))
+            .extra_file("tls.cfg", support::scenario("kamailio-tls.cfg"))
+            .set("UDP_PORT", udp)
+            .set("TCP_PORT", tcp)
+            .set("TLS_PORT", tls)
+            .set("USER", USER)
+            .set("PASSWORD", PASSWORD)
+            .memory(32, 8)
+            .wait_udp(udp)
+            .wait_tcp(tcp)
+            // Set up last.
+            .wait_tcp(tls)
+            .start();
+        KamPbx {
+            kam,
             udp,
             tcp,
             tls,
             ca,
-        };
-        // Ready once the TLS listener accepts (it is set up last).
-        for _ in 0..200 {
-            if std::net::TcpStream::connect(("127.0.0.1", tls)).is_ok() {
-                tokio::time::sleep(Duration::from_millis(200)).await;
-                return k;
-            }
-            if let Ok(Some(status)) = k.guard.child.try_wait() {
-                panic!("kamailio exited with {status}:\n{}", k.log());
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        panic!("kamailio did not start:\n{}", k.log());
     }
 
     fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("kamailio.log")).unwrap_or_default()
+        self.kam.log()
     }
 
     fn target(&self, p: Proto) -> Target {
@@ -130,21 +94,6 @@ impl Kamailio {
             ..TransportConfig::default()
         }
     }
-}
-
-fn modules_dir() -> String {
-    for d in [
-        "/usr/lib/x86_64-linux-gnu/kamailio/modules/",
-        "/usr/lib/aarch64-linux-gnu/kamailio/modules/",
-        "/usr/lib64/kamailio/modules/",
-        "/usr/lib/kamailio/modules/",
-        "/usr/local/lib64/kamailio/modules/",
-    ] {
-        if std::path::Path::new(d).join("tls.so").exists() {
-            return d.to_owned();
-        }
-    }
-    panic!("no Kamailio module directory with tls.so found");
 }
 
 /// A CA and a server certificate for localhost / 127.0.0.1 (PEM: CA, cert, key).
@@ -173,10 +122,10 @@ fn config(target: Target, password: Option<&str>) -> TrunkConfig {
 }
 
 async fn authenticated_call(p: Proto) {
-    if !available("kamailio", "-v") {
+    if !require("kamailio", "-v", "kamailio") {
         return;
     }
-    let pbx = Kamailio::start().await;
+    let pbx = KamPbx::start();
     let tc = if p == Proto::Tls {
         pbx.client_tls()
     } else {
@@ -213,10 +162,10 @@ async fn authenticated_call_tls() {
 
 #[tokio::test]
 async fn wrong_password_and_no_credentials() {
-    if !available("kamailio", "-v") {
+    if !require("kamailio", "-v", "kamailio") {
         return;
     }
-    let pbx = Kamailio::start().await;
+    let pbx = KamPbx::start();
     let TestTrunk { trunk, .. } = trunk(
         config(pbx.target(Proto::Udp), Some("wrong")),
         TransportConfig::default(),
@@ -229,7 +178,7 @@ async fn wrong_password_and_no_credentials() {
         "{log:?}"
     );
 
-    let t = common::trunk(
+    let t = support::trunk(
         config(pbx.target(Proto::Tcp), None),
         TransportConfig::default(),
     )
@@ -246,10 +195,10 @@ async fn wrong_password_and_no_credentials() {
 
 #[tokio::test]
 async fn test_connection_tls_certificate() {
-    if !available("kamailio", "-v") {
+    if !require("kamailio", "-v", "kamailio") {
         return;
     }
-    let pbx = Kamailio::start().await;
+    let pbx = KamPbx::start();
     let cfg = config(pbx.target(Proto::Tls), Some(PASSWORD));
     // The default roots do not know our CA.
     let report = test_connection(&cfg, 0, TestOptions::default())
@@ -274,11 +223,11 @@ async fn test_connection_tls_certificate() {
 
 #[tokio::test]
 async fn health_probes_up_and_down() {
-    if !available("kamailio", "-v") {
+    if !require("kamailio", "-v", "kamailio") {
         return;
     }
-    let pbx = Kamailio::start().await;
-    let dead = Target::new("127.0.0.1", free_port(Proto::Tcp), Proto::Tcp);
+    let pbx = KamPbx::start();
+    let dead = Target::new("127.0.0.1", free_port(), Proto::Tcp);
     let mut cfg = TrunkConfig::new("kamailio-pbx", vec![pbx.target(Proto::Udp), dead]);
     cfg.health.interval = Duration::from_millis(200);
     cfg.health.down_after = 2;

@@ -15,18 +15,19 @@
 //! expected came (ACK, BYE, a valid digest answer). Without `sipp` the tests
 //! print `SKIPPED` and pass unless `SIPLINK_INTEROP=1` is set.
 
-mod common;
+mod support;
 
 use std::time::Duration;
 
-use common::{Sipp, TestTrunk, available, free_port, place_call, trunk};
 use siplink_auth::ClientCredentials;
+use siplink_testkit::{free_port, require};
 use siplink_transport::TransportConfig;
 use siplink_trunk::report::{Failure, Step, StepResult};
 use siplink_trunk::{
     AttemptFailure, CallEvent, Target, TestOptions, Transport as Proto, TrunkConfig,
     test_connection,
 };
+use support::{Pbx, TestTrunk, place_call, trunk};
 
 const HOLD: Duration = Duration::from_millis(300);
 
@@ -41,10 +42,10 @@ fn creds(user: &str, password: &str) -> ClientCredentials {
 }
 
 async fn answered_and_hung_up(p: Proto) {
-    if !available("sipp", "-v") {
+    if !require("sipp", "-v", "sip-tester") {
         return;
     }
-    let mut pbx = Sipp::uas("uas_answer.xml", p, &[]);
+    let mut pbx = Pbx::uas("uas_answer.xml", p, &[]);
     let TestTrunk { trunk, .. } =
         trunk(config(vec![pbx.target()]), TransportConfig::default()).await;
     let log = place_call(&trunk, HOLD).await;
@@ -90,10 +91,10 @@ fn sink(p: Proto) -> (Target, Box<dyn Fn() -> bool>) {
 }
 
 async fn busy_no_failover(p: Proto) {
-    if !available("sipp", "-v") {
+    if !require("sipp", "-v", "sip-tester") {
         return;
     }
-    let mut pbx = Sipp::uas("uas_486.xml", p, &[]);
+    let mut pbx = Pbx::uas("uas_486.xml", p, &[]);
     let (second, touched) = sink(p);
     let TestTrunk { trunk, .. } = trunk(
         config(vec![pbx.target().with_priority(10), second]),
@@ -119,11 +120,11 @@ async fn busy_no_failover_tcp() {
 }
 
 async fn failover_on_503(p: Proto) {
-    if !available("sipp", "-v") {
+    if !require("sipp", "-v", "sip-tester") {
         return;
     }
-    let mut first = Sipp::uas("uas_503.xml", p, &[]);
-    let mut second = Sipp::uas("uas_answer.xml", p, &[]);
+    let mut first = Pbx::uas("uas_503.xml", p, &[]);
+    let mut second = Pbx::uas("uas_answer.xml", p, &[]);
     let TestTrunk { trunk, .. } = trunk(
         config(vec![
             first.target().with_priority(10),
@@ -151,11 +152,11 @@ async fn failover_on_503_tcp() {
 }
 
 async fn failover_on_no_answer(p: Proto) {
-    if !available("sipp", "-v") {
+    if !require("sipp", "-v", "sip-tester") {
         return;
     }
-    let mut first = Sipp::uas("uas_silent.xml", p, &[]);
-    let mut second = Sipp::uas("uas_answer.xml", p, &[]);
+    let mut first = Pbx::uas("uas_silent.xml", p, &[]);
+    let mut second = Pbx::uas("uas_answer.xml", p, &[]);
     let mut cfg = config(vec![
         first.target().with_priority(10),
         second.target().with_priority(20),
@@ -184,10 +185,10 @@ async fn failover_on_no_answer_tcp() {
 }
 
 async fn challenge_answered(p: Proto, scenario: &str) {
-    if !available("sipp", "-v") {
+    if !require("sipp", "-v", "sip-tester") {
         return;
     }
-    let mut pbx = Sipp::uas(
+    let mut pbx = Pbx::uas(
         scenario,
         p,
         &[("user", "trunkuser"), ("password", "s3cret")],
@@ -238,10 +239,10 @@ fn step(report: &siplink_trunk::TestReport, s: Step) -> &StepResult {
 }
 
 async fn options_ok(p: Proto) {
-    if !available("sipp", "-v") {
+    if !require("sipp", "-v", "sip-tester") {
         return;
     }
-    let mut pbx = Sipp::uas("uas_options.xml", p, &[]);
+    let mut pbx = Pbx::uas("uas_options.xml", p, &[]);
     let report = test_connection(&config(vec![pbx.target()]), 0, quick())
         .await
         .unwrap();
@@ -266,10 +267,10 @@ async fn test_connection_options_200_tcp() {
 
 #[tokio::test]
 async fn test_connection_auth_required_realm() {
-    if !available("sipp", "-v") {
+    if !require("sipp", "-v", "sip-tester") {
         return;
     }
-    let mut pbx = Sipp::uas("uas_options_challenge.xml", Proto::Udp, &[]);
+    let mut pbx = Pbx::uas("uas_options_challenge.xml", Proto::Udp, &[]);
     let report = test_connection(&config(vec![pbx.target()]), 0, quick())
         .await
         .unwrap();
@@ -287,7 +288,7 @@ async fn test_connection_auth_required_realm() {
 }
 
 async fn options_auth(p: Proto, password: &str) -> siplink_trunk::TestReport {
-    let mut pbx = Sipp::uas(
+    let mut pbx = Pbx::uas(
         "uas_options_auth.xml",
         p,
         &[("user", "trunkuser"), ("password", "s3cret")],
@@ -306,7 +307,7 @@ async fn options_auth(p: Proto, password: &str) -> siplink_trunk::TestReport {
 
 #[tokio::test]
 async fn test_connection_auth_accepted_and_rejected() {
-    if !available("sipp", "-v") {
+    if !require("sipp", "-v", "sip-tester") {
         return;
     }
     for p in [Proto::Udp, Proto::Tcp] {
@@ -329,7 +330,7 @@ async fn test_connection_auth_accepted_and_rejected() {
 #[tokio::test]
 async fn test_connection_nothing_listening() {
     // TCP: the connection is refused.
-    let port = free_port(Proto::Tcp);
+    let port = free_port();
     let cfg = config(vec![Target::new("127.0.0.1", port, Proto::Tcp)]);
     let report = test_connection(&cfg, 0, quick()).await.unwrap();
     println!("{report}");
@@ -339,7 +340,7 @@ async fn test_connection_nothing_listening() {
     );
     // UDP: no answer to the OPTIONS (an ICMP port unreachable is not
     // reported by every system): a timeout or a refusal.
-    let port = free_port(Proto::Udp);
+    let port = free_port();
     let cfg = config(vec![Target::new("127.0.0.1", port, Proto::Udp)]);
     let report = test_connection(&cfg, 0, quick()).await.unwrap();
     println!("{report}");
@@ -379,13 +380,13 @@ async fn next_event(h: &mut siplink_trunk::CallHandle) -> CallEvent {
 }
 
 async fn cancelled_while_ringing(p: Proto) {
-    if !available("sipp", "-v") {
+    if !require("sipp", "-v", "sip-tester") {
         return;
     }
-    let mut pbx = Sipp::uas("uas_ring_cancel.xml", p, &[]);
+    let mut pbx = Pbx::uas("uas_ring_cancel.xml", p, &[]);
     let TestTrunk { trunk, .. } =
         trunk(config(vec![pbx.target()]), TransportConfig::default()).await;
-    let mut handle = trunk.call(common::invite("4001")).await.unwrap();
+    let mut handle = trunk.call(support::invite("4001")).await.unwrap();
     match next_event(&mut handle).await {
         CallEvent::Provisional(m) => assert_eq!(m.status(), Some(180)),
         other => panic!("expected 180, got {other:?}"),

@@ -10,15 +10,15 @@
 //! Prints calls, seconds and calls per second for UDP and TCP; fails if a
 //! call fails or SIPp counts a failed call (first failures printed). Figures go into docs/benchmarks.md.
 
-mod common;
+mod support;
 
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{Guard, TempDir, call_quietly, free_port, trunk};
+use siplink_testkit::{Sipp, require, work_dir};
 use siplink_transport::TransportConfig;
 use siplink_trunk::{Target, Transport as Proto, TrunkConfig};
+use support::{call_quietly, trunk};
 use tokio::sync::Semaphore;
 
 fn env_or(name: &str, default: usize) -> usize {
@@ -29,7 +29,7 @@ fn env_or(name: &str, default: usize) -> usize {
 }
 
 async fn load(p: Proto) {
-    if !common::available("sipp", "-v") {
+    if !require("sipp", "-v", "sip-tester") {
         return;
     }
     let calls = env_or("SIPLINK_LOAD_CALLS", 5000);
@@ -37,25 +37,15 @@ async fn load(p: Proto) {
     // datagrams are lost; our INVITE retransmission then reaches SIPp after
     // its 200 and SIPp's UAS aborts the call (see docs/benchmarks.md).
     let concurrency = env_or("SIPLINK_LOAD_CONCURRENCY", 50);
-    let dir = TempDir::new("load");
-    let port = free_port(p);
-    let mut cmd = Command::new("sipp");
-    cmd.current_dir(dir.path())
-        .args(["-sn", "uas", "-i", "127.0.0.1", "-p", &port.to_string()])
-        .args(["-t", if p == Proto::Udp { "u1" } else { "t1" }])
-        .args(["-m", &calls.to_string(), "-timeout", "120s", "-nostdin"])
-        .args([
-            "-max_socket",
-            "1000",
-            "-trace_err",
-            "-error_file",
-            "errors.log",
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    let mut sipp = Guard::spawn("sipp", cmd);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut sipp = Sipp::builder(&work_dir("trunk-load"), "uas")
+        .builtin("uas")
+        .tcp(p != Proto::Udp)
+        .calls(calls)
+        .timeout(Duration::from_secs(120))
+        .message_trace(false)
+        .args(["-max_socket", "1000"])
+        .spawn_listening();
+    let port = sipp.port();
 
     let mut cfg = TrunkConfig::new("load", vec![Target::new("127.0.0.1", port, p)]);
     cfg.health.enabled = false;

@@ -62,13 +62,7 @@ impl Pki {
         let ckey = KeyPair::generate().unwrap();
         let cparams = CertificateParams::new(vec!["client.localhost".to_string()]).unwrap();
         let ccert = cparams.signed_by(&ckey, &issuer).unwrap();
-        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "siplink-transport-test-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = siplink_testkit::work_dir("transport-pki");
         let pki = Pki {
             ca: ca_cert.pem(),
             server_cert: cert.pem(),
