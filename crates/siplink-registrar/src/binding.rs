@@ -12,12 +12,12 @@ use crate::Error;
 
 pub use siplink_message::Transport;
 
-/// The connection (flow, RFC 5626) a REGISTER arrived on: `siplink-transport`'s
-/// own [`FlowId`](siplink_transport::FlowId), re-exported. The registrar only
+/// The connection (flow, RFC 5626) a REGISTER arrived on: the workspace-wide
+/// [`FlowId`](siplink_message::net::FlowId), re-exported. The registrar only
 /// compares and stores it; [`Reach::Flow`] hands it back to be used as a
 /// send destination (`Endpoint::send_request(request, flow)`).
 /// [`FlowId::from_raw`] builds one from its number (tests, persistent stores).
-pub use siplink_transport::FlowId;
+pub use siplink_message::net::FlowId;
 
 /// The identifier of one binding, unique within a store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
