@@ -133,8 +133,12 @@ pub struct Binding {
     pub aor: Aor,
     /// The Contact value as received (URI and header parameters).
     pub contact: NameAddr,
-    /// When it expires.
+    /// When it expires (monotonic: what the table's expiry runs on).
     pub expires_at: Instant,
+    /// When it expires on the wall clock: the same moment as `expires_at`,
+    /// for a store that keeps bindings beyond this process (monotonic instants
+    /// mean nothing in another process or after a restart).
+    pub expires_at_wall: SystemTime,
     /// The `q` value in thousandths (`None` when the contact had none).
     pub q: Option<u16>,
     /// The Call-ID of the REGISTER that last set it.
