@@ -147,18 +147,19 @@ fn memory(live: usize) -> Option<(f64, f64)> {
     for b in &wire {
         // Each its own buffer, as the transport delivers them.
         let msg = Message::parse(bytes::Bytes::copy_from_slice(b)).expect("parse");
-        match table.receive(msg, false, now) {
+        match table.handle_message(msg, false, now) {
             Received::New { .. } => {}
             other => panic!("unexpected {other:?}"),
         }
+        while table.poll_output().is_some() {}
     }
     let server = resident()?.saturating_sub(before) as f64 / live as f64;
 
     let mut clients = TransactionTable::new(config);
     let before = resident()?;
     for r in &requests {
-        let (_, out) = clients.start_client(r, false, now).expect("client");
-        drop(out);
+        clients.start_client(r, false, now).expect("client");
+        while clients.poll_output().is_some() {}
     }
     let client = resident()?.saturating_sub(before) as f64 / live as f64;
     assert_eq!(table.len() + clients.len(), 2 * live);

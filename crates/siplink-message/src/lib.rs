@@ -38,6 +38,7 @@ mod validate;
 
 pub mod framer;
 pub mod headers;
+pub mod net;
 pub mod uri;
 
 pub use builder::MessageBuilder;

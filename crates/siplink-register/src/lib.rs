@@ -6,6 +6,10 @@
 //! out as [`Output::Send`] for the driver to run in client transactions
 //! (retransmissions are the transaction layer's job).
 //!
+//! Both cores speak the workspace's core vocabulary (`docs/architecture.md`):
+//! inputs through `handle_input(…, now)`, outputs one at a time from
+//! `poll_output()`, time as `poll_timeout()` / `handle_timeout(now)`.
+//!
 //! * [`Registration`]: one binding. One Call-ID for its life and an increasing
 //!   CSeq; `401`/`407` answered through [`siplink_auth::DigestClient`] (the
 //!   answer goes to the target that sent the challenge); `423` retried once with
@@ -18,11 +22,11 @@
 //!   flow drops; a bounded unregister on shutdown.
 //! * [`Registrations`]: many registrations on one endpoint, with start-up
 //!   staggering, one wake index and an event queue.
-//! * [`RegistrationService`]: the tokio driver. It runs a [`Registrations`]
+//! * `RegistrationService` (default `tokio` feature): the tokio driver. It runs a [`Registrations`]
 //!   manager over a [`siplink_transaction::Endpoint`] (REGISTERs as client
 //!   transactions, targets re-resolved per attempt, flow events for prompt
 //!   re-registration over TCP/TLS), publishes each registration's
-//!   [`Status`] on a `watch` and every change on a broadcast stream, and
+//!   `Status` on a `watch` and every change on a broadcast stream, and
 //!   unregisters everything on shutdown within a bound.
 //!
 //! See `docs/register.md` for the policy in detail.
@@ -55,7 +59,8 @@
 //!         _ => None,
 //!     })
 //! };
-//! let first = send(std::iter::from_fn(|| reg.poll(t0)).collect()).unwrap();
+//! reg.handle_timeout(t0);
+//! let first = send(std::iter::from_fn(|| reg.poll_output()).collect()).unwrap();
 //! assert_eq!(first.expires()?, Some(3600));
 //!
 //! // The registrar challenges; the answer reuses the Call-ID with the next CSeq.
@@ -64,7 +69,8 @@
 //!     .header(HeaderName::WwwAuthenticate, r#"Digest realm="example.com", nonce="abc", qop="auth""#)
 //!     .build()?;
 //! let t1 = t0 + Duration::from_millis(40);
-//! let retry = send(reg.handle(Input::Response(challenge), t1)).unwrap();
+//! reg.handle_input(Input::Response(challenge), t1);
+//! let retry = send(std::iter::from_fn(|| reg.poll_output()).collect()).unwrap();
 //! assert!(retry.header(HeaderName::Authorization).is_some());
 //! assert_eq!(retry.call_id()?, first.call_id()?);
 //! assert_eq!(retry.cseq()?.seq, first.cseq()?.seq + 1);
@@ -74,14 +80,15 @@
 //!     .response(200)
 //!     .header(HeaderName::Contact, "<sip:1001@192.0.2.10:5060>;expires=600")
 //!     .build()?;
-//! reg.handle(Input::Response(ok), t1 + Duration::from_millis(40));
+//! reg.handle_input(Input::Response(ok), t1 + Duration::from_millis(40));
 //! assert_eq!(reg.state(), &State::Registered { expires_at: t1 + Duration::from_secs(600) });
 //!
 //! // The refresh is due between half-life and 5 s before expiry.
-//! let refresh_at = reg.next_wake().unwrap();
+//! let refresh_at = reg.poll_timeout().unwrap();
 //! assert!(refresh_at >= t1 + Duration::from_secs(300));
 //! assert!(refresh_at <= t1 + Duration::from_secs(595));
-//! let refresh = send(std::iter::from_fn(|| reg.poll(refresh_at)).collect()).unwrap();
+//! reg.handle_timeout(refresh_at);
+//! let refresh = send(std::iter::from_fn(|| reg.poll_output()).collect()).unwrap();
 //! assert_eq!(refresh.call_id()?, first.call_id()?);
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```

@@ -86,10 +86,11 @@ struct Entry {
 /// Runs many registrations: one wake index, start-up staggering, and an event
 /// queue drained by the driver. Sans-IO like [`Registration`].
 ///
-/// Driver loop: sleep until [`next_wake`](Self::next_wake), call
-/// [`poll`](Self::poll); feed transaction outcomes to
-/// [`handle`](Self::handle); after each call, act on
-/// [`drain_events`](Self::drain_events).
+/// The core vocabulary of the workspace. Driver loop: sleep until
+/// [`poll_timeout`](Self::poll_timeout), call
+/// [`handle_timeout`](Self::handle_timeout); feed transaction outcomes to
+/// [`handle_input`](Self::handle_input); after each call, act on every
+/// [`Event`] from [`poll_output`](Self::poll_output) until it returns `None`.
 pub struct Registrations {
     cfg: ManagerConfig,
     rng: StdRng,
@@ -164,8 +165,8 @@ impl Registrations {
         self.get(id).map(Registration::state)
     }
 
-    /// The earliest time [`poll`](Self::poll) has work to do.
-    pub fn next_wake(&self) -> Option<Instant> {
+    /// The earliest time [`handle_timeout`](Self::handle_timeout) has work to do.
+    pub fn poll_timeout(&self) -> Option<Instant> {
         let w = self.wakes.first().map(|&(t, _)| t);
         let s = self.stops.first().map(|&(t, _)| t);
         match (w, s) {
@@ -179,9 +180,9 @@ impl Registrations {
         self.stops.iter().find(|&&(_, i)| i == id).map(|&(t, _)| t)
     }
 
-    /// Takes the events produced so far.
-    pub fn drain_events(&mut self) -> impl Iterator<Item = Event> + '_ {
-        self.events.drain(..)
+    /// The next event, in order; `None` when there is none.
+    pub fn poll_output(&mut self) -> Option<Event> {
+        self.events.pop_front()
     }
 
     /// The next start slot: slots are `1 / start_rate` apart, and the start is
@@ -207,10 +208,7 @@ impl Registrations {
         self.next_id += 1;
         self.regs.insert(id, Entry { reg, wake: None });
         let at = self.slot(now);
-        self.with_reg(id, |r| {
-            r.start(at);
-            r.take_outputs()
-        });
+        self.with_reg(id, |r| r.start(at));
         Ok(id)
     }
 
@@ -224,7 +222,7 @@ impl Registrations {
         if let Some(t) = self.stop_scheduled(id) {
             self.stops.remove(&(t, id));
         }
-        self.with_reg(id, |r| r.handle(Input::Shutdown, now));
+        self.with_reg(id, |r| r.handle_input(Input::Shutdown, now));
         Ok(())
     }
 
@@ -250,10 +248,7 @@ impl Registrations {
         if entry.reg.same_identity(&cfg) {
             let at = self.slot(now);
             let mut result = Ok(());
-            self.with_reg(id, |r| {
-                result = r.reconfigure(cfg, at);
-                r.take_outputs()
-            });
+            self.with_reg(id, |r| result = r.reconfigure(cfg, at));
             return result;
         }
         let fresh = Registration::with_rng(cfg, StdRng::from_rng(&mut self.rng))?;
@@ -264,7 +259,7 @@ impl Registrations {
                 self.wakes.remove(&(w, id));
             }
             self.regs.insert(old_id, old);
-            self.with_reg(old_id, |r| r.handle(Input::Shutdown, now));
+            self.with_reg(old_id, |r| r.handle_input(Input::Shutdown, now));
         }
         self.regs.insert(
             id,
@@ -274,10 +269,7 @@ impl Registrations {
             },
         );
         let at = self.slot(now);
-        self.with_reg(id, |r| {
-            r.start(at);
-            r.take_outputs()
-        });
+        self.with_reg(id, |r| r.start(at));
         Ok(())
     }
 
@@ -301,12 +293,18 @@ impl Registrations {
     /// [`Input::FlowClosed`] takes a start slot (see
     /// [`ManagerConfig::start_rate`]), so that many flows dropping at once do
     /// not cause a burst.
-    pub fn handle(&mut self, id: RegistrationId, input: Input, now: Instant) -> Result<(), Error> {
+    /// Fails with [`Error::UnknownRegistration`] for an id that is gone.
+    pub fn handle_input(
+        &mut self,
+        id: RegistrationId,
+        input: Input,
+        now: Instant,
+    ) -> Result<(), Error> {
         if !self.regs.contains_key(&id) {
             return Err(Error::UnknownRegistration(id));
         }
         let flow_closed = matches!(input, Input::FlowClosed);
-        self.with_reg(id, |r| r.handle(input, now));
+        self.with_reg(id, |r| r.handle_input(input, now));
         if flow_closed
             && let Some(State::Retrying {
                 reason: FailureReason::FlowClosed,
@@ -319,10 +317,7 @@ impl Registrations {
             // start-up pacing instead of all going out within seconds.
             let slot = self.slot(now);
             if slot > at {
-                self.with_reg(id, |r| {
-                    r.defer_flow_reregister(slot);
-                    r.take_outputs()
-                });
+                self.with_reg(id, |r| r.defer_flow_reregister(slot));
             }
         }
         Ok(())
@@ -352,7 +347,7 @@ impl Registrations {
         for (i, id) in ids.into_iter().enumerate() {
             let at = base + interval.mul_f64(i as f64);
             if at <= now {
-                self.with_reg(id, |r| r.handle(Input::Shutdown, now));
+                self.with_reg(id, |r| r.handle_input(Input::Shutdown, now));
             } else {
                 self.stops.insert((at, id));
             }
@@ -375,14 +370,15 @@ impl Registrations {
         }
     }
 
-    /// Runs every timer due at `now`.
-    pub fn poll(&mut self, now: Instant) {
+    /// Runs every timer due at `now` (paced unregisters, registrations' own
+    /// timers); what they do is queued for [`poll_output`](Self::poll_output).
+    pub fn handle_timeout(&mut self, now: Instant) {
         while let Some(&(t, id)) = self.stops.first() {
             if t > now {
                 break;
             }
             self.stops.pop_first();
-            self.with_reg(id, |r| r.handle(Input::Shutdown, now));
+            self.with_reg(id, |r| r.handle_input(Input::Shutdown, now));
         }
         while let Some(&(t, id)) = self.wakes.first() {
             if t > now {
@@ -392,24 +388,18 @@ impl Registrations {
             if let Some(e) = self.regs.get_mut(&id) {
                 e.wake = None;
             }
-            self.with_reg(id, |r| {
-                let mut out = Vec::new();
-                while let Some(o) = r.poll(now) {
-                    out.push(o);
-                }
-                out
-            });
+            self.with_reg(id, |r| r.handle_timeout(now));
         }
     }
 
     /// Runs `f` on `id`, turns its outputs into events, re-indexes its wake
     /// time, and drops it once finished.
-    fn with_reg(&mut self, id: RegistrationId, f: impl FnOnce(&mut Registration) -> Vec<Output>) {
+    fn with_reg(&mut self, id: RegistrationId, f: impl FnOnce(&mut Registration)) {
         let Some(e) = self.regs.get_mut(&id) else {
             return;
         };
-        let outputs = f(&mut e.reg);
-        for o in outputs {
+        f(&mut e.reg);
+        while let Some(o) = e.reg.poll_output() {
             self.events.push_back(match o {
                 Output::Send {
                     request,
@@ -423,10 +413,9 @@ impl Registrations {
                 },
                 Output::StateChanged(state) => Event::StateChanged { id, state },
                 Output::Keepalive { target } => Event::Keepalive { id, target },
-                Output::Wake(_) => continue,
             });
         }
-        let wake = e.reg.next_wake();
+        let wake = e.reg.poll_timeout();
         let finished = e.reg.is_finished();
         if e.wake != wake {
             if let Some(w) = e.wake {

@@ -22,7 +22,8 @@ const MAX_REWRITES: u8 = 2;
 /// The longest grant taken into account (one year).
 const MAX_GRANT: u32 = 365 * 24 * 3600;
 
-/// What the driver feeds a [`Registration`].
+/// What the driver feeds a [`Registration`] through
+/// [`handle_input`](Registration::handle_input).
 #[allow(clippy::large_enum_variant)] // moved through once, never stored in bulk
 #[derive(Debug, Clone)]
 pub enum Input {
@@ -39,7 +40,8 @@ pub enum Input {
     Shutdown,
 }
 
-/// What a [`Registration`] asks the driver to do or tells it.
+/// What a [`Registration`] asks the driver to do or tells it, taken one at a
+/// time with [`Registration::poll_output`].
 #[allow(clippy::large_enum_variant)] // moved through once, never stored in bulk
 #[derive(Debug, Clone)]
 pub enum Output {
@@ -57,8 +59,6 @@ pub enum Output {
         /// target's host name again.
         reuse_address: bool,
     },
-    /// Call [`Registration::poll`] at this time (the earliest timer changed).
-    Wake(Instant),
     /// The registration's state changed.
     StateChanged(State),
     /// RFC 5626 §4.4: send a keepalive (CRLF ping on a connection, STUN over
@@ -177,12 +177,14 @@ struct InFlight {
 /// keeps itself registered. Sans-IO: no sockets, no clock, no runtime; time is
 /// passed in as `now` and randomness comes from an injected [`StdRng`].
 ///
-/// Protocol with the driver: call [`start`](Self::start), then
-/// [`poll`](Self::poll) until it returns `None` whenever
-/// [`next_wake`](Self::next_wake) is reached, and [`handle`](Self::handle) for
-/// every [`Input`]. Run each [`Output::Send`] in a client transaction
-/// (retransmissions are the transaction layer's job) and report its final
-/// response, timeout or transport error back.
+/// The core vocabulary of the workspace: call [`start`](Self::start); feed every
+/// [`Input`] to [`handle_input`](Self::handle_input); at
+/// [`poll_timeout`](Self::poll_timeout) call
+/// [`handle_timeout`](Self::handle_timeout); after each call take the
+/// [`Output`]s with [`poll_output`](Self::poll_output) until it returns `None`.
+/// Run each [`Output::Send`] in a client transaction (retransmissions are the
+/// transaction layer's job) and report its final response, timeout or
+/// transport error back.
 pub struct Registration {
     cfg: RegistrationConfig,
     rng: StdRng,
@@ -362,8 +364,9 @@ impl Registration {
         self.arm(at, Timer::Attempt);
     }
 
-    /// The earliest time [`poll`](Self::poll) has work to do.
-    pub fn next_wake(&self) -> Option<Instant> {
+    /// The earliest time [`handle_timeout`](Self::handle_timeout) has work to
+    /// do (the next attempt, keepalive or unregister deadline).
+    pub fn poll_timeout(&self) -> Option<Instant> {
         let t = self.timer.map(|(t, _)| t);
         let k = self.keepalive.map(|(t, _, _)| t);
         match (t, k) {
@@ -372,17 +375,26 @@ impl Registration {
         }
     }
 
-    /// Runs the timers due at `now` and returns the next output, or `None`
-    /// when there is nothing to do before [`next_wake`](Self::next_wake).
-    pub fn poll(&mut self, now: Instant) -> Option<Output> {
-        if self.queue.is_empty() {
+    /// Runs the timers due at `now`; what they do is queued for
+    /// [`poll_output`](Self::poll_output).
+    pub fn handle_timeout(&mut self, now: Instant) {
+        // A timer re-armed at or before `now` while firing fires too (bounded).
+        for _ in 0..8 {
+            if self.poll_timeout().is_none_or(|t| t > now) {
+                return;
+            }
             self.fire_due(now);
         }
+    }
+
+    /// The next output, in order; `None` when there is none.
+    pub fn poll_output(&mut self) -> Option<Output> {
         self.queue.pop_front()
     }
 
-    /// Takes one input and returns what to do.
-    pub fn handle(&mut self, input: Input, now: Instant) -> Vec<Output> {
+    /// Takes one input; what to do is queued for
+    /// [`poll_output`](Self::poll_output).
+    pub fn handle_input(&mut self, input: Input, now: Instant) {
         if !self.finished {
             match input {
                 Input::Response(msg) => self.on_response(&msg, now),
@@ -392,7 +404,6 @@ impl Registration {
                 Input::Shutdown => self.on_shutdown(now),
             }
         }
-        self.queue.drain(..).collect()
     }
 
     /// Whether [`Input::Shutdown`] was received (unregistering or finished).
@@ -428,11 +439,6 @@ impl Registration {
             self.arm(at, Timer::Attempt);
         }
         Ok(())
-    }
-
-    /// Takes the queued outputs (after a crate-internal call).
-    pub(crate) fn take_outputs(&mut self) -> Vec<Output> {
-        self.queue.drain(..).collect()
     }
 
     /// Moves a pending flow-triggered re-register later, to `at` (the
@@ -471,7 +477,6 @@ impl Registration {
 
     fn arm(&mut self, at: Instant, kind: Timer) {
         self.timer = Some((at, kind));
-        self.queue.push_back(Output::Wake(at));
     }
 
     fn set_state(&mut self, state: State) {
@@ -490,7 +495,6 @@ impl Registration {
             });
             let next = now + self.random_between(lo, hi);
             self.keepalive = Some((next, lo, hi));
-            self.queue.push_back(Output::Wake(next));
         }
         if let Some((at, kind)) = self.timer
             && at <= now
@@ -913,7 +917,6 @@ impl Registration {
             };
             let next = now + self.random_between(lo, hi);
             self.keepalive = Some((next, lo, hi));
-            self.queue.push_back(Output::Wake(next));
         }
     }
 

@@ -322,7 +322,7 @@ impl Driver {
             {
                 break;
             }
-            let wake = self.regs.next_wake().map(tokio::time::Instant::from_std);
+            let wake = self.regs.poll_timeout().map(tokio::time::Instant::from_std);
             let sleep_until = match (wake, deadline) {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
@@ -359,7 +359,7 @@ impl Driver {
                     if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
                         break;
                     }
-                    self.regs.poll(now());
+                    self.regs.handle_timeout(now());
                 }
             }
             self.dispatch();
@@ -421,8 +421,7 @@ impl Driver {
 
     /// Acts on the manager's events.
     fn dispatch(&mut self) {
-        let events: Vec<Event> = self.regs.drain_events().collect();
-        for ev in events {
+        while let Some(ev) = self.regs.poll_output() {
             match ev {
                 Event::Send {
                     id,
@@ -517,7 +516,7 @@ impl Driver {
             OutcomeKind::Sending(target) => self.record_target(o.id, o.key.0, target),
             OutcomeKind::Done(input) => {
                 self.in_flight.remove(&o.id);
-                let _ = self.regs.handle(o.id, input, now());
+                let _ = self.regs.handle_input(o.id, input, now());
             }
         }
     }
@@ -623,7 +622,7 @@ impl Driver {
                         if let Some(b) = self.bindings.get_mut(&id) {
                             b.flow = None;
                         }
-                        let _ = self.regs.handle(id, Input::FlowClosed, now);
+                        let _ = self.regs.handle_input(id, Input::FlowClosed, now);
                     }
                 }
             }

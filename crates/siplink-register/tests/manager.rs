@@ -37,23 +37,23 @@ fn run(
     let mut now = start;
     loop {
         let mut idle = true;
-        let events: Vec<Event> = m.drain_events().collect();
+        let events: Vec<Event> = std::iter::from_fn(|| m.poll_output()).collect();
         for e in events {
             if let Event::Send { id, request, .. } = e {
                 idle = false;
                 log.push((now, id, request.clone()));
                 if let Some(resp) = answer(&request) {
-                    m.handle(id, Input::Response(resp), now).unwrap();
+                    m.handle_input(id, Input::Response(resp), now).unwrap();
                 }
             }
         }
         if !idle {
             continue;
         }
-        match m.next_wake() {
+        match m.poll_timeout() {
             Some(t) if t <= end => {
                 now = now.max(t);
-                m.poll(now);
+                m.handle_timeout(now);
             }
             _ => break,
         }
@@ -181,15 +181,15 @@ fn remove_unregisters_then_reports_removed() {
     assert!(matches!(m.state(id), Some(State::Registered { .. })));
     let now = t0 + Duration::from_secs(10);
     m.remove(id, now).unwrap();
-    let events: Vec<Event> = m.drain_events().collect();
+    let events: Vec<Event> = std::iter::from_fn(|| m.poll_output()).collect();
     let Some(Event::Send { request, .. }) = events.iter().find(|e| matches!(e, Event::Send { .. }))
     else {
         panic!("{events:?}")
     };
     assert_eq!(request.expires().unwrap(), Some(0));
-    m.handle(id, Input::Response(response(request, 200)), now)
+    m.handle_input(id, Input::Response(response(request, 200)), now)
         .unwrap();
-    let events: Vec<Event> = m.drain_events().collect();
+    let events: Vec<Event> = std::iter::from_fn(|| m.poll_output()).collect();
     assert!(events.iter().any(|e| matches!(
         e,
         Event::StateChanged {
@@ -199,8 +199,8 @@ fn remove_unregisters_then_reports_removed() {
     )));
     assert!(matches!(events.last(), Some(Event::Removed { id: r }) if *r == id));
     assert!(m.is_empty());
-    assert_eq!(m.next_wake(), None);
-    assert!(m.handle(id, Input::Timeout, now).is_err());
+    assert_eq!(m.poll_timeout(), None);
+    assert!(m.handle_input(id, Input::Timeout, now).is_err());
 }
 
 #[test]
@@ -242,12 +242,12 @@ fn update_in_place_keeps_the_call_id_and_a_new_identity_unregisters_the_old() {
     let mut removed = Vec::new();
     let mut t = now;
     loop {
-        let events: Vec<Event> = m.drain_events().collect();
+        let events: Vec<Event> = std::iter::from_fn(|| m.poll_output()).collect();
         if events.is_empty() {
-            match m.next_wake() {
+            match m.poll_timeout() {
                 Some(w) if w <= now + Duration::from_secs(5) => {
                     t = t.max(w);
-                    m.poll(t);
+                    m.handle_timeout(t);
                     continue;
                 }
                 _ => break,
@@ -262,7 +262,7 @@ fn update_in_place_keeps_the_call_id_and_a_new_identity_unregisters_the_old() {
                         ok(&request, 3600)
                     };
                     log.push((id, request));
-                    m.handle(id, Input::Response(resp), t).unwrap();
+                    m.handle_input(id, Input::Response(resp), t).unwrap();
                 }
                 Event::Removed { id } => removed.push(id),
                 _ => {}
@@ -304,18 +304,17 @@ fn shutdown_unregisters_everything_within_the_bound() {
     let span = m.stop_span();
     assert_eq!(span, Duration::from_micros(500 * 19));
     let is_unreg = |e: &Event| matches!(e, Event::Send { request, .. } if request.expires().unwrap() == Some(0));
-    let mut unregs = m.drain_events().filter(is_unreg).count();
+    let mut unregs = std::iter::from_fn(|| m.poll_output()).filter(is_unreg).count();
     assert_eq!(unregs, 1);
-    while let Some(t) = m.next_wake().filter(|&t| t <= now + span) {
-        m.poll(t);
-        unregs += m.drain_events().filter(is_unreg).count();
+    while let Some(t) = m.poll_timeout().filter(|&t| t <= now + span) {
+        m.handle_timeout(t);
+        unregs += std::iter::from_fn(|| m.poll_output()).filter(is_unreg).count();
     }
     assert_eq!(unregs, 20);
     // Nobody answers: all gone once the bound passes.
-    assert_eq!(m.next_wake(), Some(now + Duration::from_secs(4)));
-    m.poll(now + span + Duration::from_secs(4));
-    let removed = m
-        .drain_events()
+    assert_eq!(m.poll_timeout(), Some(now + Duration::from_secs(4)));
+    m.handle_timeout(now + span + Duration::from_secs(4));
+    let removed = std::iter::from_fn(|| m.poll_output())
         .filter(|e| matches!(e, Event::Removed { .. }))
         .count();
     assert_eq!(removed, 20);
@@ -339,40 +338,40 @@ fn shutdown_paces_the_unregisters() {
         ids.iter()
             .all(|&id| matches!(m.state(id), Some(State::Registered { .. })))
     );
-    m.drain_events().for_each(drop);
+    std::iter::from_fn(|| m.poll_output()).for_each(drop);
 
     m.shutdown(up);
     assert_eq!(m.stop_span(), Duration::from_micros(500 * 9_999));
     let last = *ids.last().unwrap();
     assert!(m.update(last, config_n(9_999), up).is_err());
     m.remove(last, up).unwrap();
-    let events: Vec<Event> = m.drain_events().collect();
+    let events: Vec<Event> = std::iter::from_fn(|| m.poll_output()).collect();
     let mut count = 0;
     for e in events {
         if let Event::Send { id, request, .. } = e {
             // The first paced one, and the removed one at once.
             assert!(id == ids[0] || id == last, "{id:?}");
             count += 1;
-            m.handle(id, Input::Response(ok(&request, 0)), up).unwrap();
+            m.handle_input(id, Input::Response(ok(&request, 0)), up).unwrap();
         }
     }
     assert_eq!(count, 2);
     let mut per_ms: BTreeMap<u128, usize> = BTreeMap::new();
     let mut now = up;
     loop {
-        let events: Vec<Event> = m.drain_events().collect();
+        let events: Vec<Event> = std::iter::from_fn(|| m.poll_output()).collect();
         for e in events {
             if let Event::Send { id, request, .. } = e {
                 assert_eq!(request.expires().unwrap(), Some(0));
                 *per_ms.entry((now - up).as_millis()).or_default() += 1;
                 count += 1;
-                m.handle(id, Input::Response(ok(&request, 0)), now).unwrap();
+                m.handle_input(id, Input::Response(ok(&request, 0)), now).unwrap();
             }
         }
-        match m.next_wake() {
+        match m.poll_timeout() {
             Some(t) => {
                 now = now.max(t);
-                m.poll(now);
+                m.handle_timeout(now);
             }
             None => break,
         }
@@ -404,10 +403,10 @@ fn a_mass_flow_drop_does_not_cause_a_reregister_storm() {
     let start_mean = 2_000.0 / 40.0;
     // The connection to the registrar drops for everyone at once.
     for id in &ids {
-        m.handle(*id, Input::FlowClosed, t1).unwrap();
+        m.handle_input(*id, Input::FlowClosed, t1).unwrap();
     }
     let mut flow_states = 0;
-    for e in m.drain_events() {
+    for e in std::iter::from_fn(|| m.poll_output()) {
         if let Event::StateChanged {
             state: State::Retrying { at, .. },
             ..

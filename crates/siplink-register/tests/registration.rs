@@ -84,7 +84,7 @@ fn refresh_before_expiry_with_margin_and_jitter() {
     let t0 = Instant::now();
     let mut reg = registration(config(), 4);
     let req = registered(&mut reg, t0);
-    let wake = reg.next_wake().unwrap();
+    let wake = reg.poll_timeout().unwrap();
     // lead = 5 s + up to 10 % of 3600 s, counted from when the request was sent.
     assert!(wake >= t0 + secs(3600.0 - 5.0 - 360.0), "{:?}", wake - t0);
     assert!(wake <= t0 + secs(3595.0), "{:?}", wake - t0);
@@ -120,8 +120,8 @@ fn granted_expiry_from_contact_param_or_expires_header() {
             expires_at: t0 + secs(120.0)
         })
     );
-    assert!(reg.next_wake().unwrap() <= t0 + secs(115.0));
-    assert!(reg.next_wake().unwrap() >= t0 + secs(60.0));
+    assert!(reg.poll_timeout().unwrap() <= t0 + secs(115.0));
+    assert!(reg.poll_timeout().unwrap() >= t0 + secs(60.0));
     // Without a matching Contact: the Expires header.
     let mut reg = registration(config(), 6);
     let req = first_register(&mut reg, t0);
@@ -145,7 +145,7 @@ fn short_expiry_refreshes_at_half_life_or_later_never_after_expiry() {
     let mut reg = registration(config(), 7);
     let req = first_register(&mut reg, t0);
     feed(&mut reg, ok(&req, 4), t0);
-    let w = reg.next_wake().unwrap();
+    let w = reg.poll_timeout().unwrap();
     assert!(w >= t0 + secs(2.0) && w <= t0 + secs(4.0), "{:?}", w - t0);
 }
 
@@ -177,7 +177,7 @@ fn interval_too_brief_retries_once_with_min_expires() {
         })
     );
     // The raised expiry is kept for later attempts.
-    let at = reg.next_wake().unwrap();
+    let at = reg.poll_timeout().unwrap();
     let (later, _) = sent(&poll_all(&mut reg, at));
     assert_eq!(later.expires().unwrap(), Some(7200));
 }
@@ -195,7 +195,7 @@ fn timeouts_back_off_per_rfc5626_with_jitter_bounds() {
             .enumerate()
         {
             now += secs(32.0); // Timer F
-            let out = reg.handle(Input::Timeout, now);
+            let out = input(&mut reg, Input::Timeout, now);
             let Some(State::Retrying { reason, at }) =
                 last_state(&out).or(Some(reg.state().clone()))
             else {
@@ -209,7 +209,7 @@ fn timeouts_back_off_per_rfc5626_with_jitter_bounds() {
                 k + 1,
                 upper / 2.0
             );
-            assert_eq!(reg.next_wake(), Some(at));
+            assert_eq!(reg.poll_timeout(), Some(at));
             now = at;
             let next = sent(&poll_all(&mut reg, now)).0;
             assert_eq!(next.call_id().unwrap(), req.call_id().unwrap());
@@ -217,9 +217,9 @@ fn timeouts_back_off_per_rfc5626_with_jitter_bounds() {
         }
         // A success resets the count.
         feed(&mut reg, ok(&req, 3600), now);
-        now = reg.next_wake().unwrap();
+        now = reg.poll_timeout().unwrap();
         sent(&poll_all(&mut reg, now));
-        let out = reg.handle(Input::TransportError, now);
+        let out = input(&mut reg, Input::TransportError, now);
         let Some(State::Retrying { at, .. }) = last_state(&out) else {
             panic!("{out:?}")
         };
@@ -238,7 +238,7 @@ fn backoff_base_and_max_are_configurable() {
     poll_all(&mut reg, t0);
     let mut now = t0;
     for upper in [20.0, 40.0, 50.0, 50.0] {
-        let out = reg.handle(Input::Timeout, now);
+        let out = input(&mut reg, Input::Timeout, now);
         let Some(State::Retrying { at, .. }) = last_state(&out) else {
             panic!("{out:?}")
         };
@@ -307,7 +307,7 @@ fn failover_to_the_second_registrar_and_auth_stays_on_the_challenger() {
     assert_eq!(target, a);
     // Timeout on A: straight on to B, no backoff.
     let now = t0 + secs(32.0);
-    let out = reg.handle(Input::Timeout, now);
+    let out = input(&mut reg, Input::Timeout, now);
     assert!(matches!(last_state(&out), Some(State::Retrying { at, .. }) if at == now));
     let (req2, target) = sent(&poll_all(&mut reg, now));
     assert_eq!(target, b);
@@ -348,7 +348,7 @@ fn failover_skips_a_registrar_blocked_by_retry_after() {
     });
     assert_eq!(target, b);
     // B times out as well: the next attempt (A) waits for A's Retry-After.
-    let out = reg.handle(Input::Timeout, t0 + secs(32.0));
+    let out = input(&mut reg, Input::Timeout, t0 + secs(32.0));
     let _ = req;
     assert!(
         matches!(last_state(&out), Some(State::Retrying { at, .. }) if at == t0 + secs(3000.0))
@@ -370,7 +370,7 @@ fn credentials_rejected_fails_with_slow_retry_or_never() {
             reason: FailureReason::AuthRejected
         })
     );
-    let w = reg.next_wake().unwrap();
+    let w = reg.poll_timeout().unwrap();
     assert!(w >= t0 + secs(300.0) && w <= t0 + secs(600.0));
 
     // 403 after an answered challenge, with retry disabled.
@@ -386,7 +386,7 @@ fn credentials_rejected_fails_with_slow_retry_or_never() {
             reason: FailureReason::AuthRejected
         })
     );
-    assert_eq!(reg.next_wake(), None);
+    assert_eq!(reg.poll_timeout(), None);
 }
 
 #[test]
@@ -418,7 +418,7 @@ fn not_found_fails_with_slow_retry() {
             reason: FailureReason::NotFound
         })
     );
-    let w = reg.next_wake().unwrap();
+    let w = reg.poll_timeout().unwrap();
     let out = poll_all(&mut reg, w);
     sent(&out);
     assert_eq!(last_state(&out), Some(State::Registering));
@@ -458,7 +458,7 @@ fn contact_rewritten_with_the_address_the_registrar_saw() {
     no_send(&out);
     assert!(matches!(last_state(&out), Some(State::Registered { .. })));
     // The refresh carries the public contact only.
-    let w = reg.next_wake().unwrap();
+    let w = reg.poll_timeout().unwrap();
     let (refresh, _) = sent(&poll_all(&mut reg, w));
     let contacts = refresh.contact().unwrap().as_slice().to_vec();
     assert_eq!(contacts.len(), 1);
@@ -491,7 +491,7 @@ fn unregister_on_shutdown() {
     let mut reg = registration(config(), 21);
     let req = registered(&mut reg, t0);
     let now = t0 + secs(10.0);
-    let out = reg.handle(Input::Shutdown, now);
+    let out = input(&mut reg, Input::Shutdown, now);
     let (unreg, _) = sent(&out);
     assert_eq!(unreg.expires().unwrap(), Some(0));
     assert_eq!(unreg.call_id().unwrap(), req.call_id().unwrap());
@@ -507,9 +507,9 @@ fn unregister_on_shutdown() {
     let out = feed(&mut reg, response(&unreg2, 200), now);
     assert_eq!(last_state(&out), Some(State::Unregistered));
     assert!(reg.is_finished());
-    assert_eq!(reg.next_wake(), None);
+    assert_eq!(reg.poll_timeout(), None);
     // Later inputs are ignored.
-    assert!(reg.handle(Input::Timeout, now).is_empty());
+    assert!(input(&mut reg, Input::Timeout, now).is_empty());
 }
 
 #[test]
@@ -518,8 +518,8 @@ fn unregister_waits_a_bounded_time() {
     let mut reg = registration(config(), 22);
     registered(&mut reg, t0);
     let now = t0 + secs(10.0);
-    sent(&reg.handle(Input::Shutdown, now));
-    assert_eq!(reg.next_wake(), Some(now + secs(4.0)));
+    sent(&input(&mut reg, Input::Shutdown, now));
+    assert_eq!(reg.poll_timeout(), Some(now + secs(4.0)));
     assert!(poll_all(&mut reg, now + secs(3.9)).is_empty());
     let out = poll_all(&mut reg, now + secs(4.0));
     assert_eq!(last_state(&out), Some(State::Unregistered));
@@ -531,13 +531,13 @@ fn shutdown_before_any_binding_sends_nothing() {
     let t0 = Instant::now();
     let mut reg = registration(config(), 23);
     reg.start(t0 + secs(5.0));
-    let out = reg.handle(Input::Shutdown, t0);
+    let out = input(&mut reg, Input::Shutdown, t0);
     no_send(&out);
     assert!(reg.is_finished());
     // A REGISTER in flight may create a binding: unregister it.
     let mut reg = registration(config(), 24);
     first_register(&mut reg, t0);
-    let (unreg, _) = sent(&reg.handle(Input::Shutdown, t0));
+    let (unreg, _) = sent(&input(&mut reg, Input::Shutdown, t0));
     assert_eq!(unreg.expires().unwrap(), Some(0));
 }
 
@@ -593,7 +593,7 @@ fn outbound_instance_reg_id_keepalives_and_439() {
         })
     );
     assert!(reg.outbound_active());
-    let ka = reg.next_wake().unwrap();
+    let ka = reg.poll_timeout().unwrap();
     assert!(
         ka >= t0 + secs(24.0) && ka <= t0 + secs(30.0),
         "{:?}",
@@ -601,7 +601,7 @@ fn outbound_instance_reg_id_keepalives_and_439() {
     );
     let out = poll_all(&mut reg, ka);
     assert!(
-        matches!(&out[..], [Output::Keepalive { target }, Output::Wake(_)] if target.transport == Transport::Tcp)
+        matches!(&out[..], [Output::Keepalive { target }] if target.transport == Transport::Tcp)
     );
 
     // 439: retried without Outbound.
@@ -622,7 +622,7 @@ fn flow_closed_reregisters_promptly_but_rate_limited() {
     let req = first_register(&mut reg, t0);
     feed(&mut reg, ok(&req, 3600), t0);
     let now = t0 + secs(100.0);
-    let out = reg.handle(Input::FlowClosed, now);
+    let out = input(&mut reg, Input::FlowClosed, now);
     let Some(State::Retrying { reason, at }) = last_state(&out) else {
         panic!("{out:?}")
     };
@@ -633,7 +633,7 @@ fn flow_closed_reregisters_promptly_but_rate_limited() {
     assert!(matches!(last_state(&out), Some(State::Registered { .. })));
     // The new connection drops right away: no sooner than 30 s after the last.
     let now2 = at + secs(1.0);
-    let out = reg.handle(Input::FlowClosed, now2);
+    let out = input(&mut reg, Input::FlowClosed, now2);
     let Some(State::Retrying { at: at2, .. }) = last_state(&out) else {
         panic!("{out:?}")
     };
@@ -642,7 +642,7 @@ fn flow_closed_reregisters_promptly_but_rate_limited() {
     let mut reg = registration(config(), 29);
     let req = first_register(&mut reg, t0);
     feed(&mut reg, ok(&req, 3600), t0);
-    assert!(reg.handle(Input::FlowClosed, now).is_empty());
+    assert!(input(&mut reg, Input::FlowClosed, now).is_empty());
 }
 
 #[test]
@@ -685,7 +685,7 @@ proptest! {
         let now = t0 + secs(0.2);
         feed(&mut reg, ok(&req, granted), now);
         let g = Duration::from_secs(u64::from(granted));
-        let w = reg.next_wake().unwrap();
+        let w = reg.poll_timeout().unwrap();
         let latest = sent_at + g - Duration::from_secs(5).min(g / 2);
         prop_assert!(w <= latest.max(now));
         prop_assert!(w >= (sent_at + g / 2).min(latest).max(now));
@@ -699,7 +699,7 @@ proptest! {
         poll_all(&mut reg, t0);
         let mut now = t0;
         for k in 1..=failures {
-            let out = reg.handle(Input::TransportError, now);
+            let out = input(&mut reg, Input::TransportError, now);
             let Some(State::Retrying { at, .. }) = last_state(&out).or(Some(reg.state().clone())) else {
                 return Err(TestCaseError::fail("not retrying"));
             };
@@ -736,7 +736,7 @@ fn only_continuations_reuse_the_resolved_address() {
         "the digest answer goes where the challenge came from"
     );
     let (retry, _) = sent(&out);
-    let out = reg.handle(Input::Timeout, t0 + secs(32.0));
+    let out = input(&mut reg, Input::Timeout, t0 + secs(32.0));
     let _ = retry;
     let at = match last_state(&out) {
         Some(State::Retrying { at, .. }) => at,
@@ -756,7 +756,7 @@ fn retry_after_defers_the_slow_retry_of_a_permanent_failure() {
         .build()
         .unwrap();
     feed(&mut reg, m, t0);
-    assert_eq!(reg.next_wake(), Some(t0 + secs(3000.0)));
+    assert_eq!(reg.poll_timeout(), Some(t0 + secs(3000.0)));
 }
 
 #[test]
@@ -766,7 +766,7 @@ fn refresh_carries_credentials_preemptively_and_recovers_from_a_reused_nonce() {
     let req = first_register(&mut reg, t0);
     let (retry, _) = sent(&feed(&mut reg, challenge(&req, "n1"), t0));
     feed(&mut reg, ok(&retry, 600), t0);
-    let w = reg.next_wake().unwrap();
+    let w = reg.poll_timeout().unwrap();
     let (refresh, _) = sent(&poll_all(&mut reg, w));
     let auth = header(&refresh, HeaderName::Authorization);
     assert!(
@@ -822,5 +822,5 @@ fn huge_grants_do_not_overflow_the_clock() {
     let req = first_register(&mut reg, t0);
     let out = feed(&mut reg, ok(&req, u32::MAX), t0);
     assert!(matches!(last_state(&out), Some(State::Registered { .. })));
-    assert!(reg.next_wake().unwrap() <= t0 + Duration::from_secs(365 * 24 * 3600));
+    assert!(reg.poll_timeout().unwrap() <= t0 + Duration::from_secs(365 * 24 * 3600));
 }

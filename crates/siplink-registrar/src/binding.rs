@@ -12,12 +12,12 @@ use crate::Error;
 
 pub use siplink_message::Transport;
 
-/// The connection (flow, RFC 5626) a REGISTER arrived on: `siplink-transport`'s
-/// own [`FlowId`](siplink_transport::FlowId), re-exported. The registrar only
+/// The connection (flow, RFC 5626) a REGISTER arrived on: the workspace-wide
+/// [`FlowId`](siplink_message::net::FlowId), re-exported. The registrar only
 /// compares and stores it; [`Reach::Flow`] hands it back to be used as a
 /// send destination (`Endpoint::send_request(request, flow)`).
 /// [`FlowId::from_raw`] builds one from its number (tests, persistent stores).
-pub use siplink_transport::FlowId;
+pub use siplink_message::net::FlowId;
 
 /// The identifier of one binding, unique within a store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -133,8 +133,12 @@ pub struct Binding {
     pub aor: Aor,
     /// The Contact value as received (URI and header parameters).
     pub contact: NameAddr,
-    /// When it expires.
+    /// When it expires (monotonic: what the table's expiry runs on).
     pub expires_at: Instant,
+    /// When it expires on the wall clock: the same moment as `expires_at`,
+    /// for a store that keeps bindings beyond this process (monotonic instants
+    /// mean nothing in another process or after a restart).
+    pub expires_at_wall: SystemTime,
     /// The `q` value in thousandths (`None` when the contact had none).
     pub q: Option<u16>,
     /// The Call-ID of the REGISTER that last set it.

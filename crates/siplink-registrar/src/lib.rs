@@ -17,11 +17,19 @@
 //!   decides, and commits only if the version did not move (optimistic
 //!   concurrency), so a store shared by several proxy nodes plugs in without
 //!   changing the registrar.
-//! * Expiry is an ordered index: [`BindingTable::expire`] at
-//!   [`BindingTable::next_expiry`]. [`BindingTable::flow_closed`] removes the
+//! * Expiry is an ordered index in the workspace's core vocabulary
+//!   (`docs/architecture.md`): [`BindingTable::handle_timeout`] at
+//!   [`BindingTable::poll_timeout`], the expiry events from
+//!   [`BindingTable::poll_output`]. [`BindingTable::flow_closed`] removes the
 //!   outbound bindings of a dead connection. [`BindingTable::lookup`] gives an
 //!   AOR's contacts by `q`, then freshness, each with its [`Reach`]. Every
 //!   change is a [`BindingEvent`] (and [`InMemoryStore::subscribe`] streams them).
+//! * Time: the monotonic `now` runs expiry; the wall-clock `now_system` of the
+//!   same moment (both in the [`RequestContext`]) stamps what must outlive the
+//!   process: [`Binding::registered_at`] and [`Binding::expires_at_wall`].
+//! * `RegistrarService` (default `tokio` feature): the tokio driver over a
+//!   `siplink_transaction::Endpoint`. Without the feature the crate builds on
+//!   `siplink-message` and `siplink-auth` alone.
 //!
 //! ```
 //! use std::time::{Instant, SystemTime};
@@ -60,7 +68,10 @@
 //!
 //! let targets = table.lookup(&Aor::parse("sip:1001@example.com")?, now);
 //! assert_eq!(targets[0].reach, Reach::Flow(FlowId::from_raw(7)));
-//! assert_eq!(table.next_expiry(), Some(now + std::time::Duration::from_secs(600)));
+//! assert_eq!(table.poll_timeout(), Some(now + std::time::Duration::from_secs(600)));
+//! table.handle_timeout(now + std::time::Duration::from_secs(600));
+//! assert!(table.poll_output().is_some()); // Removed(Expired)
+//! assert!(table.lookup(&Aor::parse("sip:1001@example.com")?, now).is_empty());
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!

@@ -35,8 +35,10 @@ pub struct RequestContext {
     pub flow: Option<FlowId>,
     /// Monotonic time (expiry, ordering, flood windows).
     pub now: Instant,
-    /// Wall-clock time (digest nonces, the failed-attempt limiter,
-    /// [`Binding::registered_at`]).
+    /// Wall-clock time at the same moment (digest nonces, the failed-attempt
+    /// limiter, [`Binding::registered_at`], [`Binding::expires_at_wall`]): what
+    /// a binding needs to outlive the process. A driver reads both from one
+    /// clock (`siplink_transport::Clock`), so paused-time tests move both.
     pub now_system: SystemTime,
 }
 
@@ -188,8 +190,10 @@ impl Registrar {
     }
 
     /// Processes a REGISTER against an in-memory [`BindingTable`]: both phases
-    /// and the commit. The table is not expired here: call
-    /// [`BindingTable::expire`] at [`BindingTable::next_expiry`].
+    /// and the commit. The decision (the response and the binding events it
+    /// caused) is returned at once: it answers this request. The table is not
+    /// expired here: call [`BindingTable::handle_timeout`] at
+    /// [`BindingTable::poll_timeout`].
     pub fn handle_register(
         &self,
         req: &Message,
@@ -653,6 +657,7 @@ impl Registrar {
             aor: p.aor.clone(),
             contact: detach(&c.contact),
             expires_at: ctx.now + secs(expires),
+            expires_at_wall: ctx.now_system + secs(expires),
             q: c.q,
             call_id: p.call_id.clone(),
             cseq: p.cseq,

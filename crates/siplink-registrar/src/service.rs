@@ -25,7 +25,7 @@ pub struct ServiceConfig {
     /// many events behind loses the oldest (it sees `Lagged`). Default 4 096.
     pub event_capacity: usize,
     /// How often expiry runs when the store cannot say when its next binding
-    /// expires ([`LocationStore::next_expiry`] returns `None` while it holds
+    /// expires ([`LocationStore::poll_timeout`] returns `None` while it holds
     /// bindings, as a store without an expiry index does). Default 1 s.
     pub expiry_poll: Duration,
 }
@@ -68,7 +68,7 @@ impl Drop for Tasks {
 ///   is the same without answering; [`run`](Self::run) serves a whole
 ///   [`ServerRequests`] queue as a standalone registrar.
 /// * A background task removes bindings at their expiry time (it sleeps until
-///   [`LocationStore::next_expiry`], woken earlier when a shorter binding
+///   [`LocationStore::poll_timeout`], woken earlier when a shorter binding
 ///   arrives); another listens to the transport's flow events and calls
 ///   [`LocationStore::flow_closed`] when a connection closes, so the outbound
 ///   bindings of a dead flow go (RFC 5626) and the others fall back to their
@@ -329,11 +329,11 @@ impl Shared {
 async fn expiry_task(shared: Arc<Shared>) {
     loop {
         let t = now();
-        match shared.store.expire(t).await {
+        match shared.store.handle_timeout(t).await {
             Ok(events) => shared.publish(&events),
             Err(e) => warn!(error = %e, "store failed to expire bindings"),
         }
-        let next = match shared.store.next_expiry().await {
+        let next = match shared.store.poll_timeout().await {
             Ok(Some(at)) => Some(at),
             Ok(None) => match shared.store.usage().await {
                 Ok(u) if u.bindings == 0 => None,

@@ -45,18 +45,19 @@ pub trait LocationStore: Send + Sync {
     /// descending, then most recently refreshed first).
     fn lookup<'a>(&'a self, aor: &'a Aor, now: Instant) -> StoreFuture<'a, Vec<Target>>;
 
-    /// Removes the bindings whose time is up at `now`; returns the events.
-    fn expire(&self, now: Instant) -> StoreFuture<'_, Vec<BindingEvent>>;
+    /// Removes the bindings whose time is up at `now`; returns the events (an
+    /// asynchronous store hands its outputs back with the future).
+    fn handle_timeout(&self, now: Instant) -> StoreFuture<'_, Vec<BindingEvent>>;
 
     /// A flow closed: removes its outbound bindings (RFC 5626) and forgets the
     /// flow of the others; returns the events.
     fn flow_closed(&self, flow: FlowId) -> StoreFuture<'_, Vec<BindingEvent>>;
 
     /// When the earliest binding expires, so that a driver can sleep until
-    /// then before calling [`expire`](Self::expire). `None` when the store is
-    /// empty, or when it cannot tell (the default): a driver then calls
-    /// `expire` at its own pace.
-    fn next_expiry(&self) -> StoreFuture<'_, Option<Instant>> {
+    /// then before calling [`handle_timeout`](Self::handle_timeout). `None`
+    /// when the store is empty, or when it cannot tell (the default): a driver
+    /// then calls `handle_timeout` at its own pace.
+    fn poll_timeout(&self) -> StoreFuture<'_, Option<Instant>> {
         Box::pin(ready(Ok(None)))
     }
 }
@@ -100,9 +101,9 @@ impl InMemoryStore {
     }
 
     /// When the next binding expires (to arm a timer for
-    /// [`expire`](LocationStore::expire)).
-    pub fn next_expiry(&self) -> Option<Instant> {
-        self.with(|t| t.next_expiry()).ok().flatten()
+    /// [`handle_timeout`](LocationStore::handle_timeout)).
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.with(|t| t.poll_timeout()).ok().flatten()
     }
 
     fn with<T>(&self, f: impl FnOnce(&mut BindingTable) -> T) -> Result<T, Error> {
@@ -165,15 +166,18 @@ impl LocationStore for InMemoryStore {
         Box::pin(ready(self.with(|t| t.lookup(aor, now))))
     }
 
-    fn expire(&self, now: Instant) -> StoreFuture<'_, Vec<BindingEvent>> {
-        self.mutate(|t| t.expire(now))
+    fn handle_timeout(&self, now: Instant) -> StoreFuture<'_, Vec<BindingEvent>> {
+        self.mutate(|t| {
+            t.handle_timeout(now);
+            std::iter::from_fn(|| t.poll_output()).collect()
+        })
     }
 
     fn flow_closed(&self, flow: FlowId) -> StoreFuture<'_, Vec<BindingEvent>> {
         self.mutate(|t| t.flow_closed(flow))
     }
 
-    fn next_expiry(&self) -> StoreFuture<'_, Option<Instant>> {
-        Box::pin(ready(self.with(|t| t.next_expiry())))
+    fn poll_timeout(&self) -> StoreFuture<'_, Option<Instant>> {
+        Box::pin(ready(self.with(|t| t.poll_timeout())))
     }
 }

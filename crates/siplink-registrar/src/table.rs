@@ -1,6 +1,6 @@
 //! The in-memory binding table: a synchronous, sans-IO index with ordered expiry.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::time::Instant;
 
 use crate::binding::{
@@ -10,9 +10,14 @@ use crate::binding::{
 
 /// Bindings indexed by AOR, by expiry time and by flow.
 ///
-/// Expiry uses an ordered index of `(expires_at, id)`: [`expire`](Self::expire)
-/// touches only the bindings that are due, and [`next_expiry`](Self::next_expiry)
-/// tells the caller when to call it next. Nothing here reads a clock.
+/// Time follows the workspace's core vocabulary: expiry uses an ordered index
+/// of `(expires_at, id)`; [`poll_timeout`](Self::poll_timeout) is the earliest
+/// expiry and [`handle_timeout`](Self::handle_timeout) removes the bindings that
+/// are due (touching only those), their events coming out of
+/// [`poll_output`](Self::poll_output). Changes and flow closures
+/// ([`apply`](Self::apply), [`flow_closed`](Self::flow_closed)) return their
+/// events at once: they answer the request that caused them. Nothing here
+/// reads a clock.
 ///
 /// [`InMemoryStore`](crate::InMemoryStore) wraps one behind the asynchronous
 /// [`LocationStore`](crate::LocationStore) interface;
@@ -25,6 +30,8 @@ pub struct BindingTable {
     expiry: BTreeSet<(Instant, BindingId)>,
     flows: HashMap<FlowId, HashSet<BindingId>>,
     seq: u64,
+    /// Expiry events not yet taken by `poll_output`.
+    out: VecDeque<BindingEvent>,
 }
 
 /// One AOR's bindings and the version of that set (it changes with every
@@ -42,7 +49,7 @@ impl BindingTable {
     }
 
     /// Numbers of AORs and bindings held (expired ones included until
-    /// [`expire`](Self::expire) removes them).
+    /// [`handle_timeout`](Self::handle_timeout) removes them).
     pub fn usage(&self) -> Usage {
         Usage {
             aors: self.aors.len(),
@@ -136,26 +143,31 @@ impl BindingTable {
         events
     }
 
-    /// Removes every binding whose time is up at `now`.
-    pub fn expire(&mut self, now: Instant) -> Vec<BindingEvent> {
-        let mut events = Vec::new();
+    /// Removes every binding whose time is up at `now`; their
+    /// [`RemoveReason::Expired`] events are queued for
+    /// [`poll_output`](Self::poll_output).
+    pub fn handle_timeout(&mut self, now: Instant) {
         while let Some(&(at, id)) = self.expiry.first() {
             if at > now {
                 break;
             }
             self.expiry.pop_first();
             if let Some(b) = self.take(id) {
-                events.push(BindingEvent {
+                self.out.push_back(BindingEvent {
                     kind: EventKind::Removed(RemoveReason::Expired),
                     binding: b,
                 });
             }
         }
-        events
+    }
+
+    /// The next expiry event, in order; `None` when there is none.
+    pub fn poll_output(&mut self) -> Option<BindingEvent> {
+        self.out.pop_front()
     }
 
     /// When the next binding expires.
-    pub fn next_expiry(&self) -> Option<Instant> {
+    pub fn poll_timeout(&self) -> Option<Instant> {
         self.expiry.first().map(|(at, _)| *at)
     }
 

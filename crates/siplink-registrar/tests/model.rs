@@ -6,7 +6,7 @@ mod common;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use common::{Clock, Reg, contacts, open_config};
+use common::{Clock, Reg, contacts, expire, open_config};
 use proptest::prelude::*;
 use siplink_registrar::{Aor, BindingTable, Registrar};
 
@@ -61,9 +61,9 @@ proptest! {
                 }
                 Op::Advance(s) => now += s,
                 Op::Expire => {
-                    let ev = t.expire(at);
+                    let ev = expire(&mut t, at);
                     prop_assert!(ev.iter().all(|e| e.binding.expires_at <= at));
-                    prop_assert!(t.next_expiry().is_none_or(|n| n > at));
+                    prop_assert!(t.poll_timeout().is_none_or(|n| n > at));
                     let before = model.len();
                     model.retain(|_, exp| *exp > at);
                     // Everything expired in the model was in the table.
@@ -85,8 +85,8 @@ proptest! {
             prop_assert!(t.usage().bindings >= live);
             prop_assert!(t.usage().aors <= 3);
         }
-        t.expire(c.at(now + 10_000).now);
+        expire(&mut t, c.at(now + 10_000).now);
         prop_assert_eq!(t.usage(), Default::default());
-        prop_assert_eq!(t.next_expiry(), None);
+        prop_assert_eq!(t.poll_timeout(), None);
     }
 }

@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{Clock, Reg, block_on, contacts, open_config, values};
+use common::{Clock, Reg, block_on, contacts, expire, open_config, values};
 use siplink_message::{HeaderName, MessageBuilder, Method};
 use siplink_registrar::{
     Aor, BindingTable, Change, Error, EventKind, FloodConfig, InMemoryStore, LocationStore, Reach,
@@ -505,8 +505,8 @@ fn bindings_expire_at_their_time_with_virtual_time() {
         .unwrap();
     r.handle_register(&Reg::new("bob").expires(120).build(), &c.at(0), &mut t)
         .unwrap();
-    assert_eq!(t.next_expiry(), Some(c.at(60).now));
-    assert!(t.expire(c.at(59).now).is_empty());
+    assert_eq!(t.poll_timeout(), Some(c.at(60).now));
+    assert!(expire(&mut t, c.at(59).now).is_empty());
     assert_eq!(
         t.lookup(&aor("sip:alice@example.com"), c.at(59).now).len(),
         1
@@ -516,19 +516,21 @@ fn bindings_expire_at_their_time_with_virtual_time() {
         t.lookup(&aor("sip:alice@example.com"), c.at(60).now)
             .is_empty()
     );
-    let ev = t.expire(c.at(60).now);
+    let ev = expire(&mut t, c.at(60).now);
     assert_eq!(ev.len(), 1);
     assert_eq!(ev[0].kind, EventKind::Removed(RemoveReason::Expired));
     assert_eq!(ev[0].binding.aor, aor("sip:alice@example.com"));
-    assert_eq!(t.next_expiry(), Some(c.at(120).now));
+    // The wall-clock expiry is the same moment on the wall clock.
+    assert_eq!(ev[0].binding.expires_at_wall, c.at(60).now_system);
+    assert_eq!(t.poll_timeout(), Some(c.at(120).now));
     assert_eq!(t.usage().bindings, 1);
     // A refresh moves the expiry.
     let req = Reg::new("bob").expires(120).cseq(2).build();
     r.handle_register(&req, &c.at(100), &mut t).unwrap();
-    assert!(t.expire(c.at(200).now).is_empty());
-    assert_eq!(t.expire(c.at(220).now).len(), 1);
+    assert!(expire(&mut t, c.at(200).now).is_empty());
+    assert_eq!(expire(&mut t, c.at(220).now).len(), 1);
     assert_eq!(t.usage(), Default::default());
-    assert_eq!(t.next_expiry(), None);
+    assert_eq!(t.poll_timeout(), None);
 }
 
 #[test]
@@ -792,8 +794,8 @@ fn async_store_drives_the_same_processing_and_streams_events() {
         found[0].reach,
         Reach::Flow(siplink_registrar::FlowId::from_raw(1))
     );
-    assert_eq!(store.next_expiry(), Some(c.at(60).now));
-    let expired = block_on(store.expire(c.at(60).now)).unwrap();
+    assert_eq!(store.poll_timeout(), Some(c.at(60).now));
+    let expired = block_on(store.handle_timeout(c.at(60).now)).unwrap();
     assert_eq!(expired.len(), 1);
     let kinds: Vec<EventKind> = events.try_iter().map(|e| e.kind).collect();
     assert_eq!(
@@ -834,7 +836,7 @@ fn a_failing_store_answers_500() {
         fn lookup<'a>(&'a self, _: &'a Aor, _: Instant) -> StoreFuture<'a, Vec<Target>> {
             Box::pin(async { Err(Error::Store("down".into())) })
         }
-        fn expire(&self, _: Instant) -> StoreFuture<'_, Vec<BindingEvent>> {
+        fn handle_timeout(&self, _: Instant) -> StoreFuture<'_, Vec<BindingEvent>> {
             Box::pin(async { Ok(Vec::new()) })
         }
         fn flow_closed(&self, _: FlowId) -> StoreFuture<'_, Vec<BindingEvent>> {
@@ -893,8 +895,8 @@ fn a_concurrent_change_is_detected_and_the_decision_recomputed() {
         fn lookup<'a>(&'a self, aor: &'a Aor, now: Instant) -> StoreFuture<'a, Vec<Target>> {
             self.inner.lookup(aor, now)
         }
-        fn expire(&self, now: Instant) -> StoreFuture<'_, Vec<BindingEvent>> {
-            self.inner.expire(now)
+        fn handle_timeout(&self, now: Instant) -> StoreFuture<'_, Vec<BindingEvent>> {
+            self.inner.handle_timeout(now)
         }
         fn flow_closed(&self, flow: FlowId) -> StoreFuture<'_, Vec<BindingEvent>> {
             self.inner.flow_closed(flow)

@@ -279,7 +279,7 @@ async fn bindings_expire_at_their_time() {
     let e = next_event_within(&mut events, hour).await;
     assert_eq!(e.binding.aor.as_str(), "sip:long@example.com");
     assert_eq!(start.elapsed(), Duration::from_secs(300));
-    assert_eq!(store.next_expiry(), None);
+    assert_eq!(store.poll_timeout(), None);
     service.shutdown();
 }
 

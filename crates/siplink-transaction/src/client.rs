@@ -1,14 +1,15 @@
 //! Client transactions (RFC 3261 §17.1, RFC 6026 §8.4).
 
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use siplink_message::{HeaderName, Message, MessageBuilder, Method};
 
 use crate::error::Result;
-use crate::event::{Action, Actions, Event, TuEvent};
+use crate::event::{Action, TuEvent};
 use crate::key::ClientKey;
-use crate::timer::{TimerKind, Timers};
+use crate::timer::{MAX_FIRED, TimerKind, TimerSet, Timers};
 
 /// The state of a client transaction.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -122,9 +123,15 @@ pub fn build_cancel(invite: &Message) -> Result<Message> {
 /// A client transaction: INVITE (RFC 3261 Figure 5 with the RFC 6026 Accepted
 /// state) or non-INVITE (Figure 6).
 ///
-/// Created with [`ClientTransaction::new`], which sends the request; then fed
-/// [`Event`]s. Every step returns the [`Action`]s to carry out. Time is only what
-/// the caller passes in.
+/// The core vocabulary of the workspace: created with [`ClientTransaction::new`]
+/// (which queues the request's first send), fed inputs with `handle_*(…, now)`
+/// ([`handle_response`](Self::handle_response),
+/// [`handle_transport_error`](Self::handle_transport_error)); what to do comes
+/// out of [`poll_output`](Self::poll_output), one [`Action`] at a time, in order.
+/// The transaction keeps its own timers (A, B, D, E, F, K, M):
+/// [`poll_timeout`](Self::poll_timeout) is the earliest armed deadline and
+/// [`handle_timeout`](Self::handle_timeout) fires every timer due. Time is only
+/// what the caller passes in.
 #[derive(Debug, Clone)]
 pub struct ClientTransaction {
     invite: bool,
@@ -137,11 +144,15 @@ pub struct ClientTransaction {
     timers: Timers,
     /// Current A or E interval.
     interval: Duration,
+    /// Armed timers.
+    armed: TimerSet,
+    /// Actions not yet taken by `poll_output`.
+    out: VecDeque<Action>,
 }
 
 impl ClientTransaction {
-    /// Starts a client transaction for `request` (not ACK) and returns the actions
-    /// that send it and start its timers. `reliable` tells whether the transport
+    /// Starts a client transaction for `request` (not ACK): the first send is
+    /// queued (see [`poll_output`](Self::poll_output)) and the timers armed. `reliable` tells whether the transport
     /// is reliable (TCP, TLS, SCTP, WebSocket): then nothing is retransmitted.
     ///
     /// The request must carry its top Via with a branch (see
@@ -151,7 +162,7 @@ impl ClientTransaction {
         reliable: bool,
         timers: Timers,
         now: Instant,
-    ) -> Result<(ClientTransaction, Actions)> {
+    ) -> Result<ClientTransaction> {
         let key = ClientKey::of_request(request)?;
         if key.method == Method::Ack {
             return Err(crate::Error::AckIsNotATransaction);
@@ -163,15 +174,16 @@ impl ClientTransaction {
             None
         };
         let bytes = request.to_bytes();
-        let mut actions = Vec::with_capacity(3);
-        actions.push(Action::Send(bytes.clone()));
+        let mut armed = TimerSet::default();
         if !reliable {
             let t = if invite { TimerKind::A } else { TimerKind::E };
-            actions.push(Action::StartTimer(t, now + timers.t1));
+            armed.start(t, now + timers.t1);
         }
         let t = if invite { TimerKind::B } else { TimerKind::F };
-        actions.push(Action::StartTimer(t, now + timers.timeout()));
-        let tx = ClientTransaction {
+        armed.start(t, now + timers.timeout());
+        let mut out = VecDeque::with_capacity(3);
+        out.push_back(Action::Send(bytes.clone()));
+        Ok(ClientTransaction {
             invite,
             state: if invite {
                 ClientState::Calling
@@ -185,8 +197,9 @@ impl ClientTransaction {
             reliable,
             timers,
             interval: timers.t1,
-        };
-        Ok((tx, actions))
+            armed,
+            out,
+        })
     }
 
     /// The current state.
@@ -209,134 +222,164 @@ impl ClientTransaction {
         self.reliable
     }
 
-    /// Feeds one event; returns the actions to carry out. Events that the state
-    /// does not expect (late timers, stray messages) produce no action.
-    pub fn handle(&mut self, event: Event, now: Instant) -> Actions {
-        let mut out = Vec::new();
+    /// The next action to carry out, in order; `None` when there is none.
+    pub fn poll_output(&mut self) -> Option<Action> {
+        self.out.pop_front()
+    }
+
+    /// The earliest armed timer's deadline; `None` once terminated.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.armed.earliest().map(|(at, _)| at)
+    }
+
+    /// Number of armed timers.
+    pub(crate) fn armed_count(&self) -> usize {
+        self.armed.count()
+    }
+
+    /// The deadline of timer `kind`, if armed (for tests and diagnostics).
+    pub fn timer(&self, kind: TimerKind) -> Option<Instant> {
+        self.armed.get(kind)
+    }
+
+    /// Fires every timer due at `now`, earliest first. Each runs with its own
+    /// deadline as the time, so schedules do not drift when called late.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        for _ in 0..MAX_FIRED {
+            let Some((at, kind)) = self.armed.pop_due(now) else {
+                return;
+            };
+            self.fire(kind, at);
+        }
+    }
+
+    /// A response matched to this transaction arrived. Responses that the
+    /// state does not expect (stray or late) produce no action.
+    pub fn handle_response(&mut self, msg: Message, now: Instant) {
         if self.state == ClientState::Terminated {
-            return out;
+            return;
         }
-        match event {
-            Event::Received(msg) => match msg.status() {
-                Some(status) if self.invite => self.invite_response(msg, status, now, &mut out),
-                Some(status) => self.non_invite_response(msg, status, now, &mut out),
-                None => {}
-            },
-            Event::TimerFired(t) => self.timer(t, now, &mut out),
-            Event::TransportError => {
-                out.push(Action::Deliver(TuEvent::TransportError));
-                self.terminate(&mut out);
-            }
+        match msg.status() {
+            Some(status) if self.invite => self.invite_response(msg, status, now),
+            Some(status) => self.non_invite_response(msg, status, now),
+            None => {}
         }
-        out
     }
 
-    fn terminate(&mut self, out: &mut Actions) {
+    /// The transport reported a fatal error sending for this transaction
+    /// (RFC 3261 §17.1.4): the TU is told and the transaction ends.
+    pub fn handle_transport_error(&mut self, _now: Instant) {
+        if self.state == ClientState::Terminated {
+            return;
+        }
+        self.out.push_back(Action::Deliver(TuEvent::TransportError));
+        self.terminate();
+    }
+
+    fn terminate(&mut self) {
         self.state = ClientState::Terminated;
-        out.push(Action::Terminated);
+        self.armed.clear();
+        self.out.push_back(Action::Terminated);
     }
 
-    fn invite_response(&mut self, msg: Message, status: u16, now: Instant, out: &mut Actions) {
+    fn invite_response(&mut self, msg: Message, status: u16, now: Instant) {
         use ClientState::*;
         match (self.state, status) {
             (Calling | Proceeding, 100..=199) => {
                 if self.state == Calling {
-                    out.push(Action::CancelTimer(TimerKind::A));
-                    out.push(Action::CancelTimer(TimerKind::B));
+                    self.armed.cancel(TimerKind::A);
+                    self.armed.cancel(TimerKind::B);
                     self.state = Proceeding;
                 }
-                out.push(Action::Deliver(TuEvent::Provisional(Box::new(msg))));
+                self.out.push_back(Action::Deliver(TuEvent::Provisional(Box::new(msg))));
             }
             (Calling | Proceeding, 200..=299) => {
                 if self.state == Calling {
-                    out.push(Action::CancelTimer(TimerKind::A));
-                    out.push(Action::CancelTimer(TimerKind::B));
+                    self.armed.cancel(TimerKind::A);
+                    self.armed.cancel(TimerKind::B);
                 }
                 self.state = Accepted;
-                out.push(Action::StartTimer(
-                    TimerKind::M,
-                    now + self.timers.timeout(),
-                ));
-                out.push(Action::Deliver(TuEvent::Final(Box::new(msg))));
+                self.armed.start(TimerKind::M, now + self.timers.timeout());
+                self.out.push_back(Action::Deliver(TuEvent::Final(Box::new(msg))));
             }
             (Calling | Proceeding, 300..) => {
                 if self.state == Calling {
-                    out.push(Action::CancelTimer(TimerKind::A));
-                    out.push(Action::CancelTimer(TimerKind::B));
+                    self.armed.cancel(TimerKind::A);
+                    self.armed.cancel(TimerKind::B);
                 }
                 self.ack = self.ack_template.as_ref().and_then(|t| t.build(&msg));
                 if let Some(ack) = &self.ack {
-                    out.push(Action::Send(ack.clone()));
+                    self.out.push_back(Action::Send(ack.clone()));
                 }
-                out.push(Action::Deliver(TuEvent::Final(Box::new(msg))));
+                self.out.push_back(Action::Deliver(TuEvent::Final(Box::new(msg))));
                 self.state = Completed;
                 let d = self.timers.timer_d(self.reliable);
                 if d.is_zero() {
-                    self.terminate(out);
+                    self.terminate();
                 } else {
-                    out.push(Action::StartTimer(TimerKind::D, now + d));
+                    self.armed.start(TimerKind::D, now + d);
                 }
             }
             (Completed, 300..) => {
                 if let Some(ack) = &self.ack {
-                    out.push(Action::Send(ack.clone()));
+                    self.out.push_back(Action::Send(ack.clone()));
                 }
             }
             // A 2xx after a non-2xx final (a race between forks) is not dropped
             // either: it creates a dialog the TU must ACK or forward.
             (Accepted | Completed, 200..=299) => {
-                out.push(Action::Deliver(TuEvent::Additional2xx(Box::new(msg))))
+                self.out.push_back(Action::Deliver(TuEvent::Additional2xx(Box::new(msg))))
             }
             _ => {}
         }
     }
 
-    fn non_invite_response(&mut self, msg: Message, status: u16, now: Instant, out: &mut Actions) {
+    fn non_invite_response(&mut self, msg: Message, status: u16, now: Instant) {
         use ClientState::*;
         match (self.state, status) {
             (Trying | Proceeding, 100..=199) => {
                 self.state = Proceeding;
-                out.push(Action::Deliver(TuEvent::Provisional(Box::new(msg))));
+                self.out.push_back(Action::Deliver(TuEvent::Provisional(Box::new(msg))));
             }
             (Trying | Proceeding, 200..) => {
-                out.push(Action::CancelTimer(TimerKind::E));
-                out.push(Action::CancelTimer(TimerKind::F));
-                out.push(Action::Deliver(TuEvent::Final(Box::new(msg))));
+                self.armed.cancel(TimerKind::E);
+                self.armed.cancel(TimerKind::F);
+                self.out.push_back(Action::Deliver(TuEvent::Final(Box::new(msg))));
                 self.state = Completed;
                 if self.reliable {
-                    self.terminate(out);
+                    self.terminate();
                 } else {
-                    out.push(Action::StartTimer(TimerKind::K, now + self.timers.t4));
+                    self.armed.start(TimerKind::K, now + self.timers.t4);
                 }
             }
             _ => {}
         }
     }
 
-    fn timer(&mut self, t: TimerKind, now: Instant, out: &mut Actions) {
+    fn fire(&mut self, t: TimerKind, now: Instant) {
         use ClientState::*;
         match (self.state, t) {
             (Calling, TimerKind::A) => {
-                out.push(Action::Send(self.request.clone()));
+                self.out.push_back(Action::Send(self.request.clone()));
                 self.interval = self.interval.saturating_mul(2);
-                out.push(Action::StartTimer(TimerKind::A, now + self.interval));
+                self.armed.start(TimerKind::A, now + self.interval);
             }
             (Trying, TimerKind::E) => {
-                out.push(Action::Send(self.request.clone()));
+                self.out.push_back(Action::Send(self.request.clone()));
                 self.interval = self.interval.saturating_mul(2).min(self.timers.t2);
-                out.push(Action::StartTimer(TimerKind::E, now + self.interval));
+                self.armed.start(TimerKind::E, now + self.interval);
             }
             (Proceeding, TimerKind::E) if !self.invite => {
-                out.push(Action::Send(self.request.clone()));
+                self.out.push_back(Action::Send(self.request.clone()));
                 self.interval = self.timers.t2;
-                out.push(Action::StartTimer(TimerKind::E, now + self.interval));
+                self.armed.start(TimerKind::E, now + self.interval);
             }
             (Calling, TimerKind::B) | (Trying | Proceeding, TimerKind::F) => {
-                out.push(Action::Deliver(TuEvent::Timeout));
-                self.terminate(out);
+                self.out.push_back(Action::Deliver(TuEvent::Timeout));
+                self.terminate();
             }
             (Completed, TimerKind::D | TimerKind::K) | (Accepted, TimerKind::M) => {
-                self.terminate(out);
+                self.terminate();
             }
             _ => {}
         }

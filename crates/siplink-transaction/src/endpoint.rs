@@ -6,7 +6,7 @@
 //! [`ClientTransactionHandle`], [`ServerTransactionHandle`]) over channels, so
 //! nothing on the hot path takes a lock.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -233,7 +233,6 @@ impl Endpoint {
             cmd: cmd_tx.downgrade(),
             stray: config.stray.clone(),
             send_timeout: config.send_timeout,
-            work: VecDeque::new(),
             closing: false,
         };
         tokio::spawn(core.run(cmd_rx, incoming, config.shutdown_grace));
@@ -560,8 +559,6 @@ struct Core {
     cmd: mpsc::WeakSender<Command>,
     stray: Option<StrayHandler>,
     send_timeout: Duration,
-    /// Outputs still to carry out, in order.
-    work: VecDeque<Output>,
     closing: bool,
 }
 
@@ -580,7 +577,7 @@ impl Core {
         loop {
             let deadline = self
                 .table
-                .next_deadline()
+                .poll_timeout()
                 .map(tokio::time::Instant::from_std)
                 .unwrap_or_else(far);
             let deadline = match &shutdown {
@@ -607,8 +604,7 @@ impl Core {
                     None => incoming_open = false,
                 },
                 () = &mut sleep => {
-                    let out = self.table.poll_timers(Instant::now());
-                    self.work.extend(out);
+                    self.table.handle_timeout(Instant::now());
                     self.drain().await;
                 }
             }
@@ -659,7 +655,7 @@ impl Core {
                     return;
                 }
                 match self.table.start_client(&request, reliable, now) {
-                    Ok((id, out)) => {
+                    Ok(id) => {
                         let invite = request.method() == Some(&Method::Invite);
                         self.txs.insert(
                             id,
@@ -674,7 +670,6 @@ impl Core {
                             },
                         );
                         let _ = reply.send(Ok(id));
-                        self.work.extend(out);
                     }
                     Err(e) => {
                         let _ = reply.send(Err(e));
@@ -708,15 +703,10 @@ impl Core {
                 id,
                 response,
                 reply,
-            } => match self.table.respond(id, &response, now) {
-                Ok(out) => {
-                    let _ = reply.send(Ok(()));
-                    self.work.extend(out);
-                }
-                Err(e) => {
-                    let _ = reply.send(Err(e));
-                }
-            },
+            } => {
+                let r = self.table.handle_response(id, &response, now);
+                let _ = reply.send(r);
+            }
             Command::Abandon { id } => {
                 if matches!(
                     self.table.state(id),
@@ -739,13 +729,9 @@ impl Core {
     async fn incoming(&mut self, m: Incoming) {
         let Incoming { message, origin } = m;
         let reliable = origin.protocol.is_stream();
-        match self.table.receive(message, reliable, Instant::now()) {
-            Received::Matched { outputs, .. } => self.work.extend(outputs),
-            Received::New {
-                id,
-                cancels,
-                outputs,
-            } => {
+        match self.table.handle_message(message, reliable, Instant::now()) {
+            Received::Matched { .. } => {}
+            Received::New { id, cancels } => {
                 let is_cancel = self
                     .table
                     .server_request(id)
@@ -758,7 +744,6 @@ impl Core {
                         is_cancel,
                     },
                 );
-                self.work.extend(outputs);
                 if is_cancel {
                     self.cancel_received(id, cancels);
                 }
@@ -805,10 +790,11 @@ impl Core {
             b = b.header(HeaderName::RetryAfter, s);
         }
         match b.build() {
-            Ok(resp) => match self.table.respond(id, &resp, Instant::now()) {
-                Ok(out) => self.work.extend(out),
-                Err(e) => debug!(%id, status, error = %e, "automatic response refused"),
-            },
+            Ok(resp) => {
+                if let Err(e) = self.table.handle_response(id, &resp, Instant::now()) {
+                    debug!(%id, status, error = %e, "automatic response refused");
+                }
+            }
             Err(e) => warn!(%id, status, error = %e, "cannot build automatic response"),
         }
     }
@@ -833,7 +819,7 @@ impl Core {
             }
         };
         match self.table.start_client(&cancel, reliable, Instant::now()) {
-            Ok((cid, out)) => {
+            Ok(cid) => {
                 debug!(%id, cancel = %cid, "CANCEL sent");
                 self.txs.insert(
                     cid,
@@ -847,7 +833,6 @@ impl Core {
                         cancel_pending: false,
                     },
                 );
-                self.work.extend(out);
             }
             Err(e) => warn!(%id, error = %e, "cannot start the CANCEL transaction"),
         }
@@ -869,9 +854,9 @@ impl Core {
         }
     }
 
-    /// Carries out the queued outputs (which may queue more).
+    /// Carries out the table's outputs (which may queue more).
     async fn drain(&mut self) {
-        while let Some(o) = self.work.pop_front() {
+        while let Some(o) = self.table.poll_output() {
             match o {
                 Output::Send { id, bytes } => self.send(id, bytes).await,
                 Output::Deliver { id, event } => self.deliver(id, event),
@@ -907,8 +892,7 @@ impl Core {
             Err(_) => "send timed out".to_owned(),
         };
         debug!(%id, error = %failed, "transport error");
-        let out = self.table.transport_error(id, Instant::now());
-        self.work.extend(out);
+        self.table.handle_transport_error(id, Instant::now());
     }
 
     fn deliver(&mut self, id: TransactionId, event: TuEvent) {

@@ -1,47 +1,21 @@
-//! What goes into a transaction state machine and what comes out of it.
-
-use std::time::Instant;
+//! What comes out of a transaction state machine.
 
 use bytes::Bytes;
 use siplink_message::Message;
 
-use crate::timer::TimerKind;
-
-// A received message is handed over once, never stored in bulk: no boxing.
-#[allow(clippy::large_enum_variant)]
-/// An input of a transaction state machine (besides the TU's own requests, which
-/// are methods: [`ServerTransaction::respond`](crate::ServerTransaction::respond)).
-#[derive(Debug, Clone)]
-pub enum Event {
-    /// A message matched to this transaction arrived from the transport: a
-    /// response for a client transaction; a retransmitted request or an ACK for a
-    /// server transaction.
-    Received(Message),
-    /// A timer started by [`Action::StartTimer`] reached its deadline.
-    TimerFired(TimerKind),
-    /// The transport reported a fatal error sending for this transaction
-    /// (RFC 3261 §17.1.4, §17.2.4).
-    TransportError,
-}
-
-/// An output of a transaction state machine, to be carried out in order.
+/// An output of a transaction state machine, taken one at a time with
+/// `poll_output` and carried out in order. Timers are not outputs: the
+/// transaction keeps its deadlines (`poll_timeout`, `handle_timeout`).
 #[derive(Debug, Clone)]
 pub enum Action {
     /// Send these bytes to the transaction's peer (the next hop of a client
     /// transaction; per RFC 3261 §18.2.2 for a server transaction's responses).
     Send(Bytes),
-    /// Start (or restart) this timer with this deadline.
-    StartTimer(TimerKind, Instant),
-    /// Stop this timer.
-    CancelTimer(TimerKind),
     /// Hand this to the transaction user.
     Deliver(TuEvent),
-    /// The transaction is over: free it and every timer it still has running.
+    /// The transaction is over (no timer is armed any more): free it.
     Terminated,
 }
-
-/// The outputs of one step of a state machine.
-pub type Actions = Vec<Action>;
 
 /// What a transaction tells its user (TU). Messages are boxed to keep
 /// [`Action`] and [`Output`](crate::Output) small.

@@ -1,10 +1,18 @@
 //! # siplink-transaction
 //!
 //! SIP transactions (RFC 3261 §17 with the RFC 6026 changes) as sans-IO state
-//! machines: no sockets, no clocks, no runtime. Each transaction takes events
-//! (a message received, a timer fired, a transport error, the TU's response)
-//! with the current time and returns [`Action`]s (send, start/stop a timer,
-//! deliver to the transaction user, terminated).
+//! machines: no sockets, no clocks, no runtime. They speak the core vocabulary
+//! of the workspace (see `docs/architecture.md`):
+//!
+//! - inputs are `handle_*(…, now)` methods: a response or request matched to the
+//!   transaction, the TU's response, a transport error;
+//! - what to do comes out of `poll_output()`, one [`Action`] (or table
+//!   [`Output`]) at a time, in order: send, deliver to the transaction user,
+//!   terminated;
+//! - time is `poll_timeout()` (the earliest armed timer) and
+//!   `handle_timeout(now)` (fires every timer due). The timers are kept inside.
+//!
+//! The pieces:
 //!
 //! - [`ClientTransaction`] and [`ServerTransaction`]: the four state machines
 //!   (INVITE and non-INVITE, client and server), timers A to M, retransmissions
@@ -12,7 +20,11 @@
 //!   non-2xx final built by the client INVITE transaction; [`build_cancel`].
 //! - [`TransactionTable`]: matching (§17.1.3, §17.2.3 with the RFC 2543
 //!   fallback), server transaction creation, CANCEL-to-INVITE lookup, a
-//!   live-transaction limit (503 with Retry-After past it), one ordered timer set.
+//!   live-transaction limit (503 with Retry-After past it), one ordered set of
+//!   deadlines.
+//! - With the default `tokio` feature, the [`endpoint`] module: an `Endpoint`
+//!   that drives a table over `siplink-transport`. Without it the crate builds
+//!   on `siplink-message` alone.
 //!
 //! A client non-INVITE transaction over UDP driven with virtual time:
 //!
@@ -20,7 +32,7 @@
 //! use std::time::{Duration, Instant};
 //! use siplink_message::{HeaderName, MessageBuilder, Method};
 //! use siplink_transaction::{
-//!     Action, ClientState, ClientTransaction, Event, TimerKind, Timers, TuEvent, new_branch,
+//!     Action, ClientState, ClientTransaction, TimerKind, Timers, TuEvent, new_branch,
 //! };
 //!
 //! let t0 = Instant::now();
@@ -32,25 +44,29 @@
 //!     .header(HeaderName::CallId, "a84b4c76e66710")
 //!     .header(HeaderName::CSeq, "63104 OPTIONS")
 //!     .build()?;
-//! let (mut tx, actions) = ClientTransaction::new(&request, false, Timers::default(), t0)?;
-//! assert!(matches!(actions[0], Action::Send(_)));
-//! assert!(matches!(actions[1], Action::StartTimer(TimerKind::E, at) if at == t0 + Duration::from_millis(500)));
+//! let mut tx = ClientTransaction::new(&request, false, Timers::default(), t0)?;
+//! assert!(matches!(tx.poll_output(), Some(Action::Send(_))));
+//! assert!(tx.poll_output().is_none());
+//! assert_eq!(tx.timer(TimerKind::E), Some(t0 + Duration::from_millis(500)));
+//! assert_eq!(tx.poll_timeout(), Some(t0 + Duration::from_millis(500)));
 //!
-//! // Timer E fires at 0.5 s: the request is retransmitted, E restarts at 1 s.
+//! // Timer E fires at 0.5 s: the request is retransmitted, E re-armed at 1.5 s.
 //! let t = t0 + Duration::from_millis(500);
-//! let actions = tx.handle(Event::TimerFired(TimerKind::E), t);
-//! assert!(matches!(actions[0], Action::Send(_)));
-//! assert!(matches!(actions[1], Action::StartTimer(TimerKind::E, at) if at == t + Duration::from_secs(1)));
+//! tx.handle_timeout(t);
+//! assert!(matches!(tx.poll_output(), Some(Action::Send(_))));
+//! assert_eq!(tx.poll_timeout(), Some(t + Duration::from_secs(1)));
 //!
 //! // The 200 OK arrives: delivered to the TU; Completed for T4 = 5 s (timer K).
 //! let ok = request.response(200).build()?;
 //! let t = t0 + Duration::from_millis(700);
-//! let actions = tx.handle(Event::Received(ok), t);
-//! assert!(actions.iter().any(|a| matches!(a, Action::Deliver(TuEvent::Final(m)) if m.status() == Some(200))));
+//! tx.handle_response(ok, t);
+//! assert!(matches!(tx.poll_output(), Some(Action::Deliver(TuEvent::Final(m))) if m.status() == Some(200)));
 //! assert_eq!(tx.state(), ClientState::Completed);
-//! let actions = tx.handle(Event::TimerFired(TimerKind::K), t + Duration::from_secs(5));
-//! assert!(matches!(actions[..], [Action::Terminated]));
+//! assert_eq!(tx.poll_timeout(), Some(t + Duration::from_secs(5)));
+//! tx.handle_timeout(t + Duration::from_secs(5));
+//! assert!(matches!(tx.poll_output(), Some(Action::Terminated)));
 //! assert_eq!(tx.state(), ClientState::Terminated);
+//! assert_eq!(tx.poll_timeout(), None);
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 #![forbid(unsafe_code)]
@@ -73,7 +89,7 @@ pub use endpoint::{
     ServerTransactionHandle, StrayHandler,
 };
 pub use error::{Error, Result};
-pub use event::{Action, Actions, Event, TuEvent};
+pub use event::{Action, TuEvent};
 pub use key::{ClientKey, ServerKey};
 pub use server::{ServerState, ServerTransaction};
 pub use table::{Output, Received, TableConfig, TransactionId, TransactionState, TransactionTable};

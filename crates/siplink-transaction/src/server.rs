@@ -1,14 +1,15 @@
 //! Server transactions (RFC 3261 §17.2, RFC 6026 §8.5-8.7).
 
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use siplink_message::{Message, Method};
 
 use crate::error::{Error, Result};
-use crate::event::{Action, Actions, Event, TuEvent};
+use crate::event::{Action, TuEvent};
 use crate::key::ServerKey;
-use crate::timer::{TRYING_DELAY, TimerKind, Timers};
+use crate::timer::{MAX_FIRED, TRYING_DELAY, TimerKind, TimerSet, Timers};
 
 /// The state of a server transaction.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -43,9 +44,16 @@ impl ServerState {
 /// A server transaction: INVITE (RFC 3261 Figure 7 with the RFC 6026 Accepted
 /// state) or non-INVITE (Figure 8).
 ///
-/// Created with [`ServerTransaction::new`] from the request that starts it (which
-/// is delivered to the TU); then fed [`Event`]s (retransmitted requests, ACKs,
-/// timers) and the TU's responses through [`ServerTransaction::respond`].
+/// The core vocabulary of the workspace: created with [`ServerTransaction::new`]
+/// from the request that starts it (its delivery to the TU is queued), fed
+/// inputs with `handle_*(…, now)`: retransmitted requests and ACKs
+/// ([`handle_request`](Self::handle_request)), the TU's responses
+/// ([`handle_response`](Self::handle_response), which reports a response the
+/// state refuses at once), transport errors
+/// ([`handle_transport_error`](Self::handle_transport_error)). What to do comes
+/// out of [`poll_output`](Self::poll_output); the timers (G, H, I, J, L and the
+/// 100 Trying timer) are kept inside: [`poll_timeout`](Self::poll_timeout),
+/// [`handle_timeout`](Self::handle_timeout).
 #[derive(Debug, Clone)]
 pub struct ServerTransaction {
     invite: bool,
@@ -59,30 +67,35 @@ pub struct ServerTransaction {
     /// Current G interval.
     interval: Duration,
     final_to_tag: Option<String>,
+    /// Armed timers.
+    armed: TimerSet,
+    /// Actions not yet taken by `poll_output`.
+    out: VecDeque<Action>,
 }
 
 impl ServerTransaction {
     /// Starts a server transaction for a received `request` (not ACK). The
-    /// returned actions deliver the request to the TU and, for INVITE, start the
-    /// 200 ms timer after which the transaction sends 100 Trying itself.
+    /// request's delivery to the TU is queued and, for INVITE, the 200 ms timer
+    /// armed after which the transaction sends 100 Trying itself.
     pub fn new(
         request: Message,
         reliable: bool,
         timers: Timers,
         now: Instant,
-    ) -> Result<(ServerTransaction, Actions)> {
+    ) -> Result<ServerTransaction> {
         let key = ServerKey::of_request(&request)?;
         let method = request.method().ok_or(Error::NotARequest)?;
         if *method == Method::Ack {
             return Err(Error::AckIsNotATransaction);
         }
         let invite = *method == Method::Invite;
-        let mut actions = Vec::with_capacity(2);
+        let mut armed = TimerSet::default();
         if invite {
-            actions.push(Action::StartTimer(TimerKind::Trying, now + TRYING_DELAY));
+            armed.start(TimerKind::Trying, now + TRYING_DELAY);
         }
-        actions.push(Action::Deliver(TuEvent::Request(Box::new(request.clone()))));
-        let tx = ServerTransaction {
+        let mut out = VecDeque::with_capacity(2);
+        out.push_back(Action::Deliver(TuEvent::Request(Box::new(request.clone()))));
+        Ok(ServerTransaction {
             invite,
             state: if invite {
                 ServerState::Proceeding
@@ -96,8 +109,9 @@ impl ServerTransaction {
             last_response: None,
             interval: timers.t1,
             final_to_tag: None,
-        };
-        Ok((tx, actions))
+            armed,
+            out,
+        })
     }
 
     /// The current state.
@@ -130,121 +144,146 @@ impl ServerTransaction {
         self.final_to_tag.as_deref()
     }
 
-    /// Feeds one event; returns the actions to carry out. Events that the state
-    /// does not expect produce no action.
-    pub fn handle(&mut self, event: Event, now: Instant) -> Actions {
-        let mut out = Vec::new();
-        if self.state == ServerState::Terminated {
-            return out;
-        }
-        match event {
-            Event::Received(msg) => match msg.method() {
-                Some(Method::Ack) => self.ack(msg, now, &mut out),
-                Some(_) => self.retransmission(&mut out),
-                None => {}
-            },
-            Event::TimerFired(t) => self.timer(t, now, &mut out),
-            Event::TransportError => {
-                out.push(Action::Deliver(TuEvent::TransportError));
-                // RFC 6026 §8.7: in Accepted the transaction stays, to absorb
-                // retransmissions, until timer L.
-                if self.state != ServerState::Accepted {
-                    self.terminate(&mut out);
-                }
-            }
-        }
-        out
+    /// The next action to carry out, in order; `None` when there is none.
+    pub fn poll_output(&mut self) -> Option<Action> {
+        self.out.pop_front()
     }
 
-    /// Sends the TU's `response` (1xx-6xx) through the transaction.
+    /// The earliest armed timer's deadline; `None` once terminated.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.armed.earliest().map(|(at, _)| at)
+    }
+
+    /// Number of armed timers.
+    pub(crate) fn armed_count(&self) -> usize {
+        self.armed.count()
+    }
+
+    /// The deadline of timer `kind`, if armed (for tests and diagnostics).
+    pub fn timer(&self, kind: TimerKind) -> Option<Instant> {
+        self.armed.get(kind)
+    }
+
+    /// Fires every timer due at `now`, earliest first. Each runs with its own
+    /// deadline as the time, so schedules do not drift when called late.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        for _ in 0..MAX_FIRED {
+            let Some((at, kind)) = self.armed.pop_due(now) else {
+                return;
+            };
+            self.fire(kind, at);
+        }
+    }
+
+    /// A request matched to this transaction arrived: a retransmission of the
+    /// request (answered with the last response sent) or an ACK. Requests the
+    /// state does not expect produce no action.
+    pub fn handle_request(&mut self, msg: Message, now: Instant) {
+        if self.state == ServerState::Terminated {
+            return;
+        }
+        match msg.method() {
+            Some(Method::Ack) => self.ack(msg, now),
+            Some(_) => self.retransmission(),
+            None => {}
+        }
+    }
+
+    /// The transport reported a fatal error sending for this transaction
+    /// (RFC 3261 §17.2.4): the TU is told and the transaction ends (except in
+    /// Accepted, RFC 6026 §8.7, which stays until timer L).
+    pub fn handle_transport_error(&mut self, _now: Instant) {
+        if self.state == ServerState::Terminated {
+            return;
+        }
+        self.out.push_back(Action::Deliver(TuEvent::TransportError));
+        if self.state != ServerState::Accepted {
+            self.terminate();
+        }
+    }
+
+    /// Sends the TU's `response` (1xx-6xx) through the transaction (the send is
+    /// queued for [`poll_output`](Self::poll_output)).
     ///
     /// INVITE: a 1xx is sent from Proceeding; a 2xx moves to Accepted (RFC 6026),
     /// where further 2xx pass through (the TU retransmits its 2xx itself, RFC 3261
     /// §13.3.1.4); a 3xx-6xx moves to Completed and is retransmitted by the
     /// transaction (timer G, unreliable transports) until the ACK or timer H.
     /// Non-INVITE: 1xx from Trying or Proceeding; a final response moves to
-    /// Completed. Anything else is [`Error::InvalidState`].
-    pub fn respond(&mut self, response: &Message, now: Instant) -> Result<Actions> {
+    /// Completed. Anything else is [`Error::InvalidState`], reported here and
+    /// then, with nothing queued.
+    pub fn handle_response(&mut self, response: &Message, now: Instant) -> Result<()> {
         let status = response.status().ok_or(Error::NotAResponse)?;
         let bad = |state: ServerState| Error::InvalidState {
             state: state.name(),
             what: "sending this response",
         };
         let bytes = response.to_bytes();
-        let mut out = Vec::with_capacity(4);
         if self.invite {
             match (self.state, status) {
                 (ServerState::Proceeding, 100..=199) => {
-                    out.push(Action::CancelTimer(TimerKind::Trying));
-                    out.push(Action::Send(bytes.clone()));
+                    self.armed.cancel(TimerKind::Trying);
+                    self.out.push_back(Action::Send(bytes.clone()));
                     self.last_response = Some(bytes);
                 }
                 (ServerState::Proceeding, 200..=299) => {
                     self.final_to_tag = response.to()?.tag().map(str::to_owned);
-                    out.push(Action::CancelTimer(TimerKind::Trying));
-                    out.push(Action::Send(bytes));
+                    self.armed.cancel(TimerKind::Trying);
+                    self.out.push_back(Action::Send(bytes));
                     self.last_response = None;
                     self.state = ServerState::Accepted;
-                    out.push(Action::StartTimer(
-                        TimerKind::L,
-                        now + self.timers.timeout(),
-                    ));
+                    self.armed.start(TimerKind::L, now + self.timers.timeout());
                 }
                 (ServerState::Proceeding, 300..) => {
                     self.final_to_tag = response.to()?.tag().map(str::to_owned);
-                    out.push(Action::CancelTimer(TimerKind::Trying));
-                    out.push(Action::Send(bytes.clone()));
+                    self.armed.cancel(TimerKind::Trying);
+                    self.out.push_back(Action::Send(bytes.clone()));
                     self.last_response = Some(bytes);
                     self.state = ServerState::Completed;
                     if !self.reliable {
                         self.interval = self.timers.t1;
-                        out.push(Action::StartTimer(TimerKind::G, now + self.interval));
+                        self.armed.start(TimerKind::G, now + self.interval);
                     }
-                    out.push(Action::StartTimer(
-                        TimerKind::H,
-                        now + self.timers.timeout(),
-                    ));
+                    self.armed.start(TimerKind::H, now + self.timers.timeout());
                 }
-                (ServerState::Accepted, 200..=299) => out.push(Action::Send(bytes)),
+                (ServerState::Accepted, 200..=299) => self.out.push_back(Action::Send(bytes)),
                 (state, _) => return Err(bad(state)),
             }
         } else {
             match (self.state, status) {
                 (ServerState::Trying | ServerState::Proceeding, 100..=199) => {
-                    out.push(Action::Send(bytes.clone()));
+                    self.out.push_back(Action::Send(bytes.clone()));
                     self.last_response = Some(bytes);
                     self.state = ServerState::Proceeding;
                 }
                 (ServerState::Trying | ServerState::Proceeding, 200..) => {
                     self.final_to_tag = response.to()?.tag().map(str::to_owned);
-                    out.push(Action::Send(bytes.clone()));
+                    self.out.push_back(Action::Send(bytes.clone()));
                     self.last_response = Some(bytes);
                     self.state = ServerState::Completed;
                     if self.reliable {
-                        self.terminate(&mut out);
+                        self.terminate();
                     } else {
-                        out.push(Action::StartTimer(
-                            TimerKind::J,
-                            now + self.timers.timeout(),
-                        ));
+                        self.armed.start(TimerKind::J, now + self.timers.timeout());
                     }
                 }
                 (state, _) => return Err(bad(state)),
             }
         }
-        Ok(out)
+        Ok(())
     }
 
-    fn terminate(&mut self, out: &mut Actions) {
+    fn terminate(&mut self) {
         self.state = ServerState::Terminated;
-        out.push(Action::Terminated);
+        self.armed.clear();
+        self.out.push_back(Action::Terminated);
     }
 
-    fn retransmission(&mut self, out: &mut Actions) {
+    fn retransmission(&mut self) {
         match self.state {
             ServerState::Proceeding | ServerState::Completed => {
                 if let Some(r) = &self.last_response {
-                    out.push(Action::Send(r.clone()));
+                    self.out.push_back(Action::Send(r.clone()));
                 }
             }
             // Trying: the TU has not answered; Confirmed and Accepted absorb.
@@ -252,48 +291,48 @@ impl ServerTransaction {
         }
     }
 
-    fn ack(&mut self, ack: Message, now: Instant, out: &mut Actions) {
+    fn ack(&mut self, ack: Message, now: Instant) {
         if !self.invite {
             return;
         }
         match self.state {
             ServerState::Completed => {
-                out.push(Action::CancelTimer(TimerKind::G));
-                out.push(Action::CancelTimer(TimerKind::H));
+                self.armed.cancel(TimerKind::G);
+                self.armed.cancel(TimerKind::H);
                 self.state = ServerState::Confirmed;
                 if self.reliable {
-                    self.terminate(out);
+                    self.terminate();
                 } else {
-                    out.push(Action::StartTimer(TimerKind::I, now + self.timers.t4));
+                    self.armed.start(TimerKind::I, now + self.timers.t4);
                 }
             }
-            ServerState::Accepted => out.push(Action::Deliver(TuEvent::Ack(Box::new(ack)))),
+            ServerState::Accepted => self.out.push_back(Action::Deliver(TuEvent::Ack(Box::new(ack)))),
             _ => {}
         }
     }
 
-    fn timer(&mut self, t: TimerKind, now: Instant, out: &mut Actions) {
+    fn fire(&mut self, t: TimerKind, now: Instant) {
         match (self.state, t) {
             (ServerState::Proceeding, TimerKind::Trying) if self.last_response.is_none() => {
                 if let Ok(trying) = self.request.response(100).to_bytes() {
-                    out.push(Action::Send(trying.clone()));
+                    self.out.push_back(Action::Send(trying.clone()));
                     self.last_response = Some(trying);
                 }
             }
             (ServerState::Completed, TimerKind::G) => {
                 if let Some(r) = &self.last_response {
-                    out.push(Action::Send(r.clone()));
+                    self.out.push_back(Action::Send(r.clone()));
                 }
                 self.interval = self.interval.saturating_mul(2).min(self.timers.t2);
-                out.push(Action::StartTimer(TimerKind::G, now + self.interval));
+                self.armed.start(TimerKind::G, now + self.interval);
             }
             (ServerState::Completed, TimerKind::H) => {
-                out.push(Action::Deliver(TuEvent::Timeout));
-                self.terminate(out);
+                self.out.push_back(Action::Deliver(TuEvent::Timeout));
+                self.terminate();
             }
             (ServerState::Confirmed, TimerKind::I)
             | (ServerState::Completed, TimerKind::J)
-            | (ServerState::Accepted, TimerKind::L) => self.terminate(out),
+            | (ServerState::Accepted, TimerKind::L) => self.terminate(),
             _ => {}
         }
     }

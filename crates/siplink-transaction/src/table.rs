@@ -1,6 +1,6 @@
 //! A sans-IO table of live transactions: matching, creation, limits and timers.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::fmt;
 use std::time::Instant;
 
@@ -9,10 +9,10 @@ use siplink_message::{HeaderName, Message, Method};
 
 use crate::client::{ClientState, ClientTransaction};
 use crate::error::{Error, Result};
-use crate::event::{Action, Actions, Event, TuEvent};
+use crate::event::{Action, TuEvent};
 use crate::key::{ClientKey, MergeKey, ServerKey};
 use crate::server::{ServerState, ServerTransaction};
-use crate::timer::{TimerKind, Timers};
+use crate::timer::Timers;
 
 /// Identifies a transaction in a [`TransactionTable`]; never reused by a table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -50,7 +50,8 @@ impl Default for TableConfig {
     }
 }
 
-/// What the caller carries out after a table call, in order.
+/// What the caller carries out, taken one at a time with
+/// [`TransactionTable::poll_output`], in order.
 #[derive(Debug, Clone)]
 pub enum Output {
     /// Send these bytes for transaction `id` (to its next hop, or its response
@@ -75,7 +76,8 @@ pub enum Output {
     },
 }
 
-/// What became of a message given to [`TransactionTable::receive`].
+/// What became of a message given to [`TransactionTable::handle_message`]
+/// (what to do next comes out of [`TransactionTable::poll_output`]).
 #[derive(Debug)]
 pub enum Received {
     /// It matched a live transaction (a response, a retransmitted request, an ACK
@@ -83,18 +85,14 @@ pub enum Received {
     Matched {
         /// The transaction.
         id: TransactionId,
-        /// What to do.
-        outputs: Vec<Output>,
     },
-    /// A new server transaction was created; `outputs` deliver the request.
+    /// A new server transaction was created; its outputs deliver the request.
     New {
         /// The new transaction.
         id: TransactionId,
         /// For a CANCEL: the live INVITE server transaction it cancels (RFC 3261
         /// §9.2); `None` means the TU answers the CANCEL 481.
         cancels: Option<TransactionId>,
-        /// What to do.
-        outputs: Vec<Output>,
     },
     /// A response or ACK that matches no transaction (e.g. a 2xx retransmission
     /// after the client transaction ended, or the ACK for a 2xx). Goes to the TU,
@@ -119,7 +117,8 @@ enum Tx {
 #[derive(Debug)]
 struct Entry {
     tx: Tx,
-    timers: [Option<Instant>; TimerKind::COUNT],
+    /// The transaction's earliest deadline, as indexed in `deadlines`.
+    deadline: Option<Instant>,
     merge: Option<MergeKey>,
     ack_key: Option<ServerKey>,
 }
@@ -134,10 +133,18 @@ pub enum TransactionState {
 }
 
 /// Live transactions, keyed for matching (RFC 3261 §17.1.3, §17.2.3), with their
-/// timers in one ordered set. Sans-IO: every call takes `now` and returns
-/// [`Output`]s; the caller sends, delivers and calls
-/// [`poll_timers`](TransactionTable::poll_timers) at
-/// [`next_deadline`](TransactionTable::next_deadline).
+/// deadlines in one ordered set.
+///
+/// Sans-IO, in the core vocabulary of the workspace: inputs are `handle_*(…,
+/// now)` ([`handle_message`](Self::handle_message),
+/// [`handle_response`](Self::handle_response),
+/// [`handle_transport_error`](Self::handle_transport_error), and
+/// [`start_client`](Self::start_client)); what to do comes out of
+/// [`poll_output`](Self::poll_output), one [`Output`] at a time, in order; time is
+/// [`poll_timeout`](Self::poll_timeout) (the earliest deadline of any
+/// transaction) and [`handle_timeout`](Self::handle_timeout) (fires every timer
+/// due). Inputs that must report an error at once (a client transaction the
+/// table refuses, a response the server transaction refuses) return a `Result`.
 ///
 /// Terminated transactions are freed at once, with their keys and timers.
 #[derive(Debug, Default)]
@@ -150,7 +157,8 @@ pub struct TransactionTable {
     /// response's To tag: what their ACK matches (RFC 3261 §17.2.3).
     acks: HashMap<ServerKey, TransactionId>,
     merged: HashMap<MergeKey, TransactionId>,
-    deadlines: BTreeSet<(Instant, TransactionId, TimerKind)>,
+    deadlines: BTreeSet<(Instant, TransactionId)>,
+    out: VecDeque<Output>,
     next_id: u64,
 }
 
@@ -178,9 +186,15 @@ impl TransactionTable {
         self.entries.is_empty()
     }
 
-    /// Number of running timers (all transactions).
+    /// Number of armed timers (all transactions).
     pub fn timer_count(&self) -> usize {
-        self.deadlines.len()
+        self.entries
+            .values()
+            .map(|e| match &e.tx {
+                Tx::Client(c) => c.armed_count(),
+                Tx::Server(s) => s.armed_count(),
+            })
+            .sum()
     }
 
     /// The state of a live transaction.
@@ -199,9 +213,14 @@ impl TransactionTable {
         }
     }
 
-    /// The earliest timer deadline, if any timer runs.
-    pub fn next_deadline(&self) -> Option<Instant> {
-        self.deadlines.first().map(|&(at, _, _)| at)
+    /// The next output to carry out, in order; `None` when there is none.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.out.pop_front()
+    }
+
+    /// The earliest timer deadline of any live transaction.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.deadlines.first().map(|&(at, _)| at)
     }
 
     fn alloc_id(&mut self) -> TransactionId {
@@ -210,7 +229,8 @@ impl TransactionTable {
     }
 
     /// Starts a client transaction sending `request` (not ACK; its top Via
-    /// carries a fresh branch, see [`new_branch`](crate::new_branch)).
+    /// carries a fresh branch, see [`new_branch`](crate::new_branch)); its
+    /// first send is queued for [`poll_output`](Self::poll_output).
     ///
     /// Errors: [`Error::Overloaded`] past the limit, [`Error::DuplicateKey`] if
     /// the branch and method are in use, or what [`ClientTransaction::new`] refuses.
@@ -219,22 +239,21 @@ impl TransactionTable {
         request: &Message,
         reliable: bool,
         now: Instant,
-    ) -> Result<(TransactionId, Vec<Output>)> {
+    ) -> Result<TransactionId> {
         if self.entries.len() >= self.config.max_transactions {
             return Err(Error::Overloaded {
                 limit: self.config.max_transactions,
             });
         }
-        let (tx, actions) = ClientTransaction::new(request, reliable, self.config.timers, now)?;
+        let tx = ClientTransaction::new(request, reliable, self.config.timers, now)?;
         if self.clients.contains_key(tx.key()) {
             return Err(Error::DuplicateKey);
         }
         let id = self.alloc_id();
         self.clients.insert(tx.key().clone(), id);
         self.insert(id, Tx::Client(tx), None);
-        let mut out = Vec::with_capacity(actions.len());
-        self.apply(id, actions, &mut out);
-        Ok((id, out))
+        self.sync(id);
+        Ok(id)
     }
 
     fn insert(&mut self, id: TransactionId, tx: Tx, merge: Option<MergeKey>) {
@@ -242,7 +261,7 @@ impl TransactionTable {
             id,
             Entry {
                 tx,
-                timers: [None; TimerKind::COUNT],
+                deadline: None,
                 merge,
                 ack_key: None,
             },
@@ -251,17 +270,22 @@ impl TransactionTable {
 
     /// Routes a message received from the transport. `reliable` tells whether it
     /// came over a reliable transport (used when it creates a server transaction).
-    pub fn receive(&mut self, msg: Message, reliable: bool, now: Instant) -> Received {
+    /// What the matched or new transaction does is queued for
+    /// [`poll_output`](Self::poll_output).
+    pub fn handle_message(&mut self, msg: Message, reliable: bool, now: Instant) -> Received {
         if msg.is_response() {
             let key = match ClientKey::of_response(&msg) {
                 Ok(k) => k,
                 Err(e) => return Received::Invalid(e),
             };
             return match self.clients.get(&key) {
-                Some(&id) => Received::Matched {
-                    id,
-                    outputs: self.feed(id, Event::Received(msg), now),
-                },
+                Some(&id) => {
+                    self.feed(id, |tx| match tx {
+                        Tx::Client(c) => c.handle_response(msg, now),
+                        Tx::Server(_) => {}
+                    });
+                    Received::Matched { id }
+                }
                 None => Received::Stray(msg),
             };
         }
@@ -271,10 +295,11 @@ impl TransactionTable {
         };
         let is_ack = msg.method() == Some(&Method::Ack);
         if let Some(id) = self.find_server(&key, is_ack) {
-            return Received::Matched {
-                id,
-                outputs: self.feed(id, Event::Received(msg), now),
-            };
+            self.feed(id, |tx| match tx {
+                Tx::Server(s) => s.handle_request(msg, now),
+                Tx::Client(_) => {}
+            });
+            return Received::Matched { id };
         }
         if is_ack {
             return Received::Stray(msg);
@@ -307,7 +332,7 @@ impl TransactionTable {
         } else {
             None
         };
-        let (tx, actions) = match ServerTransaction::new(msg, reliable, self.config.timers, now) {
+        let tx = match ServerTransaction::new(msg, reliable, self.config.timers, now) {
             Ok(t) => t,
             Err(e) => return Received::Invalid(e),
         };
@@ -317,13 +342,8 @@ impl TransactionTable {
             self.merged.insert(m.clone(), id);
         }
         self.insert(id, Tx::Server(tx), merge);
-        let mut outputs = Vec::with_capacity(actions.len());
-        self.apply(id, actions, &mut outputs);
-        Received::New {
-            id,
-            cancels,
-            outputs,
-        }
+        self.sync(id);
+        Received::New { id, cancels }
     }
 
     /// The live server transaction a request with `key` belongs to.
@@ -345,18 +365,19 @@ impl TransactionTable {
     }
 
     /// Sends the TU's response on server transaction `id` (see
-    /// [`ServerTransaction::respond`]).
-    pub fn respond(
+    /// [`ServerTransaction::handle_response`]); the send is queued for
+    /// [`poll_output`](Self::poll_output), a refused response is an error here.
+    pub fn handle_response(
         &mut self,
         id: TransactionId,
         response: &Message,
         now: Instant,
-    ) -> Result<Vec<Output>> {
+    ) -> Result<()> {
         let entry = self.entries.get_mut(&id).ok_or(Error::UnknownTransaction)?;
         let Tx::Server(s) = &mut entry.tx else {
             return Err(Error::WrongRole);
         };
-        let actions = s.respond(response, now)?;
+        let r = s.handle_response(response, now);
         if entry.ack_key.is_none()
             && s.is_invite()
             && let Some(tag) = s.final_to_tag()
@@ -365,77 +386,82 @@ impl TransactionTable {
             self.acks.insert(k.clone(), id);
             entry.ack_key = Some(k);
         }
-        let mut out = Vec::with_capacity(actions.len());
-        self.apply(id, actions, &mut out);
-        Ok(out)
+        self.sync(id);
+        r
     }
 
     /// Reports a fatal transport error for transaction `id`.
-    pub fn transport_error(&mut self, id: TransactionId, now: Instant) -> Vec<Output> {
-        self.feed(id, Event::TransportError, now)
+    pub fn handle_transport_error(&mut self, id: TransactionId, now: Instant) {
+        self.feed(id, |tx| match tx {
+            Tx::Client(c) => c.handle_transport_error(now),
+            Tx::Server(s) => s.handle_transport_error(now),
+        });
     }
 
-    /// Fires every timer due at `now`, earliest first; each runs with its own
-    /// deadline as the time, so schedules do not drift when polled late.
-    pub fn poll_timers(&mut self, now: Instant) -> Vec<Output> {
-        let mut out = Vec::new();
-        while let Some(&(at, id, kind)) = self.deadlines.first() {
+    /// Fires every timer due at `now`, earliest first across transactions; each
+    /// runs with its own deadline as the time, so schedules do not drift when
+    /// called late.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        while let Some(&(at, id)) = self.deadlines.first() {
             if at > now {
                 break;
             }
-            self.deadlines.pop_first();
-            let Some(entry) = self.entries.get_mut(&id) else {
-                continue;
-            };
-            entry.timers[kind.index()] = None;
-            let actions = match &mut entry.tx {
-                Tx::Client(c) => c.handle(Event::TimerFired(kind), at),
-                Tx::Server(s) => s.handle(Event::TimerFired(kind), at),
-            };
-            self.apply(id, actions, &mut out);
-        }
-        out
-    }
-
-    fn feed(&mut self, id: TransactionId, event: Event, now: Instant) -> Vec<Output> {
-        let Some(entry) = self.entries.get_mut(&id) else {
-            return Vec::new();
-        };
-        let actions = match &mut entry.tx {
-            Tx::Client(c) => c.handle(event, now),
-            Tx::Server(s) => s.handle(event, now),
-        };
-        let mut out = Vec::with_capacity(actions.len());
-        self.apply(id, actions, &mut out);
-        out
-    }
-
-    fn apply(&mut self, id: TransactionId, actions: Actions, out: &mut Vec<Output>) {
-        for action in actions {
-            match action {
-                Action::Send(bytes) => out.push(Output::Send { id, bytes }),
-                Action::Deliver(event) => out.push(Output::Deliver { id, event }),
-                Action::StartTimer(kind, at) => {
-                    let Some(entry) = self.entries.get_mut(&id) else {
-                        continue;
-                    };
-                    if let Some(old) = entry.timers[kind.index()].replace(at) {
-                        self.deadlines.remove(&(old, id, kind));
-                    }
-                    self.deadlines.insert((at, id, kind));
-                }
-                Action::CancelTimer(kind) => {
-                    if let Some(entry) = self.entries.get_mut(&id)
-                        && let Some(old) = entry.timers[kind.index()].take()
-                    {
-                        self.deadlines.remove(&(old, id, kind));
-                    }
-                }
-                Action::Terminated => {
-                    self.remove(id);
-                    out.push(Output::Terminated { id });
-                }
+            self.feed(id, |tx| match tx {
+                Tx::Client(c) => c.handle_timeout(at),
+                Tx::Server(s) => s.handle_timeout(at),
+            });
+            // A transaction that re-armed a timer at the same deadline (a zero
+            // T1) has fired its bounded share; the rest waits for the next call.
+            if self.deadlines.first() == Some(&(at, id)) {
+                break;
             }
+        }
+    }
+
+    /// Runs `f` on transaction `id` and takes in what it queued.
+    fn feed(&mut self, id: TransactionId, f: impl FnOnce(&mut Tx)) {
+        let Some(entry) = self.entries.get_mut(&id) else {
+            return;
+        };
+        f(&mut entry.tx);
+        self.sync(id);
+    }
+
+    /// Moves transaction `id`'s actions to the table's outputs, re-indexes its
+    /// deadline, and frees it once terminated.
+    fn sync(&mut self, id: TransactionId) {
+        let Some(entry) = self.entries.get_mut(&id) else {
+            return;
+        };
+        let mut terminated = false;
+        loop {
+            let action = match &mut entry.tx {
+                Tx::Client(c) => c.poll_output(),
+                Tx::Server(s) => s.poll_output(),
+            };
+            match action {
+                Some(Action::Send(bytes)) => self.out.push_back(Output::Send { id, bytes }),
+                Some(Action::Deliver(event)) => self.out.push_back(Output::Deliver { id, event }),
+                Some(Action::Terminated) => terminated = true,
+                None => break,
+            }
+        }
+        let deadline = match &entry.tx {
+            Tx::Client(c) => c.poll_timeout(),
+            Tx::Server(s) => s.poll_timeout(),
+        };
+        if deadline != entry.deadline {
+            if let Some(old) = entry.deadline.take() {
+                self.deadlines.remove(&(old, id));
+            }
+            if let Some(at) = deadline {
+                self.deadlines.insert((at, id));
+            }
+            entry.deadline = deadline;
+        }
+        if terminated {
+            self.remove(id);
+            self.out.push_back(Output::Terminated { id });
         }
     }
 
@@ -443,10 +469,8 @@ impl TransactionTable {
         let Some(entry) = self.entries.remove(&id) else {
             return;
         };
-        for (k, at) in entry.timers.iter().enumerate() {
-            if let Some(at) = at {
-                self.deadlines.remove(&(*at, id, KINDS[k]));
-            }
+        if let Some(at) = entry.deadline {
+            self.deadlines.remove(&(at, id));
         }
         match &entry.tx {
             Tx::Client(c) => remove_if(&mut self.clients, c.key(), id),
@@ -471,20 +495,3 @@ fn remove_if<K: std::hash::Hash + Eq>(
         map.remove(key);
     }
 }
-
-/// Every timer kind, in `TimerKind::index` order.
-const KINDS: [TimerKind; TimerKind::COUNT] = [
-    TimerKind::A,
-    TimerKind::B,
-    TimerKind::D,
-    TimerKind::E,
-    TimerKind::F,
-    TimerKind::G,
-    TimerKind::H,
-    TimerKind::I,
-    TimerKind::J,
-    TimerKind::K,
-    TimerKind::L,
-    TimerKind::M,
-    TimerKind::Trying,
-];

@@ -1,6 +1,6 @@
 //! Timer configuration and the RFC 3261 / RFC 6026 timer names.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// The base timer values of RFC 3261 §17.1.1.1 and Table 4.
 ///
@@ -95,3 +95,72 @@ impl TimerKind {
         self as usize
     }
 }
+
+/// The armed timers of one transaction: at most one deadline per kind.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct TimerSet([Option<Instant>; TimerKind::COUNT]);
+
+impl TimerSet {
+    /// Arms (or re-arms) `kind` at `at`.
+    pub(crate) fn start(&mut self, kind: TimerKind, at: Instant) {
+        self.0[kind.index()] = Some(at);
+    }
+
+    /// Disarms `kind`.
+    pub(crate) fn cancel(&mut self, kind: TimerKind) {
+        self.0[kind.index()] = None;
+    }
+
+    /// Disarms every timer.
+    pub(crate) fn clear(&mut self) {
+        self.0 = [None; TimerKind::COUNT];
+    }
+
+    /// The deadline of `kind`, if armed.
+    pub(crate) fn get(&self, kind: TimerKind) -> Option<Instant> {
+        self.0[kind.index()]
+    }
+
+    /// The earliest armed timer (ties: the first kind in declaration order).
+    pub(crate) fn earliest(&self) -> Option<(Instant, TimerKind)> {
+        self.0
+            .iter()
+            .zip(KINDS)
+            .filter_map(|(at, k)| at.map(|at| (at, k)))
+            .min()
+    }
+
+    /// Number of armed timers.
+    pub(crate) fn count(&self) -> usize {
+        self.0.iter().filter(|t| t.is_some()).count()
+    }
+
+    /// Disarms and returns the earliest timer due at `now`.
+    pub(crate) fn pop_due(&mut self, now: Instant) -> Option<(Instant, TimerKind)> {
+        let (at, kind) = self.earliest().filter(|&(at, _)| at <= now)?;
+        self.cancel(kind);
+        Some((at, kind))
+    }
+}
+
+/// Most timers one `handle_timeout` call fires in one transaction: a bound on
+/// the loop even with a zero T1 (a timer that re-arms itself at its own
+/// deadline); the rest fire at the next call.
+pub(crate) const MAX_FIRED: usize = 64;
+
+/// Every timer kind, in `TimerKind::index` order.
+const KINDS: [TimerKind; TimerKind::COUNT] = [
+    TimerKind::A,
+    TimerKind::B,
+    TimerKind::D,
+    TimerKind::E,
+    TimerKind::F,
+    TimerKind::G,
+    TimerKind::H,
+    TimerKind::I,
+    TimerKind::J,
+    TimerKind::K,
+    TimerKind::L,
+    TimerKind::M,
+    TimerKind::Trying,
+];

@@ -19,7 +19,7 @@ fn table() -> TransactionTable {
 }
 
 fn new_server(t: &mut TransactionTable, req: &Message, now: Instant) -> TransactionId {
-    match t.receive(req.clone(), UDP, now) {
+    match t.handle_message(req.clone(), UDP, now) {
         Received::New { id, .. } => id,
         other => panic!("not new: {other:?}"),
     }
@@ -40,25 +40,25 @@ fn responses_match_by_branch_and_cseq_method() {
     let branch = new_branch();
     let invite = request(Method::Invite, &branch, "m", 1);
     let cancel = request(Method::Cancel, &branch, "m", 1);
-    let (inv_id, _) = t.start_client(&invite, UDP, t0).unwrap();
-    let (can_id, _) = t.start_client(&cancel, UDP, t0).unwrap();
+    let inv_id = t.start_client(&invite, UDP, t0).unwrap();
+    let can_id = t.start_client(&cancel, UDP, t0).unwrap();
     assert_ne!(inv_id, can_id);
     // 200 to the CANCEL goes to the CANCEL transaction, 487 to the INVITE one.
     assert!(
-        matches!(t.receive(response(&cancel, 200), UDP, t0), Received::Matched { id, .. } if id == can_id)
+        matches!(t.handle_message(response(&cancel, 200), UDP, t0), Received::Matched { id, .. } if id == can_id)
     );
     assert!(
-        matches!(t.receive(response(&invite, 487), UDP, t0), Received::Matched { id, .. } if id == inv_id)
+        matches!(t.handle_message(response(&invite, 487), UDP, t0), Received::Matched { id, .. } if id == inv_id)
     );
     // Another branch, or another method: stray.
     let other = request(Method::Invite, &new_branch(), "m", 1);
     assert!(matches!(
-        t.receive(response(&other, 200), UDP, t0),
+        t.handle_message(response(&other, 200), UDP, t0),
         Received::Stray(_)
     ));
     let bye = request(Method::Bye, &branch, "m", 2);
     assert!(matches!(
-        t.receive(response(&bye, 200), UDP, t0),
+        t.handle_message(response(&bye, 200), UDP, t0),
         Received::Stray(_)
     ));
     // Same branch and method twice: refused.
@@ -73,7 +73,7 @@ fn responses_match_by_branch_and_cseq_method() {
         Error::AckIsNotATransaction
     );
     // A request is never matched to a client transaction.
-    assert!(matches!(t.receive(invite, UDP, t0), Received::New { .. }));
+    assert!(matches!(t.handle_message(invite, UDP, t0), Received::New { .. }));
 }
 
 #[test]
@@ -83,8 +83,10 @@ fn duplicate_requests_are_absorbed_not_redelivered() {
     let req = request(Method::Options, &new_branch(), "d", 1);
     let id = new_server(&mut t, &req, t0);
     for k in 1..5 {
-        match t.receive(req.clone(), UDP, t0 + Duration::from_millis(k * 100)) {
-            Received::Matched { id: got, outputs } => {
+        match step(&mut t, |t| {
+            t.handle_message(req.clone(), UDP, t0 + Duration::from_millis(k * 100))
+        }) {
+            (Received::Matched { id: got }, outputs) => {
                 assert_eq!(got, id);
                 assert!(!delivered(&outputs, |_| true));
             }
@@ -114,7 +116,7 @@ fn server_key_includes_sent_by_and_method() {
         "k",
         1,
     );
-    assert!(matches!(t.receive(same, UDP, t0), Received::Matched { id, .. } if id == a));
+    assert!(matches!(t.handle_message(same, UDP, t0), Received::Matched { id, .. } if id == a));
     // Same branch, other method: another transaction.
     let c = new_server(&mut t, &request(Method::Info, &branch, "k", 1), t0);
     assert_eq!(HashSet::from([a, b, c]).len(), 3);
@@ -127,17 +129,17 @@ fn ack_for_non_2xx_matches_its_invite_transaction() {
     let branch = new_branch();
     let invite = request(Method::Invite, &branch, "a", 1);
     let id = new_server(&mut t, &invite, t0);
-    t.respond(id, &response(&invite, 404), t0).unwrap();
+    t.handle_response(id, &response(&invite, 404), t0).unwrap();
     // The ACK of an RFC 3261 client: same branch, method ACK.
     let ack = with_to_tag(request(Method::Ack, &branch, "a", 1), "a6c85cf");
-    assert!(matches!(t.receive(ack, UDP, t0), Received::Matched { id: got, .. } if got == id));
+    assert!(matches!(t.handle_message(ack, UDP, t0), Received::Matched { id: got, .. } if got == id));
     assert_eq!(
         t.state(id),
         Some(TransactionState::Server(ServerState::Confirmed))
     );
     // The ACK for a 2xx has its own branch: stray (to the TU / forwarded).
     let ack2 = with_to_tag(request(Method::Ack, &new_branch(), "a", 1), "a6c85cf");
-    assert!(matches!(t.receive(ack2, UDP, t0), Received::Stray(_)));
+    assert!(matches!(t.handle_message(ack2, UDP, t0), Received::Stray(_)));
 }
 
 #[test]
@@ -149,12 +151,8 @@ fn cancel_matches_the_invite_it_cancels() {
     let inv = new_server(&mut t, &invite, t0);
     let cancel = request(Method::Cancel, &branch, "x", 1);
     assert_eq!(t.find_cancelled(&cancel), Some(inv));
-    match t.receive(cancel.clone(), UDP, t0) {
-        Received::New {
-            id,
-            cancels,
-            outputs,
-        } => {
+    match step(&mut t, |t| t.handle_message(cancel.clone(), UDP, t0)) {
+        (Received::New { id, cancels }, outputs) => {
             assert_ne!(id, inv);
             assert_eq!(cancels, Some(inv));
             assert!(delivered(
@@ -166,13 +164,13 @@ fn cancel_matches_the_invite_it_cancels() {
     }
     // A CANCEL retransmission matches the CANCEL transaction.
     assert!(matches!(
-        t.receive(cancel, UDP, t0),
+        t.handle_message(cancel, UDP, t0),
         Received::Matched { .. }
     ));
     // A CANCEL for nothing live: new transaction, cancels None (TU answers 481).
     let lone = request(Method::Cancel, &new_branch(), "y", 1);
     assert!(matches!(
-        t.receive(lone, UDP, t0),
+        t.handle_message(lone, UDP, t0),
         Received::New { cancels: None, .. }
     ));
 }
@@ -186,13 +184,13 @@ fn rfc2543_fallback_matching() {
     let id = new_server(&mut t, &invite, t0);
     // Retransmission: same Request-URI, tags, Call-ID, CSeq, top Via.
     assert!(
-        matches!(t.receive(invite.clone(), UDP, t0), Received::Matched { id: got, .. } if got == id)
+        matches!(t.handle_message(invite.clone(), UDP, t0), Received::Matched { id: got, .. } if got == id)
     );
     // Each field taking part in the match: change it, no match.
     let mut other_uri = invite.clone();
     assert!(other_uri.set_request_uri("sip:carol@biloxi.example.com"));
     assert!(matches!(
-        t.receive(other_uri, UDP, t0),
+        t.handle_message(other_uri, UDP, t0),
         Received::New { .. }
     ));
     let mut other_from = invite.clone();
@@ -201,36 +199,36 @@ fn rfc2543_fallback_matching() {
         "Alice <sip:alice@atlanta.example.com>;tag=other",
     );
     assert!(matches!(
-        t.receive(other_from, UDP, t0),
+        t.handle_message(other_from, UDP, t0),
         Received::New { .. }
     ));
     let other_call = request(Method::Invite, "old2543branch", "r-other", 5);
     assert!(matches!(
-        t.receive(other_call, UDP, t0),
+        t.handle_message(other_call, UDP, t0),
         Received::New { .. }
     ));
     let other_cseq = request(Method::Invite, "old2543branch", "r", 6);
     assert!(matches!(
-        t.receive(other_cseq, UDP, t0),
+        t.handle_message(other_cseq, UDP, t0),
         Received::New { .. }
     ));
     let other_via = request_from(Method::Invite, "old2543branch", "10.1.1.1", "r", 5);
     assert!(matches!(
-        t.receive(other_via, UDP, t0),
+        t.handle_message(other_via, UDP, t0),
         Received::New { .. }
     ));
     let other_to = with_to_tag(invite.clone(), "zzz");
-    assert!(matches!(t.receive(other_to, UDP, t0), Received::New { .. }));
+    assert!(matches!(t.handle_message(other_to, UDP, t0), Received::New { .. }));
 
     // The ACK matches when its To tag is the tag of the response sent.
-    t.respond(id, &response(&invite, 486), t0).unwrap();
+    t.handle_response(id, &response(&invite, 486), t0).unwrap();
     let wrong_tag = with_to_tag(request(Method::Ack, "old2543branch", "r", 5), "nope");
-    assert!(matches!(t.receive(wrong_tag, UDP, t0), Received::Stray(_)));
+    assert!(matches!(t.handle_message(wrong_tag, UDP, t0), Received::Stray(_)));
     // CANCEL (same Request-URI, tags, Call-ID, CSeq number, top Via).
     let cancel = request(Method::Cancel, "old2543branch", "r", 5);
     assert_eq!(t.find_cancelled(&cancel), Some(id));
     let ack = with_to_tag(request(Method::Ack, "old2543branch", "r", 5), "a6c85cf");
-    assert!(matches!(t.receive(ack, UDP, t0), Received::Matched { id: got, .. } if got == id));
+    assert!(matches!(t.handle_message(ack, UDP, t0), Received::Matched { id: got, .. } if got == id));
     assert_eq!(
         t.state(id),
         Some(TransactionState::Server(ServerState::Confirmed))
@@ -244,7 +242,7 @@ fn rfc2543_without_branch_at_all() {
     let mut req = request(Method::Options, "x", "nb", 1);
     req.set_header(HeaderName::Via, "SIP/2.0/UDP old.example.com");
     let id = new_server(&mut t, &req, t0);
-    assert!(matches!(t.receive(req, UDP, t0), Received::Matched { id: got, .. } if got == id));
+    assert!(matches!(t.handle_message(req, UDP, t0), Received::Matched { id: got, .. } if got == id));
 }
 
 #[test]
@@ -263,26 +261,26 @@ fn merged_requests_detected_when_enabled() {
     let id = new_server(&mut t, &first, t0);
     // The retransmission is not "merged".
     assert!(matches!(
-        t.receive(first.clone(), UDP, t0),
+        t.handle_message(first.clone(), UDP, t0),
         Received::Matched { .. }
     ));
-    match t.receive(request(Method::Invite, &new_branch(), "mg", 1), UDP, t0) {
+    match t.handle_message(request(Method::Invite, &new_branch(), "mg", 1), UDP, t0) {
         Received::Merged(r) => assert_eq!(r.status(), Some(482)),
         other => panic!("{other:?}"),
     }
     assert_eq!(t.len(), 1);
     // Once the first transaction is gone, the key is free again.
-    t.respond(id, &response(&first, 486), t0).unwrap();
+    t.handle_response(id, &response(&first, 486), t0).unwrap();
     let mut ack = with_to_tag(request(Method::Ack, "z", "mg", 1), "a6c85cf");
     ack.set_header(
         HeaderName::Via,
         first.header(HeaderName::Via).unwrap().to_vec(),
     );
-    t.receive(ack, UDP, t0);
+    t.handle_message(ack, UDP, t0);
     run_timers(&mut t, t0, Duration::from_secs(100));
     assert!(t.is_empty());
     assert!(matches!(
-        t.receive(request(Method::Invite, &new_branch(), "mg", 1), UDP, t0),
+        t.handle_message(request(Method::Invite, &new_branch(), "mg", 1), UDP, t0),
         Received::New { .. }
     ));
 }
@@ -299,7 +297,7 @@ fn live_transaction_limit_answers_503_and_frees_on_termination() {
     let a_id = new_server(&mut t, &a, t0);
     t.start_client(&request(Method::Options, &new_branch(), "l2", 1), true, t0)
         .unwrap();
-    match t.receive(request(Method::Invite, &new_branch(), "l3", 1), UDP, t0) {
+    match t.handle_message(request(Method::Invite, &new_branch(), "l3", 1), UDP, t0) {
         Received::Rejected(r) => {
             assert_eq!(r.status(), Some(503));
             assert_eq!(r.retry_after().unwrap().map(|r| r.seconds), Some(7));
@@ -314,7 +312,7 @@ fn live_transaction_limit_answers_503_and_frees_on_termination() {
     );
     // Retransmissions of live transactions still match.
     assert!(matches!(
-        t.receive(a.clone(), UDP, t0),
+        t.handle_message(a.clone(), UDP, t0),
         Received::Matched { .. }
     ));
     // Over TCP a final response frees the server transaction at once (J = 0)...
@@ -323,17 +321,17 @@ fn live_transaction_limit_answers_503_and_frees_on_termination() {
         ..TableConfig::default()
     });
     let b = request(Method::Options, &new_branch(), "l5", 1);
-    let Received::New { id, .. } = t2.receive(b.clone(), true, t0) else {
+    let Received::New { id, .. } = t2.handle_message(b.clone(), true, t0) else {
         panic!()
     };
-    let outs = t2.respond(id, &response(&b, 200), t0).unwrap();
+    let outs = step(&mut t2, |t| t.handle_response(id, &response(&b, 200), t0).unwrap()).1;
     assert!(outs.iter().any(|o| matches!(o, Output::Terminated { .. })));
     assert!(matches!(
-        t2.receive(request(Method::Options, &new_branch(), "l6", 1), true, t0),
+        t2.handle_message(request(Method::Options, &new_branch(), "l6", 1), true, t0),
         Received::New { .. }
     ));
     // ... over UDP after J.
-    t.respond(a_id, &response(&a, 200), t0).unwrap();
+    t.handle_response(a_id, &response(&a, 200), t0).unwrap();
     run_timers(&mut t, t0, Duration::from_secs(100));
     assert!(t.is_empty());
 }
@@ -344,19 +342,19 @@ fn stray_and_invalid_messages() {
     let mut t = table();
     let req = request(Method::Options, &new_branch(), "s", 1);
     assert!(matches!(
-        t.receive(response(&req, 200), UDP, t0),
+        t.handle_message(response(&req, 200), UDP, t0),
         Received::Stray(_)
     ));
     let mut no_via = req.clone();
     no_via.remove_header(HeaderName::Via);
-    assert!(matches!(t.receive(no_via, UDP, t0), Received::Invalid(_)));
+    assert!(matches!(t.handle_message(no_via, UDP, t0), Received::Invalid(_)));
     let sid = new_server(&mut t, &req, t0);
-    assert!(matches!(t.respond(sid, &req, t0), Err(Error::NotAResponse)));
-    let (cid, _) = t
+    assert!(matches!(t.handle_response(sid, &req, t0), Err(Error::NotAResponse)));
+    let cid = t
         .start_client(&request(Method::Options, &new_branch(), "c", 1), UDP, t0)
         .unwrap();
     assert_eq!(
-        t.respond(cid, &response(&req, 200), t0).unwrap_err(),
+        t.handle_response(cid, &response(&req, 200), t0).unwrap_err(),
         Error::WrongRole
     );
 }
@@ -382,10 +380,10 @@ fn rfc2543_ack_for_2xx_in_accepted_goes_to_the_tu() {
     let mut t = table();
     let invite = request(Method::Invite, "legacy77", "acc", 3);
     let id = new_server(&mut t, &invite, t0);
-    t.respond(id, &response(&invite, 200), t0).unwrap();
+    t.handle_response(id, &response(&invite, 200), t0).unwrap();
     let ack = with_to_tag(request(Method::Ack, "legacy77", "acc", 3), "a6c85cf");
-    match t.receive(ack, UDP, t0) {
-        Received::Matched { id: got, outputs } => {
+    match step(&mut t, |t| t.handle_message(ack, UDP, t0)) {
+        (Received::Matched { id: got }, outputs) => {
             assert_eq!(got, id);
             assert!(delivered(&outputs, |e| matches!(e, TuEvent::Ack(_))));
         }

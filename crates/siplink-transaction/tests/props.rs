@@ -63,27 +63,26 @@ proptest! {
         let mut t = TransactionTable::new(TableConfig::default());
         let method = if invite { Method::Invite } else { Method::Options };
         let req = request(method, &new_branch(), "p", 1);
-        let (id, mut all) = t.start_client(&req, reliable, now).unwrap();
+        let id = t.start_client(&req, reliable, now).unwrap();
+        let mut all = drain(&mut t);
         for s in steps {
             match s {
                 Step::Wait(ms) => {
                     now += Duration::from_millis(ms);
-                    all.extend(t.poll_timers(now));
+                    t.handle_timeout(now);
                 }
                 Step::Peer(status) => {
-                    if let Received::Matched { outputs, .. } = t.receive(response(&req, status), reliable, now) {
-                        all.extend(outputs);
-                    }
+                    t.handle_message(response(&req, status), reliable, now);
                 }
-                Step::TransportError => all.extend(t.transport_error(id, now)),
+                Step::TransportError => t.handle_transport_error(id, now),
                 _ => {}
             }
+            all.extend(drain(&mut t));
         }
         // An INVITE in Proceeding waits for its final without a timer (RFC 3261
         // §17.1.1.2; Timer C belongs to the proxy core): the peer sends one.
-        if let Received::Matched { outputs, .. } = t.receive(response(&req, 487), reliable, now) {
-            all.extend(outputs);
-        }
+        t.handle_message(response(&req, 487), reliable, now);
+        all.extend(drain(&mut t));
         all.extend(run_timers(&mut t, t0, Duration::from_secs(3600)).into_iter().map(|s| s.out));
         prop_assert!(t.is_empty());
         prop_assert_eq!(t.timer_count(), 0);
@@ -107,10 +106,10 @@ proptest! {
         let method = if invite { Method::Invite } else { Method::Options };
         let branch = new_branch();
         let req = request(method, &branch, "p", 1);
-        let Received::New { id, outputs, .. } = t.receive(req.clone(), reliable, now) else {
+        let Received::New { id, .. } = t.handle_message(req.clone(), reliable, now) else {
             panic!("not new")
         };
-        let mut all = outputs;
+        let mut all = drain(&mut t);
         let mut ack = request(Method::Ack, &branch, "p", 1);
         ack.set_header(HeaderName::To, "Bob <sip:bob@biloxi.example.com>;tag=a6c85cf");
         for s in steps {
@@ -121,30 +120,27 @@ proptest! {
             match s {
                 Step::Wait(ms) => {
                     now += Duration::from_millis(ms);
-                    all.extend(t.poll_timers(now));
+                    t.handle_timeout(now);
                 }
-                Step::Peer(_) => match t.receive(req.clone(), reliable, now) {
-                    Received::Matched { outputs, .. } => all.extend(outputs),
+                Step::Peer(_) => match t.handle_message(req.clone(), reliable, now) {
+                    Received::Matched { .. } => {}
                     other => panic!("{other:?}"),
                 },
                 Step::Ack => {
-                    if let Received::Matched { outputs, .. } = t.receive(ack.clone(), reliable, now) {
-                        all.extend(outputs);
-                    }
+                    t.handle_message(ack.clone(), reliable, now);
                 }
                 Step::Respond(status) => {
-                    if let Ok(outs) = t.respond(id, &response(&req, status), now) {
-                        all.extend(outs);
-                    }
+                    // A response the state refuses queues nothing.
+                    let _ = t.handle_response(id, &response(&req, status), now);
                 }
-                Step::TransportError => all.extend(t.transport_error(id, now)),
+                Step::TransportError => t.handle_transport_error(id, now),
             }
+            all.extend(drain(&mut t));
         }
         // Until the TU answers, a server transaction has no timer (RFC 3261 §17.2):
         // the TU answers now if it has not.
-        if let Ok(outs) = t.respond(id, &response(&req, 500), now) {
-            all.extend(outs);
-        }
+        let _ = t.handle_response(id, &response(&req, 500), now);
+        all.extend(drain(&mut t));
         all.extend(run_timers(&mut t, t0, Duration::from_secs(3600)).into_iter().map(|s| s.out));
         prop_assert!(t.is_empty());
         prop_assert_eq!(t.timer_count(), 0);

@@ -8,6 +8,7 @@ use std::collections::{BinaryHeap, HashMap};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use common::drain;
 use siplink_message::{HeaderName, Message, MessageBuilder, Method};
 use siplink_transaction::{
     Output, Received, TableConfig, Timers, TransactionId, TransactionTable, TuEvent, new_branch,
@@ -156,8 +157,8 @@ impl Sim {
         loop {
             let next = [
                 self.queue.peek().map(|Reverse((at, _))| *at),
-                self.client.next_deadline(),
-                self.server.next_deadline(),
+                self.client.poll_timeout(),
+                self.server.poll_timeout(),
             ]
             .into_iter()
             .flatten()
@@ -165,9 +166,11 @@ impl Sim {
             let Some(now) = next else { break };
             assert!(now >= self.now, "time goes forward");
             self.now = now;
-            let outs = self.client.poll_timers(now);
+            self.client.handle_timeout(now);
+            let outs = drain(&mut self.client);
             self.client_outputs(outs);
-            let outs = self.server.poll_timers(now);
+            self.server.handle_timeout(now);
+            let outs = drain(&mut self.server);
             self.server_outputs(outs);
             while let Some(&Reverse((at, seq))) = self.queue.peek() {
                 if at > now {
@@ -184,16 +187,20 @@ impl Sim {
         match ev {
             SimEvent::Start(k) => {
                 let req = build_request(k, self.calls[k].invite);
-                let (id, outs) = self.client.start_client(&req, false, self.now).unwrap();
+                let id = self.client.start_client(&req, false, self.now).unwrap();
                 self.calls[k].started = Some(self.now);
                 self.calls[k].client_tx = Some(id);
                 self.client_ids.insert(id, k);
+                let outs = drain(&mut self.client);
                 self.client_outputs(outs);
             }
             SimEvent::Arrive(Side::Client, bytes) => {
                 let msg = Message::parse(bytes).unwrap();
-                match self.client.receive(msg, false, self.now) {
-                    Received::Matched { outputs, .. } => self.client_outputs(outputs),
+                match self.client.handle_message(msg, false, self.now) {
+                    Received::Matched { .. } => {
+                        let outputs = drain(&mut self.client);
+                        self.client_outputs(outputs)
+                    }
                     Received::Stray(m) => {
                         // After the client transaction ended (a timeout, or timer
                         // M/D/K), late copies are stray, never delivered twice.
@@ -207,8 +214,9 @@ impl Sim {
             }
             SimEvent::Arrive(Side::Server, bytes) => {
                 let msg = Message::parse(bytes).unwrap();
-                match self.server.receive(msg, false, self.now) {
-                    Received::New { id, outputs, .. } => {
+                match self.server.handle_message(msg, false, self.now) {
+                    Received::New { id, .. } => {
+                        let outputs = drain(&mut self.server);
                         let k = self.server_outputs_new(id, &outputs);
                         self.server_outputs(outputs);
                         // Half the time at once; otherwise within a second, so
@@ -224,7 +232,10 @@ impl Sim {
                             SimEvent::Answer(k, id),
                         );
                     }
-                    Received::Matched { outputs, .. } => self.server_outputs(outputs),
+                    Received::Matched { .. } => {
+                        let outputs = drain(&mut self.server);
+                        self.server_outputs(outputs)
+                    }
                     Received::Stray(ack) => {
                         // The ACK for a 2xx: ends the TU's 2xx retransmissions.
                         assert_eq!(ack.method(), Some(&Method::Ack));
@@ -245,7 +256,8 @@ impl Sim {
                     return;
                 };
                 // Ends with the transaction (timer L) at the latest.
-                if let Ok(outs) = self.server.respond(id, &ok, self.now) {
+                if self.server.handle_response(id, &ok, self.now).is_ok() {
+                    let outs = drain(&mut self.server);
                     self.server_outputs(outs);
                     let next = (interval * 2).min(self.timers.t2);
                     self.schedule(self.now + interval, SimEvent::Retransmit2xx(k, next));
@@ -279,7 +291,8 @@ impl Sim {
             .response_with_tag(status, Some(&format!("srv{k}")))
             .build()
             .unwrap();
-        let outs = self.server.respond(id, &resp, self.now).unwrap();
+        self.server.handle_response(id, &resp, self.now).unwrap();
+        let outs = drain(&mut self.server);
         self.server_outputs(outs);
         if self.calls[k].invite && status == 200 {
             self.calls[k].response_2xx = Some(resp);

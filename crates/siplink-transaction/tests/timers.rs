@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use common::*;
 use siplink_message::{HeaderName, Method};
 use siplink_transaction::{
-    Action, ClientState, ClientTransaction, Error, Event, Output, Received, ServerState,
+    Action, ClientState, ClientTransaction, Error, Output, Received, ServerState,
     ServerTransaction, TableConfig, TimerKind, Timers, TransactionState, TransactionTable, TuEvent,
     new_branch,
 };
@@ -52,7 +52,7 @@ fn client_invite_udp_retransmits_until_timer_b() {
     let t0 = Instant::now();
     let mut t = table();
     let req = request(Method::Invite, &new_branch(), "c1", 1);
-    let (_, outs) = t.start_client(&req, UDP, t0).unwrap();
+    let (_, outs) = step(&mut t, |t| t.start_client(&req, UDP, t0).unwrap());
     assert_eq!(sends(&outs).len(), 1);
     let seen = run_timers(&mut t, t0, Duration::from_secs(100));
     assert_eq!(send_times(&seen), [0.5, 1.5, 3.5, 7.5, 15.5, 31.5]);
@@ -101,10 +101,10 @@ fn client_invite_non_2xx_builds_ack_and_waits_timer_d() {
     let t0 = Instant::now();
     let mut t = table();
     let req = request(Method::Invite, &new_branch(), "c-ack", 7);
-    let (id, _) = t.start_client(&req, UDP, t0).unwrap();
+    let id = t.start_client(&req, UDP, t0).unwrap();
     // 180 at 0.3 s: Proceeding, no more retransmissions, no timer B.
     let ringing = response(&req, 180);
-    let Received::Matched { outputs, .. } = t.receive(ringing, UDP, t0 + ms(300)) else {
+    let (Received::Matched { .. }, outputs) = step(&mut t, |t| t.handle_message(ringing, UDP, t0 + ms(300))) else {
         panic!("180 not matched")
     };
     assert!(delivered(&outputs, |e| matches!(
@@ -116,7 +116,7 @@ fn client_invite_non_2xx_builds_ack_and_waits_timer_d() {
         Some(TransactionState::Client(ClientState::Proceeding))
     );
     let busy = response(&req, 486);
-    let Received::Matched { outputs, .. } = t.receive(busy.clone(), UDP, t0 + ms(1000)) else {
+    let (Received::Matched { .. }, outputs) = step(&mut t, |t| t.handle_message(busy.clone(), UDP, t0 + ms(1000))) else {
         panic!("486 not matched")
     };
     assert!(delivered(
@@ -141,7 +141,7 @@ fn client_invite_non_2xx_builds_ack_and_waits_timer_d() {
     assert_eq!(ack.max_forwards().unwrap(), Some(70));
     assert_eq!(ack.body().len(), 0);
     // A retransmitted 486: the same ACK again, nothing for the TU.
-    let Received::Matched { outputs, .. } = t.receive(busy, UDP, t0 + ms(2000)) else {
+    let (Received::Matched { .. }, outputs) = step(&mut t, |t| t.handle_message(busy, UDP, t0 + ms(2000))) else {
         panic!()
     };
     assert_eq!(sends(&outputs).len(), 1);
@@ -159,12 +159,12 @@ fn client_invite_2xx_after_non_2xx_is_not_dropped() {
     let mut t = table();
     let req = request(Method::Invite, &new_branch(), "race", 1);
     t.start_client(&req, UDP, t0).unwrap();
-    t.receive(response(&req, 486), UDP, t0 + ms(100));
+    t.handle_message(response(&req, 486), UDP, t0 + ms(100));
     let ok = req
         .response_with_tag(200, Some("other-fork"))
         .build()
         .unwrap();
-    let Received::Matched { outputs, .. } = t.receive(ok, UDP, t0 + ms(200)) else {
+    let (Received::Matched { .. }, outputs) = step(&mut t, |t| t.handle_message(ok, UDP, t0 + ms(200))) else {
         panic!()
     };
     assert!(delivered(
@@ -180,7 +180,7 @@ fn client_invite_tcp_non_2xx_terminates_at_once() {
     let mut t = table();
     let req = request(Method::Invite, &new_branch(), "c", 1);
     t.start_client(&req, TCP, t0).unwrap();
-    let Received::Matched { outputs, .. } = t.receive(response(&req, 503), TCP, t0 + ms(10)) else {
+    let (Received::Matched { .. }, outputs) = step(&mut t, |t| t.handle_message(response(&req, 503), TCP, t0 + ms(10))) else {
         panic!()
     };
     assert_eq!(sends(&outputs)[0].method(), Some(&Method::Ack));
@@ -195,9 +195,9 @@ fn client_invite_accepted_passes_2xx_until_timer_m() {
         let t0 = Instant::now();
         let mut t = table();
         let req = request(Method::Invite, &new_branch(), "c", 1);
-        let (id, _) = t.start_client(&req, reliable, t0).unwrap();
+        let id = t.start_client(&req, reliable, t0).unwrap();
         let ok = response(&req, 200);
-        let Received::Matched { outputs, .. } = t.receive(ok.clone(), reliable, t0 + ms(1000))
+        let (Received::Matched { .. }, outputs) = step(&mut t, |t| t.handle_message(ok.clone(), reliable, t0 + ms(1000)))
         else {
             panic!()
         };
@@ -211,7 +211,7 @@ fn client_invite_accepted_passes_2xx_until_timer_m() {
             Some(TransactionState::Client(ClientState::Accepted))
         );
         // A retransmitted 2xx: passed to the TU as such, not as a second final.
-        let Received::Matched { outputs, .. } = t.receive(ok, reliable, t0 + ms(1500)) else {
+        let (Received::Matched { .. }, outputs) = step(&mut t, |t| t.handle_message(ok, reliable, t0 + ms(1500))) else {
             panic!()
         };
         assert!(delivered(&outputs, |e| matches!(
@@ -220,9 +220,9 @@ fn client_invite_accepted_passes_2xx_until_timer_m() {
         )));
         assert!(!delivered(&outputs, |e| matches!(e, TuEvent::Final(_))));
         // A late non-2xx is discarded.
-        let Received::Matched { outputs, .. } =
-            t.receive(response(&req, 486), reliable, t0 + ms(1600))
-        else {
+        let (Received::Matched { .. }, outputs) = step(&mut t, |t| {
+            t.handle_message(response(&req, 486), reliable, t0 + ms(1600))
+        }) else {
             panic!()
         };
         assert!(outputs.is_empty());
@@ -231,7 +231,7 @@ fn client_invite_accepted_passes_2xx_until_timer_m() {
         assert_eq!(terminated_at(&seen), [33.0]); // M = 64*T1 after the 2xx, any transport
         // After M, the 2xx is stray (a proxy forwards it statelessly).
         assert!(matches!(
-            t.receive(response(&req, 200), reliable, t0 + ms(40_000)),
+            t.handle_message(response(&req, 200), reliable, t0 + ms(40_000)),
             Received::Stray(_)
         ));
     }
@@ -272,7 +272,7 @@ fn client_non_invite_proceeding_retransmits_every_t2() {
     let mut t = table();
     let req = request(Method::Bye, &new_branch(), "c", 2);
     t.start_client(&req, UDP, t0).unwrap();
-    let Received::Matched { outputs, .. } = t.receive(response(&req, 100), UDP, t0 + ms(200))
+    let (Received::Matched { .. }, outputs) = step(&mut t, |t| t.handle_message(response(&req, 100), UDP, t0 + ms(200)))
     else {
         panic!()
     };
@@ -294,13 +294,13 @@ fn client_non_invite_final_then_timer_k() {
     let mut t = table();
     let req = request(Method::Options, &new_branch(), "c", 1);
     t.start_client(&req, UDP, t0).unwrap();
-    let Received::Matched { outputs, .. } = t.receive(response(&req, 200), UDP, t0 + ms(700))
+    let (Received::Matched { .. }, outputs) = step(&mut t, |t| t.handle_message(response(&req, 200), UDP, t0 + ms(700)))
     else {
         panic!()
     };
     assert!(delivered(&outputs, |e| matches!(e, TuEvent::Final(_))));
     // A retransmitted final is absorbed.
-    let Received::Matched { outputs, .. } = t.receive(response(&req, 200), UDP, t0 + ms(900))
+    let (Received::Matched { .. }, outputs) = step(&mut t, |t| t.handle_message(response(&req, 200), UDP, t0 + ms(900)))
     else {
         panic!()
     };
@@ -311,7 +311,7 @@ fn client_non_invite_final_then_timer_k() {
     // Over TCP, K = 0.
     let req = request(Method::Options, &new_branch(), "c", 2);
     t.start_client(&req, TCP, t0).unwrap();
-    let Received::Matched { outputs, .. } = t.receive(response(&req, 404), TCP, t0) else {
+    let (Received::Matched { .. }, outputs) = step(&mut t, |t| t.handle_message(response(&req, 404), TCP, t0)) else {
         panic!()
     };
     assert!(terminated(&outputs));
@@ -322,10 +322,10 @@ fn client_non_invite_final_then_timer_k() {
 fn client_transport_error_terminates() {
     let t0 = Instant::now();
     let mut t = table();
-    let (id, _) = t
+    let id = t
         .start_client(&request(Method::Invite, &new_branch(), "c", 1), UDP, t0)
         .unwrap();
-    let outs = t.transport_error(id, t0 + ms(1));
+    let outs = step(&mut t, |t| t.handle_transport_error(id, t0 + ms(1))).1;
     assert!(delivered(&outs, |e| matches!(e, TuEvent::TransportError)));
     assert!(terminated(&outs));
     assert!(t.is_empty());
@@ -336,19 +336,23 @@ fn client_transport_error_terminates() {
 fn client_state_machine_standalone() {
     let t0 = Instant::now();
     let req = request(Method::Invite, &new_branch(), "c", 1);
-    let (mut tx, actions) = ClientTransaction::new(&req, UDP, Timers::default(), t0).unwrap();
+    let mut tx = ClientTransaction::new(&req, UDP, Timers::default(), t0).unwrap();
     assert_eq!(tx.state(), ClientState::Calling);
-    assert!(matches!(actions[..], [
-        Action::Send(_),
-        Action::StartTimer(TimerKind::A, a),
-        Action::StartTimer(TimerKind::B, b)
-    ] if a == t0 + ms(500) && b == t0 + ms(32_000)));
-    // A late timer A after leaving Calling does nothing.
-    tx.handle(Event::Received(response(&req, 100)), t0 + ms(100));
-    assert!(
-        tx.handle(Event::TimerFired(TimerKind::A), t0 + ms(500))
-            .is_empty()
-    );
+    let actions: Vec<Action> = std::iter::from_fn(|| tx.poll_output()).collect();
+    assert!(matches!(actions[..], [Action::Send(_)]));
+    assert_eq!(tx.timer(TimerKind::A), Some(t0 + ms(500)));
+    assert_eq!(tx.timer(TimerKind::B), Some(t0 + ms(32_000)));
+    assert_eq!(tx.poll_timeout(), Some(t0 + ms(500)));
+    // Leaving Calling disarms A and B: nothing fires at 0.5 s.
+    tx.handle_response(response(&req, 100), t0 + ms(100));
+    assert!(matches!(
+        tx.poll_output(),
+        Some(Action::Deliver(TuEvent::Provisional(_)))
+    ));
+    assert_eq!(tx.timer(TimerKind::A), None);
+    assert_eq!(tx.poll_timeout(), None);
+    tx.handle_timeout(t0 + ms(500));
+    assert!(tx.poll_output().is_none());
     assert!(
         ClientTransaction::new(
             &request(Method::Ack, &new_branch(), "c", 1),
@@ -368,8 +372,8 @@ fn new_server(
     reliable: bool,
     now: Instant,
 ) -> siplink_transaction::TransactionId {
-    match t.receive(req.clone(), reliable, now) {
-        Received::New { id, outputs, .. } => {
+    match step(t, |t| t.handle_message(req.clone(), reliable, now)) {
+        (Received::New { id, .. }, outputs) => {
             assert!(delivered(&outputs, |e| matches!(e, TuEvent::Request(_))));
             id
         }
@@ -393,7 +397,7 @@ fn server_invite_sends_100_trying_at_200_ms() {
     assert_eq!(trying.to().unwrap().tag(), None);
     assert_eq!(trying.cseq().unwrap(), req.cseq().unwrap());
     // A retransmitted INVITE is answered with the 100 again, not delivered.
-    let Received::Matched { outputs, .. } = t.receive(req.clone(), UDP, t0 + ms(500)) else {
+    let (Received::Matched { .. }, outputs) = step(&mut t, |t| t.handle_message(req.clone(), UDP, t0 + ms(500))) else {
         panic!()
     };
     assert_eq!(sends(&outputs)[0].status(), Some(100));
@@ -410,12 +414,12 @@ fn server_invite_no_100_when_tu_answers_in_time() {
     let mut t = table();
     let req = request(Method::Invite, &new_branch(), "s", 1);
     let id = new_server(&mut t, &req, UDP, t0);
-    let outs = t.respond(id, &response(&req, 180), t0 + ms(150)).unwrap();
+    let outs = step(&mut t, |t| t.handle_response(id, &response(&req, 180), t0 + ms(150)).unwrap()).1;
     assert_eq!(sends(&outs)[0].status(), Some(180));
     let seen = run_timers(&mut t, t0, ms(1000));
     assert!(send_times(&seen).is_empty());
     // The retransmitted INVITE gets the 180.
-    let Received::Matched { outputs, .. } = t.receive(req, UDP, t0 + ms(500)) else {
+    let (Received::Matched { .. }, outputs) = step(&mut t, |t| t.handle_message(req, UDP, t0 + ms(500))) else {
         panic!()
     };
     assert_eq!(sends(&outputs)[0].status(), Some(180));
@@ -427,7 +431,7 @@ fn server_invite_non_2xx_udp_timer_g_then_h() {
     let mut t = table();
     let req = request(Method::Invite, &new_branch(), "s", 1);
     let id = new_server(&mut t, &req, UDP, t0);
-    let outs = t.respond(id, &response(&req, 486), t0).unwrap();
+    let outs = step(&mut t, |t| t.handle_response(id, &response(&req, 486), t0).unwrap()).1;
     assert_eq!(sends(&outs)[0].status(), Some(486));
     let seen = run_timers(&mut t, t0, Duration::from_secs(100));
     assert_eq!(
@@ -445,7 +449,7 @@ fn server_invite_ack_confirms_then_timer_i() {
     let mut t = table();
     let req = request(Method::Invite, &new_branch(), "s", 1);
     let id = new_server(&mut t, &req, UDP, t0);
-    t.respond(id, &response(&req, 486), t0).unwrap();
+    t.handle_response(id, &response(&req, 486), t0).unwrap();
     let seen = run_timers(&mut t, t0, ms(1000));
     assert_eq!(send_times(&seen), [0.5]);
     // The ACK uses the INVITE's branch (RFC 3261 §17.1.1.3).
@@ -459,7 +463,7 @@ fn server_invite_ack_confirms_then_timer_i() {
         HeaderName::To,
         "Bob <sip:bob@biloxi.example.com>;tag=a6c85cf",
     );
-    let Received::Matched { id: got, outputs } = t.receive(ack.clone(), UDP, t0 + ms(1000)) else {
+    let (Received::Matched { id: got }, outputs) = step(&mut t, |t| t.handle_message(ack.clone(), UDP, t0 + ms(1000))) else {
         panic!()
     };
     assert_eq!(got, id);
@@ -470,7 +474,7 @@ fn server_invite_ack_confirms_then_timer_i() {
     );
     // ACK retransmissions are absorbed in Confirmed.
     assert!(
-        matches!(t.receive(ack, UDP, t0 + ms(2000)), Received::Matched { ref outputs, .. } if outputs.is_empty())
+        matches!(step(&mut t, |t| t.handle_message(ack, UDP, t0 + ms(2000))), (Received::Matched { .. }, ref outputs) if outputs.is_empty())
     );
     let seen = run_timers(&mut t, t0, Duration::from_secs(100));
     assert!(send_times(&seen).is_empty());
@@ -483,14 +487,14 @@ fn server_invite_tcp_no_g_h_at_64_t1_i_zero() {
     let mut t = table();
     let req = request(Method::Invite, &new_branch(), "s", 1);
     let id = new_server(&mut t, &req, TCP, t0);
-    t.respond(id, &response(&req, 603), t0).unwrap();
+    t.handle_response(id, &response(&req, 603), t0).unwrap();
     let seen = run_timers(&mut t, t0, Duration::from_secs(100));
     assert!(send_times(&seen).is_empty());
     assert_eq!(timeout_at(&seen), [32.0]);
     // With the ACK: terminated at once (I = 0).
     let req = request(Method::Invite, &new_branch(), "s2", 1);
     let id = new_server(&mut t, &req, TCP, t0);
-    t.respond(id, &response(&req, 603), t0).unwrap();
+    t.handle_response(id, &response(&req, 603), t0).unwrap();
     let mut ack = request(
         Method::Ack,
         req.top_via().unwrap().branch().unwrap(),
@@ -501,7 +505,7 @@ fn server_invite_tcp_no_g_h_at_64_t1_i_zero() {
         HeaderName::To,
         "Bob <sip:bob@biloxi.example.com>;tag=a6c85cf",
     );
-    let Received::Matched { outputs, .. } = t.receive(ack, TCP, t0 + ms(100)) else {
+    let (Received::Matched { .. }, outputs) = step(&mut t, |t| t.handle_message(ack, TCP, t0 + ms(100))) else {
         panic!()
     };
     assert!(terminated(&outputs));
@@ -516,22 +520,22 @@ fn server_invite_accepted_passes_tu_2xx_until_timer_l() {
         let req = request(Method::Invite, &new_branch(), "s", 1);
         let id = new_server(&mut t, &req, reliable, t0);
         let ok = response(&req, 200);
-        let outs = t.respond(id, &ok, t0 + ms(100)).unwrap();
+        let outs = step(&mut t, |t| t.handle_response(id, &ok, t0 + ms(100)).unwrap()).1;
         assert_eq!(sends(&outs)[0].status(), Some(200));
         assert_eq!(
             t.state(id),
             Some(TransactionState::Server(ServerState::Accepted))
         );
         // The TU retransmits its 2xx (RFC 3261 §13.3.1.4): it passes through.
-        let outs = t.respond(id, &ok, t0 + ms(600)).unwrap();
+        let outs = step(&mut t, |t| t.handle_response(id, &ok, t0 + ms(600)).unwrap()).1;
         assert_eq!(sends(&outs)[0].status(), Some(200));
         // A non-2xx now is refused.
         assert!(matches!(
-            t.respond(id, &response(&req, 500), t0 + ms(700)),
+            t.handle_response(id, &response(&req, 500), t0 + ms(700)),
             Err(Error::InvalidState { .. })
         ));
         // INVITE retransmissions are absorbed (no 2xx from the transaction itself).
-        let Received::Matched { outputs, .. } = t.receive(req.clone(), reliable, t0 + ms(800))
+        let (Received::Matched { .. }, outputs) = step(&mut t, |t| t.handle_message(req.clone(), reliable, t0 + ms(800)))
         else {
             panic!()
         };
@@ -549,8 +553,8 @@ fn server_invite_transport_error() {
     let mut t = table();
     let req = request(Method::Invite, &new_branch(), "s", 1);
     let id = new_server(&mut t, &req, UDP, t0);
-    t.respond(id, &response(&req, 486), t0).unwrap();
-    let outs = t.transport_error(id, t0 + ms(1));
+    t.handle_response(id, &response(&req, 486), t0).unwrap();
+    let outs = step(&mut t, |t| t.handle_transport_error(id, t0 + ms(1))).1;
     assert!(delivered(&outs, |e| matches!(e, TuEvent::TransportError)));
     assert!(terminated(&outs));
     assert!(t.is_empty());
@@ -566,19 +570,19 @@ fn server_non_invite_udp_timer_j() {
     let req = request(Method::Options, &new_branch(), "s", 1);
     let id = new_server(&mut t, &req, UDP, t0);
     // Trying: a retransmission is absorbed (TU has not answered); no 100 Trying.
-    let Received::Matched { outputs, .. } = t.receive(req.clone(), UDP, t0 + ms(500)) else {
+    let (Received::Matched { .. }, outputs) = step(&mut t, |t| t.handle_message(req.clone(), UDP, t0 + ms(500))) else {
         panic!()
     };
     assert!(outputs.is_empty());
     assert!(run_timers(&mut t, t0, ms(1000)).is_empty());
-    t.respond(id, &response(&req, 200), t0 + ms(1000)).unwrap();
+    t.handle_response(id, &response(&req, 200), t0 + ms(1000)).unwrap();
     // Completed: a retransmission gets the final again.
-    let Received::Matched { outputs, .. } = t.receive(req.clone(), UDP, t0 + ms(1500)) else {
+    let (Received::Matched { .. }, outputs) = step(&mut t, |t| t.handle_message(req.clone(), UDP, t0 + ms(1500))) else {
         panic!()
     };
     assert_eq!(sends(&outputs)[0].status(), Some(200));
     assert!(matches!(
-        t.respond(id, &response(&req, 200), t0 + ms(1600)),
+        t.handle_response(id, &response(&req, 200), t0 + ms(1600)),
         Err(Error::InvalidState { .. })
     ));
     let seen = run_timers(&mut t, t0, Duration::from_secs(100));
@@ -593,16 +597,16 @@ fn server_non_invite_proceeding_and_tcp_j_zero() {
     let mut t = table();
     let req = request(Method::Register, &new_branch(), "s", 1);
     let id = new_server(&mut t, &req, TCP, t0);
-    t.respond(id, &response(&req, 100), t0).unwrap();
+    t.handle_response(id, &response(&req, 100), t0).unwrap();
     assert_eq!(
         t.state(id),
         Some(TransactionState::Server(ServerState::Proceeding))
     );
-    let Received::Matched { outputs, .. } = t.receive(req.clone(), TCP, t0 + ms(100)) else {
+    let (Received::Matched { .. }, outputs) = step(&mut t, |t| t.handle_message(req.clone(), TCP, t0 + ms(100))) else {
         panic!()
     };
     assert_eq!(sends(&outputs)[0].status(), Some(100));
-    let outs = t.respond(id, &response(&req, 200), t0 + ms(200)).unwrap();
+    let outs = step(&mut t, |t| t.handle_response(id, &response(&req, 200), t0 + ms(200)).unwrap()).1;
     assert!(terminated(&outs));
     assert!(t.is_empty());
     assert_eq!(t.timer_count(), 0);
@@ -612,35 +616,30 @@ fn server_non_invite_proceeding_and_tcp_j_zero() {
 fn server_state_machine_standalone() {
     let t0 = Instant::now();
     let req = request(Method::Invite, &new_branch(), "s", 1);
-    let (mut tx, actions) =
-        ServerTransaction::new(req.clone(), UDP, Timers::default(), t0).unwrap();
-    assert!(matches!(actions[..], [
-        Action::StartTimer(TimerKind::Trying, at),
-        Action::Deliver(TuEvent::Request(_))
-    ] if at == t0 + ms(200)));
-    let actions = tx.respond(&response(&req, 404), t0 + ms(50)).unwrap();
-    assert!(
-        actions
-            .iter()
-            .any(|a| matches!(a, Action::CancelTimer(TimerKind::Trying)))
-    );
-    assert!(
-        actions
-            .iter()
-            .any(|a| matches!(a, Action::StartTimer(TimerKind::G, at) if *at == t0 + ms(550)))
-    );
-    assert!(
-        actions
-            .iter()
-            .any(|a| matches!(a, Action::StartTimer(TimerKind::H, at) if *at == t0 + ms(32_050)))
-    );
+    let mut tx = ServerTransaction::new(req.clone(), UDP, Timers::default(), t0).unwrap();
+    assert!(matches!(
+        tx.poll_output(),
+        Some(Action::Deliver(TuEvent::Request(_)))
+    ));
+    assert!(tx.poll_output().is_none());
+    assert_eq!(tx.timer(TimerKind::Trying), Some(t0 + ms(200)));
+    tx.handle_response(&response(&req, 404), t0 + ms(50))
+        .unwrap();
+    assert!(matches!(tx.poll_output(), Some(Action::Send(_))));
+    assert!(tx.poll_output().is_none());
+    assert_eq!(tx.timer(TimerKind::Trying), None);
+    assert_eq!(tx.timer(TimerKind::G), Some(t0 + ms(550)));
+    assert_eq!(tx.timer(TimerKind::H), Some(t0 + ms(32_050)));
+    assert_eq!(tx.poll_timeout(), Some(t0 + ms(550)));
     assert_eq!(tx.state(), ServerState::Completed);
-    // A stale Trying timer does nothing.
-    assert!(
-        tx.handle(Event::TimerFired(TimerKind::Trying), t0 + ms(200))
-            .is_empty()
-    );
-    assert!(tx.respond(&req, t0).is_err()); // not a response
+    // The Trying timer is disarmed: nothing fires at 200 ms.
+    tx.handle_timeout(t0 + ms(200));
+    assert!(tx.poll_output().is_none());
+    // G fires at 550 ms: the 404 again.
+    tx.handle_timeout(t0 + ms(550));
+    assert!(matches!(tx.poll_output(), Some(Action::Send(_))));
+    assert_eq!(tx.timer(TimerKind::G), Some(t0 + ms(1550)));
+    assert!(tx.handle_response(&req, t0).is_err()); // not a response
 }
 
 #[test]

@@ -94,7 +94,7 @@ impl<H> ConnTable<H> {
             return Err(LimitExceeded::PerPeer);
         }
         *n += 1;
-        let id = FlowId(self.next);
+        let id = FlowId::from_raw(self.next);
         self.next += 1;
         self.entries.insert(
             id,

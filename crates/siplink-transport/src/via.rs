@@ -343,7 +343,7 @@ mod tests {
 
     #[test]
     fn route_stream() {
-        let f = FlowId(7);
+        let f = FlowId::from_raw(7);
         let v = via("SIP/2.0/TCP 192.0.2.4:5062;received=198.51.100.1;rport=4000;branch=z9hG4bK1");
         assert_eq!(
             route_response(&v, Some(f), true),

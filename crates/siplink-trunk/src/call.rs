@@ -1,5 +1,6 @@
 //! One call sent to a trunk: target failover, digest answers, response relay.
 
+use std::collections::VecDeque;
 use std::fmt;
 use std::sync::Arc;
 use std::time::Instant;
@@ -323,8 +324,13 @@ impl DialogMap {
 /// Created per caller INVITE with the order of targets to try (see
 /// [`target_order`](crate::target_order) or
 /// [`HealthMonitor::call_order`](crate::HealthMonitor::call_order)), then
-/// [`start`](Self::start)ed and fed [`Input`]s; time only moves through the
-/// `now` arguments. Each step returns [`Output`]s.
+/// [`start`](Self::start)ed; then, in the core vocabulary of the workspace,
+/// fed [`Input`]s with [`handle_input`](Self::handle_input) and the caller's
+/// CANCEL with [`handle_cancel`](Self::handle_cancel); the no-response timer
+/// is [`poll_timeout`](Self::poll_timeout) / [`handle_timeout`](Self::handle_timeout).
+/// Time only moves through the `now` arguments. What to do comes out of
+/// [`poll_output`](Self::poll_output), one [`Output`] at a time, in order. A
+/// step that fails returns its error at once and queues nothing.
 ///
 /// * Each INVITE goes out with our Via (`sent_by`, a fresh branch, `rport`),
 ///   Max-Forwards decremented, the Request-URI host and the From/PAI set by
@@ -366,6 +372,8 @@ pub struct OutboundCall {
     auth: Option<(usize, DigestClient, u32)>,
     cancelled: bool,
     dialog: Option<DialogMap>,
+    /// Outputs not yet taken by `poll_output`.
+    queue: VecDeque<Output>,
 }
 
 impl OutboundCall {
@@ -391,6 +399,7 @@ impl OutboundCall {
             auth: None,
             cancelled: false,
             dialog: None,
+            queue: VecDeque::new(),
         }
     }
 
@@ -414,8 +423,14 @@ impl OutboundCall {
         self.dialog.as_ref()
     }
 
-    /// When [`poll`](Self::poll) must be called next (the no-response timer).
-    pub fn next_wake(&self) -> Option<Instant> {
+    /// The next output, in order; `None` when there is none.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.queue.pop_front()
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) must be called next (the
+    /// no-response timer).
+    pub fn poll_timeout(&self) -> Option<Instant> {
         if self.is_finished() {
             return None;
         }
@@ -428,7 +443,13 @@ impl OutboundCall {
     /// An error (a malformed INVITE, a From the caller-ID policy cannot
     /// rewrite, a configuration that fails [`TrunkConfig::validate`]) leaves
     /// the call unusable: answer the caller yourself (400 or 500).
-    pub fn start(&mut self, invite: Message, now: Instant) -> Result<Vec<Output>> {
+    pub fn start(&mut self, invite: Message, now: Instant) -> Result<()> {
+        let out = self.start_outputs(invite, now)?;
+        self.queue.extend(out);
+        Ok(())
+    }
+
+    fn start_outputs(&mut self, invite: Message, now: Instant) -> Result<Vec<Output>> {
         if invite.method() != Some(&Method::Invite) {
             return Err(Error::NotAnInvite);
         }
@@ -481,8 +502,15 @@ impl OutboundCall {
         Ok(out)
     }
 
-    /// Feeds one input.
-    pub fn handle(&mut self, input: Input, now: Instant) -> Result<Vec<Output>> {
+    /// Feeds one input; an error (a response that cannot be mapped, a request
+    /// that cannot be built) is returned here and queues nothing.
+    pub fn handle_input(&mut self, input: Input, now: Instant) -> Result<()> {
+        let out = self.input_outputs(input, now)?;
+        self.queue.extend(out);
+        Ok(())
+    }
+
+    fn input_outputs(&mut self, input: Input, now: Instant) -> Result<Vec<Output>> {
         let mut out = Vec::new();
         match input {
             Input::Response(resp) => self.on_response(resp, now, &mut out)?,
@@ -505,7 +533,7 @@ impl OutboundCall {
     }
 
     /// Fires the no-response timer when due.
-    pub fn poll(&mut self, now: Instant) -> Result<Vec<Output>> {
+    pub fn handle_timeout(&mut self, now: Instant) -> Result<()> {
         let mut out = Vec::new();
         if let Some(a) = &self.current
             && let Some(d) = a.no_response_deadline
@@ -514,25 +542,26 @@ impl OutboundCall {
         {
             self.attempt_failed(AttemptFailure::NoResponse, None, now, &mut out)?;
         }
-        Ok(out)
+        self.queue.extend(out);
+        Ok(())
     }
 
     /// The caller cancelled (the driver answered its CANCEL with 200). No
     /// further target is tried. The CANCEL goes out now if the current target
     /// has sent a provisional response, otherwise as soon as one arrives
     /// (RFC 3261 §9.1); a target that never answers ends the call with 487.
-    pub fn cancel(&mut self, _now: Instant) -> Result<Vec<Output>> {
-        let mut out = Vec::new();
+    pub fn handle_cancel(&mut self, _now: Instant) -> Result<()> {
         if self.is_finished() || self.cancelled {
-            return Ok(out);
+            return Ok(());
         }
         self.cancelled = true;
         if let Some(a) = self.current.as_mut()
             && a.responded
         {
-            out.push(cancel_for(a)?);
+            let c = cancel_for(a)?;
+            self.queue.push_back(c);
         }
-        Ok(out)
+        Ok(())
     }
 
     fn is_current(&self, branch: &str) -> bool {

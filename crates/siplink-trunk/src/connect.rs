@@ -18,7 +18,7 @@ use crate::call::DialogMap;
 use crate::config::TrunkConfig;
 use crate::driver::{ProbeResult, resolve, run_options};
 use crate::error::{Error, Result};
-use crate::health::HealthMonitor;
+use crate::health::{HealthMonitor, HealthOutput};
 use crate::report::{NetFailure, Observations, OptionsObservation, TestReport};
 
 /// Settings of [`test_connection`].
@@ -165,11 +165,11 @@ async fn options_step(
         StdRng::from_os_rng(),
         Instant::now(),
     );
-    let Some(probe) = monitor
-        .poll(Instant::now())
-        .into_iter()
-        .find(|p| p.target == target)
-    else {
+    monitor.handle_timeout(Instant::now());
+    let Some(probe) = std::iter::from_fn(|| monitor.poll_output()).find_map(|o| match o {
+        HealthOutput::Probe(p) if p.target == target => Some(p),
+        _ => None,
+    }) else {
         return OptionsObservation::Failed(NetFailure::Unreachable(
             "cannot build the OPTIONS request for this target".into(),
         ));

@@ -23,7 +23,7 @@ use tracing::debug;
 use crate::call::{AttemptFailure, CallFailure, DialogMap, Input, OutboundCall, Output};
 use crate::config::{TargetAddr, TrunkConfig};
 use crate::error::{Error, Result};
-use crate::health::{HealthEvent, HealthMonitor, HealthState, TargetHealth};
+use crate::health::{HealthEvent, HealthMonitor, HealthOutput, HealthState, TargetHealth};
 use crate::identify::Identify;
 
 /// Capacity of a call's event queue (provisional responses beyond it are dropped).
@@ -212,7 +212,7 @@ impl Trunk {
         };
         let transport = self.shared.endpoint.transport();
         let mut call = OutboundCall::new(self.shared.config.clone(), sent_by(transport), order);
-        let first = call.start(invite, Instant::now())?;
+        call.start(invite, Instant::now())?;
         let (events, rx) = mpsc::channel(CALL_EVENTS);
         let (cmd, cmd_rx) = mpsc::channel(4);
         let task = CallTask {
@@ -222,7 +222,7 @@ impl Trunk {
             live: 0,
             msg_tx: None,
         };
-        tokio::spawn(task.run(first, cmd_rx));
+        tokio::spawn(task.run(cmd_rx));
         Ok(CallHandle { events: rx, cmd })
     }
 }
@@ -309,10 +309,10 @@ struct CallTask {
 }
 
 impl CallTask {
-    async fn run(mut self, first: Vec<Output>, mut cmd_rx: mpsc::Receiver<Command>) {
+    async fn run(mut self, mut cmd_rx: mpsc::Receiver<Command>) {
         let (msg_tx, mut msg_rx) = mpsc::channel(CALL_EVENTS);
         self.msg_tx = Some(msg_tx);
-        self.execute(first, None).await;
+        self.execute(None).await;
         let mut cmd_open = true;
         let mut finished_at: Option<tokio::time::Instant> = None;
         loop {
@@ -322,13 +322,13 @@ impl CallTask {
                 }
                 finished_at.get_or_insert_with(tokio::time::Instant::now);
             }
-            let wake = self.call.next_wake().map(tokio::time::Instant::from_std);
+            let wake = self.call.poll_timeout().map(tokio::time::Instant::from_std);
             let linger = finished_at.map(|t| t + CALL_LINGER);
             tokio::select! {
                 m = msg_rx.recv() => match m.map(|m| *m) {
                     Some(Msg::Input(input, dest)) => {
-                        match self.call.handle(input, Instant::now()) {
-                            Ok(out) => self.execute(out, dest).await,
+                        match self.call.handle_input(input, Instant::now()) {
+                            Ok(()) => self.execute(dest).await,
                             Err(e) => debug!(error = %e, "trunk call: input ignored"),
                         }
                     }
@@ -338,14 +338,14 @@ impl CallTask {
                 c = cmd_rx.recv(), if cmd_open => {
                     // A dropped handle cancels too.
                     cmd_open = matches!(c, Some(Command::Cancel));
-                    match self.call.cancel(Instant::now()) {
-                        Ok(out) => self.execute(out, None).await,
+                    match self.call.handle_cancel(Instant::now()) {
+                        Ok(()) => self.execute(None).await,
                         Err(e) => debug!(error = %e, "trunk call: cancel failed"),
                     }
                 }
                 _ = sleep_until_opt(wake) => {
-                    match self.call.poll(Instant::now()) {
-                        Ok(out) => self.execute(out, None).await,
+                    match self.call.handle_timeout(Instant::now()) {
+                        Ok(()) => self.execute(None).await,
                         Err(e) => debug!(error = %e, "trunk call: poll failed"),
                     }
                 }
@@ -356,8 +356,8 @@ impl CallTask {
 
     /// Carries out the core's outputs. `from` is where the input that caused
     /// them came from (the answering target for a 2xx).
-    async fn execute(&mut self, outputs: Vec<Output>, from: Option<NetTarget>) {
-        for o in outputs {
+    async fn execute(&mut self, from: Option<NetTarget>) {
+        while let Some(o) = self.call.poll_output() {
             let event = match o {
                 Output::Send {
                     request, next_hop, ..
@@ -693,13 +693,19 @@ pub fn in_dialog_request(
 /// task; woken again when a probe ends.
 async fn health_loop(shared: Arc<Shared>) {
     loop {
-        let (probes, wake) = {
+        let (outputs, wake) = {
             let mut m = lock(&shared.monitor);
-            let probes = m.poll(Instant::now());
-            (probes, m.next_wake())
+            m.handle_timeout(Instant::now());
+            let outputs: Vec<HealthOutput> = std::iter::from_fn(|| m.poll_output()).collect();
+            (outputs, m.poll_timeout())
         };
-        for p in probes {
-            tokio::spawn(probe(shared.clone(), p.request, p.next_hop));
+        for o in outputs {
+            match o {
+                HealthOutput::Probe(p) => {
+                    tokio::spawn(probe(shared.clone(), p.request, p.next_hop));
+                }
+                HealthOutput::Changed(ev) => health_changed(&shared, ev),
+            }
         }
         tokio::select! {
             _ = shared.wake.notified() => {}
@@ -742,24 +748,35 @@ pub(crate) async fn run_options(
 async fn probe(shared: Arc<Shared>, request: Message, next_hop: TargetAddr) {
     let branch = branch_of(&request);
     let result = run_options(&shared.endpoint, request, &next_hop).await;
-    let event = {
+    let outputs: Vec<HealthOutput> = {
         let mut m = lock(&shared.monitor);
         let now = Instant::now();
-        let ev = match &result {
-            ProbeResult::Response(r) => m.on_response(r, now),
-            ProbeResult::Timeout => m.on_timeout(&branch, now),
-            ProbeResult::TransportError => m.on_transport_error(&branch, now),
-        };
-        if ev.is_some() {
-            shared
-                .states
-                .send_replace(m.targets().iter().map(|t| t.state).collect());
+        match &result {
+            ProbeResult::Response(r) => m.handle_response(r, now),
+            ProbeResult::Timeout => m.handle_probe_timeout(&branch, now),
+            ProbeResult::TransportError => m.handle_transport_error(&branch, now),
         }
-        ev
+        std::iter::from_fn(|| m.poll_output()).collect()
     };
-    if let Some(ev) = event {
-        debug!(target = ev.target, from = ?ev.from, to = ?ev.to, "trunk target health changed");
-        let _ = shared.events.send(ev);
+    for o in outputs {
+        match o {
+            HealthOutput::Changed(ev) => health_changed(&shared, ev),
+            // Probes are only queued by `handle_timeout`, in the health task
+            // (woken just below).
+            HealthOutput::Probe(_) => {}
+        }
     }
     shared.wake.notify_one();
+}
+
+/// Publishes a target's state change: the states watch and the event stream.
+fn health_changed(shared: &Shared, ev: HealthEvent) {
+    {
+        let m = lock(&shared.monitor);
+        shared
+            .states
+            .send_replace(m.targets().iter().map(|t| t.state).collect());
+    }
+    debug!(target = ev.target, from = ?ev.from, to = ?ev.to, "trunk target health changed");
+    let _ = shared.events.send(ev);
 }

@@ -1,5 +1,6 @@
 //! OPTIONS health probing of a trunk's targets (sans-IO).
 
+use std::collections::VecDeque;
 use std::fmt;
 use std::sync::Arc;
 use std::time::Instant;
@@ -82,6 +83,17 @@ pub struct HealthEvent {
     pub reason: ProbeOutcome,
 }
 
+/// What a [`HealthMonitor`] asks the driver to do or tells it, taken one at a
+/// time with [`HealthMonitor::poll_output`].
+#[derive(Debug, Clone)]
+#[allow(clippy::large_enum_variant)] // handed over once, never stored in bulk
+pub enum HealthOutput {
+    /// Send this OPTIONS probe.
+    Probe(Probe),
+    /// A target changed state.
+    Changed(HealthEvent),
+}
+
 /// An OPTIONS to send in a new client (non-INVITE) transaction.
 #[derive(Debug, Clone)]
 pub struct Probe {
@@ -110,9 +122,15 @@ pub struct TargetHealth {
 
 /// Probes every target of one trunk with OPTIONS and keeps its up/down state.
 ///
-/// Sans-IO: [`poll`](Self::poll) at [`next_wake`](Self::next_wake) returns the
-/// probes due; the driver sends each in a client transaction and reports the
-/// final response, timeout or transport error back. One probe per target is
+/// Sans-IO, in the core vocabulary of the workspace:
+/// [`handle_timeout`](Self::handle_timeout) at
+/// [`poll_timeout`](Self::poll_timeout) queues the probes due; the driver takes
+/// them from [`poll_output`](Self::poll_output) ([`HealthOutput::Probe`]), sends
+/// each in a client transaction and reports the final response
+/// ([`handle_response`](Self::handle_response)), timeout
+/// ([`handle_probe_timeout`](Self::handle_probe_timeout)) or transport error
+/// ([`handle_transport_error`](Self::handle_transport_error)) back; state
+/// changes come out as [`HealthOutput::Changed`]. One probe per target is
 /// in flight at a time; the next is due `interval` after the previous ended.
 /// An up target goes down after `down_after` failed probes in a row, a down
 /// one comes up after `up_after` successful ones in a row
@@ -121,18 +139,20 @@ pub struct TargetHealth {
 /// ```
 /// use std::{sync::Arc, time::{Duration, Instant}};
 /// use rand::{SeedableRng, rngs::StdRng};
-/// use siplink_trunk::{HealthMonitor, HealthState, Target, Transport, TrunkConfig};
+/// use siplink_trunk::{HealthMonitor, HealthOutput, HealthState, Target, Transport, TrunkConfig};
 ///
 /// let mut cfg = TrunkConfig::new("pbx", vec![Target::new("192.0.2.10", 5060, Transport::Udp)]);
 /// cfg.health.down_after = 2;
 /// let t0 = Instant::now();
 /// let mut mon = HealthMonitor::new(Arc::new(cfg), "198.51.100.1:5060", StdRng::seed_from_u64(1), t0);
 /// for round in 0..2 {
-///     let now = mon.next_wake().unwrap();
-///     let probe = mon.poll(now).remove(0);
+///     let now = mon.poll_timeout().unwrap();
+///     mon.handle_timeout(now);
+///     let Some(HealthOutput::Probe(probe)) = mon.poll_output() else { unreachable!() };
 ///     let branch = probe.request.top_via()?.branch().unwrap().to_owned();
-///     let event = mon.on_timeout(&branch, now + Duration::from_secs(32));
-///     assert_eq!(event.is_some(), round == 1);
+///     mon.handle_probe_timeout(&branch, now + Duration::from_secs(32));
+///     let changed = matches!(mon.poll_output(), Some(HealthOutput::Changed(_)));
+///     assert_eq!(changed, round == 1);
 /// }
 /// assert_eq!(mon.state(0), Some(HealthState::Down));
 /// # Ok::<(), Box<dyn std::error::Error>>(())
@@ -144,6 +164,7 @@ pub struct HealthMonitor {
     rng: StdRng,
     targets: Vec<TargetHealth>,
     cseq: u32,
+    queue: VecDeque<HealthOutput>,
 }
 
 impl HealthMonitor {
@@ -175,6 +196,7 @@ impl HealthMonitor {
             rng,
             targets,
             cseq: 0,
+            queue: VecDeque::new(),
         }
     }
 
@@ -209,8 +231,13 @@ impl HealthMonitor {
         )
     }
 
-    /// When [`poll`](Self::poll) must be called next.
-    pub fn next_wake(&self) -> Option<Instant> {
+    /// The next output, in order; `None` when there is none.
+    pub fn poll_output(&mut self) -> Option<HealthOutput> {
+        self.queue.pop_front()
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) must be called next.
+    pub fn poll_timeout(&self) -> Option<Instant> {
         self.targets
             .iter()
             .filter(|t| t.pending.is_none())
@@ -218,9 +245,8 @@ impl HealthMonitor {
             .min()
     }
 
-    /// The probes due at `now`.
-    pub fn poll(&mut self, now: Instant) -> Vec<Probe> {
-        let mut out = Vec::new();
+    /// Queues the probes due at `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
         for i in 0..self.targets.len() {
             let t = &self.targets[i];
             if t.pending.is_some() || t.next_probe.is_none_or(|at| at > now) {
@@ -230,40 +256,41 @@ impl HealthMonitor {
                 Ok((probe, branch)) => {
                     self.targets[i].pending = Some(branch);
                     self.targets[i].next_probe = None;
-                    out.push(probe);
+                    self.queue.push_back(HealthOutput::Probe(probe));
                 }
                 // An unusable address (validate() catches it): count a failure
                 // and retry later rather than stop probing.
-                Err(_) => {
-                    self.record(i, ProbeOutcome::TransportError, now);
-                }
+                Err(_) => self.record(i, ProbeOutcome::TransportError, now),
             }
         }
-        out
     }
 
     /// A response to a probe. Provisional responses and responses to no
     /// pending probe are ignored.
-    pub fn on_response(&mut self, response: &Message, now: Instant) -> Option<HealthEvent> {
-        let status = response.status()?;
-        if status < 200 {
-            return None;
+    pub fn handle_response(&mut self, response: &Message, now: Instant) {
+        let Some(status) = response.status().filter(|&s| s >= 200) else {
+            return;
+        };
+        let Some(branch) = response.top_via().ok().and_then(|v| v.branch()) else {
+            return;
+        };
+        if let Some(i) = self.pending_target(branch) {
+            self.record(i, ProbeOutcome::Status(status), now);
         }
-        let branch = response.top_via().ok()?.branch()?;
-        let i = self.pending_target(branch)?;
-        self.record(i, ProbeOutcome::Status(status), now)
     }
 
-    /// The probe with this branch timed out.
-    pub fn on_timeout(&mut self, branch: &str, now: Instant) -> Option<HealthEvent> {
-        let i = self.pending_target(branch)?;
-        self.record(i, ProbeOutcome::Timeout, now)
+    /// The probe with this branch timed out (its transaction's timer F).
+    pub fn handle_probe_timeout(&mut self, branch: &str, now: Instant) {
+        if let Some(i) = self.pending_target(branch) {
+            self.record(i, ProbeOutcome::Timeout, now);
+        }
     }
 
     /// The probe with this branch hit a transport error.
-    pub fn on_transport_error(&mut self, branch: &str, now: Instant) -> Option<HealthEvent> {
-        let i = self.pending_target(branch)?;
-        self.record(i, ProbeOutcome::TransportError, now)
+    pub fn handle_transport_error(&mut self, branch: &str, now: Instant) {
+        if let Some(i) = self.pending_target(branch) {
+            self.record(i, ProbeOutcome::TransportError, now);
+        }
     }
 
     fn pending_target(&self, branch: &str) -> Option<usize> {
@@ -272,8 +299,9 @@ impl HealthMonitor {
             .position(|t| t.pending.as_deref() == Some(branch))
     }
 
-    /// Counts one outcome for target `i` and schedules its next probe.
-    fn record(&mut self, i: usize, outcome: ProbeOutcome, now: Instant) -> Option<HealthEvent> {
+    /// Counts one outcome for target `i`, schedules its next probe and queues
+    /// the state change, if any.
+    fn record(&mut self, i: usize, outcome: ProbeOutcome, now: Instant) {
         let h = &self.config.health;
         let t = &mut self.targets[i];
         t.pending = None;
@@ -293,12 +321,15 @@ impl HealthMonitor {
                 t.state = HealthState::Down;
             }
         }
-        (t.state != before).then_some(HealthEvent {
-            target: i,
-            from: before,
-            to: t.state,
-            reason: outcome,
-        })
+        if t.state != before {
+            let ev = HealthEvent {
+                target: i,
+                from: before,
+                to: t.state,
+                reason: outcome,
+            };
+            self.queue.push_back(HealthOutput::Changed(ev));
+        }
     }
 
     fn random_hex(&mut self) -> String {
@@ -386,26 +417,44 @@ mod tests {
         )
     }
 
+    fn probes(mon: &mut HealthMonitor, now: Instant) -> Vec<Probe> {
+        mon.handle_timeout(now);
+        std::iter::from_fn(|| mon.poll_output())
+            .filter_map(|o| match o {
+                HealthOutput::Probe(p) => Some(p),
+                HealthOutput::Changed(_) => None,
+            })
+            .collect()
+    }
+
+    /// The state change queued, if any (everything else queued is dropped).
+    fn changed(mon: &mut HealthMonitor) -> Option<HealthEvent> {
+        std::iter::from_fn(|| mon.poll_output()).find_map(|o| match o {
+            HealthOutput::Changed(e) => Some(e),
+            HealthOutput::Probe(_) => None,
+        })
+    }
+
     fn branch(p: &Probe) -> String {
         p.request.top_via().unwrap().branch().unwrap().to_owned()
     }
 
     /// Runs one probe round for target 0 ending in `outcome` at `now + 1 s`.
     fn round(mon: &mut HealthMonitor, outcome: ProbeOutcome) -> (Option<HealthEvent>, Instant) {
-        let now = mon.next_wake().unwrap();
-        let probes = mon.poll(now);
+        let now = mon.poll_timeout().unwrap();
+        let probes = probes(mon, now);
         assert_eq!(probes.len(), 1);
         let p = &probes[0];
         let end = now + Duration::from_secs(1);
-        let ev = match outcome {
+        match outcome {
             ProbeOutcome::Status(s) => {
                 let resp = p.request.response(s).build().unwrap();
-                mon.on_response(&resp, end)
+                mon.handle_response(&resp, end)
             }
-            ProbeOutcome::Timeout => mon.on_timeout(&branch(p), end),
-            ProbeOutcome::TransportError => mon.on_transport_error(&branch(p), end),
+            ProbeOutcome::Timeout => mon.handle_probe_timeout(&branch(p), end),
+            ProbeOutcome::TransportError => mon.handle_transport_error(&branch(p), end),
         };
-        (ev, end)
+        (changed(mon), end)
     }
 
     #[test]
@@ -414,8 +463,8 @@ mod tests {
             c.targets[0].addr.transport = Transport::Tcp;
             c.health.from_domain = "proxy.example".into();
         });
-        assert_eq!(mon.next_wake(), Some(t0));
-        let p = mon.poll(t0).remove(0);
+        assert_eq!(mon.poll_timeout(), Some(t0));
+        let p = probes(&mut mon, t0).remove(0);
         let r = &p.request;
         assert_eq!(r.method(), Some(&Method::Options));
         assert_eq!(
@@ -431,8 +480,8 @@ mod tests {
         assert_eq!(r.cseq().unwrap().method, Method::Options);
         assert!(r.validate().is_ok());
         // One probe in flight per target: nothing more is due until it ends.
-        assert!(mon.poll(t0 + Duration::from_secs(60)).is_empty());
-        assert_eq!(mon.next_wake(), None);
+        assert!(probes(&mut mon, t0 + Duration::from_secs(60)).is_empty());
+        assert_eq!(mon.poll_timeout(), None);
     }
 
     #[test]
@@ -457,7 +506,7 @@ mod tests {
         assert!(!mon.is_up(0));
         assert_eq!(mon.targets()[0].failures, 3);
         // The next probe is due one interval after the last ended.
-        assert_eq!(mon.next_wake(), Some(end + Duration::from_secs(10)));
+        assert_eq!(mon.poll_timeout(), Some(end + Duration::from_secs(10)));
         assert_eq!(round(&mut mon, ProbeOutcome::Status(200)).0, None);
         assert!(!mon.is_up(0));
         let (ev, _) = round(&mut mon, ProbeOutcome::Status(404));
@@ -488,25 +537,29 @@ mod tests {
     #[test]
     fn stray_and_provisional_responses_are_ignored() {
         let (mut mon, t0) = monitor(2, |c| c.health.down_after = 1);
-        let probes = mon.poll(t0);
+        let probes = probes(&mut mon, t0);
         assert_eq!(probes.len(), 2);
         let trying = probes[0].request.response(100).build().unwrap();
-        assert_eq!(mon.on_response(&trying, t0), None);
+        mon.handle_response(&trying, t0);
+        assert!(mon.poll_output().is_none());
         assert_eq!(mon.targets()[0].last, None);
-        assert_eq!(mon.on_timeout("z9hG4bKunknown", t0), None);
+        mon.handle_probe_timeout("z9hG4bKunknown", t0);
+        assert!(mon.poll_output().is_none());
         // Target 1 fails, target 0 is unaffected.
-        let ev = mon.on_timeout(&branch(&probes[1]), t0).unwrap();
+        mon.handle_probe_timeout(&branch(&probes[1]), t0);
+        let ev = changed(&mut mon).unwrap();
         assert_eq!(ev.target, 1);
         assert!(mon.is_up(0));
         // A duplicate report for the same probe does nothing.
-        assert_eq!(mon.on_timeout(&branch(&probes[1]), t0), None);
+        mon.handle_probe_timeout(&branch(&probes[1]), t0);
+        assert!(mon.poll_output().is_none());
     }
 
     #[test]
     fn disabled_monitor_never_probes() {
         let (mut mon, t0) = monitor(2, |c| c.health.enabled = false);
-        assert_eq!(mon.next_wake(), None);
-        assert!(mon.poll(t0 + Duration::from_secs(3600)).is_empty());
+        assert_eq!(mon.poll_timeout(), None);
+        assert!(probes(&mut mon, t0 + Duration::from_secs(3600)).is_empty());
         assert!(mon.is_up(0) && mon.is_up(1));
     }
 
@@ -515,7 +568,7 @@ mod tests {
         let (mut mon, t0) = monitor(1, |c| {
             c.outbound_proxy = Some(TargetAddr::new("sbc.example", 5060, Transport::Udp));
         });
-        let p = mon.poll(t0).remove(0);
+        let p = probes(&mut mon, t0).remove(0);
         assert_eq!(p.next_hop.host, "sbc.example");
         assert_eq!(
             p.request.route().unwrap()[0].uri.as_str(),

@@ -4,6 +4,9 @@
 //! registration). The core is sans-IO state machines: no sockets, no clock, no runtime.
 //! Time comes in as `now`, randomness from an injected RNG, requests go out as
 //! outputs for a driver to run in client transactions (`siplink-transaction`).
+//! The cores speak the workspace's core vocabulary (`docs/architecture.md`):
+//! inputs through `handle_*(…, now)`, outputs one at a time from
+//! `poll_output()`, time as `poll_timeout()` / `handle_timeout(now)`.
 //!
 //! * [`TrunkConfig`]: targets (address, port, transport, priority, weight),
 //!   credentials, outbound proxy, caller-ID policy, Request-URI host, failover
@@ -19,8 +22,9 @@
 //! * [`Identify`]: source address (IPv4/IPv6, CIDR, longest prefix) → trunk.
 //! * [`TestReport`]: the typed result of a connection test with a likely fix.
 //!
-//! And a thin tokio driver over a `siplink_transaction::Endpoint`, client
-//! side only (the application keeps the server side):
+//! And, with the default `tokio` feature, a thin tokio driver over a
+//! `siplink_transaction::Endpoint`, client side only (the application keeps the
+//! server side):
 //!
 //! * [`Trunk`]: [`Trunk::call`] → [`CallHandle`] of [`CallEvent`]s (with
 //!   cancel), the OPTIONS health task ([`Trunk::health_watch`],
@@ -53,22 +57,22 @@
 //!     .build()?;
 //! let t0 = Instant::now();
 //! let mut call = OutboundCall::new(cfg, "198.51.100.1:5060", vec![0, 1]);
-//! let out = call.start(invite, t0)?;
-//! let Output::Send { request: first, .. } = &out[0] else { panic!() };
+//! call.start(invite, t0)?;
+//! let Some(Output::Send { request: first, .. }) = call.poll_output() else { panic!() };
 //! assert_eq!(first.request_uri_bytes().unwrap(), "sip:+4930123@192.0.2.10:5060");
 //!
 //! // The first PBX is overloaded: the same INVITE goes to the second, new branch.
 //! let busy = first.response(503).build()?;
-//! let out = call.handle(Input::Response(busy), t0 + Duration::from_millis(30))?;
-//! assert!(matches!(out[0], Output::TargetFailed { target: 0, .. }));
-//! let Output::Send { request: second, target: 1, .. } = &out[1] else { panic!() };
+//! call.handle_input(Input::Response(busy), t0 + Duration::from_millis(30))?;
+//! assert!(matches!(call.poll_output(), Some(Output::TargetFailed { target: 0, .. })));
+//! let Some(Output::Send { request: second, target: 1, .. }) = call.poll_output() else { panic!() };
 //! assert_ne!(second.top_via()?.branch(), first.top_via()?.branch());
 //! assert_eq!(second.call_id()?, "call-1");
 //!
 //! // It answers; the caller gets the 200 with its own Via on top.
 //! let ok = second.response(200).build()?;
-//! let out = call.handle(Input::Response(ok), t0 + Duration::from_millis(90))?;
-//! let Output::Final(ok) = &out[0] else { panic!() };
+//! call.handle_input(Input::Response(ok), t0 + Duration::from_millis(90))?;
+//! let Some(Output::Final(ok)) = call.poll_output() else { panic!() };
 //! assert_eq!(ok.top_via()?.branch(), Some("z9hG4bKcaller1"));
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
@@ -93,7 +97,9 @@ pub use config::{
 pub use connect::{TestOptions, test_connection};
 pub use driver::{CallEvent, CallHandle, InDialogRequest, Trunk, TrunkDialog, in_dialog_request};
 pub use error::{Error, Result};
-pub use health::{HealthEvent, HealthMonitor, HealthState, Probe, ProbeOutcome, TargetHealth};
+pub use health::{
+    HealthEvent, HealthMonitor, HealthOutput, HealthState, Probe, ProbeOutcome, TargetHealth,
+};
 pub use identify::{Cidr, Identify};
 pub use report::TestReport;
 pub use select::target_order;

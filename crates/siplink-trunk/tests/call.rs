@@ -11,8 +11,9 @@ use siplink_auth::{
 };
 use siplink_message::{HeaderName, Message, MessageBuilder, Method};
 use siplink_trunk::{
-    AttemptFailure, CallFailure, CallState, HealthMonitor, Input, OutboundCall, Output, PaiPolicy,
-    RuriHost, Target, TargetAddr, Transport, TrunkConfig, target_order,
+    AttemptFailure, CallFailure, CallState, HealthMonitor, HealthOutput, Input, OutboundCall,
+    Output, PaiPolicy, Result, RuriHost, Target, TargetAddr, Transport, TrunkConfig,
+    target_order,
 };
 
 const SENT_BY: &str = "198.51.100.1:5060";
@@ -80,6 +81,31 @@ fn finals(out: &[Output]) -> Vec<Message> {
         .collect()
 }
 
+/// Takes everything `c` queued.
+fn drain(c: &mut OutboundCall) -> Vec<Output> {
+    std::iter::from_fn(|| c.poll_output()).collect()
+}
+
+/// Starts `c` and takes what it queued.
+fn start(c: &mut OutboundCall, invite: Message, now: Instant) -> Result<Vec<Output>> {
+    c.start(invite, now).map(|()| drain(c))
+}
+
+/// Feeds `input` to `c` and takes what it queued.
+fn feed(c: &mut OutboundCall, input: Input, now: Instant) -> Result<Vec<Output>> {
+    c.handle_input(input, now).map(|()| drain(c))
+}
+
+/// Fires `c`'s timer at `now` and takes what it queued.
+fn timeout(c: &mut OutboundCall, now: Instant) -> Result<Vec<Output>> {
+    c.handle_timeout(now).map(|()| drain(c))
+}
+
+/// The caller cancels; takes what `c` queued.
+fn caller_cancel(c: &mut OutboundCall, now: Instant) -> Result<Vec<Output>> {
+    c.handle_cancel(now).map(|()| drain(c))
+}
+
 fn branch(m: &Message) -> String {
     m.top_via().unwrap().branch().unwrap().to_owned()
 }
@@ -92,7 +118,7 @@ fn ms(t0: Instant, n: u64) -> Instant {
 fn first_invite_is_rewritten() {
     let t0 = Instant::now();
     let mut c = call(config(1));
-    let (req, target) = only_send(&c.start(invite(), t0).unwrap());
+    let (req, target) = only_send(&start(&mut c, invite(), t0).unwrap());
     assert_eq!(target, 0);
     assert_eq!(
         req.request_uri_bytes().unwrap(),
@@ -111,19 +137,18 @@ fn first_invite_is_rewritten() {
     assert_eq!(req.count(HeaderName::ProxyAuthorization), 0);
     assert_eq!(req.body().as_ref(), b"v=0\r\n");
     assert_eq!(c.state(), CallState::Trying);
-    assert_eq!(c.next_wake(), Some(t0 + Duration::from_secs(4)));
+    assert_eq!(c.poll_timeout(), Some(t0 + Duration::from_secs(4)));
 }
 
 #[test]
 fn failover_follows_priority_on_503_408_timeout_and_transport_error() {
     let t0 = Instant::now();
     let mut c = call(config(5));
-    let (r0, t) = only_send(&c.start(invite(), t0).unwrap());
+    let (r0, t) = only_send(&start(&mut c, invite(), t0).unwrap());
     assert_eq!(t, 0);
 
     // 503 → target 1.
-    let out = c
-        .handle(
+    let out = feed(&mut c, 
             Input::Response(r0.response(503).build().unwrap()),
             ms(t0, 10),
         )
@@ -149,8 +174,7 @@ fn failover_follows_priority_on_503_408_timeout_and_transport_error() {
     );
 
     // 408 → target 2.
-    let out = c
-        .handle(
+    let out = feed(&mut c, 
             Input::Response(r1.response(408).build().unwrap()),
             ms(t0, 20),
         )
@@ -159,8 +183,7 @@ fn failover_follows_priority_on_503_408_timeout_and_transport_error() {
     assert_eq!(t, 2);
 
     // Timer B → target 3.
-    let out = c
-        .handle(
+    let out = feed(&mut c, 
             Input::Timeout {
                 branch: branch(&r2),
             },
@@ -178,8 +201,7 @@ fn failover_follows_priority_on_503_408_timeout_and_transport_error() {
     assert_eq!(t, 3);
 
     // Transport error → target 4.
-    let out = c
-        .handle(
+    let out = feed(&mut c, 
             Input::TransportError {
                 branch: branch(&r3),
             },
@@ -190,8 +212,7 @@ fn failover_follows_priority_on_503_408_timeout_and_transport_error() {
     assert_eq!(t, 4);
 
     // The last one is busy: 486 is final and relayed, mapped back.
-    let out = c
-        .handle(
+    let out = feed(&mut c, 
             Input::Response(r4.response(486).build().unwrap()),
             ms(t0, 50),
         )
@@ -209,9 +230,8 @@ fn final_4xx_6xx_do_not_fail_over() {
     for status in [404, 486, 403, 603, 302] {
         let t0 = Instant::now();
         let mut c = call(config(2));
-        let (r0, _) = only_send(&c.start(invite(), t0).unwrap());
-        let out = c
-            .handle(
+        let (r0, _) = only_send(&start(&mut c, invite(), t0).unwrap());
+        let out = feed(&mut c, 
                 Input::Response(r0.response(status).build().unwrap()),
                 ms(t0, 10),
             )
@@ -225,18 +245,16 @@ fn final_4xx_6xx_do_not_fail_over() {
 fn status_500_fails_over_only_when_configured() {
     let t0 = Instant::now();
     let mut c = call(config(2));
-    let (r0, _) = only_send(&c.start(invite(), t0).unwrap());
-    let out = c
-        .handle(Input::Response(r0.response(500).build().unwrap()), t0)
+    let (r0, _) = only_send(&start(&mut c, invite(), t0).unwrap());
+    let out = feed(&mut c, Input::Response(r0.response(500).build().unwrap()), t0)
         .unwrap();
     assert_eq!(finals(&out)[0].status(), Some(500));
 
     let mut cfg = config(2);
     cfg.failover.statuses.push(500);
     let mut c = call(cfg);
-    let (r0, _) = only_send(&c.start(invite(), t0).unwrap());
-    let out = c
-        .handle(Input::Response(r0.response(500).build().unwrap()), t0)
+    let (r0, _) = only_send(&start(&mut c, invite(), t0).unwrap());
+    let out = feed(&mut c, Input::Response(r0.response(500).build().unwrap()), t0)
         .unwrap();
     assert_eq!(only_send(&out).1, 1);
 }
@@ -245,22 +263,21 @@ fn status_500_fails_over_only_when_configured() {
 fn no_failover_after_a_provisional() {
     let t0 = Instant::now();
     let mut c = call(config(2));
-    let (r0, _) = only_send(&c.start(invite(), t0).unwrap());
+    let (r0, _) = only_send(&start(&mut c, invite(), t0).unwrap());
     // 100 Trying is hop by hop: not relayed, failover still possible.
-    let out = c
-        .handle(
+    let out = feed(&mut c, 
             Input::Response(r0.response(100).build().unwrap()),
             ms(t0, 5),
         )
         .unwrap();
     assert!(out.is_empty());
     assert_eq!(
-        c.next_wake(),
+        c.poll_timeout(),
         None,
         "any response stops the no-response timer"
     );
     let ringing = r0.response_with_tag(180, Some("pbx1")).build().unwrap();
-    let out = c.handle(Input::Response(ringing), ms(t0, 10)).unwrap();
+    let out = feed(&mut c, Input::Response(ringing), ms(t0, 10)).unwrap();
     let Output::Relay(r) = &out[0] else {
         panic!("{out:?}")
     };
@@ -268,8 +285,7 @@ fn no_failover_after_a_provisional() {
     assert_eq!(r.cseq().unwrap().seq, 7);
     assert_eq!(r.top_via().unwrap().branch(), Some("z9hG4bKcaller1"));
     assert_eq!(c.state(), CallState::Proceeding);
-    let out = c
-        .handle(
+    let out = feed(&mut c, 
             Input::Response(r0.response_with_tag(503, Some("pbx1")).build().unwrap()),
             ms(t0, 900),
         )
@@ -283,13 +299,11 @@ fn all_targets_failing_ends_with_a_local_final() {
     let t0 = Instant::now();
     // 503 everywhere → 500 (RFC 3261 §16.7 step 6), with the reason.
     let mut c = call(config(2));
-    let (r0, _) = only_send(&c.start(invite(), t0).unwrap());
-    let out = c
-        .handle(Input::Response(r0.response(503).build().unwrap()), t0)
+    let (r0, _) = only_send(&start(&mut c, invite(), t0).unwrap());
+    let out = feed(&mut c, Input::Response(r0.response(503).build().unwrap()), t0)
         .unwrap();
     let (r1, _) = only_send(&out);
-    let out = c
-        .handle(Input::Response(r1.response(503).build().unwrap()), t0)
+    let out = feed(&mut c, Input::Response(r1.response(503).build().unwrap()), t0)
         .unwrap();
     assert!(out.iter().any(|o| matches!(
         o,
@@ -304,9 +318,8 @@ fn all_targets_failing_ends_with_a_local_final() {
 
     // Timeouts everywhere → 408.
     let mut c = call(config(1));
-    let (r0, _) = only_send(&c.start(invite(), t0).unwrap());
-    let out = c
-        .handle(
+    let (r0, _) = only_send(&start(&mut c, invite(), t0).unwrap());
+    let out = feed(&mut c, 
             Input::Timeout {
                 branch: branch(&r0),
             },
@@ -317,13 +330,13 @@ fn all_targets_failing_ends_with_a_local_final() {
 
     // A relayable failover status on the last target is the PBX's own answer.
     let mut c = call(config(1));
-    let (r0, _) = only_send(&c.start(invite(), t0).unwrap());
+    let (r0, _) = only_send(&start(&mut c, invite(), t0).unwrap());
     let resp = r0
         .response(408)
         .reason("Gateway Timeout Upstream")
         .build()
         .unwrap();
-    let out = c.handle(Input::Response(resp), t0).unwrap();
+    let out = feed(&mut c, Input::Response(resp), t0).unwrap();
     assert_eq!(
         finals(&out)[0].reason(),
         Some(&b"Gateway Timeout Upstream"[..])
@@ -334,9 +347,9 @@ fn all_targets_failing_ends_with_a_local_final() {
 fn no_response_timer_fails_over_and_cancels_a_late_answer() {
     let t0 = Instant::now();
     let mut c = call(config(2));
-    let (r0, _) = only_send(&c.start(invite(), t0).unwrap());
-    assert!(c.poll(ms(t0, 3999)).unwrap().is_empty());
-    let out = c.poll(ms(t0, 4000)).unwrap();
+    let (r0, _) = only_send(&start(&mut c, invite(), t0).unwrap());
+    assert!(timeout(&mut c, ms(t0, 3999)).unwrap().is_empty());
+    let out = timeout(&mut c, ms(t0, 4000)).unwrap();
     assert!(matches!(
         out[0],
         Output::TargetFailed {
@@ -346,11 +359,10 @@ fn no_response_timer_fails_over_and_cancels_a_late_answer() {
     ));
     let (r1, t) = only_send(&out);
     assert_eq!(t, 1);
-    assert_eq!(c.next_wake(), Some(ms(t0, 8000)));
+    assert_eq!(c.poll_timeout(), Some(ms(t0, 8000)));
 
     // The first PBX wakes up and rings: it gets a CANCEL, the caller sees nothing.
-    let out = c
-        .handle(
+    let out = feed(&mut c, 
             Input::Response(r0.response_with_tag(180, Some("late")).build().unwrap()),
             ms(t0, 4100),
         )
@@ -364,7 +376,7 @@ fn no_response_timer_fails_over_and_cancels_a_late_answer() {
 
     // The second answers.
     let ok = r1.response_with_tag(200, Some("pbx2")).build().unwrap();
-    let out = c.handle(Input::Response(ok), ms(t0, 4200)).unwrap();
+    let out = feed(&mut c, Input::Response(ok), ms(t0, 4200)).unwrap();
     assert_eq!(finals(&out)[0].status(), Some(200));
     assert_eq!(c.state(), CallState::Answered);
 }
@@ -373,23 +385,23 @@ fn no_response_timer_fails_over_and_cancels_a_late_answer() {
 fn late_2xx_from_an_abandoned_target_answers_the_call() {
     let t0 = Instant::now();
     let mut c = call(config(2));
-    let (r0, _) = only_send(&c.start(invite(), t0).unwrap());
-    let (r1, _) = only_send(&c.poll(ms(t0, 4000)).unwrap());
+    let (r0, _) = only_send(&start(&mut c, invite(), t0).unwrap());
+    let (r1, _) = only_send(&timeout(&mut c, ms(t0, 4000)).unwrap());
     // Target 1 rings, then the abandoned target 0 answers: that is the answer,
     // and target 1 is cancelled.
-    c.handle(
+    feed(&mut c, 
         Input::Response(r1.response_with_tag(180, Some("b")).build().unwrap()),
         ms(t0, 4100),
     )
     .unwrap();
     let ok = r0.response_with_tag(200, Some("a")).build().unwrap();
-    let out = c.handle(Input::Response(ok), ms(t0, 4200)).unwrap();
+    let out = feed(&mut c, Input::Response(ok), ms(t0, 4200)).unwrap();
     let (cancel, t) = only_send(&out);
     assert_eq!((cancel.method(), t), (Some(&Method::Cancel), 1));
     assert_eq!(finals(&out)[0].to_tag().unwrap(), Some("a"));
     // Target 1 answers as well: a further 2xx, forwarded upstream.
     let ok = r1.response_with_tag(200, Some("b")).build().unwrap();
-    let out = c.handle(Input::Response(ok), ms(t0, 4300)).unwrap();
+    let out = feed(&mut c, Input::Response(ok), ms(t0, 4300)).unwrap();
     assert!(matches!(&out[..], [Output::Additional2xx(m)] if m.to_tag().unwrap() == Some("b")));
 }
 
@@ -403,13 +415,13 @@ fn challenge_answered_once_then_rejected() {
     let mut cfg = config(2);
     cfg.credentials = Some(ClientCredentials::password("trunkuser", "s3cret"));
     let mut c = call(cfg);
-    let (r0, _) = only_send(&c.start(invite(), t0).unwrap());
+    let (r0, _) = only_send(&start(&mut c, invite(), t0).unwrap());
     let challenge = r0
         .response(401)
         .header(HeaderName::WwwAuthenticate, www("pbx", "n1"))
         .build()
         .unwrap();
-    let out = c.handle(Input::Response(challenge), ms(t0, 10)).unwrap();
+    let out = feed(&mut c, Input::Response(challenge), ms(t0, 10)).unwrap();
     let (r1, t) = only_send(&out);
     assert_eq!(t, 0, "the answer goes to the target that challenged");
     assert_eq!(r1.cseq().unwrap().seq, 8, "a new request: CSeq + 1");
@@ -427,7 +439,7 @@ fn challenge_answered_once_then_rejected() {
         .header(HeaderName::WwwAuthenticate, www("pbx", "n2"))
         .build()
         .unwrap();
-    let out = c.handle(Input::Response(again), ms(t0, 20)).unwrap();
+    let out = feed(&mut c, Input::Response(again), ms(t0, 20)).unwrap();
     assert!(sends(&out).is_empty());
     assert!(out.iter().any(|o| matches!(
         o,
@@ -449,13 +461,12 @@ fn proxy_challenge_then_success_and_the_dialog_map() {
     let mut cfg = config(1);
     cfg.credentials = Some(ClientCredentials::password("gw01", "pw"));
     let mut c = call(cfg);
-    let (r0, _) = only_send(&c.start(invite(), t0).unwrap());
+    let (r0, _) = only_send(&start(&mut c, invite(), t0).unwrap());
     let mut b = r0.response(407);
     for ch in server.challenge(None, now, false) {
         b = b.header(HeaderName::ProxyAuthenticate, ch);
     }
-    let out = c
-        .handle(Input::Response(b.build().unwrap()), ms(t0, 10))
+    let out = feed(&mut c, Input::Response(b.build().unwrap()), ms(t0, 10))
         .unwrap();
     let (r1, _) = only_send(&out);
     let pa = r1.proxy_authorization().unwrap();
@@ -468,7 +479,7 @@ fn proxy_challenge_then_success_and_the_dialog_map() {
         other => panic!("{other:?}"),
     }
     let ok = r1.response_with_tag(200, Some("pbx")).build().unwrap();
-    let out = c.handle(Input::Response(ok), ms(t0, 50)).unwrap();
+    let out = feed(&mut c, Input::Response(ok), ms(t0, 50)).unwrap();
     let f = finals(&out);
     assert_eq!(f[0].cseq().unwrap().to_string(), "7 INVITE");
 
@@ -509,13 +520,13 @@ fn proxy_challenge_then_success_and_the_dialog_map() {
 fn challenge_without_credentials_is_a_403() {
     let t0 = Instant::now();
     let mut c = call(config(2));
-    let (r0, _) = only_send(&c.start(invite(), t0).unwrap());
+    let (r0, _) = only_send(&start(&mut c, invite(), t0).unwrap());
     let ch = r0
         .response(407)
         .header(HeaderName::ProxyAuthenticate, www("carrier", "n"))
         .build()
         .unwrap();
-    let out = c.handle(Input::Response(ch), t0).unwrap();
+    let out = feed(&mut c, Input::Response(ch), t0).unwrap();
     assert!(out.iter().any(|o| matches!(
         o,
         Output::Failed(CallFailure::AuthRequired { realm: Some(r) }) if r == "carrier"
@@ -528,18 +539,16 @@ fn cancel_before_and_after_a_provisional() {
     let t0 = Instant::now();
     // Before any response: the CANCEL waits for the first 1xx (§9.1).
     let mut c = call(config(2));
-    let (r0, _) = only_send(&c.start(invite(), t0).unwrap());
-    assert!(c.cancel(ms(t0, 5)).unwrap().is_empty());
-    let out = c
-        .handle(
+    let (r0, _) = only_send(&start(&mut c, invite(), t0).unwrap());
+    assert!(caller_cancel(&mut c, ms(t0, 5)).unwrap().is_empty());
+    let out = feed(&mut c, 
             Input::Response(r0.response(100).build().unwrap()),
             ms(t0, 10),
         )
         .unwrap();
     let (cancel, _) = only_send(&out);
     assert_eq!(cancel.method(), Some(&Method::Cancel));
-    let out = c
-        .handle(
+    let out = feed(&mut c, 
             Input::Response(r0.response_with_tag(487, Some("x")).build().unwrap()),
             ms(t0, 20),
         )
@@ -548,10 +557,9 @@ fn cancel_before_and_after_a_provisional() {
 
     // Cancelled, then the target fails: no failover, 487 for the caller.
     let mut c = call(config(2));
-    let (r0, _) = only_send(&c.start(invite(), t0).unwrap());
-    c.cancel(ms(t0, 5)).unwrap();
-    let out = c
-        .handle(
+    let (r0, _) = only_send(&start(&mut c, invite(), t0).unwrap());
+    caller_cancel(&mut c, ms(t0, 5)).unwrap();
+    let out = feed(&mut c, 
             Input::Timeout {
                 branch: branch(&r0),
             },
@@ -567,16 +575,16 @@ fn cancel_before_and_after_a_provisional() {
 
     // After 180: the CANCEL goes at once.
     let mut c = call(config(1));
-    let (r0, _) = only_send(&c.start(invite(), t0).unwrap());
-    c.handle(
+    let (r0, _) = only_send(&start(&mut c, invite(), t0).unwrap());
+    feed(&mut c, 
         Input::Response(r0.response_with_tag(180, Some("t")).build().unwrap()),
         ms(t0, 5),
     )
     .unwrap();
-    let (cancel, t) = only_send(&c.cancel(ms(t0, 6)).unwrap());
+    let (cancel, t) = only_send(&caller_cancel(&mut c, ms(t0, 6)).unwrap());
     assert_eq!((cancel.method(), t), (Some(&Method::Cancel), 0));
     assert_eq!(branch(&cancel), branch(&r0));
-    assert!(c.cancel(ms(t0, 7)).unwrap().is_empty(), "once");
+    assert!(caller_cancel(&mut c, ms(t0, 7)).unwrap().is_empty(), "once");
 }
 
 #[test]
@@ -589,7 +597,7 @@ fn caller_id_policy_and_ruri_domain() {
     cfg.caller_id.pai = PaiPolicy::CallerFrom;
     cfg.request_uri_host = RuriHost::Domain("pbx.example".into());
     let mut c = call(cfg);
-    let (r0, _) = only_send(&c.start(invite(), t0).unwrap());
+    let (r0, _) = only_send(&start(&mut c, invite(), t0).unwrap());
     assert_eq!(r0.request_uri_bytes().unwrap(), "sip:+4930123@pbx.example");
     let from = r0.from().unwrap();
     assert_eq!(from.uri.as_str(), "sip:+4930999@carrier.example");
@@ -601,7 +609,7 @@ fn caller_id_policy_and_ruri_domain() {
 
     // Responses carry the caller's From again.
     let ok = r0.response_with_tag(200, Some("p")).build().unwrap();
-    let out = c.handle(Input::Response(ok), ms(t0, 10)).unwrap();
+    let out = feed(&mut c, Input::Response(ok), ms(t0, 10)).unwrap();
     let f = &finals(&out)[0];
     assert_eq!(f.from().unwrap().uri.as_str(), "sip:1001@example.com");
     // And the PBX's in-dialog BYE reaches the caller addressed to its own From.
@@ -632,7 +640,7 @@ fn ruri_target_transport_and_outbound_proxy() {
     );
     cfg.outbound_proxy = Some(TargetAddr::new("sbc.example", 5061, Transport::Tls));
     let mut c = call(cfg);
-    let out = c.start(invite(), t0).unwrap();
+    let out = start(&mut c, invite(), t0).unwrap();
     let Output::Send {
         request, next_hop, ..
     } = &out[0]
@@ -659,21 +667,24 @@ fn health_feeds_the_order_and_all_down_policy() {
     cfg.health.down_after = 1;
     let cfg = Arc::new(cfg);
     let mut mon = HealthMonitor::new(cfg.clone(), SENT_BY, StdRng::seed_from_u64(1), t0);
-    let probes = mon.poll(t0);
+    mon.handle_timeout(t0);
+    let Some(HealthOutput::Probe(probe)) = mon.poll_output() else {
+        panic!("a probe for target 0")
+    };
     // Target 0 down.
-    let b = branch(&probes[0].request);
-    mon.on_timeout(&b, ms(t0, 32_000));
+    let b = branch(&probe.request);
+    mon.handle_probe_timeout(&b, ms(t0, 32_000));
     let mut rng = StdRng::seed_from_u64(5);
     assert_eq!(mon.call_order(&mut rng), [1, 2]);
     let mut c = OutboundCall::new(cfg.clone(), SENT_BY, mon.call_order(&mut rng));
-    assert_eq!(only_send(&c.start(invite(), t0).unwrap()).1, 1);
+    assert_eq!(only_send(&start(&mut c, invite(), t0).unwrap()).1, 1);
 
     // Every target down, try_when_all_down = false: 503 at once.
     let mut cfg2 = (*cfg).clone();
     cfg2.health.try_when_all_down = false;
     let order = target_order(&cfg2.targets, |_| false, false, &mut rng);
     let mut c = OutboundCall::new(Arc::new(cfg2), SENT_BY, order);
-    let out = c.start(invite(), t0).unwrap();
+    let out = start(&mut c, invite(), t0).unwrap();
     assert!(matches!(
         out[0],
         Output::Failed(CallFailure::NoTargetAvailable)
@@ -694,14 +705,14 @@ fn rejects_non_invite_and_max_forwards_zero() {
         .build()
         .unwrap();
     assert!(matches!(
-        c.start(bye, t0),
+        start(&mut c, bye, t0),
         Err(siplink_trunk::Error::NotAnInvite)
     ));
 
     let mut inv = invite();
     inv.set_header(HeaderName::MaxForwards, "0");
     let inv = inv.reparse().unwrap();
-    let out = c.start(inv, t0).unwrap();
+    let out = start(&mut c, inv, t0).unwrap();
     assert_eq!(finals(&out)[0].status(), Some(483));
 }
 
@@ -711,20 +722,20 @@ fn two_realms_and_stale_nonces_are_answered_but_bounded() {
     let mut cfg = config(1);
     cfg.credentials = Some(ClientCredentials::password("gw", "pw"));
     let mut c = call(cfg);
-    let (r0, _) = only_send(&c.start(invite(), t0).unwrap());
+    let (r0, _) = only_send(&start(&mut c, invite(), t0).unwrap());
     // The outbound SBC asks first (407), then the PBX (401): both answered.
     let ch = r0
         .response(407)
         .header(HeaderName::ProxyAuthenticate, www("sbc", "a1"))
         .build()
         .unwrap();
-    let (r1, _) = only_send(&c.handle(Input::Response(ch), ms(t0, 10)).unwrap());
+    let (r1, _) = only_send(&feed(&mut c, Input::Response(ch), ms(t0, 10)).unwrap());
     let ch = r1
         .response(401)
         .header(HeaderName::WwwAuthenticate, www("pbx", "b1"))
         .build()
         .unwrap();
-    let (r2, _) = only_send(&c.handle(Input::Response(ch), ms(t0, 20)).unwrap());
+    let (r2, _) = only_send(&feed(&mut c, Input::Response(ch), ms(t0, 20)).unwrap());
     assert_eq!(r2.cseq().unwrap().seq, 9);
     assert_eq!(r2.proxy_authorization().unwrap().len(), 1);
     assert_eq!(r2.authorization().unwrap().len(), 1);
@@ -737,7 +748,7 @@ fn two_realms_and_stale_nonces_are_answered_but_bounded() {
         )
         .build()
         .unwrap();
-    let (r3, _) = only_send(&c.handle(Input::Response(ch), ms(t0, 30)).unwrap());
+    let (r3, _) = only_send(&feed(&mut c, Input::Response(ch), ms(t0, 30)).unwrap());
     assert_eq!(r3.authorization().unwrap()[0].nonce(), Some("b2"));
     // Stale again and again: the bound ends it.
     let mut last = r3;
@@ -751,7 +762,7 @@ fn two_realms_and_stale_nonces_are_answered_but_bounded() {
             )
             .build()
             .unwrap();
-        let out = c.handle(Input::Response(ch), ms(t0, 40 + k)).unwrap();
+        let out = feed(&mut c, Input::Response(ch), ms(t0, 40 + k)).unwrap();
         match sends(&out).pop() {
             Some((r, _)) => last = r,
             None => {
@@ -774,14 +785,14 @@ fn a_challenge_after_cancel_ends_with_487() {
     let mut cfg = config(1);
     cfg.credentials = Some(ClientCredentials::password("gw", "pw"));
     let mut c = call(cfg);
-    let (r0, _) = only_send(&c.start(invite(), t0).unwrap());
-    c.cancel(ms(t0, 1)).unwrap();
+    let (r0, _) = only_send(&start(&mut c, invite(), t0).unwrap());
+    caller_cancel(&mut c, ms(t0, 1)).unwrap();
     let ch = r0
         .response(401)
         .header(HeaderName::WwwAuthenticate, www("pbx", "n"))
         .build()
         .unwrap();
-    let out = c.handle(Input::Response(ch), ms(t0, 2)).unwrap();
+    let out = feed(&mut c, Input::Response(ch), ms(t0, 2)).unwrap();
     assert!(sends(&out).is_empty());
     assert_eq!(finals(&out)[0].status(), Some(487));
 }
@@ -790,28 +801,26 @@ fn a_challenge_after_cancel_ends_with_487() {
 fn a_silent_loser_is_cancelled_when_it_wakes_up() {
     let t0 = Instant::now();
     let mut c = call(config(2));
-    let (r0, _) = only_send(&c.start(invite(), t0).unwrap());
-    let (r1, _) = only_send(&c.poll(ms(t0, 4000)).unwrap());
+    let (r0, _) = only_send(&start(&mut c, invite(), t0).unwrap());
+    let (r1, _) = only_send(&timeout(&mut c, ms(t0, 4000)).unwrap());
     // Target 0 (abandoned) answers while target 1 has said nothing yet.
     let ok = r0.response_with_tag(200, Some("a")).build().unwrap();
-    let out = c.handle(Input::Response(ok), ms(t0, 4100)).unwrap();
+    let out = feed(&mut c, Input::Response(ok), ms(t0, 4100)).unwrap();
     assert!(
         sends(&out).is_empty(),
         "no CANCEL before a provisional (§9.1)"
     );
     assert_eq!(finals(&out)[0].status(), Some(200));
-    assert_eq!(c.next_wake(), None);
+    assert_eq!(c.poll_timeout(), None);
     // Target 1's first response brings the CANCEL; its 487 is absorbed.
-    let out = c
-        .handle(
+    let out = feed(&mut c, 
             Input::Response(r1.response(100).build().unwrap()),
             ms(t0, 4200),
         )
         .unwrap();
     let (cancel, t) = only_send(&out);
     assert_eq!((cancel.method(), t), (Some(&Method::Cancel), 1));
-    let out = c
-        .handle(
+    let out = feed(&mut c, 
             Input::Response(r1.response_with_tag(487, Some("b")).build().unwrap()),
             ms(t0, 4300),
         )
@@ -844,9 +853,9 @@ fn in_dialog_challenge_is_answered_once() {
     let mut cfg = config(1);
     cfg.credentials = Some(ClientCredentials::password("gw", "pw"));
     let mut c = call(cfg);
-    let (r0, _) = only_send(&c.start(invite(), t0).unwrap());
+    let (r0, _) = only_send(&start(&mut c, invite(), t0).unwrap());
     let ok = r0.response_with_tag(200, Some("pbx")).build().unwrap();
-    c.handle(Input::Response(ok), ms(t0, 10)).unwrap();
+    feed(&mut c, Input::Response(ok), ms(t0, 10)).unwrap();
     let mut map = c.dialog().unwrap().clone();
     assert_eq!(map.cseq_offset, 0);
 
@@ -913,7 +922,7 @@ proptest::proptest! {
         let order = target_order(&cfg.targets, |_| true, true, &mut rng);
         let mut c = OutboundCall::new(Arc::new(cfg), SENT_BY, order.clone());
         let t0 = Instant::now();
-        let mut out = c.start(invite(), t0).unwrap();
+        let mut out = start(&mut c, invite(), t0).unwrap();
         let mut tried = Vec::new();
         let mut all = Vec::new();
         let mut now = t0;
@@ -932,16 +941,16 @@ proptest::proptest! {
                 7 => Input::Response(req.response(500).build().unwrap()),
                 _ => {
                     now += Duration::from_secs(4);
-                    out = c.poll(now).unwrap();
+                    out = timeout(&mut c, now).unwrap();
                     continue;
                 }
             };
-            out = c.handle(input, now).unwrap();
+            out = feed(&mut c, input, now).unwrap();
         }
         all.append(&mut out);
         proptest::prop_assert_eq!(&tried[..], &order[..tried.len()]);
         proptest::prop_assert_eq!(finals(&all).len(), 1);
         proptest::prop_assert!(c.is_finished());
-        proptest::prop_assert_eq!(c.next_wake(), None);
+        proptest::prop_assert_eq!(c.poll_timeout(), None);
     }
 }

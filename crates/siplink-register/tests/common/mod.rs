@@ -36,13 +36,21 @@ pub fn secs(s: f64) -> Duration {
     Duration::from_secs_f64(s)
 }
 
-/// Drains `poll` at `now`.
+/// Takes every queued output.
+pub fn drain(reg: &mut Registration) -> Vec<Output> {
+    std::iter::from_fn(|| reg.poll_output()).collect()
+}
+
+/// Runs the timers due at `now` and takes every output.
 pub fn poll_all(reg: &mut Registration, now: Instant) -> Vec<Output> {
-    let mut out = Vec::new();
-    while let Some(o) = reg.poll(now) {
-        out.push(o);
-    }
-    out
+    reg.handle_timeout(now);
+    drain(reg)
+}
+
+/// Feeds `input` at `now` and takes every output.
+pub fn input(reg: &mut Registration, input: Input, now: Instant) -> Vec<Output> {
+    reg.handle_input(input, now);
+    drain(reg)
 }
 
 /// The one REGISTER in `outputs`.
@@ -123,5 +131,5 @@ pub fn with_via(mut m: Message, via: &str) -> Message {
 }
 
 pub fn feed(reg: &mut Registration, msg: Message, now: Instant) -> Vec<Output> {
-    reg.handle(Input::Response(msg), now)
+    input(reg, Input::Response(msg), now)
 }

@@ -5,7 +5,9 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime};
 
 use siplink_message::{HeaderName, Message, MessageBuilder, Method};
-use siplink_registrar::{FlowId, RegistrarConfig, RequestContext, Transport};
+use siplink_registrar::{
+    BindingEvent, BindingTable, FlowId, RegistrarConfig, RequestContext, Transport,
+};
 
 /// A REGISTER under construction.
 #[derive(Clone)]
@@ -150,4 +152,10 @@ pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
             return v;
         }
     }
+}
+
+/// Expires `table` at `now` and takes the expiry events.
+pub fn expire(table: &mut BindingTable, now: Instant) -> Vec<BindingEvent> {
+    table.handle_timeout(now);
+    std::iter::from_fn(|| table.poll_output()).collect()
 }

@@ -74,14 +74,33 @@ pub struct Seen {
     pub out: Output,
 }
 
-/// Runs every timer of `table` to completion (or until `until`), recording outputs.
+/// Takes every output `table` has queued.
+pub fn drain(table: &mut TransactionTable) -> Vec<Output> {
+    std::iter::from_fn(|| table.poll_output()).collect()
+}
+
+/// Runs one input `f` on `table`; returns its result and the outputs it queued.
+/// Outputs of earlier inputs that the test did not take are dropped first.
+pub fn step<R>(
+    table: &mut TransactionTable,
+    f: impl FnOnce(&mut TransactionTable) -> R,
+) -> (R, Vec<Output>) {
+    drain(table);
+    let r = f(table);
+    (r, drain(table))
+}
+
+/// Runs every timer of `table` to completion (or until `until`), recording
+/// outputs (outputs queued before are dropped first).
 pub fn run_timers(table: &mut TransactionTable, t0: Instant, until: Duration) -> Vec<Seen> {
     let mut seen = Vec::new();
-    while let Some(at) = table.next_deadline() {
+    drain(table);
+    while let Some(at) = table.poll_timeout() {
         if at > t0 + until {
             break;
         }
-        for out in table.poll_timers(at) {
+        table.handle_timeout(at);
+        for out in drain(table) {
             seen.push(Seen {
                 at: secs(t0, at),
                 out,
