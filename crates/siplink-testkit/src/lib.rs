@@ -15,6 +15,7 @@
 
 mod port;
 mod process;
+pub mod rtpengine;
 mod tool;
 
 pub use port::{free_port, free_port_range};
