@@ -611,6 +611,7 @@ impl From<TypedAttribute> for Attribute {
                     None => format!("{} {}/{}", r.payload_type, r.encoding, r.clock_rate),
                 },
             ),
+            TypedAttribute::Fmtp { format, params } if params.is_empty() => join("fmtp", format),
             TypedAttribute::Fmtp { format, params } => join("fmtp", format!("{format} {params}")),
             TypedAttribute::Rtcp { port, address } => {
                 join("rtcp", format!("{port}{}", opt(&address)))

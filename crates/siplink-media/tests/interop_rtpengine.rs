@@ -394,3 +394,80 @@ async fn health_goes_down_on_kill_and_up_after_restart() {
     assert!(Sdp::parse(back.sdp.as_bytes()).is_ok());
     assert_eq!(relay.list(r.ng_addr(), None).await.unwrap(), ["h-3"]);
 }
+
+/// A 20 ms PCMU RTP packet (RFC 3550 header, payload type 0, 160 bytes of silence).
+fn rtp_packet(seq: u16) -> Vec<u8> {
+    let mut p = vec![0x80, 0x00];
+    p.extend_from_slice(&seq.to_be_bytes());
+    p.extend_from_slice(&(u32::from(seq) * 160).to_be_bytes());
+    p.extend_from_slice(&0x1234_5678u32.to_be_bytes());
+    p.extend(std::iter::repeat_n(0xffu8, 160));
+    p
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rtp_is_anchored_through_rtpengine_and_counted() {
+    let Some(r) = Rtpengine::start("anchor") else {
+        return;
+    };
+    let relay = driver(&[r.ng_addr()]).await;
+    // Two plain-RTP endpoints on loopback: a caller and a callee.
+    let caller = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let callee = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let (cp, ep) = (
+        caller.local_addr().unwrap().port(),
+        callee.local_addr().unwrap().port(),
+    );
+    let call = "anchor-1@siplink.test";
+    let to_callee = relay
+        .offer(SdpRequest::offer(call, "a", sipp_pcmu_offer(cp)).flag("trust-address"))
+        .await
+        .unwrap();
+    let callee_sends_to = Sdp::parse(to_callee.sdp.as_bytes()).unwrap().media[0]
+        .desc
+        .port;
+    let to_caller = relay
+        .answer(SdpRequest::answer(call, "a", "b", sipp_pcmu_offer(ep)).flag("trust-address"))
+        .await
+        .unwrap();
+    let caller_sends_to = Sdp::parse(to_caller.sdp.as_bytes()).unwrap().media[0]
+        .desc
+        .port;
+    assert!(in_range(callee_sends_to, &r) && in_range(caller_sends_to, &r));
+    assert_ne!(callee_sends_to, caller_sends_to);
+    // Caller → rtpengine → callee, arriving from rtpengine's port for the callee.
+    let mut buf = [0u8; 1500];
+    for seq in 0..10u16 {
+        caller
+            .send_to(&rtp_packet(seq), ("127.0.0.1", caller_sends_to))
+            .await
+            .unwrap();
+        let (n, from) = tokio::time::timeout(Duration::from_secs(2), callee.recv_from(&mut buf))
+            .await
+            .expect("RTP relayed to the callee")
+            .unwrap();
+        assert_eq!(&buf[..n], &rtp_packet(seq)[..]);
+        assert_eq!(
+            from.port(),
+            callee_sends_to,
+            "relayed from the anchored port"
+        );
+    }
+    // And back.
+    callee
+        .send_to(&rtp_packet(100), ("127.0.0.1", callee_sends_to))
+        .await
+        .unwrap();
+    let (n, from) = tokio::time::timeout(Duration::from_secs(2), caller.recv_from(&mut buf))
+        .await
+        .expect("RTP relayed to the caller")
+        .unwrap();
+    assert_eq!((n, from.port()), (172, caller_sends_to));
+    let stats = relay.query(QueryRequest::call(call)).await.unwrap();
+    assert!(stats.rtp.packets >= 11, "{stats:?}");
+    assert!(stats.rtp.bytes >= 11 * 172, "{stats:?}");
+    relay
+        .delete(DeleteRequest::call(call).delete_delay(0))
+        .await
+        .unwrap();
+}
