@@ -45,8 +45,9 @@ pub struct ClientConfig {
     pub max_pending: usize,
     /// Calls remembered for affinity (default 100 000).
     pub max_calls: usize,
-    /// Cookie prefix; a random one when `None`, so a restarted client never reuses a
-    /// cookie rtpengine still has a cached reply for.
+    /// Cookie prefix (printable ASCII without spaces is kept, 32 characters at most); a
+    /// random one when `None` or empty, so a restarted client never reuses a cookie
+    /// rtpengine still has a cached reply for.
     pub cookie_prefix: Option<String>,
 }
 
@@ -186,10 +187,20 @@ impl Client {
     /// A client for `config`'s instances. Every instance counts as up until a request to
     /// it times out; the first health pings go out at `now`.
     pub fn new(config: ClientConfig, now: Instant) -> Client {
-        let prefix = config
+        // Printable, no spaces (the cookie ends at the first space), bounded.
+        let prefix: String = config
             .cookie_prefix
-            .clone()
-            .unwrap_or_else(|| format!("{:08x}", rand::random::<u32>()));
+            .as_deref()
+            .unwrap_or_default()
+            .chars()
+            .filter(char::is_ascii_graphic)
+            .take(32)
+            .collect();
+        let prefix = if prefix.is_empty() {
+            format!("{:08x}", rand::random::<u32>())
+        } else {
+            prefix
+        };
         let instances = config
             .instances
             .iter()
@@ -480,12 +491,13 @@ impl Client {
             if inst.ping_in_flight || inst.next_ping > now {
                 continue;
             }
-            if self.pending.len() >= self.config.max_pending {
-                break;
-            }
+            let full = self.pending.len() >= self.config.max_pending;
             let inst = &mut self.instances[idx];
-            inst.ping_in_flight = true;
             inst.next_ping = now + self.config.ping_interval;
+            if full {
+                continue; // this round's ping is skipped, never retried in a busy loop
+            }
+            inst.ping_in_flight = true;
             let seq = self.next_seq;
             self.next_seq += 1;
             self.send_new(idx, seq, None, &Request::Ping, false, now);

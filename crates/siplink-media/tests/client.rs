@@ -476,6 +476,11 @@ fn bounds_on_requests_in_flight_and_calls() {
         c.handle_command(Request::Ping, t0),
         Err(Error::Limit("requests in flight"))
     ));
+    // A health ping due while requests fill every slot is skipped, not retried in a
+    // busy loop: the next deadline moves on.
+    let later = t0 + Duration::from_secs(1);
+    c.handle_timeout(later);
+    assert!(c.poll_timeout().unwrap() > later);
     // handle_command_to an unknown instance.
     assert!(matches!(
         c.handle_command_to(addr(9), Request::Ping, t0),
@@ -489,6 +494,9 @@ fn cookies_are_unique_and_a_default_prefix_is_random() {
     let a = Client::new(ClientConfig::new([addr(2000)]), t0);
     let b = Client::new(ClientConfig::new([addr(2000)]), t0);
     assert_ne!(a.cookie_prefix(), b.cookie_prefix());
+    let mut spaced = config(&[2000]);
+    spaced.cookie_prefix = Some("a b\tc".into());
+    assert_eq!(Client::new(spaced, t0).cookie_prefix(), "abc");
     let mut c = Client::new(config(&[2000]), t0);
     let mut cookies = std::collections::HashSet::new();
     for n in 0..100 {
