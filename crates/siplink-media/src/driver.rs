@@ -170,6 +170,10 @@ async fn run(
     let mut waiting: HashMap<RequestId, Answer> = HashMap::new();
     let mut buf = vec![0u8; 65_536];
     loop {
+        // Counters first, so a caller woken below already sees its reply counted.
+        if let Ok(mut s) = shared.lock() {
+            s.stats = core.stats();
+        }
         while let Some(out) = core.poll_output() {
             match out {
                 Output::Transmit { to, payload } => {
@@ -198,9 +202,6 @@ async fn run(
                     let _ = events.send(InstanceHealth { addr: instance, up });
                 }
             }
-        }
-        if let Ok(mut s) = shared.lock() {
-            s.stats = core.stats();
         }
         let deadline = core.poll_timeout();
         let sleep = async {
