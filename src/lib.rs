@@ -12,6 +12,8 @@
 //! - [`register`]: the outbound registration client (state machine and manager).
 //! - [`registrar`]: the registrar and location service.
 //! - [`trunk`]: trunks to a PBX's static address: failover, health, identify.
+//! - [`media`]: SDP (RFC 8866) and media-relay control (rtpengine's ng protocol):
+//!   WebRTC ↔ RTP bridging and RTP anchoring.
 //! - [`proxy`]: the embeddable proxy: connections, dial-pattern routing, failover,
 //!   Test Connection (`cargo run --example proxy`).
 #![forbid(unsafe_code)]
@@ -19,6 +21,7 @@
 
 pub use siplink_auth as auth;
 pub use siplink_dialplan as dialplan;
+pub use siplink_media as media;
 pub use siplink_message as message;
 pub use siplink_proxy as proxy;
 pub use siplink_register as register;
