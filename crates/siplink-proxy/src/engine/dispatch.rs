@@ -168,10 +168,17 @@ pub fn dispatch(request: &Message, origin: &Origin, view: &dyn View) -> Decision
     let no_route = request.route().is_ok_and(|r| {
         r.iter().all(|n| local.is_local_uri(&n.uri))
     });
+    let pbx = view.connection_of(origin, ruri_user.as_deref());
+    // An OPTIONS to the proxy itself: without a user part, or a PBX's
+    // qualify ping to the Contact we registered with it. A phone's OPTIONS
+    // to a number goes to the number like any other request.
     let options_to_us = *method == Method::Options
         && to_us
         && no_route
-        && !ruri_user.as_deref().is_some_and(|u| view.is_user(u));
+        && match ruri_user.as_deref() {
+            None => true,
+            Some(u) => pbx.is_some() && !view.is_user(u),
+        };
     match request.max_forwards() {
         Ok(Some(0)) if options_to_us => return Decision::new(Fate::Options, cookie),
         Ok(Some(0)) => return answer(483, "Too Many Hops"),
@@ -187,7 +194,7 @@ pub fn dispatch(request: &Message, origin: &Origin, view: &dyn View) -> Decision
     if options_to_us {
         return Decision::new(Fate::Options, cookie);
     }
-    if let Some(pbx) = view.connection_of(origin, ruri_user.as_deref()) {
+    if let Some(pbx) = pbx {
         let to_user = request
             .to()
             .ok()
