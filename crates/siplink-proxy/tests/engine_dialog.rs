@@ -9,9 +9,7 @@ use std::time::Duration;
 
 use engine_support::*;
 use siplink_message::{HeaderName, Message, Transport};
-use siplink_proxy::engine::{
-    DialogKey, EndReason, EngineConfig, Event, NextHop, Output, ServerTx,
-};
+use siplink_proxy::engine::{DialogKey, EndReason, EngineConfig, Event, NextHop, Output, ServerTx};
 use siplink_transport::FlowId;
 
 fn ws_hop() -> NextHop {
@@ -39,7 +37,12 @@ fn browser_call(h: &mut Harness, call_id: &str) -> (ServerTx, Sent, Message) {
 
 /// baresip over UDP calls 4001 with `extra` headers; the PBX answers with
 /// `answer` headers.
-fn udp_call(h: &mut Harness, call_id: &str, extra: &str, answer: &str) -> (Sent, Message, Vec<Output>) {
+fn udp_call(
+    h: &mut Harness,
+    call_id: &str,
+    extra: &str,
+    answer: &str,
+) -> (Sent, Message, Vec<Output>) {
     let (_, sent) = h.call(
         baresip_invite("sip:4001@proxy.example.com", call_id, extra),
         udp_from("192.0.2.10:5060"),
@@ -95,10 +98,20 @@ fn the_dialog_record_holds_both_legs() {
     let mut h = Harness::new();
     let start = h.now;
     let (_, _, ok) = browser_call(&mut h, "d-record");
-    assert_eq!(header(&ok, HeaderName::RecordRoute).len(), 2, "double Record-Route");
-    let d = h.engine.dialog(&key("d-record", "q2mcbqs8ae", "as5f1c")).expect("recorded");
+    assert_eq!(
+        header(&ok, HeaderName::RecordRoute).len(),
+        2,
+        "double Record-Route"
+    );
+    let d = h
+        .engine
+        .dialog(&key("d-record", "q2mcbqs8ae", "as5f1c"))
+        .expect("recorded");
     assert_eq!(d.caller.hop, ws_hop());
-    assert_eq!(d.caller.target, "sip:i4t2rk9p@k3nsd8s1p2vd.invalid;transport=ws;ob");
+    assert_eq!(
+        d.caller.target,
+        "sip:i4t2rk9p@k3nsd8s1p2vd.invalid;transport=ws;ob"
+    );
     assert_eq!(d.callee.hop, addr(PBX, 5060));
     assert_eq!(d.callee.target, format!("sip:{PBX}:5060"));
     assert!(d.caller.route.is_empty() && d.callee.route.is_empty());
@@ -119,20 +132,32 @@ fn in_dialog_requests_pass_both_entries_of_a_double_record_route() {
     let tx = h.request(in_dialog("INFO", &ok, true, 6136), wss_phone());
     let s = sends(&h.outputs());
     assert_eq!(s.len(), 1);
-    assert!(header(&s[0].request, HeaderName::Route).is_empty(), "both entries consumed");
+    assert!(
+        header(&s[0].request, HeaderName::Route).is_empty(),
+        "both entries consumed"
+    );
     assert_eq!(ruri(&s[0].request), format!("sip:{PBX}:5060"));
     assert_eq!(s[0].hop, addr(PBX, 5060));
-    assert!(header(&s[0].request, HeaderName::RecordRoute).is_empty(), "no Record-Route in a dialog");
+    assert!(
+        header(&s[0].request, HeaderName::RecordRoute).is_empty(),
+        "no Record-Route in a dialog"
+    );
     h.respond(s[0].branch, pbx_reply(&s[0].request, 200, "as5f1c", ""));
     let r = responses(&h.outputs());
     assert_eq!((r[0].0, r[0].1.status()), (tx, Some(200)));
     // PBX → phone: over the phone's WebSocket flow.
-    h.request(in_dialog("INVITE", &ok, false, 102), udp_from("198.51.100.10:5060"));
+    h.request(
+        in_dialog("INVITE", &ok, false, 102),
+        udp_from("198.51.100.10:5060"),
+    );
     let s = sends(&h.outputs());
     assert_eq!(s.len(), 1);
     assert_eq!(s[0].hop, ws_hop());
     assert!(header(&s[0].request, HeaderName::Route).is_empty());
-    assert_eq!(ruri(&s[0].request), "sip:i4t2rk9p@k3nsd8s1p2vd.invalid;transport=ws;ob");
+    assert_eq!(
+        ruri(&s[0].request),
+        "sip:i4t2rk9p@k3nsd8s1p2vd.invalid;transport=ws;ob"
+    );
 }
 
 #[test]
@@ -143,9 +168,16 @@ fn without_a_record_the_flow_token_finds_the_phone() {
     });
     let (_, _, ok) = browser_call(&mut h, "d-token");
     assert_eq!(h.engine.dialogs().count(), 0);
-    h.request(in_dialog("BYE", &ok, false, 103), udp_from("198.51.100.10:5060"));
+    h.request(
+        in_dialog("BYE", &ok, false, 103),
+        udp_from("198.51.100.10:5060"),
+    );
     let s = sends(&h.outputs());
-    assert_eq!(s[0].hop, ws_hop(), "from the token in the last consumed Route");
+    assert_eq!(
+        s[0].hop,
+        ws_hop(),
+        "from the token in the last consumed Route"
+    );
     h.request(in_dialog("BYE", &ok, true, 6137), wss_phone());
     let s = sends(&h.outputs());
     assert_eq!(s[0].hop, addr(PBX, 5060), "by the Request-URI");
@@ -196,7 +228,10 @@ fn a_bye_through_the_proxy_ends_the_record() {
     let out = h.outputs();
     assert!(matches!(
         events(&out).as_slice(),
-        [Event::CallEnded { reason: EndReason::ByeFromCaller, .. }]
+        [Event::CallEnded {
+            reason: EndReason::ByeFromCaller,
+            ..
+        }]
     ));
     assert_eq!(h.engine.dialogs().count(), 0);
     let s = sends(&out);
@@ -210,10 +245,15 @@ fn a_bye_through_the_proxy_ends_the_record() {
 fn the_phone_flow_closing_mid_call_byes_the_pbx() {
     let mut h = Harness::new();
     let (_, _, _) = browser_call(&mut h, "d-flow");
-    h.engine.handle_flow_closed(FlowId::from_raw(WS_FLOW), h.now);
+    h.engine
+        .handle_flow_closed(FlowId::from_raw(WS_FLOW), h.now);
     let out = h.outputs();
     let s = sends(&out);
-    assert_eq!(methods(&s), vec!["BYE"], "one BYE: the phone's flow is gone");
+    assert_eq!(
+        methods(&s),
+        vec!["BYE"],
+        "one BYE: the phone's flow is gone"
+    );
     let bye = &s[0].request;
     assert_eq!(s[0].hop, addr(PBX, 5060));
     assert_eq!(ruri(bye), format!("sip:{PBX}:5060"));
@@ -248,7 +288,8 @@ fn the_phone_flow_closing_while_ringing_cancels_and_hangs_up_a_late_200() {
     let b = &sent[0];
     h.respond(b.branch, pbx_reply(&b.request, 180, "as9", ""));
     h.outputs();
-    h.engine.handle_flow_closed(FlowId::from_raw(WS_FLOW), h.now);
+    h.engine
+        .handle_flow_closed(FlowId::from_raw(WS_FLOW), h.now);
     assert_eq!(methods(&sends(&h.outputs())), vec!["CANCEL"]);
     h.respond(b.branch, pbx_reply(&b.request, 200, "as9", ""));
     let out = h.outputs();
@@ -273,7 +314,10 @@ fn session_timer_expiry_byes_both_legs() {
     assert_eq!(statuses(&out), vec![200]);
     let k = key("d-se", "8d7e4ca2c7f2e1b1", "as77");
     let d = h.engine.dialog(&k).unwrap();
-    assert_eq!(d.session.as_ref().unwrap().interval, Duration::from_secs(1800));
+    assert_eq!(
+        d.session.as_ref().unwrap().interval,
+        Duration::from_secs(1800)
+    );
     // baresip refreshes at half the interval with a re-INVITE.
     h.advance(Duration::from_secs(900));
     let rr = header(&ok, HeaderName::RecordRoute);
@@ -291,7 +335,15 @@ fn session_timer_expiry_byes_both_legs() {
     h.request(reinvite, udp_from("192.0.2.10:5060"));
     let s = sends(&h.outputs());
     assert_eq!(s[0].hop, addr(PBX, 5060));
-    h.respond(s[0].branch, pbx_reply(&s[0].request, 200, "as77", "Session-Expires: 1800;refresher=uac\n"));
+    h.respond(
+        s[0].branch,
+        pbx_reply(
+            &s[0].request,
+            200,
+            "as77",
+            "Session-Expires: 1800;refresher=uac\n",
+        ),
+    );
     assert_eq!(statuses(&h.outputs()), vec![200]);
     // 1,700 s after the answer: the refresh moved the expiry.
     h.advance(Duration::from_secs(800));
@@ -302,11 +354,24 @@ fn session_timer_expiry_byes_both_legs() {
     let out = h.outputs();
     let s = sends(&out);
     assert_eq!(methods(&s), vec!["BYE", "BYE"]);
-    let to_pbx = s.iter().find(|x| x.hop == addr(PBX, 5060)).expect("BYE to the PBX");
-    let to_phone = s.iter().find(|x| x.hop == addr("192.0.2.10", 5060)).expect("BYE to the phone");
+    let to_pbx = s
+        .iter()
+        .find(|x| x.hop == addr(PBX, 5060))
+        .expect("BYE to the PBX");
+    let to_phone = s
+        .iter()
+        .find(|x| x.hop == addr("192.0.2.10", 5060))
+        .expect("BYE to the phone");
     assert_eq!(ruri(&to_pbx.request), format!("sip:{PBX}:5060"));
-    assert_eq!(to_pbx.request.cseq().unwrap().seq, 23458, "after the caller's re-INVITE");
-    assert_eq!(ruri(&to_phone.request), "sip:1001-0x55d0c3a8@192.0.2.10:5060");
+    assert_eq!(
+        to_pbx.request.cseq().unwrap().seq,
+        23458,
+        "after the caller's re-INVITE"
+    );
+    assert_eq!(
+        ruri(&to_phone.request),
+        "sip:1001-0x55d0c3a8@192.0.2.10:5060"
+    );
     assert_eq!(to_phone.request.from_tag().unwrap(), Some("as77"));
     assert_eq!(to_phone.request.to_tag().unwrap(), Some("8d7e4ca2c7f2e1b1"));
     assert_eq!(
@@ -315,7 +380,10 @@ fn session_timer_expiry_byes_both_legs() {
     );
     assert!(matches!(
         events(&out).as_slice(),
-        [Event::CallEnded { reason: EndReason::SessionExpired, .. }]
+        [Event::CallEnded {
+            reason: EndReason::SessionExpired,
+            ..
+        }]
     ));
     assert_eq!(h.engine.dialogs().count(), 0);
     let _ = b;
@@ -346,7 +414,11 @@ fn a_refresh_by_the_callee_counts_too() {
     ));
     h.request(update, udp_from("198.51.100.10:5060"));
     let s = sends(&h.outputs());
-    assert_eq!(s[0].hop, addr("192.0.2.10", 5060), "the phone's source address");
+    assert_eq!(
+        s[0].hop,
+        addr("192.0.2.10", 5060),
+        "the phone's source address"
+    );
     let ok2 = s[0]
         .request
         .response(200)
@@ -356,7 +428,13 @@ fn a_refresh_by_the_callee_counts_too() {
     h.respond(s[0].branch, ok2);
     h.outputs();
     assert_eq!(
-        h.engine.dialog(&k).unwrap().session.as_ref().unwrap().expires_at,
+        h.engine
+            .dialog(&k)
+            .unwrap()
+            .session
+            .as_ref()
+            .unwrap()
+            .expires_at,
         h.now + Duration::from_secs(600)
     );
     h.advance(Duration::from_secs(599));
@@ -375,7 +453,10 @@ fn the_proxy_asks_the_caller_to_refresh_when_the_callee_has_no_timers() {
         "",
     );
     let r = responses(&out);
-    assert_eq!(header(&r[0].1, HeaderName::SessionExpires), vec!["1200;refresher=uac"]);
+    assert_eq!(
+        header(&r[0].1, HeaderName::SessionExpires),
+        vec!["1200;refresher=uac"]
+    );
     assert_eq!(header(&r[0].1, HeaderName::Require), vec!["timer"]);
     h.advance(Duration::from_secs(1200));
     assert_eq!(methods(&sends(&h.outputs())), vec!["BYE", "BYE"]);
@@ -388,7 +469,10 @@ fn the_maximum_call_duration_byes_both_legs() {
         ..EngineConfig::default()
     });
     udp_call(&mut h, "d-max", "", "");
-    assert_eq!(h.engine.poll_timeout(), Some(h.now + Duration::from_secs(3600)));
+    assert_eq!(
+        h.engine.poll_timeout(),
+        Some(h.now + Duration::from_secs(3600))
+    );
     h.advance(Duration::from_secs(3599));
     assert!(h.outputs().is_empty());
     h.advance(Duration::from_secs(1));
@@ -396,7 +480,10 @@ fn the_maximum_call_duration_byes_both_legs() {
     assert_eq!(methods(&sends(&out)), vec!["BYE", "BYE"]);
     assert!(matches!(
         events(&out).as_slice(),
-        [Event::CallEnded { reason: EndReason::MaxDuration, .. }]
+        [Event::CallEnded {
+            reason: EndReason::MaxDuration,
+            ..
+        }]
     ));
     assert_eq!(h.engine.poll_timeout(), None);
 }

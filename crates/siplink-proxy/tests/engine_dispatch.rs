@@ -26,9 +26,18 @@ fn request(method: &str, ruri: &str, extra: &str) -> String {
 
 #[test]
 fn register_goes_to_the_registrar_of_our_domains_only() {
-    assert_eq!(fate(&request("REGISTER", "sip:proxy.example.com", ""), "192.0.2.10:5060"), Fate::Registrar);
     assert_eq!(
-        fate(&request("REGISTER", "sip:other.example.net", ""), "192.0.2.10:5060"),
+        fate(
+            &request("REGISTER", "sip:proxy.example.com", ""),
+            "192.0.2.10:5060"
+        ),
+        Fate::Registrar
+    );
+    assert_eq!(
+        fate(
+            &request("REGISTER", "sip:other.example.net", ""),
+            "192.0.2.10:5060"
+        ),
         Fate::Answer(403, "Not A Domain Of This Registrar")
     );
 }
@@ -36,18 +45,43 @@ fn register_goes_to_the_registrar_of_our_domains_only() {
 #[test]
 fn options_to_the_proxy_is_answered_here() {
     // SIPp's and Kamailio's keepalive shapes: to the domain and to the address.
-    assert_eq!(fate(&request("OPTIONS", "sip:proxy.example.com", ""), "192.0.2.10:5060"), Fate::Options);
-    assert_eq!(fate(&request("OPTIONS", "sip:192.0.2.1:5060", ""), "198.51.100.10:5060"), Fate::Options);
+    assert_eq!(
+        fate(
+            &request("OPTIONS", "sip:proxy.example.com", ""),
+            "192.0.2.10:5060"
+        ),
+        Fate::Options
+    );
+    assert_eq!(
+        fate(
+            &request("OPTIONS", "sip:192.0.2.1:5060", ""),
+            "198.51.100.10:5060"
+        ),
+        Fate::Options
+    );
     // Even with Max-Forwards 0 (RFC 3261 §16.3 step 3 lets a proxy answer).
     assert_eq!(
-        fate(&request("OPTIONS", "sip:proxy.example.com", "").replace("Max-Forwards: 70", "Max-Forwards: 0"), "192.0.2.10:5060"),
+        fate(
+            &request("OPTIONS", "sip:proxy.example.com", "")
+                .replace("Max-Forwards: 70", "Max-Forwards: 0"),
+            "192.0.2.10:5060"
+        ),
         Fate::Options
     );
     // A PBX's qualify ping to the Contact we registered with it.
-    assert_eq!(fate(&request("OPTIONS", "sip:sl-4f2a@192.0.2.1:5060", ""), "198.51.100.10:5060"), Fate::Options);
+    assert_eq!(
+        fate(
+            &request("OPTIONS", "sip:sl-4f2a@192.0.2.1:5060", ""),
+            "198.51.100.10:5060"
+        ),
+        Fate::Options
+    );
     // An OPTIONS to one of our users goes to the user.
     assert!(matches!(
-        fate(&request("OPTIONS", "sip:1002@proxy.example.com", ""), "192.0.2.10:5060"),
+        fate(
+            &request("OPTIONS", "sip:1002@proxy.example.com", ""),
+            "192.0.2.10:5060"
+        ),
         Fate::ToUser { .. }
     ));
 }
@@ -55,13 +89,29 @@ fn options_to_the_proxy_is_answered_here() {
 #[test]
 fn a_phone_reaches_users_and_numbers_with_every_method() {
     assert_eq!(
-        fate(&request("INVITE", "sip:1002@proxy.example.com", ""), "192.0.2.10:5060"),
-        Fate::ToUser { user: "1002".into(), caller: Caller::Phone { authenticate: false } }
+        fate(
+            &request("INVITE", "sip:1002@proxy.example.com", ""),
+            "192.0.2.10:5060"
+        ),
+        Fate::ToUser {
+            user: "1002".into(),
+            caller: Caller::Phone {
+                authenticate: false
+            }
+        }
     );
     for method in ["INVITE", "MESSAGE", "SUBSCRIBE", "OPTIONS", "REFER", "INFO"] {
         assert_eq!(
-            fate(&request(method, "sip:4001@proxy.example.com", ""), "192.0.2.10:5060"),
-            Fate::ToNumber { number: "4001".into(), caller: Caller::Phone { authenticate: false } },
+            fate(
+                &request(method, "sip:4001@proxy.example.com", ""),
+                "192.0.2.10:5060"
+            ),
+            Fate::ToNumber {
+                number: "4001".into(),
+                caller: Caller::Phone {
+                    authenticate: false
+                }
+            },
             "{method}"
         );
     }
@@ -70,7 +120,10 @@ fn a_phone_reaches_users_and_numbers_with_every_method() {
         Fate::ToNumber { number, .. } if number.ends_with("301234567")
     ));
     assert_eq!(
-        fate(&request("MESSAGE", "im:alice@example.com", ""), "192.0.2.10:5060"),
+        fate(
+            &request("MESSAGE", "im:alice@example.com", ""),
+            "192.0.2.10:5060"
+        ),
         Fate::Answer(416, "Unsupported URI Scheme")
     );
 }
@@ -80,12 +133,21 @@ fn a_pbx_reaches_the_user_it_targets_or_the_connections_default() {
     let from_pbx = "198.51.100.10:5060";
     assert_eq!(
         fate(&request("INVITE", "sip:1002@192.0.2.1", ""), from_pbx),
-        Fate::ToUser { user: "1002".into(), caller: Caller::Pbx("office-pbx".into()) }
+        Fate::ToUser {
+            user: "1002".into(),
+            caller: Caller::Pbx("office-pbx".into())
+        }
     );
     // A DID the PBX sends unchanged: the connection's deliver_to.
     assert_eq!(
-        fate(&request("INVITE", "sip:+4930555123@192.0.2.1", ""), from_pbx),
-        Fate::ToUser { user: "1001".into(), caller: Caller::Pbx("office-pbx".into()) }
+        fate(
+            &request("INVITE", "sip:+4930555123@192.0.2.1", ""),
+            from_pbx
+        ),
+        Fate::ToUser {
+            user: "1001".into(),
+            caller: Caller::Pbx("office-pbx".into())
+        }
     );
     // Asterisk's NOTIFY for a subscription: same path.
     assert!(matches!(
@@ -96,23 +158,51 @@ fn a_pbx_reaches_the_user_it_targets_or_the_connections_default() {
 
 #[test]
 fn method_specific_fates() {
-    assert_eq!(fate(&request("CANCEL", "sip:4001@proxy.example.com", ""), "192.0.2.10:5060"), Fate::Cancel);
-    assert_eq!(fate(&request("ACK", "sip:4001@proxy.example.com", ""), "192.0.2.10:5060"), Fate::Drop);
-    let bye = request("BYE", "sip:4001@198.51.100.10", "").replace("To: <sip:4001@198.51.100.10>", "To: <sip:4001@198.51.100.10>;tag=as12");
+    assert_eq!(
+        fate(
+            &request("CANCEL", "sip:4001@proxy.example.com", ""),
+            "192.0.2.10:5060"
+        ),
+        Fate::Cancel
+    );
+    assert_eq!(
+        fate(
+            &request("ACK", "sip:4001@proxy.example.com", ""),
+            "192.0.2.10:5060"
+        ),
+        Fate::Drop
+    );
+    let bye = request("BYE", "sip:4001@198.51.100.10", "").replace(
+        "To: <sip:4001@198.51.100.10>",
+        "To: <sip:4001@198.51.100.10>;tag=as12",
+    );
     assert_eq!(fate(&bye, "192.0.2.10:5060"), Fate::InDialog);
 }
 
 #[test]
 fn max_forwards_zero_is_483_and_the_rest_is_decremented() {
-    let zero = request("INVITE", "sip:4001@proxy.example.com", "").replace("Max-Forwards: 70", "Max-Forwards: 0");
-    assert_eq!(fate(&zero, "192.0.2.10:5060"), Fate::Answer(483, "Too Many Hops"));
+    let zero = request("INVITE", "sip:4001@proxy.example.com", "")
+        .replace("Max-Forwards: 70", "Max-Forwards: 0");
+    assert_eq!(
+        fate(&zero, "192.0.2.10:5060"),
+        Fate::Answer(483, "Too Many Hops")
+    );
     let mut h = Harness::new();
     h.request(msg(&zero), udp_from("192.0.2.10:5060"));
     assert_eq!(statuses(&h.outputs()), vec![483]);
     for (given, sent) in [("Max-Forwards: 1\n", 0u8), ("", 70)] {
-        let text = request("INVITE", "sip:4001@proxy.example.com", given).replace("Max-Forwards: 70\n", "");
-        let (_, s) = h.call(msg(&text), udp_from("192.0.2.10:5060"), vec![group("a", vec![target(PBX, 5060)])]);
-        assert_eq!(s[0].request.max_forwards().unwrap(), Some(sent), "{given:?}");
+        let text = request("INVITE", "sip:4001@proxy.example.com", given)
+            .replace("Max-Forwards: 70\n", "");
+        let (_, s) = h.call(
+            msg(&text),
+            udp_from("192.0.2.10:5060"),
+            vec![group("a", vec![target(PBX, 5060)])],
+        );
+        assert_eq!(
+            s[0].request.max_forwards().unwrap(),
+            Some(sent),
+            "{given:?}"
+        );
     }
 }
 
@@ -120,10 +210,17 @@ fn max_forwards_zero_is_483_and_the_rest_is_decremented() {
 fn a_loop_is_482_and_a_spiral_goes_on() {
     let mut h = Harness::new();
     let invite = baresip_invite("sip:4001@proxy.example.com", "c-loop", "");
-    let (_, sent) = h.call(invite, udp_from("192.0.2.10:5060"), vec![group("a", vec![target("192.0.2.88", 5060)])]);
+    let (_, sent) = h.call(
+        invite,
+        udp_from("192.0.2.10:5060"),
+        vec![group("a", vec![target("192.0.2.88", 5060)])],
+    );
     // The next hop (a misconfigured SBC) sends it straight back, unchanged.
     let mut back = sent[0].request.clone();
-    back.prepend_header(HeaderName::Via, "SIP/2.0/UDP 192.0.2.88:5060;branch=z9hG4bKsbc1");
+    back.prepend_header(
+        HeaderName::Via,
+        "SIP/2.0/UDP 192.0.2.88:5060;branch=z9hG4bKsbc1",
+    );
     h.request(back.clone(), udp_from("192.0.2.88:5060"));
     let out = h.outputs();
     assert_eq!(statuses(&out), vec![482]);
@@ -167,8 +264,7 @@ fn a_strict_router_before_us_is_repaired() {
 #[test]
 fn an_in_dialog_request_without_our_record_route_is_refused() {
     let mut h = Harness::new();
-    let bye = msg(
-        "BYE sip:4001@198.51.100.10:5060 SIP/2.0\n\
+    let bye = msg("BYE sip:4001@198.51.100.10:5060 SIP/2.0\n\
          Via: SIP/2.0/UDP 192.0.2.10:5060;branch=z9hG4bKnorr;rport\n\
          Max-Forwards: 70\n\
          Route: <sip:192.0.2.1:5060;lr;sld=00000000>\n\
@@ -176,8 +272,7 @@ fn an_in_dialog_request_without_our_record_route_is_refused() {
          To: <sip:4001@proxy.example.com>;tag=as5f\n\
          Call-ID: c-forged\n\
          CSeq: 2 BYE\n\
-         Content-Length: 0\n\n",
-    );
+         Content-Length: 0\n\n");
     h.request(bye, udp_from("192.0.2.10:5060"));
     assert_eq!(statuses(&h.outputs()), vec![403]);
 }
@@ -186,7 +281,11 @@ fn an_in_dialog_request_without_our_record_route_is_refused() {
 fn a_session_interval_below_our_minimum_is_422() {
     let mut h = Harness::new();
     h.request(
-        baresip_invite("sip:4001@proxy.example.com", "c-422", "Session-Expires: 60\nMin-SE: 60\n"),
+        baresip_invite(
+            "sip:4001@proxy.example.com",
+            "c-422",
+            "Session-Expires: 60\nMin-SE: 60\n",
+        ),
         udp_from("192.0.2.10:5060"),
     );
     let r = responses(&h.outputs());

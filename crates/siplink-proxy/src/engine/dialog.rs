@@ -181,7 +181,10 @@ pub(crate) fn split_route_set(
     response: &Message,
     is_ours: impl Fn(&siplink_message::uri::Uri) -> bool,
 ) -> (Vec<String>, Vec<String>) {
-    let rr = response.record_route().map(<[_]>::to_vec).unwrap_or_default();
+    let rr = response
+        .record_route()
+        .map(<[_]>::to_vec)
+        .unwrap_or_default();
     let first_ours = rr.iter().position(|n| is_ours(&n.uri));
     let last_ours = rr.iter().rposition(|n| is_ours(&n.uri));
     match (first_ours, last_ours) {

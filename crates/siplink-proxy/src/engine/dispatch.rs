@@ -165,9 +165,9 @@ pub fn dispatch(request: &Message, origin: &Origin, view: &dyn View) -> Decision
     if *method == Method::Ack && !in_dialog {
         return Decision::new(Fate::Drop, cookie);
     }
-    let no_route = request.route().is_ok_and(|r| {
-        r.iter().all(|n| local.is_local_uri(&n.uri))
-    });
+    let no_route = request
+        .route()
+        .is_ok_and(|r| r.iter().all(|n| local.is_local_uri(&n.uri)));
     let pbx = view.connection_of(origin, ruri_user.as_deref());
     // An OPTIONS to the proxy itself: without a user part, or a PBX's
     // qualify ping to the Contact we registered with it. A phone's OPTIONS
@@ -297,7 +297,11 @@ impl View for StaticView {
             .unwrap_or_else(|| ("127.0.0.1".to_owned(), 5060))
     }
     fn flow_token(&self, flow: FlowId) -> String {
-        format!("fl{:x}x{:08x}", flow.get(), self.keyed(("flow", flow.get())))
+        format!(
+            "fl{:x}x{:08x}",
+            flow.get(),
+            self.keyed(("flow", flow.get()))
+        )
     }
     fn flow_from_token(&self, token: &str) -> Option<FlowId> {
         let (id, mac) = token.strip_prefix("fl")?.split_once('x')?;

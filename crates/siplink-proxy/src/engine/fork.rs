@@ -17,7 +17,7 @@ use siplink_transport::{FlowId, Origin};
 use super::dialog::DialogKey;
 use super::timers::{Timer, TimerKey};
 use super::{
-    BranchId, CallRef, Caller, Engine, EndReason, Event, NextHop, Output, Pending, RouteGroup,
+    BranchId, CallRef, Caller, EndReason, Engine, Event, NextHop, Output, Pending, RouteGroup,
     ServerTx, Target, View,
 };
 use crate::core::{self, BestResponse};
@@ -127,9 +127,15 @@ impl<V: View> Engine<V> {
         now: Instant,
     ) {
         let id = self.id();
+        let invite = request.method() == Some(&Method::Invite);
+        // A re-INVITE can be cancelled too.
+        let cancel_key = invite.then(|| super::cancel_key(&request)).flatten();
+        if let Some(k) = &cancel_key {
+            self.calls.insert(k.clone(), CallRef::Fork(id));
+        }
         let fork = Fork {
             tx,
-            invite: request.method() == Some(&Method::Invite),
+            invite,
             cookie: core::loop_cookie(&request),
             request,
             origin,
@@ -148,7 +154,7 @@ impl<V: View> Engine<V> {
             cancelled: false,
             declined: false,
             caller_gone: false,
-            cancel_key: None,
+            cancel_key,
         };
         self.forks.insert(id, fork);
         self.next_group(id, now);
@@ -220,27 +226,27 @@ impl<V: View> Engine<V> {
         let Some(status) = response.status() else {
             return;
         };
-        let (fork_id, wanted_cancel, timed_out, already_done) =
-            match self.branches.get_mut(&branch) {
-                None => return self.handle_stray_response(response, now),
-                Some(BranchSlot::Own) => {
-                    if status >= 200 {
-                        self.branches.remove(&branch);
-                    }
-                    return;
+        let (fork_id, wanted_cancel, timed_out, already_done) = match self.branches.get_mut(&branch)
+        {
+            None => return self.handle_stray_response(response, now),
+            Some(BranchSlot::Own) => {
+                if status >= 200 {
+                    self.branches.remove(&branch);
                 }
-                Some(BranchSlot::Fork(b)) => {
-                    if status > 100 {
-                        b.provisional = true;
-                    }
-                    let wanted = b.cancel == Cancel::Wanted && status > 100;
-                    let done = b.done;
-                    if status >= 200 {
-                        b.done = true;
-                    }
-                    (b.fork, wanted, b.timed_out, done)
+                return;
+            }
+            Some(BranchSlot::Fork(b)) => {
+                if status > 100 {
+                    b.provisional = true;
                 }
-            };
+                let wanted = b.cancel == Cancel::Wanted && status > 100;
+                let done = b.done;
+                if status >= 200 {
+                    b.done = true;
+                }
+                (b.fork, wanted, b.timed_out, done)
+            }
+        };
         if wanted_cancel {
             self.send_cancel(branch);
         }
@@ -255,8 +261,11 @@ impl<V: View> Engine<V> {
             if status == 100 {
                 return;
             }
-            let fork = &self.forks[&fork_id];
-            if !fork.final_sent && !fork.caller_gone && !fork.declined {
+            if let Some(fork) = self.forks.get(&fork_id)
+                && !fork.final_sent
+                && !fork.caller_gone
+                && !fork.declined
+            {
                 core::pop_via(&mut response);
                 let tx = fork.tx;
                 self.out.push_back(Output::Respond { tx, response });
@@ -444,9 +453,10 @@ impl<V: View> Engine<V> {
         let Some(fork) = self.forks.get(&id) else {
             return;
         };
-        let live = fork.branches.iter().any(|b| {
-            matches!(self.branches.get(b), Some(BranchSlot::Fork(b)) if !b.done)
-        });
+        let live = fork
+            .branches
+            .iter()
+            .any(|b| matches!(self.branches.get(b), Some(BranchSlot::Fork(b)) if !b.done));
         if live {
             return;
         }
@@ -483,9 +493,10 @@ impl<V: View> Engine<V> {
         if fork.final_sent {
             return;
         }
-        let response = fork.best.take(&fork.request).or_else(|| {
-            core::local_response(&fork.request, 500, "No Response From Any Branch")
-        });
+        let response = fork
+            .best
+            .take(&fork.request)
+            .or_else(|| core::local_response(&fork.request, 500, "No Response From Any Branch"));
         let Some(response) = response else { return };
         let status = response.status().unwrap_or(500);
         if fork.caller.is_some() && fork.invite {
@@ -552,13 +563,16 @@ impl<V: View> Engine<V> {
             Some(BranchSlot::Fork(b)) => b.hop.clone(),
             _ => return,
         };
+        let Some(fork) = self.forks.get(&fork_id) else {
+            return;
+        };
+        let invite = fork.invite;
         if let Some((key, from_caller)) = in_dialog {
-            let request = self.forks[&fork_id].request.clone();
+            let request = fork.request.clone();
             let response = self.refreshed(&key, from_caller, &request, response, now);
             self.out.push_back(Output::Respond { tx, response });
             return;
         }
-        let invite = self.forks[&fork_id].invite;
         if !invite {
             if !caller_gone {
                 self.out.push_back(Output::Respond { tx, response });
@@ -588,7 +602,9 @@ fn build_cancel(invite: &Message) -> Option<Message> {
     for name in [HeaderName::From, HeaderName::To, HeaderName::CallId] {
         b = b.header_bytes(name, Bytes::copy_from_slice(invite.header(name)?));
     }
-    b.header(HeaderName::CSeq, format!("{cseq} CANCEL")).build().ok()
+    b.header(HeaderName::CSeq, format!("{cseq} CANCEL"))
+        .build()
+        .ok()
 }
 
 /// Our Record-Route (RFC 3261 §16.6 step 4): one entry when both faces are

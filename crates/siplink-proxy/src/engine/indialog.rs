@@ -18,7 +18,10 @@ use crate::core;
 /// The Contact URI of a message (the remote target it announces).
 fn contact_uri(message: &Message) -> Option<String> {
     let contacts = message.contact().ok()?;
-    contacts.as_slice().first().map(|c| c.uri.as_str().to_owned())
+    contacts
+        .as_slice()
+        .first()
+        .map(|c| c.uri.as_str().to_owned())
 }
 
 /// Where a request goes when only its Route and Request-URI say so.
@@ -39,13 +42,28 @@ impl<V: View> Engine<V> {
         origin: Origin,
         now: Instant,
     ) {
+        if self.forks.len() >= self.config.max_calls.saturating_mul(2)
+            && request.method() != Some(&Method::Ack)
+        {
+            return self.respond(tx, &request, 503, "Too Many Requests In Progress");
+        }
         if let core::Check::Reject(status, reason) = core::decrement_max_forwards(&mut request) {
             return self.respond(tx, &request, status, reason);
         }
         let consumed = core::consume_own_routes(&mut request, self.view.local());
         let call_id = request.call_id().unwrap_or_default().to_owned();
-        let from_tag = request.from_tag().ok().flatten().unwrap_or_default().to_owned();
-        let to_tag = request.to_tag().ok().flatten().unwrap_or_default().to_owned();
+        let from_tag = request
+            .from_tag()
+            .ok()
+            .flatten()
+            .unwrap_or_default()
+            .to_owned();
+        let to_tag = request
+            .to_tag()
+            .ok()
+            .flatten()
+            .unwrap_or_default()
+            .to_owned();
         let method = request.method().cloned().unwrap_or(Method::Ack);
         if consumed.routes.is_empty() && !consumed.strict_fixed {
             let to_us = request
@@ -170,8 +188,18 @@ impl<V: View> Engine<V> {
         let request = &fork.request;
         let key = DialogKey {
             call_id: request.call_id().unwrap_or_default().to_owned(),
-            caller_tag: request.from_tag().ok().flatten().unwrap_or_default().to_owned(),
-            callee_tag: response.to_tag().ok().flatten().unwrap_or_default().to_owned(),
+            caller_tag: request
+                .from_tag()
+                .ok()
+                .flatten()
+                .unwrap_or_default()
+                .to_owned(),
+            callee_tag: response
+                .to_tag()
+                .ok()
+                .flatten()
+                .unwrap_or_default()
+                .to_owned(),
         };
         if self.dialogs.contains_key(&key) {
             // A retransmission of a 2xx already seen.
@@ -185,10 +213,7 @@ impl<V: View> Engine<V> {
         // caller supports them, the proxy asks the caller to refresh.
         let mut session = dispatch::session_expires(&response);
         if session.is_none()
-            && let Some((secs, _)) = dispatch::session_expires(request)
-            && request
-                .supported()
-                .is_ok_and(|s| s.iter().any(|t| t.eq_ignore_ascii_case("timer")))
+            && let Some(secs) = wants_timer(request)
         {
             response.append_header(HeaderName::SessionExpires, format!("{secs};refresher=uac"));
             response.append_header(HeaderName::Require, Bytes::from_static(b"timer"));
@@ -289,19 +314,38 @@ impl<V: View> Engine<V> {
         if let Some(c) = contact_uri(&response) {
             receiver.target = c;
         }
+        // RFC 4028 §9/§10: each 2xx to a refresh sets the session interval
+        // anew; one without Session-Expires turns the timer off, unless the
+        // request asked for one and its sender supports timers (then the
+        // proxy asks it to refresh, as for the initial INVITE).
+        let mut response = response;
         match dispatch::session_expires(&response) {
             Some((secs, refresher)) => self.set_session(key, secs, refresher, now),
-            None => {
-                let interval = d.session.as_ref().map(|s| s.interval.as_secs() as u32);
-                if let Some(secs) = interval {
-                    self.set_session(key, secs, None, now);
+            None => match wants_timer(request) {
+                Some(secs) => {
+                    response
+                        .append_header(HeaderName::SessionExpires, format!("{secs};refresher=uac"));
+                    response.append_header(HeaderName::Require, Bytes::from_static(b"timer"));
+                    self.set_session(key, secs, Some(Refresher::Uac), now);
                 }
-            }
+                None => {
+                    if let Some(d) = self.dialogs.get_mut(key) {
+                        self.timers.cancel(d.session_timer.take());
+                        d.session = None;
+                    }
+                }
+            },
         }
         response
     }
 
-    fn set_session(&mut self, key: &DialogKey, secs: u32, refresher: Option<Refresher>, now: Instant) {
+    fn set_session(
+        &mut self,
+        key: &DialogKey,
+        secs: u32,
+        refresher: Option<Refresher>,
+        now: Instant,
+    ) {
         let secs = secs.clamp(1, 86_400);
         let interval = Duration::from_secs(u64::from(secs));
         let Some(d) = self.dialogs.get_mut(key) else {
@@ -315,7 +359,10 @@ impl<V: View> Engine<V> {
             refresher,
             expires_at,
         });
-        d.session_timer = Some(self.timers.add(expires_at, Timer::SessionExpiry(key.clone())));
+        d.session_timer = Some(
+            self.timers
+                .add(expires_at, Timer::SessionExpiry(key.clone())),
+        );
     }
 
     /// Removes a record (the call ended by a BYE passing through).
@@ -379,16 +426,24 @@ impl<V: View> Engine<V> {
     /// lets a proxy do so); anything else is dropped.
     pub fn handle_stray_response(&mut self, mut response: Message, _now: Instant) {
         let is_2xx_invite = response.status().is_some_and(|s| (200..300).contains(&s))
-            && response
-                .cseq()
-                .is_ok_and(|c| c.method == Method::Invite);
+            && response.cseq().is_ok_and(|c| c.method == Method::Invite);
         if !is_2xx_invite {
             return;
         }
         let key = DialogKey {
             call_id: response.call_id().unwrap_or_default().to_owned(),
-            caller_tag: response.from_tag().ok().flatten().unwrap_or_default().to_owned(),
-            callee_tag: response.to_tag().ok().flatten().unwrap_or_default().to_owned(),
+            caller_tag: response
+                .from_tag()
+                .ok()
+                .flatten()
+                .unwrap_or_default()
+                .to_owned(),
+            callee_tag: response
+                .to_tag()
+                .ok()
+                .flatten()
+                .unwrap_or_default()
+                .to_owned(),
         };
         let Some(d) = self.dialogs.get(&key) else {
             return;
@@ -400,6 +455,15 @@ impl<V: View> Engine<V> {
             hop,
         });
     }
+}
+
+/// The Session-Expires of a request whose sender supports timers.
+fn wants_timer(request: &Message) -> Option<u32> {
+    let (secs, _) = dispatch::session_expires(request)?;
+    request
+        .supported()
+        .is_ok_and(|s| s.iter().any(|t| t.eq_ignore_ascii_case("timer")))
+        .then_some(secs)
 }
 
 fn header_bytes(message: &Message, name: HeaderName) -> Bytes {

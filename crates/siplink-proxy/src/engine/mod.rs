@@ -76,15 +76,13 @@ use siplink_transport::{FlowId, Origin};
 use crate::core;
 pub use dialog::{DialogKey, DialogRecord, EndReason, Leg, MediaLeg, SessionTimer};
 pub use dispatch::{
-    Caller, Decision, Fate, PbxSource, Refresher, StaticView, View, dispatch,
-    effective_request_uri,
+    Caller, Decision, Fate, PbxSource, Refresher, StaticView, View, dispatch, effective_request_uri,
 };
 use fork::{BranchSlot, Fork};
 use timers::{Timer, Timers};
 
 /// Methods the proxy answers or forwards (OPTIONS to the proxy).
-pub const ALLOW: &str =
-    "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, INFO, UPDATE, PRACK, MESSAGE, REFER, NOTIFY, SUBSCRIBE";
+pub const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, INFO, UPDATE, PRACK, MESSAGE, REFER, NOTIFY, SUBSCRIBE";
 /// Extensions the proxy supports (OPTIONS to the proxy).
 pub const SUPPORTED: &str = "path, outbound, timer";
 
@@ -237,7 +235,7 @@ pub enum Query {
     /// [`LookupResult::Refused`].
     Authenticate {
         /// The request.
-        request: Message,
+        request: Box<Message>,
         /// Where it came from.
         origin: Origin,
     },
@@ -488,6 +486,25 @@ impl<V: View> Engine<V> {
     /// absorbs those, and the ACK of a non-2xx final response) in server
     /// transaction `tx`, from `origin`.
     pub fn handle_request(&mut self, tx: ServerTx, request: Message, origin: Origin, now: Instant) {
+        // RFC 3261 §16.3 (and §8.2 for what a proxy must check): a request
+        // that is not well formed is answered with the fault's status.
+        let checks = siplink_message::ValidationOptions {
+            role: siplink_message::Role::Proxy,
+            supported: Vec::new(),
+        };
+        if let Err(rejection) = request.validate_with(&checks) {
+            if request.method() == Some(&Method::Ack) {
+                return;
+            }
+            let mut b = request.response(rejection.status).reason(&rejection.reason);
+            if !rejection.unsupported.is_empty() {
+                b = b.header(HeaderName::Unsupported, rejection.unsupported.join(", "));
+            }
+            if let Ok(response) = b.build() {
+                self.out.push_back(Output::Respond { tx, response });
+            }
+            return;
+        }
         let decision = dispatch(&request, &origin, &self.view);
         match decision.fate {
             Fate::Registrar => self.out.push_back(Output::ToRegistrar {
@@ -510,9 +527,15 @@ impl<V: View> Engine<V> {
             Fate::Cancel => self.caller_cancel(tx, &request, now),
             Fate::Drop => {}
             Fate::InDialog => self.in_dialog(tx, request, origin, now),
-            Fate::ToUser { user, caller } => {
-                self.initial(tx, request, origin, decision.cookie, caller, PendingTo::User(user), now)
-            }
+            Fate::ToUser { user, caller } => self.initial(
+                tx,
+                request,
+                origin,
+                decision.cookie,
+                caller,
+                PendingTo::User(user),
+                now,
+            ),
             Fate::ToNumber { number, caller } => self.initial(
                 tx,
                 request,
@@ -543,7 +566,11 @@ impl<V: View> Engine<V> {
             }
             LookupResult::Refused(status, reason) => {
                 self.forget_call_key(&p.cancel_key);
-                let status = if (300..700).contains(&status) { status } else { 500 };
+                let status = if (300..700).contains(&status) {
+                    status
+                } else {
+                    500
+                };
                 self.respond(p.tx, &p.request, status, &reason);
                 self.initial_failed(&p.request, status, now);
             }
@@ -697,7 +724,7 @@ impl<V: View> Engine<V> {
                 self.calls.insert(k.clone(), CallRef::Pending(token));
             }
             let query = Query::Authenticate {
-                request: p.request.clone(),
+                request: Box::new(p.request.clone()),
                 origin: p.origin,
             };
             self.pending.insert(token, p);

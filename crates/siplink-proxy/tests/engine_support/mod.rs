@@ -30,10 +30,7 @@ pub fn msg(text: &str) -> Message {
 pub fn view() -> StaticView {
     StaticView {
         local: Local::new(
-            [
-                "proxy.example.com".to_owned(),
-                "192.0.2.1".to_owned(),
-            ],
+            ["proxy.example.com".to_owned(), "192.0.2.1".to_owned()],
             [5060, 5061, 8443],
         ),
         domains: vec!["proxy.example.com".to_owned()],
@@ -218,11 +215,7 @@ impl Harness {
     ) -> (ServerTx, Vec<Sent>) {
         let tx = self.request(invite, origin);
         let out = self.outputs();
-        let token = lookups(&out)
-            .into_iter()
-            .next()
-            .expect("a lookup")
-            .0;
+        let token = lookups(&out).into_iter().next().expect("a lookup").0;
         self.lookup(token, LookupResult::Routes(groups));
         (tx, sends(&self.outputs()))
     }
