@@ -278,13 +278,33 @@ fn an_in_dialog_request_without_our_record_route_is_refused() {
 }
 
 #[test]
+fn a_session_interval_below_our_minimum_is_raised_for_a_caller_without_timers() {
+    let mut h = Harness::new();
+    let (_, s) = h.call(
+        baresip_invite(
+            "sip:4001@proxy.example.com",
+            "c-raise",
+            "Session-Expires: 60;refresher=uac\n",
+        ),
+        udp_from("192.0.2.10:5060"),
+        vec![group("a", vec![target(PBX, 5060)])],
+    );
+    assert_eq!(
+        header(&s[0].request, HeaderName::SessionExpires),
+        vec!["90;refresher=uac"]
+    );
+    let min_se: Vec<_> = s[0].request.header_values_named("Min-SE").collect();
+    assert_eq!(min_se, vec![&b"90"[..]]);
+}
+
+#[test]
 fn a_session_interval_below_our_minimum_is_422() {
     let mut h = Harness::new();
     h.request(
         baresip_invite(
             "sip:4001@proxy.example.com",
             "c-422",
-            "Session-Expires: 60\nMin-SE: 60\n",
+            "Session-Expires: 60\nMin-SE: 60\nSupported: timer\n",
         ),
         udp_from("192.0.2.10:5060"),
     );

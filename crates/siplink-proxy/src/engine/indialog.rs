@@ -460,10 +460,7 @@ impl<V: View> Engine<V> {
 /// The Session-Expires of a request whose sender supports timers.
 fn wants_timer(request: &Message) -> Option<u32> {
     let (secs, _) = dispatch::session_expires(request)?;
-    request
-        .supported()
-        .is_ok_and(|s| s.iter().any(|t| t.eq_ignore_ascii_case("timer")))
-        .then_some(secs)
+    super::supports_timer(request).then_some(secs)
 }
 
 fn header_bytes(message: &Message, name: HeaderName) -> Bytes {

@@ -678,21 +678,35 @@ impl<V: View> Engine<V> {
             return;
         }
         if invite {
-            // RFC 4028 §8.1: a proxy may refuse a session interval below its
-            // minimum (422). (Raising a lower Min-SE in the request needs an
-            // edit that removes one extension header: not done yet.)
-            if let Some((secs, _)) = dispatch::session_expires(&request)
+            // RFC 4028 §8.1: a session interval below our minimum is refused
+            // with 422 when the caller supports timers (it retries with a
+            // larger one), else raised to our minimum on the way.
+            if let Some((secs, refresher)) = dispatch::session_expires(&request)
                 && secs < self.config.min_se
             {
-                if let Ok(r) = request
-                    .response(422)
-                    .reason("Session Interval Too Small")
-                    .extension_header("Min-SE", self.config.min_se)
-                    .build()
-                {
-                    self.out.push_back(Output::Respond { tx, response: r });
+                if supports_timer(&request) {
+                    if let Ok(r) = request
+                        .response(422)
+                        .reason("Session Interval Too Small")
+                        .extension_header("Min-SE", self.config.min_se)
+                        .build()
+                    {
+                        self.out.push_back(Output::Respond { tx, response: r });
+                    }
+                    return;
                 }
-                return;
+                let refresher = match refresher {
+                    Some(Refresher::Uac) => ";refresher=uac",
+                    Some(Refresher::Uas) => ";refresher=uas",
+                    None => "",
+                };
+                request.set_header(
+                    HeaderName::SessionExpires,
+                    format!("{}{refresher}", self.config.min_se),
+                );
+                if request.header_values_named("Min-SE").next().is_none() {
+                    request.append_extension_header("Min-SE", self.config.min_se.to_string());
+                }
             }
         }
         if let core::Check::Reject(status, reason) = core::decrement_max_forwards(&mut request) {
@@ -769,6 +783,13 @@ impl<V: View> Engine<V> {
             CallRef::Fork(id) => self.cancel_fork(id, now),
         }
     }
+}
+
+/// Whether the request's sender supports session timers (`Supported: timer`).
+fn supports_timer(request: &Message) -> bool {
+    request
+        .supported()
+        .is_ok_and(|s| s.iter().any(|t| t.eq_ignore_ascii_case("timer")))
 }
 
 /// The key a CANCEL matches its INVITE by: Call-ID and the top Via branch
