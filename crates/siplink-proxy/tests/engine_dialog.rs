@@ -487,3 +487,96 @@ fn the_maximum_call_duration_byes_both_legs() {
     ));
     assert_eq!(h.engine.poll_timeout(), None);
 }
+
+#[test]
+fn a_2xx_retransmission_to_a_re_invite_from_the_callee_goes_back_to_the_callee() {
+    let mut h = Harness::new();
+    let (_, _, ok) = browser_call(&mut h, "d-reinv");
+    h.request(
+        in_dialog("INVITE", &ok, false, 104),
+        udp_from("198.51.100.10:5060"),
+    );
+    let s = sends(&h.outputs());
+    assert_eq!(s[0].hop, ws_hop());
+    let ok2 = s[0]
+        .request
+        .response(200)
+        .header(
+            HeaderName::Contact,
+            "<sip:i4t2rk9p@k3nsd8s1p2vd.invalid;transport=ws;ob>",
+        )
+        .build()
+        .unwrap();
+    h.respond(s[0].branch, ok2.clone());
+    assert_eq!(statuses(&h.outputs()), vec![200]);
+    // The relay is over; the phone retransmits its 200.
+    h.engine.handle_stray_response(ok2, h.now);
+    let f = forwards(&h.outputs());
+    assert_eq!(f.len(), 1);
+    assert_eq!(
+        f[0].1,
+        addr(PBX, 5060),
+        "to the PBX that sent the re-INVITE"
+    );
+}
+
+#[test]
+fn the_pbx_flow_closing_mid_call_byes_the_phone() {
+    let mut h = Harness::new();
+    // An inbound-registration PBX on a TCP flow calls user 1001.
+    let pbx_flow = FlowId::from_raw(42);
+    let origin = siplink_transport::Origin {
+        protocol: Transport::Tcp,
+        peer: "198.51.100.10:41234".parse().unwrap(),
+        local: "192.0.2.1:5060".parse().unwrap(),
+        flow: Some(pbx_flow),
+    };
+    let invite = msg("INVITE sip:1001@192.0.2.1:5060;transport=tcp SIP/2.0\n\
+         Via: SIP/2.0/TCP 198.51.100.10:5060;rport;branch=z9hG4bKPj0c8e7a55\n\
+         From: \"Reception\" <sip:200@pbx.example.org>;tag=1b7c2e4f-7a8d\n\
+         To: <sip:1001@proxy.example.com>\n\
+         Contact: <sip:asterisk@198.51.100.10:5060;transport=TCP>\n\
+         Call-ID: 9e1d4c2a-8b3f-4f6e-a1d2-3c4b5a6f7e8d\n\
+         CSeq: 17744 INVITE\n\
+         Max-Forwards: 70\n\
+         User-Agent: Asterisk PBX 20.5.0\n\
+         Content-Length: 0\n\n");
+    let tx = h.request(invite, origin);
+    let token = lookups(&h.outputs())[0].0;
+    h.lookup(
+        token,
+        siplink_proxy::engine::LookupResult::Routes(vec![siplink_proxy::engine::RouteGroup {
+            connection: None,
+            targets: vec![siplink_proxy::engine::Target {
+                request_uri: Some("sip:1001-0x55d0c3a8@192.0.2.10:5060".into()),
+                route: Vec::new(),
+                hop: addr("192.0.2.10", 5060),
+            }],
+        }]),
+    );
+    let s = sends(&h.outputs());
+    let rr = header(&s[0].request, HeaderName::RecordRoute);
+    assert_eq!(rr.len(), 2, "TCP flow in, UDP out: {rr:?}");
+    assert!(rr[1].contains(";transport=tcp;lr;"), "{rr:?}");
+    let ok = s[0]
+        .request
+        .response_with_tag(200, Some("bs1"))
+        .header(HeaderName::Contact, "<sip:1001-0x55d0c3a8@192.0.2.10:5060>")
+        .build()
+        .unwrap();
+    h.respond(s[0].branch, ok);
+    let r = responses(&h.outputs());
+    assert_eq!((r[0].0, r[0].1.status()), (tx, Some(200)));
+    h.engine.handle_flow_closed(pbx_flow, h.now);
+    let out = h.outputs();
+    let s = sends(&out);
+    assert_eq!(methods(&s), vec!["BYE"]);
+    assert_eq!(s[0].hop, addr("192.0.2.10", 5060));
+    assert_eq!(ruri(&s[0].request), "sip:1001-0x55d0c3a8@192.0.2.10:5060");
+    assert_eq!(s[0].request.from_tag().unwrap(), Some("1b7c2e4f-7a8d"));
+    assert_eq!(s[0].request.to_tag().unwrap(), Some("bs1"));
+    assert!(matches!(
+        events(&out).as_slice(),
+        [Event::CallEnded { reason: EndReason::FlowClosed(f), .. }] if *f == pbx_flow
+    ));
+}

@@ -638,3 +638,66 @@ fn too_many_calls_is_503_with_retry_after() {
     assert_eq!(r[0].1.status(), Some(503));
     assert_eq!(header(&r[0].1, HeaderName::RetryAfter), vec!["5"]);
 }
+
+#[test]
+fn a_caller_cancel_fans_out_to_every_branch() {
+    let mut h = Harness::new();
+    let invite = baresip_invite("sip:4001@proxy.example.com", "c-fanout", "");
+    let via = header(&invite, HeaderName::Via)[0].clone();
+    let (tx, sent) = h.call(
+        invite,
+        udp_from("192.0.2.10:5060"),
+        vec![
+            group(
+                "a",
+                vec![
+                    target("192.0.2.61", 5060),
+                    target("192.0.2.62", 5060),
+                    target("192.0.2.63", 5060),
+                ],
+            ),
+            group("b", vec![target("192.0.2.64", 5060)]),
+        ],
+    );
+    for s in &sent {
+        h.respond(
+            s.branch,
+            pbx_reply(&s.request, 180, &format!("f{}", s.branch.get()), ""),
+        );
+    }
+    assert_eq!(statuses(&h.outputs()), vec![180, 180, 180]);
+    let cancel = msg(&format!(
+        "CANCEL sip:4001@proxy.example.com SIP/2.0\nVia: {via}\nMax-Forwards: 70\n\
+         To: <sip:4001@proxy.example.com>\nFrom: \"Alice\" <sip:1001@proxy.example.com>;tag=8d7e4ca2c7f2e1b1\n\
+         Call-ID: c-fanout\nCSeq: 23456 CANCEL\nContent-Length: 0\n\n"
+    ));
+    h.request(cancel, udp_from("192.0.2.10:5060"));
+    let out = h.outputs();
+    assert_eq!(statuses(&out), vec![200]);
+    let cancels = sends(&out);
+    assert_eq!(methods(&cancels), vec!["CANCEL", "CANCEL", "CANCEL"]);
+    let mut hops: Vec<_> = cancels.iter().map(|c| c.hop.clone()).collect();
+    hops.dedup();
+    assert_eq!(hops.len(), 3);
+    for s in &sent {
+        h.respond(
+            s.branch,
+            pbx_reply(&s.request, 487, &format!("f{}", s.branch.get()), ""),
+        );
+    }
+    let out = h.outputs();
+    assert!(
+        sends(&out).is_empty(),
+        "a cancelled call does not fail over"
+    );
+    let r = responses(&out);
+    assert_eq!(r.len(), 1);
+    assert_eq!((r[0].0, r[0].1.status()), (tx, Some(487)));
+    assert!(matches!(
+        events(&out).as_slice(),
+        [Event::CallEnded {
+            reason: EndReason::Cancelled,
+            ..
+        }]
+    ));
+}

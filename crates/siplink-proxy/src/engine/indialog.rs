@@ -422,33 +422,46 @@ impl<V: View> Engine<V> {
 
     /// A response that matched no client transaction of ours, or came on a
     /// branch already finished: a 2xx retransmission to an INVITE of an
-    /// answered call is forwarded statelessly to the caller (RFC 6026 §8.4
-    /// lets a proxy do so); anything else is dropped.
+    /// answered call (or to a re-INVITE inside it) is forwarded statelessly
+    /// to the side that sent the INVITE (RFC 6026 §8.4 lets a proxy do so);
+    /// anything else is dropped.
     pub fn handle_stray_response(&mut self, mut response: Message, _now: Instant) {
         let is_2xx_invite = response.status().is_some_and(|s| (200..300).contains(&s))
             && response.cseq().is_ok_and(|c| c.method == Method::Invite);
         if !is_2xx_invite {
             return;
         }
-        let key = DialogKey {
-            call_id: response.call_id().unwrap_or_default().to_owned(),
-            caller_tag: response
-                .from_tag()
-                .ok()
-                .flatten()
-                .unwrap_or_default()
-                .to_owned(),
-            callee_tag: response
-                .to_tag()
-                .ok()
-                .flatten()
-                .unwrap_or_default()
-                .to_owned(),
+        // The response goes to whoever sent the INVITE: its From tag.
+        let call_id = response.call_id().unwrap_or_default().to_owned();
+        let from = response
+            .from_tag()
+            .ok()
+            .flatten()
+            .unwrap_or_default()
+            .to_owned();
+        let to = response
+            .to_tag()
+            .ok()
+            .flatten()
+            .unwrap_or_default()
+            .to_owned();
+        let as_sent = DialogKey {
+            call_id: call_id.clone(),
+            caller_tag: from.clone(),
+            callee_tag: to.clone(),
         };
-        let Some(d) = self.dialogs.get(&key) else {
+        let reversed = DialogKey {
+            call_id,
+            caller_tag: to,
+            callee_tag: from,
+        };
+        let hop = if let Some(d) = self.dialogs.get(&as_sent) {
+            d.caller_hop().clone()
+        } else if let Some(d) = self.dialogs.get(&reversed) {
+            d.callee.hop.clone()
+        } else {
             return;
         };
-        let hop = d.caller_hop().clone();
         core::pop_via(&mut response);
         self.out.push_back(Output::Forward {
             message: response,
