@@ -465,7 +465,12 @@ fn every_2xx_of_a_forked_invite_is_forwarded() {
     h.respond(sent[0].branch, pbx_reply(&sent[0].request, 200, "u1", ""));
     let out = h.outputs();
     assert_eq!(statuses(&out), vec![200]);
-    assert_eq!(methods(&sends(&out)), vec!["CANCEL"]);
+    let cancels = sends(&out);
+    assert_eq!(methods(&cancels), vec!["CANCEL"]);
+    assert_eq!(
+        cancels[0].request.header_values_named("Reason").next(),
+        Some(&b"SIP;cause=200;text=\"Call completed elsewhere\""[..])
+    );
     // The other branch answered too before the CANCEL reached it.
     h.respond(sent[1].branch, pbx_reply(&sent[1].request, 200, "u2", ""));
     let out = h.outputs();

@@ -68,6 +68,8 @@ pub(crate) struct Branch {
     provisional: bool,
     done: bool,
     cancel: Cancel,
+    /// The Reason header (RFC 3326) its CANCEL carries.
+    cancel_reason: Option<&'static str>,
     timed_out: bool,
     timer_c: Option<TimerKey>,
 }
@@ -80,6 +82,10 @@ pub(crate) enum BranchSlot {
     /// A request of our own (CANCEL, BYE): its responses are dropped.
     Own,
 }
+
+/// The Reason of the CANCELs sent when another branch answered (RFC 3326):
+/// phones then do not list the call as missed.
+const COMPLETED_ELSEWHERE: &str = "SIP;cause=200;text=\"Call completed elsewhere\"";
 
 /// Whether a final status lets the call go on to the next connection.
 fn fails_over(status: u16) -> bool {
@@ -210,6 +216,7 @@ impl<V: View> Engine<V> {
                 provisional: false,
                 done: false,
                 cancel: Cancel::No,
+                cancel_reason: None,
                 timed_out: false,
                 timer_c: timer,
             })),
@@ -276,7 +283,7 @@ impl<V: View> Engine<V> {
         if (200..300).contains(&status) {
             core::pop_via(&mut response);
             self.answered(fork_id, branch, response, now);
-            self.cancel_others(fork_id, branch);
+            self.cancel_others(fork_id, branch, Some(COMPLETED_ELSEWHERE));
             self.check_done(fork_id, now);
             return;
         }
@@ -303,7 +310,7 @@ impl<V: View> Engine<V> {
             fork.groups.clear();
             fork.group_failover = false;
             fork.declined = true;
-            self.cancel_others(fork_id, branch);
+            self.cancel_others(fork_id, branch, None);
         }
         self.check_done(fork_id, now);
     }
@@ -394,7 +401,7 @@ impl<V: View> Engine<V> {
         }
     }
 
-    fn cancel_others(&mut self, id: u64, except: BranchId) {
+    fn cancel_others(&mut self, id: u64, except: BranchId, reason: Option<&'static str>) {
         let Some(fork) = self.forks.get(&id) else {
             return;
         };
@@ -403,6 +410,9 @@ impl<V: View> Engine<V> {
         }
         let branches = fork.branches.clone();
         for b in branches.into_iter().filter(|b| *b != except) {
+            if let Some(BranchSlot::Fork(br)) = self.branches.get_mut(&b) {
+                br.cancel_reason = reason;
+            }
             self.cancel_branch(b);
         }
     }
@@ -434,7 +444,7 @@ impl<V: View> Engine<V> {
             return;
         }
         b.cancel = Cancel::Sent;
-        let Some(cancel) = build_cancel(&b.request) else {
+        let Some(cancel) = build_cancel(&b.request, b.cancel_reason) else {
             return;
         };
         let hop = b.hop.clone();
@@ -588,7 +598,7 @@ impl<V: View> Engine<V> {
 
 /// The CANCEL for a branch's INVITE (RFC 3261 §9.1): same Request-URI, top
 /// Via, Route, Call-ID, From, To and CSeq number.
-fn build_cancel(invite: &Message) -> Option<Message> {
+fn build_cancel(invite: &Message, reason: Option<&str>) -> Option<Message> {
     let ruri = invite.request_uri_bytes()?;
     let ruri = std::str::from_utf8(ruri).ok()?;
     let via = invite.header_values(HeaderName::Via).next()?;
@@ -602,9 +612,11 @@ fn build_cancel(invite: &Message) -> Option<Message> {
     for name in [HeaderName::From, HeaderName::To, HeaderName::CallId] {
         b = b.header_bytes(name, Bytes::copy_from_slice(invite.header(name)?));
     }
-    b.header(HeaderName::CSeq, format!("{cseq} CANCEL"))
-        .build()
-        .ok()
+    b = b.header(HeaderName::CSeq, format!("{cseq} CANCEL"));
+    if let Some(reason) = reason {
+        b = b.extension_header("Reason", reason);
+    }
+    b.build().ok()
 }
 
 /// Our Record-Route (RFC 3261 §16.6 step 4): one entry when both faces are
