@@ -580,3 +580,73 @@ fn the_pbx_flow_closing_mid_call_byes_the_phone() {
         [Event::CallEnded { reason: EndReason::FlowClosed(f), .. }] if *f == pbx_flow
     ));
 }
+
+#[test]
+fn a_re_invite_can_be_cancelled() {
+    let mut h = Harness::new();
+    let (_, _, ok) = browser_call(&mut h, "d-recancel");
+    let reinvite = in_dialog("INVITE", &ok, true, 6136);
+    let via = header(&reinvite, HeaderName::Via)[0].clone();
+    let tx = h.request(reinvite, wss_phone());
+    let s = sends(&h.outputs());
+    // Asterisk's 100 Trying is enough for a CANCEL (RFC 3261 §9.1).
+    h.respond(s[0].branch, pbx_reply(&s[0].request, 100, "", ""));
+    assert!(h.outputs().is_empty());
+    let rr: String = header(&ok, HeaderName::RecordRoute)
+        .iter()
+        .rev()
+        .map(|r| format!("Route: {r}\n"))
+        .collect();
+    let cancel = msg(&format!(
+        "CANCEL sip:{PBX}:5060 SIP/2.0\nVia: {via}\nMax-Forwards: 70\n{rr}\
+         From: \"1002\" <sip:1002@proxy.example.com>;tag=q2mcbqs8ae\n\
+         To: <sip:4001@proxy.example.com>;tag=as5f1c\nCall-ID: d-recancel\n\
+         CSeq: 6136 CANCEL\nContent-Length: 0\n\n"
+    ));
+    h.request(cancel, wss_phone());
+    let out = h.outputs();
+    assert_eq!(statuses(&out), vec![200]);
+    let c = sends(&out);
+    assert_eq!(methods(&c), vec!["CANCEL"]);
+    assert_eq!(c[0].hop, addr(PBX, 5060));
+    h.respond(s[0].branch, pbx_reply(&s[0].request, 487, "as5f1c", ""));
+    let r = responses(&h.outputs());
+    assert_eq!((r[0].0, r[0].1.status()), (tx, Some(487)));
+    assert!(
+        h.engine
+            .dialog(&key("d-recancel", "q2mcbqs8ae", "as5f1c"))
+            .is_some(),
+        "the call goes on"
+    );
+}
+
+#[test]
+fn early_dialog_requests_follow_the_record_route_of_the_183() {
+    let mut h = Harness::new();
+    let (_, sent) = h.call(
+        jssip_invite("sip:4001@proxy.example.com", "d-early"),
+        wss_phone(),
+        vec![group("office-pbx", vec![target(PBX, 5060)])],
+    );
+    let b = &sent[0];
+    let ringing = pbx_reply(&b.request, 183, "as3e", "Require: 100rel\nRSeq: 1\n");
+    h.respond(b.branch, ringing.clone());
+    let r = responses(&h.outputs());
+    assert_eq!(r[0].1.status(), Some(183));
+    assert_eq!(h.engine.dialogs().count(), 0, "no record before the answer");
+    // The phone's PRACK, with the route set of the early dialog.
+    let mut ok_like = ringing.clone();
+    ok_like.set_header(HeaderName::To, "<sip:4001@proxy.example.com>;tag=as5f1c");
+    let prack = in_dialog("PRACK", &ok_like, true, 6136);
+    h.request(prack, wss_phone());
+    let s = sends(&h.outputs());
+    assert_eq!(s[0].hop, addr(PBX, 5060));
+    assert!(header(&s[0].request, HeaderName::Route).is_empty());
+    // The PBX's UPDATE towards the phone: by the flow token.
+    h.request(
+        in_dialog("UPDATE", &ok_like, false, 55),
+        udp_from("198.51.100.10:5060"),
+    );
+    let s = sends(&h.outputs());
+    assert_eq!(s[0].hop, ws_hop());
+}

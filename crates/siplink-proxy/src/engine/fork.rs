@@ -243,10 +243,12 @@ impl<V: View> Engine<V> {
                 return;
             }
             Some(BranchSlot::Fork(b)) => {
-                if status > 100 {
+                // Any provisional response, 100 included, allows a CANCEL
+                // (RFC 3261 §9.1); only 101-199 restart timer C (§16.7).
+                if status < 200 {
                     b.provisional = true;
                 }
-                let wanted = b.cancel == Cancel::Wanted && status > 100;
+                let wanted = b.cancel == Cancel::Wanted && status < 200;
                 let done = b.done;
                 if status >= 200 {
                     b.done = true;
