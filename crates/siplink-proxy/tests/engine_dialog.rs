@@ -650,3 +650,15 @@ fn early_dialog_requests_follow_the_record_route_of_the_183() {
     let s = sends(&h.outputs());
     assert_eq!(s[0].hop, ws_hop());
 }
+
+#[test]
+fn a_huge_configured_duration_does_not_panic() {
+    let mut h = Harness::with(EngineConfig {
+        max_call_duration: Duration::MAX,
+        timer_c: Duration::MAX,
+        ..EngineConfig::default()
+    });
+    let (_, _, out) = udp_call(&mut h, "d-huge", "", "");
+    assert_eq!(statuses(&out), vec![200]);
+    assert!(h.engine.poll_timeout().unwrap() > h.now + Duration::from_secs(50 * 365 * 86_400));
+}

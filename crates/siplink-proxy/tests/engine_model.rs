@@ -253,3 +253,69 @@ proptest! {
         run(ops);
     }
 }
+
+fn header_value() -> impl Strategy<Value = String> {
+    prop_oneof![
+        Just(String::new()),
+        "[ -~]{0,40}",
+        Just("<sip:192.0.2.1:5060;lr;sld=00000000>".to_owned()),
+        Just("<sip:fl7x00000000@proxy.example.com:8443;transport=wss;lr>".to_owned()),
+        Just("<sip:192.0.2.1;lr>, <sip:198.51.100.10;lr>".to_owned()),
+        Just("0".to_owned()),
+        Just("4294967295".to_owned()),
+        Just("1;refresher=uas".to_owned()),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+    /// Hostile requests (odd Request-URIs, Routes, Max-Forwards, tags,
+    /// Session-Expires, methods): the engine answers at most once, never
+    /// panics, and whatever it forwards stays answerable.
+    #[test]
+    fn hostile_requests_get_at_most_one_answer(
+        method in prop::sample::select(vec!["INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "MESSAGE", "SUBSCRIBE", "PRACK", "UPDATE", "REGISTER", "FOO"]),
+        ruri in prop_oneof![
+            Just("sip:4001@proxy.example.com".to_owned()),
+            Just("sip:192.0.2.1:5060;lr;sld=00000000".to_owned()),
+            Just("tel:+1".to_owned()),
+            Just("sip:proxy.example.com".to_owned()),
+            "sip:[a-z0-9@.:;=]{1,30}",
+        ],
+        route in header_value(),
+        max_forwards in header_value(),
+        session_expires in header_value(),
+        to_tag in prop::option::of("[a-z0-9]{1,8}"),
+        from_pbx in any::<bool>(),
+    ) {
+        let mut extra = String::new();
+        if !route.is_empty() { extra.push_str(&format!("Route: {route}\n")); }
+        if !max_forwards.is_empty() { extra.push_str(&format!("Max-Forwards: {max_forwards}\n")); }
+        if !session_expires.is_empty() { extra.push_str(&format!("Session-Expires: {session_expires}\n")); }
+        let to_tag = to_tag.map(|t| format!(";tag={t}")).unwrap_or_default();
+        let text = format!(
+            "{method} {ruri} SIP/2.0\nVia: SIP/2.0/UDP 192.0.2.10:5060;branch=z9hG4bKh1;rport\n\
+             To: <sip:4001@proxy.example.com>{to_tag}\nFrom: <sip:1001@proxy.example.com>;tag=f\n\
+             Call-ID: hostile\nCSeq: 1 {method}\n{extra}Content-Length: 0\n\n"
+        );
+        let Ok(request) = Message::parse(text.replace('\n', "\r\n")) else { return Ok(()) };
+        let mut h = Harness::new();
+        let origin = if from_pbx { udp_from("198.51.100.10:5060") } else { udp_from("192.0.2.10:5060") };
+        let tx = h.request(request, origin);
+        let mut answers = 0;
+        for _ in 0..4 {
+            let out = h.outputs();
+            answers += responses(&out).iter().filter(|(t, r)| *t == tx && r.status().unwrap_or(0) >= 200).count();
+            for (token, _) in lookups(&out) {
+                h.lookup(token, LookupResult::Routes(vec![group("a", vec![target(PBX, 5060)])]));
+            }
+            for s in sends(&out) {
+                h.respond(s.branch, pbx_reply(&s.request, 503, "z", ""));
+            }
+        }
+        prop_assert!(answers <= 1, "{answers} final answers");
+        h.advance(Duration::from_secs(24 * 3600));
+        h.outputs();
+        prop_assert_eq!(h.engine.sizes(), (0, 0, 0, 0));
+    }
+}

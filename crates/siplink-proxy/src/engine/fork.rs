@@ -15,7 +15,7 @@ use siplink_message::{Message, MessageBuilder, Method};
 use siplink_transport::{FlowId, Origin};
 
 use super::dialog::DialogKey;
-use super::timers::{Timer, TimerKey};
+use super::timers::{self, Timer, TimerKey};
 use super::{
     BranchId, CallRef, Caller, EndReason, Engine, Event, NextHop, Output, Pending, RouteGroup,
     ServerTx, Target, View,
@@ -206,7 +206,10 @@ impl<V: View> Engine<V> {
         fork.sent += 1;
         fork.branches.push(bid);
         let invite = fork.invite;
-        let timer = invite.then(|| self.timers.add(now + timer_c, Timer::C(bid)));
+        let timer = invite.then(|| {
+            self.timers
+                .add(timers::deadline(now, timer_c), Timer::C(bid))
+        });
         self.branches.insert(
             bid,
             BranchSlot::Fork(Box::new(Branch {
@@ -369,7 +372,7 @@ impl<V: View> Engine<V> {
     }
 
     fn restart_timer_c(&mut self, branch: BranchId, now: Instant) {
-        let at = now + self.config.timer_c;
+        let at = timers::deadline(now, self.config.timer_c);
         if let Some(BranchSlot::Fork(b)) = self.branches.get_mut(&branch)
             && !b.done
             && !b.timed_out

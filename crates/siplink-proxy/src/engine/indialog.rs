@@ -11,7 +11,7 @@ use siplink_transport::{FlowId, Origin};
 use super::dialog::{DialogKey, DialogRecord, EndReason, Leg, SessionTimer, split_route_set};
 use super::dispatch::{self, Refresher};
 use super::fork::BranchSlot;
-use super::timers::Timer;
+use super::timers::{self, Timer};
 use super::{BranchId, Engine, Event, NextHop, Output, ServerTx, Target, View};
 use crate::core;
 
@@ -242,7 +242,7 @@ impl<V: View> Engine<V> {
             connection: connection.clone(),
             answered_at: now,
             media: None,
-            max_end: now + self.config.max_call_duration,
+            max_end: timers::deadline(now, self.config.max_call_duration),
             session: None,
             session_timer: None,
             max_timer: None,
@@ -251,7 +251,7 @@ impl<V: View> Engine<V> {
             return response;
         }
         self.dialogs.insert(key.clone(), record);
-        let max_end = now + self.config.max_call_duration;
+        let max_end = timers::deadline(now, self.config.max_call_duration);
         let t = self.timers.add(max_end, Timer::MaxDuration(key.clone()));
         if let Some(d) = self.dialogs.get_mut(&key) {
             d.max_timer = Some(t);
@@ -352,7 +352,7 @@ impl<V: View> Engine<V> {
             return;
         };
         self.timers.cancel(d.session_timer.take());
-        let expires_at = now + interval;
+        let expires_at = timers::deadline(now, interval);
         let refresher = refresher.or(d.session.as_ref().and_then(|s| s.refresher));
         d.session = Some(SessionTimer {
             interval,

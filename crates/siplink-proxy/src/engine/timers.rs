@@ -7,6 +7,14 @@ use std::time::Instant;
 use super::BranchId;
 use super::dialog::DialogKey;
 
+/// `now + after`, or a century on when that does not fit in an [`Instant`]
+/// (a configured duration is never a reason to panic).
+pub(crate) fn deadline(now: Instant, after: std::time::Duration) -> Instant {
+    now.checked_add(after)
+        .or_else(|| now.checked_add(std::time::Duration::from_secs(100 * 365 * 86_400)))
+        .unwrap_or(now)
+}
+
 /// What a deadline is for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Timer {
