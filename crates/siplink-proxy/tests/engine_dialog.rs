@@ -649,6 +649,17 @@ fn early_dialog_requests_follow_the_record_route_of_the_183() {
     );
     let s = sends(&h.outputs());
     assert_eq!(s[0].hop, ws_hop());
+    // Answered; at the maximum duration the BYE to the phone comes after
+    // the PBX's early UPDATE (RFC 3261 §12.2.2: never below its CSeq).
+    h.respond(b.branch, pbx_reply(&b.request, 200, "as5f1c", ""));
+    h.outputs();
+    h.advance(EngineConfig::default().max_call_duration);
+    let byes = sends(&h.outputs());
+    let to_phone = byes
+        .iter()
+        .find(|x| x.hop == ws_hop())
+        .expect("BYE to the phone");
+    assert_eq!(to_phone.request.cseq().unwrap().seq, 56);
 }
 
 #[test]

@@ -225,6 +225,7 @@ fn run(ops: Vec<Op>) {
     }
     assert!(w.open.is_empty(), "requests still open: {}", w.open.len());
     assert_eq!(h.engine.sizes(), (0, 0, 0, 0), "the engine holds nothing");
+    assert!(h.engine.is_idle(), "no index entry left either");
     for c in &w.calls {
         let got = w.got.get(&c.tx).cloned().unwrap_or_default();
         let first_final = got.iter().position(|s| *s >= 200);
@@ -317,5 +318,6 @@ proptest! {
         h.advance(Duration::from_secs(24 * 3600));
         h.outputs();
         prop_assert_eq!(h.engine.sizes(), (0, 0, 0, 0));
+        prop_assert!(h.engine.is_idle());
     }
 }

@@ -48,6 +48,8 @@ pub(crate) struct Fork {
     declined: bool,
     pub(crate) caller_gone: bool,
     cancel_key: Option<(String, String)>,
+    /// The highest CSeq each callee sent in its early dialog (by tag).
+    pub(crate) early_cseq: Vec<(String, u32)>,
 }
 
 /// A branch's CANCEL state (RFC 3261 §9.1: no CANCEL before a provisional
@@ -97,6 +99,7 @@ impl<V: View> Engine<V> {
         let id = self.id();
         if let Some(k) = &p.cancel_key {
             self.calls.insert(k.clone(), CallRef::Fork(id));
+            self.early.insert(k.0.clone(), id);
         }
         let fork = Fork {
             tx: p.tx,
@@ -117,6 +120,7 @@ impl<V: View> Engine<V> {
             declined: false,
             caller_gone: false,
             cancel_key: p.cancel_key,
+            early_cseq: Vec::new(),
         };
         self.forks.insert(id, fork);
         self.next_group(id, now);
@@ -161,6 +165,7 @@ impl<V: View> Engine<V> {
             declined: false,
             caller_gone: false,
             cancel_key,
+            early_cseq: Vec::new(),
         };
         self.forks.insert(id, fork);
         self.next_group(id, now);
@@ -504,6 +509,9 @@ impl<V: View> Engine<V> {
         };
         if let Some(k) = &fork.cancel_key {
             self.calls.remove(k);
+            if self.early.get(&k.0) == Some(&id) {
+                self.early.remove(&k.0);
+            }
         }
         if fork.final_sent {
             return;

@@ -129,6 +129,9 @@ impl<V: View> Engine<V> {
             }
             dialog = Some((key.clone(), from_caller));
         }
+        if dialog.is_none() {
+            self.note_early_cseq(&request, &from_tag, cseq);
+        }
         if hop.is_none()
             && let Some(Uri::Sip(last)) = consumed.routes.last()
             && let Some(flow) = last.user().and_then(|u| self.view.flow_from_token(u))
@@ -171,6 +174,27 @@ impl<V: View> Engine<V> {
             hop,
         };
         self.start_relay(tx, request, origin, dialog, target, now);
+    }
+
+    /// A request of an early dialog from a callee (its From tag is not the
+    /// caller's): its CSeq, so that a BYE the proxy sends for it later is
+    /// above it (RFC 3261 §12.2.2).
+    fn note_early_cseq(&mut self, request: &Message, from_tag: &str, cseq: u32) {
+        let Some(id) = request.call_id().ok().and_then(|c| self.early.get(c)) else {
+            return;
+        };
+        let Some(fork) = self.forks.get_mut(id) else {
+            return;
+        };
+        if fork.request.from_tag().ok().flatten() == Some(from_tag) {
+            return;
+        }
+        let full = fork.early_cseq.len() >= 16;
+        match fork.early_cseq.iter_mut().find(|(t, _)| t == from_tag) {
+            Some((_, n)) => *n = (*n).max(cseq),
+            None if !full => fork.early_cseq.push((from_tag.to_owned(), cseq)),
+            None => {}
+        }
     }
 
     /// The first 2xx of a branch to an initial INVITE: the dialog record
@@ -237,7 +261,11 @@ impl<V: View> Engine<V> {
                 target: contact_uri(&response).unwrap_or_default(),
                 route: callee_route,
                 hop: callee_hop,
-                cseq: 0,
+                cseq: fork
+                    .early_cseq
+                    .iter()
+                    .find(|(tag, _)| *tag == key.callee_tag)
+                    .map_or(0, |(_, n)| *n),
             },
             connection: connection.clone(),
             answered_at: now,

@@ -395,6 +395,9 @@ pub struct Engine<V: View> {
     pending: HashMap<LookupToken, Pending>,
     forks: HashMap<u64, Fork>,
     calls: HashMap<(String, String), CallRef>,
+    /// INVITEs being set up, by Call-ID: requests of the callee's early
+    /// dialog (PRACK, UPDATE) leave their CSeq there.
+    early: HashMap<String, u64>,
     branches: HashMap<BranchId, BranchSlot>,
     dialogs: HashMap<DialogKey, DialogRecord>,
 }
@@ -411,6 +414,7 @@ impl<V: View> Engine<V> {
             pending: HashMap::new(),
             forks: HashMap::new(),
             calls: HashMap::new(),
+            early: HashMap::new(),
             branches: HashMap::new(),
             dialogs: HashMap::new(),
         }
@@ -449,6 +453,19 @@ impl<V: View> Engine<V> {
             self.dialogs.len(),
             self.timers.len(),
         )
+    }
+
+    /// Whether the engine holds nothing at all (no call, branch, record,
+    /// index entry, timer or queued output).
+    pub fn is_idle(&self) -> bool {
+        self.pending.is_empty()
+            && self.forks.is_empty()
+            && self.calls.is_empty()
+            && self.early.is_empty()
+            && self.branches.is_empty()
+            && self.dialogs.is_empty()
+            && self.timers.len() == 0
+            && self.out.is_empty()
     }
 
     /// The next thing to do.
