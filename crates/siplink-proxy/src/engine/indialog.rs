@@ -302,13 +302,10 @@ impl<V: View> Engine<V> {
                     self.out.push_back(Output::Forward { message: ack, hop });
                 }
             }
-            let flow = self.forks.get(&fork_id).and_then(|f| f.origin.flow);
-            self.end_dialog(
-                &key,
-                EndReason::FlowClosed(flow.unwrap_or(FlowId::from_raw(0))),
-                flow,
-                now,
-            );
+            // (Only a closed flow makes a caller gone.)
+            if let Some(flow) = self.forks.get(&fork_id).and_then(|f| f.origin.flow) {
+                self.end_dialog(&key, EndReason::FlowClosed(flow), Some(flow), now);
+            }
         }
         response
     }
