@@ -29,12 +29,14 @@
 //!
 //! The building blocks, usable on their own: [`config`] (TOML + validation),
 //! [`routing`] (dial patterns → connections), [`core`] (the RFC 3261 §16
-//! rules, sans-IO), [`status`] and [`test`](mod@test) (Test Connection).
+//! rules, sans-IO), [`engine`] (the sans-IO proxy core that is to replace
+//! the task-per-call proxy; not wired in yet), [`status`] and [`test`](mod@test) (Test Connection).
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
 pub mod config;
 pub mod core;
+pub mod engine;
 mod error;
 mod proxy;
 pub mod routing;
