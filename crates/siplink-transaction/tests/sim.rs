@@ -1,7 +1,7 @@
 //! A lossy, reordering network simulated with virtual time between a client-side
 //! and a server-side transaction table.
 
-mod common;
+mod support;
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
