@@ -14,7 +14,7 @@
 //!
 //! Launchers for the real peers, each built on those:
 //! - [`Sipp`]: one SIPp run of a scenario file or built-in scenario, bounded in time, its
-//!   error and message logs in failure messages, [`Sipp::expect_success`] (exit 0).
+//!   error and message logs in failure messages, `Sipp::expect_success` (exit 0).
 //! - [`Kamailio`]: a configuration template rendered into a work directory, started in
 //!   its own process group, ready once its ports listen (and its control socket answers
 //!   [`Kamailio::kamcmd`]), restartable.

@@ -136,7 +136,7 @@ impl Sipp {
 
     /// Waits for SIPp to exit and returns its exit code (`None`: killed by a signal).
     /// Blocks the thread: in a test whose code under test runs on the same tokio
-    /// runtime use [`wait`](Self::wait). Panics with the logs if SIPp has not exited
+    /// runtime use `wait` (feature `tokio`). Panics with the logs if SIPp has not exited
     /// within `limit` (it is stopped first).
     pub fn wait_blocking(&mut self, limit: Duration) -> Option<i32> {
         match self.group.wait_timeout(limit) {
