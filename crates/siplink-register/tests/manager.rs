@@ -1,17 +1,17 @@
 //! Virtual-time tests of the manager.
 
-mod common;
+mod support;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use common::*;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use siplink_message::Message;
 use siplink_register::{
     Event, Input, ManagerConfig, RegistrationConfig, RegistrationId, Registrations, State,
 };
+use support::sans_io::*;
 
 fn config_n(n: usize) -> RegistrationConfig {
     let mut cfg = config();

@@ -1,13 +1,13 @@
 //! Virtual-time tests of one registration.
 
-mod common;
+mod support;
 
 use std::time::{Duration, Instant};
 
-use common::*;
 use proptest::prelude::*;
 use siplink_message::HeaderName;
 use siplink_register::{FailureReason, Input, Output, State, TargetAddr, Transport};
+use support::sans_io::*;
 
 fn header(m: &siplink_message::Message, name: HeaderName) -> String {
     String::from_utf8(m.header(name).unwrap_or_default().to_vec()).unwrap()

@@ -1,10 +1,9 @@
 //! Authentication (RFC 3261 §10.3 steps 3 and 4) and Outbound (RFC 5626 §6).
 
-mod common;
+mod support;
 
 use std::time::Duration;
 
-use common::{Clock, Reg, contacts, open_config, values};
 use siplink_auth::{
     ClientCredentials, DigestClient, DigestServer, FailureLimiter, LimiterConfig, RequestInfo,
     ServerConfig, StoredSecret,
@@ -14,6 +13,7 @@ use siplink_registrar::{
     Aor, Authenticator, BindingTable, EventKind, FlowId, Reach, Registrar, RegistrarConfig,
     RemoveReason,
 };
+use support::{Clock, Reg, contacts, open_config, values};
 
 fn authenticator(limiter: LimiterConfig) -> Authenticator {
     let server = DigestServer::with_secret(ServerConfig::new("example.com"), b"test secret 0123");

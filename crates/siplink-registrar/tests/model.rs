@@ -1,14 +1,14 @@
 //! Property test: the registrar over a BindingTable behaves like a simple map
 //! from (AOR, contact) to expiry time, under virtual time.
 
-mod common;
+mod support;
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use common::{Clock, Reg, contacts, expire, open_config};
 use proptest::prelude::*;
 use siplink_registrar::{Aor, BindingTable, Registrar};
+use support::{Clock, Reg, contacts, expire, open_config};
 
 #[derive(Debug, Clone)]
 enum Op {

@@ -1,13 +1,13 @@
 //! RFC 3261 §10.3 steps 1 to 8, limits and expiry, without authentication.
 
-mod common;
+mod support;
 
-use common::{Clock, Reg, block_on, contacts, expire, open_config, values};
 use siplink_message::{HeaderName, MessageBuilder, Method};
 use siplink_registrar::{
     Aor, BindingTable, Change, Error, EventKind, FloodConfig, InMemoryStore, LocationStore, Reach,
     Registrar, RegistrarConfig, RemoveReason, TooManyContacts,
 };
+use support::{Clock, Reg, block_on, contacts, expire, open_config, values};
 
 fn registrar() -> Registrar {
     Registrar::new(open_config(), None).unwrap()

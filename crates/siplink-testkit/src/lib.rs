@@ -14,7 +14,7 @@
 //!
 //! Launchers for the real peers, each built on those:
 //! - [`Sipp`]: one SIPp run of a scenario file or built-in scenario, bounded in time, its
-//!   error and message logs in failure messages, [`Sipp::expect_success`] (exit 0).
+//!   error and message logs in failure messages, `Sipp::expect_success` (exit 0).
 //! - [`Kamailio`]: a configuration template rendered into a work directory, started in
 //!   its own process group, ready once its ports listen (and its control socket answers
 //!   [`Kamailio::kamcmd`]), restartable.
@@ -28,21 +28,24 @@
 //! `ProcessGroup::wait_timeout_async`, `Scan::run_async`) for tests whose code under test
 //! runs on the test's own runtime, where a blocking wait would starve it.
 //!
-//! An interop test:
+//! An interop test. In an `async` test the waits are `uac.expect_success(limit).await`
+//! (feature `tokio`, which every crate's dev-dependency turns on); here the blocking ones:
 //!
 //! ```no_run
-//! # async fn f() {
 //! use std::time::Duration;
-//! if !siplink_testkit::require("sipp", "-v", "sip-tester") {
-//!     return; // SKIPPED (only when SIPLINK_INTEROP is unset)
+//! use siplink_testkit::{Sipp, require, work_dir};
+//!
+//! if !require("sipp", "-v", "sip-tester") {
+//!     return;
 //! }
-//! let dir = siplink_testkit::work_dir("my-test");
-//! let mut pbx = siplink_testkit::Sipp::builder(&dir, "pbx")
-//!     .scenario("tests/interop/uas_answer.xml")
-//!     .spawn_listening();
-//! // ... send the call to 127.0.0.1:pbx.port() ...
-//! pbx.expect_success(Duration::from_secs(40)).await;
-//! # }
+//! let dir = work_dir("sipp-pair");
+//! let mut uas = Sipp::builder(&dir, "uas").builtin("uas").spawn_listening();
+//! let mut uac = Sipp::builder(&dir, "uac")
+//!     .builtin("uac")
+//!     .remote(format!("127.0.0.1:{}", uas.port()))
+//!     .spawn();
+//! uac.expect_success_blocking(Duration::from_secs(30));
+//! uas.expect_success_blocking(Duration::from_secs(10));
 //! ```
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]

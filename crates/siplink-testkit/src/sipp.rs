@@ -37,7 +37,6 @@ pub struct SippBuilder {
 /// output and error).
 ///
 /// ```no_run
-/// # async fn f() {
 /// let dir = siplink_testkit::work_dir("example");
 /// // A UAS on a free port, then a UAC making 3 calls to it.
 /// let uas = siplink_testkit::Sipp::builder(&dir, "uas").builtin("uas").calls(3).spawn_listening();
@@ -46,8 +45,8 @@ pub struct SippBuilder {
 ///     .remote(format!("127.0.0.1:{}", uas.port()))
 ///     .calls(3)
 ///     .spawn();
-/// uac.expect_success(std::time::Duration::from_secs(30)).await;
-/// # }
+/// // In an async test: `uac.expect_success(limit).await` (feature `tokio`).
+/// uac.expect_success_blocking(std::time::Duration::from_secs(30));
 /// ```
 #[derive(Debug)]
 pub struct Sipp {
@@ -136,7 +135,7 @@ impl Sipp {
 
     /// Waits for SIPp to exit and returns its exit code (`None`: killed by a signal).
     /// Blocks the thread: in a test whose code under test runs on the same tokio
-    /// runtime use [`wait`](Self::wait). Panics with the logs if SIPp has not exited
+    /// runtime use `wait` (feature `tokio`). Panics with the logs if SIPp has not exited
     /// within `limit` (it is stopped first).
     pub fn wait_blocking(&mut self, limit: Duration) -> Option<i32> {
         match self.group.wait_timeout(limit) {

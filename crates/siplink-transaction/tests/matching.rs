@@ -1,16 +1,16 @@
 //! Matching (RFC 3261 §17.1.3, §17.2.3), CANCEL, merged requests, limits, branches.
 
-mod common;
+mod support;
 
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use common::*;
 use siplink_message::{HeaderName, Message, Method, headers::MAGIC_COOKIE};
 use siplink_transaction::{
     Error, Output, Received, ServerState, TableConfig, TransactionId, TransactionState,
     TransactionTable, TuEvent, new_branch,
 };
+use support::*;
 
 const UDP: bool = false;
 

@@ -1,13 +1,13 @@
 //! Property tests: arbitrary event sequences never break the invariants.
 
-mod common;
+mod support;
 
 use std::time::{Duration, Instant};
 
-use common::*;
 use proptest::prelude::*;
 use siplink_message::{HeaderName, Method};
 use siplink_transaction::{Output, Received, TableConfig, TransactionTable, TuEvent, new_branch};
+use support::*;
 
 #[derive(Debug, Clone)]
 enum Step {

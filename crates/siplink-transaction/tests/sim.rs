@@ -1,14 +1,14 @@
 //! A lossy, reordering network simulated with virtual time between a client-side
 //! and a server-side transaction table.
 
-mod common;
+mod support;
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::drain;
+use support::drain;
 use siplink_message::{HeaderName, Message, MessageBuilder, Method};
 use siplink_transaction::{
     Output, Received, TableConfig, Timers, TransactionId, TransactionTable, TuEvent, new_branch,

@@ -1,16 +1,16 @@
 //! Exact timer schedules of the four transaction state machines, virtual time.
 
-mod common;
+mod support;
 
 use std::time::{Duration, Instant};
 
-use common::*;
 use siplink_message::{HeaderName, Method};
 use siplink_transaction::{
     Action, ClientState, ClientTransaction, Error, Output, Received, ServerState,
     ServerTransaction, TableConfig, TimerKind, Timers, TransactionState, TransactionTable, TuEvent,
     new_branch,
 };
+use support::*;
 
 const UDP: bool = false;
 const TCP: bool = true;

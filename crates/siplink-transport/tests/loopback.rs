@@ -1,13 +1,13 @@
 //! Loopback tests for every transport, IPv4 and IPv6: requests and responses
 //! both ways, rport routing, replies over the flow.
 
-mod common;
+mod support;
 
 use std::net::SocketAddr;
 
-use common::*;
 use siplink_message::Message;
 use siplink_transport::{Destination, Error, FlowEventKind, Origin, Protocol, Target};
+use support::*;
 
 /// For every protocol and loopback family: the client sends a request to the
 /// server's listener; the server sees the origin and the stamped Via, answers

@@ -2,12 +2,12 @@
 //! answers; afterwards no task or file descriptor is left behind. In its own
 //! test binary so that the descriptor count is this test's alone.
 
-mod common;
+mod support;
 
 use std::time::Duration;
 
-use common::*;
 use siplink_transport::{Protocol, Transport, TransportConfig};
+use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 

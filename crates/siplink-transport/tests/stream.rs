@@ -1,16 +1,16 @@
 //! TCP framing, limits and keepalives; WebSocket handshakes with a real
 //! WebSocket client; TLS certificate checks. Raw sockets play the peer.
 
-mod common;
+mod support;
 
 use std::time::Duration;
 
-use common::*;
 use futures_util::{SinkExt, StreamExt};
 use siplink_message::Message;
 use siplink_transport::{
     ClientAuth, Error, FlowEventKind, KeepaliveConfig, Protocol, Target, TransportConfig,
 };
+use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message as WsMessage;

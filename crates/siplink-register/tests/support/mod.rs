@@ -2,6 +2,9 @@
 //! testkit's launcher) and what the tests ask of it, a client endpoint.
 #![allow(dead_code)]
 
+/// Helpers of the sans-IO tests (`registration.rs`, `manager.rs`).
+pub mod sans_io;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
