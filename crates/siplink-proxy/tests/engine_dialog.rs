@@ -673,3 +673,13 @@ fn a_huge_configured_duration_does_not_panic() {
     assert_eq!(statuses(&out), vec![200]);
     assert!(h.engine.poll_timeout().unwrap() > h.now + Duration::from_secs(50 * 365 * 86_400));
 }
+
+#[test]
+fn a_dialog_record_stays_small() {
+    // The memory target of #16 is per active call; the record is what an
+    // answered call keeps. Its inline size (heap strings aside) is a guard
+    // against growing it by accident.
+    let size = std::mem::size_of::<siplink_proxy::engine::DialogRecord>();
+    // 512 bytes on x86_64 Linux today; the media leg will add some.
+    assert!(size <= 640, "DialogRecord is {size} bytes");
+}

@@ -606,7 +606,9 @@ fn authentication_comes_first_when_configured() {
         .build()
         .unwrap();
     h.lookup(token, LookupResult::Challenge(challenge));
-    let r = responses(&h.outputs());
+    let out = h.outputs();
+    assert!(events(&out).is_empty(), "a challenged attempt is no call");
+    let r = responses(&out);
     assert_eq!((r[0].0, r[0].1.status()), (tx, Some(407)));
     // With credentials: the route lookup carries the user.
     h.request(
@@ -620,7 +622,12 @@ fn authentication_comes_first_when_configured() {
             user: Some("1001".to_owned()),
         },
     );
-    let (_, query) = lookups(&h.outputs()).remove(0);
+    let out = h.outputs();
+    assert!(matches!(
+        events(&out).as_slice(),
+        [Event::CallStarted { user: Some(u), .. }] if u == "1001"
+    ));
+    let (_, query) = lookups(&out).remove(0);
     assert!(matches!(query, Query::Route { user: Some(ref u), .. } if u == "1001"));
 }
 

@@ -329,12 +329,15 @@ pub enum Output {
 /// A call event.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
-    /// An INVITE outside a dialog was accepted for routing.
+    /// An INVITE outside a dialog was accepted for routing (after its
+    /// authentication: a challenged attempt is no call).
     CallStarted {
         /// Its Call-ID.
         call_id: String,
         /// Who sent it.
         caller: Caller,
+        /// The authenticated user, if any.
+        user: Option<String>,
         /// When.
         at: Instant,
     },
@@ -369,6 +372,8 @@ struct Pending {
     to: PendingTo,
     user: Option<String>,
     cancel_key: Option<(String, String)>,
+    /// Whether `CallStarted` went out.
+    started: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -574,12 +579,12 @@ impl<V: View> Engine<V> {
         match result {
             LookupResult::Authenticated { user } => {
                 p.user = user;
-                self.route_lookup(p);
+                self.route_lookup(p, now);
             }
             LookupResult::Challenge(response) => {
                 self.forget_call_key(&p.cancel_key);
                 self.out.push_back(Output::Respond { tx: p.tx, response });
-                self.initial_failed(&p.request, 407, now);
+                self.initial_failed(&p, 407, now);
             }
             LookupResult::Refused(status, reason) => {
                 self.forget_call_key(&p.cancel_key);
@@ -589,7 +594,7 @@ impl<V: View> Engine<V> {
                     500
                 };
                 self.respond(p.tx, &p.request, status, &reason);
-                self.initial_failed(&p.request, status, now);
+                self.initial_failed(&p, status, now);
             }
             LookupResult::Routes(mut groups) => {
                 groups.retain(|g| !g.targets.is_empty());
@@ -601,7 +606,7 @@ impl<V: View> Engine<V> {
                         PendingTo::Number(_) => (503, "All Connections Failed"),
                     };
                     self.respond(p.tx, &p.request, status, reason);
-                    self.initial_failed(&p.request, status, now);
+                    self.initial_failed(&p, status, now);
                 } else {
                     self.start_fork(p, groups, now);
                 }
@@ -631,7 +636,7 @@ impl<V: View> Engine<V> {
         for token in gone {
             if let Some(p) = self.pending.remove(&token) {
                 self.forget_call_key(&p.cancel_key);
-                self.initial_failed(&p.request, 487, now);
+                self.initial_failed(&p, 487, now);
             }
         }
         self.flow_closed_forks(flow, now);
@@ -654,9 +659,11 @@ impl<V: View> Engine<V> {
         }
     }
 
-    /// A call (INVITE) that never got going: its end event.
-    fn initial_failed(&mut self, request: &Message, status: u16, now: Instant) {
-        if request.method() == Some(&Method::Invite) {
+    /// A call (INVITE) that never got going: its end event, when its start
+    /// was told.
+    fn initial_failed(&mut self, p: &Pending, status: u16, now: Instant) {
+        let request = &p.request;
+        if p.started {
             let reason = if status == 487 {
                 EndReason::Cancelled
             } else {
@@ -731,13 +738,6 @@ impl<V: View> Engine<V> {
         }
         core::consume_own_routes(&mut request, self.view.local());
         let cancel_key = invite.then(|| cancel_key(&request)).flatten();
-        if invite {
-            self.out.push_back(Output::Event(Event::CallStarted {
-                call_id: request.call_id().unwrap_or_default().to_owned(),
-                caller: caller.clone(),
-                at: now,
-            }));
-        }
         let authenticate = matches!(caller, Caller::Phone { authenticate: true });
         let p = Pending {
             tx,
@@ -748,6 +748,7 @@ impl<V: View> Engine<V> {
             to,
             user: None,
             cancel_key,
+            started: false,
         };
         if authenticate {
             let token = LookupToken(self.id());
@@ -761,11 +762,20 @@ impl<V: View> Engine<V> {
             self.pending.insert(token, p);
             self.out.push_back(Output::Lookup { token, query });
         } else {
-            self.route_lookup(p);
+            self.route_lookup(p, now);
         }
     }
 
-    fn route_lookup(&mut self, p: Pending) {
+    fn route_lookup(&mut self, mut p: Pending, now: Instant) {
+        if !p.started && p.request.method() == Some(&Method::Invite) {
+            p.started = true;
+            self.out.push_back(Output::Event(Event::CallStarted {
+                call_id: p.request.call_id().unwrap_or_default().to_owned(),
+                caller: p.caller.clone(),
+                user: p.user.clone(),
+                at: now,
+            }));
+        }
         let token = LookupToken(self.id());
         let query = match &p.to {
             PendingTo::User(user) => Query::Bindings { user: user.clone() },
@@ -794,7 +804,7 @@ impl<V: View> Engine<V> {
                 if let Some(p) = self.pending.remove(&token) {
                     self.forget_call_key(&p.cancel_key);
                     self.respond(p.tx, &p.request, 487, "Request Terminated");
-                    self.initial_failed(&p.request, 487, now);
+                    self.initial_failed(&p, 487, now);
                 }
             }
             CallRef::Fork(id) => self.cancel_fork(id, now),
