@@ -33,149 +33,22 @@ Loopback only; every process started here is stopped on exit (by process group).
 import argparse
 import json
 import os
-import random
-import signal
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
-ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+sys.path.insert(0, os.path.dirname(__file__))
+from loadkit import (ROOT, cpu_seconds, free_port, median, options, peak, pss_kib,  # noqa: E402
+                     rss_kib, sipp as run_sipp, spawn, stop, stop_all, udp_drops, wait_listening,
+                     wait_quiet)
+
 KAM_CFG = os.path.join(ROOT, "crates/siplink-registrar/tests/load/kamailio.cfg.in")
 SCENARIO = os.path.join(ROOT, "crates/siplink-registrar/tests/load/register_once.xml")
 FLOOD_SCENARIO = os.path.join(os.path.dirname(__file__), "register_flood.xml")
 DOMAIN = "example.test"
-TICK = os.sysconf("SC_CLK_TCK")
-STARTED = []  # process groups to stop on exit
-
-
-# ---------------------------------------------------------------------------
-# processes
-# ---------------------------------------------------------------------------
-
-def spawn(cmd, log, **kw):
-    """Starts cmd in a process group of its own (stopped on exit)."""
-    out = open(log, "wb")
-    p = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                         start_new_session=True, **kw)
-    STARTED.append(p)
-    return p
-
-
-def stop(p):
-    if p.poll() is not None:
-        return
-    try:
-        os.killpg(p.pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    try:
-        p.wait(timeout=3)
-    except subprocess.TimeoutExpired:
-        pass
-    try:
-        os.killpg(p.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    p.wait()
-
-
-def stop_all():
-    for p in STARTED:
-        stop(p)
-
-
-def free_port():
-    for _ in range(100):
-        t = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        t.bind(("127.0.0.1", 0))
-        port = t.getsockname()[1]
-        u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        try:
-            u.bind(("127.0.0.1", port))
-            return port
-        except OSError:
-            continue
-        finally:
-            t.close()
-            u.close()
-    raise SystemExit("no free port")
-
-
-def tree(pid):
-    """pid and every descendant."""
-    pids, todo = [], [pid]
-    while todo:
-        p = todo.pop()
-        pids.append(p)
-        try:
-            with open(f"/proc/{p}/task/{p}/children") as f:
-                todo.extend(int(c) for c in f.read().split())
-        except OSError:
-            pass
-    return pids
-
-
-def cpu_seconds(pid):
-    """utime + stime of the process tree (threads included), in seconds."""
-    total = 0
-    for p in tree(pid):
-        try:
-            with open(f"/proc/{p}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])  # utime, stime
-        except OSError:
-            pass
-    return total / TICK
-
-
-def pss_kib(pid):
-    total = 0
-    for p in tree(pid):
-        try:
-            with open(f"/proc/{p}/smaps_rollup") as f:
-                for line in f:
-                    if line.startswith("Pss:"):
-                        total += int(line.split()[1])
-        except OSError:
-            pass
-    return total
-
-
-def rss_kib(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
-
-
-def udp_drops(port):
-    """Receive drops of every UDP socket bound to 127.0.0.1:port (SO_REUSEPORT: several)."""
-    want = f"0100007F:{port:04X}"
-    drops = 0
-    with open("/proc/net/udp") as f:
-        next(f)
-        for line in f:
-            cols = line.split()
-            if cols[1] == want:
-                drops += int(cols[-1])
-    return drops
-
-
-def loadavg():
-    with open("/proc/loadavg") as f:
-        return float(f.read().split()[0])
-
-
-def wait_quiet(limit, max_load):
-    """Waits (up to limit s) for the 1-minute load average to fall below max_load."""
-    t0 = time.time()
-    while loadavg() >= max_load and time.time() - t0 < limit:
-        time.sleep(2)
-    return loadavg()
 
 
 # ---------------------------------------------------------------------------
@@ -201,26 +74,6 @@ class Server:
         return vals.get("used", 0), vals.get("real_used", 0)
 
 
-def wait_listening(port, proc, limit=15):
-    """Waits until the server answers an OPTIONS on UDP (any status)."""
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    s.bind(("127.0.0.1", 0))
-    s.settimeout(0.3)
-    t0 = time.time()
-    n = 0
-    while time.time() - t0 < limit:
-        if proc.poll() is not None:
-            return False
-        n += 1
-        s.sendto(options(s.getsockname()[1], port, f"probe-{n}"), ("127.0.0.1", port))
-        try:
-            s.recvfrom(65535)
-            return True
-        except socket.timeout:
-            pass
-    return False
-
-
 def start_kamailio(work):
     port = free_port()
     kdir = os.path.join(work, f"kam-{port}")
@@ -232,7 +85,7 @@ def start_kamailio(work):
     proc = spawn(["kamailio", "-f", os.path.join(kdir, "kamailio.cfg"), "-DD", "-E",
                   "-P", os.path.join(kdir, "kamailio.pid"), "-Y", kdir, "-m", "2048", "-M", "32"],
                  os.path.join(kdir, "kamailio.log"))
-    if not wait_listening(port, proc):
+    if not wait_listening(port, proc, DOMAIN):
         raise SystemExit(f"kamailio did not start: see {kdir}/kamailio.log")
     return Server("kamailio", proc, port, kdir, os.path.join(kdir, "kamailio_ctl"))
 
@@ -255,7 +108,7 @@ def start_siplink(work, target, users_csv, proxy_toml_users, env):
             f.write(proxy_toml_users)
         cmd = [os.path.join(ROOT, "target/release/examples/proxy"), "--config", toml]
     proc = spawn(cmd, os.path.join(sdir, "siplink.log"), env=env)
-    if not wait_listening(port, proc, limit=60):
+    if not wait_listening(port, proc, DOMAIN, limit=60):
         raise SystemExit(f"siplink did not start: see {sdir}/siplink.log")
     return Server("siplink", proc, port, sdir)
 
@@ -265,26 +118,12 @@ def start_siplink(work, target, users_csv, proxy_toml_users, env):
 # ---------------------------------------------------------------------------
 
 def sipp(server, scenario, inf, calls, rate, limit, cpu, work, tag, timeout_s):
-    """Runs SIPp against the server; returns (successful, failed, seconds)."""
-    d = os.path.join(work, f"sipp-{tag}")
-    os.makedirs(d, exist_ok=True)
-    cmd = ["taskset", "-c", str(cpu), "sipp", f"127.0.0.1:{server.port}", "-sf", scenario,
-           "-key", "domain", DOMAIN, "-i", "127.0.0.1", "-p", str(free_port()), "-t", "u1",
-           "-m", str(calls), "-r", str(rate), "-l", str(limit), "-timeout", f"{timeout_s}s",
-           "-nostdin", "-trace_stat", "-stf", "stat.csv", "-fd", "1", "-max_socket", "4096"]
+    """SIPp against the server: (successful, failed, seconds)."""
+    args = ["-key", "domain", DOMAIN, "-m", str(calls), "-r", str(rate), "-l", str(limit)]
     if inf:
-        cmd += ["-inf", inf]
-    t0 = time.time()
-    subprocess.run(cmd, cwd=d, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                   timeout=timeout_s + 30)
-    secs = time.time() - t0
-    with open(os.path.join(d, "stat.csv")) as f:
-        rows = [line.rstrip("\n").split(";") for line in f if line.strip()]
-    head, last = rows[0], rows[-1]
-    ok = int(last[head.index("SuccessfulCall(C)")])
-    failed = int(last[head.index("FailedCall(C)")])
-    os.rename(os.path.join(d, "stat.csv"), os.path.join(d, f"stat-{int(t0)}.csv"))
-    return ok, failed, secs
+        args += ["-inf", inf]
+    r = run_sipp(f"127.0.0.1:{server.port}", scenario, args, work, tag, timeout_s, cpu=cpu)
+    return r["ok"], r["failed"], r["secs"]
 
 
 def sipp_inf(work, users, offset=0):
@@ -300,14 +139,6 @@ def sipp_inf(work, users, offset=0):
 # ---------------------------------------------------------------------------
 # probes (flood test)
 # ---------------------------------------------------------------------------
-
-def options(local_port, port, branch):
-    return (f"OPTIONS sip:{DOMAIN} SIP/2.0\r\n"
-            f"Via: SIP/2.0/UDP 127.0.0.1:{local_port};branch=z9hG4bK{branch};rport\r\n"
-            f"Max-Forwards: 70\r\nFrom: <sip:probe@{DOMAIN}>;tag={branch}\r\n"
-            f"To: <sip:{DOMAIN}>\r\nCall-ID: {branch}@probe\r\nCSeq: 1 OPTIONS\r\n"
-            f"Content-Length: 0\r\n\r\n").encode()
-
 
 def probe_latencies(port, count, interval, timeout=2.0):
     """Sends `count` OPTIONS (one every `interval` s) from a socket of its own; returns
@@ -325,7 +156,7 @@ def probe_latencies(port, count, interval, timeout=2.0):
         if i < count and now >= nxt:
             b = f"p{os.getpid()}x{i}"
             sent[b] = now
-            s.sendto(options(lp, port, b), ("127.0.0.1", port))
+            s.sendto(options(lp, DOMAIN, b), ("127.0.0.1", port))
             i += 1
             nxt += interval
             if i == count:
@@ -404,7 +235,6 @@ def measure_memory(srv, args, work, tag):
 
 def measure_flood(srv, args, work, tag):
     """20,000 REGISTERs in 10 s, random users, one source; OPTIONS probes from another."""
-    import threading
     rss0 = rss_kib(srv.proc.pid)
     result = {}
 
@@ -425,23 +255,6 @@ def measure_flood(srv, args, work, tag):
             "rss_growth_mib": round((peak - rss0) / 1024, 1), "probes": args.probes,
             "probe_lost": lost, "probe_p50_ms": q(0.5), "probe_p99_ms": q(0.99),
             "probe_max_ms": round(lat[-1] * 1000, 1) if lat else None}
-
-
-def median(xs):
-    xs = [x for x in xs if x is not None]
-    return statistics.median(xs) if xs else None
-
-
-def peak(steps, other):
-    """Highest rate with 0 failed; a step where both servers dropped does not count."""
-    both_dropped = {s["rate"] for s in steps if s["drops"]} & {s["rate"] for s in other if s["drops"]}
-    best = None
-    for s in steps:
-        if s["failed"]:
-            break
-        if s["rate"] not in both_dropped:
-            best = s["rate"]
-    return best
 
 
 def main():
