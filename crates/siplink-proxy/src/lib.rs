@@ -41,7 +41,9 @@ pub mod routing;
 pub mod status;
 pub mod test;
 
-pub use config::{Config, ConfigError, ConnectionConfig, ConnectionKind, DEMO_CONFIG};
+pub use config::{
+    Config, ConfigError, ConnectionConfig, ConnectionKind, DEMO_CONFIG, SecurityConfig,
+};
 pub use error::Error;
 pub use proxy::Proxy;
 pub use status::{ConnectionState, ConnectionStatus, StatusEvent};
