@@ -29,7 +29,8 @@
 //!
 //! The building blocks, usable on their own: [`config`] (TOML + validation),
 //! [`routing`] (dial patterns → connections), [`core`] (the RFC 3261 §16
-//! rules, sans-IO), [`status`] and [`test`](mod@test) (Test Connection).
+//! rules, sans-IO), [`status`] and [`test`](mod@test) (Test Connection),
+//! [`redact`] (SIP text without credentials, for logs and traces).
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
@@ -37,6 +38,7 @@ pub mod config;
 pub mod core;
 mod error;
 mod proxy;
+pub mod redact;
 pub mod routing;
 pub mod status;
 pub mod test;

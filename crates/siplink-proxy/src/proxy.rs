@@ -194,6 +194,8 @@ pub(crate) struct Inner {
     pub changes: Mutex<HashMap<String, SystemTime>>,
     flow_key: RandomState,
     pub started: SystemTime,
+    /// The status endpoint's token when none is configured (made once).
+    pub status_token: std::sync::OnceLock<String>,
 }
 
 /// A running SIP proxy. Cheap to clone.
@@ -358,6 +360,7 @@ impl Proxy {
             changes: Mutex::new(HashMap::new()),
             flow_key: RandomState::new(),
             started: SystemTime::now(),
+            status_token: std::sync::OnceLock::new(),
         });
         let proxy = Proxy { inner };
         let connections = proxy.build_connections(&config, &[]).await?;
@@ -917,6 +920,11 @@ enum Caller {
 }
 
 async fn handle(inner: Arc<Inner>, mut tx: ServerTransactionHandle) {
+    tracing::trace!(
+        from = %tx.origin.peer,
+        "request:\n{}",
+        crate::redact::sip_message(&tx.request.to_bytes())
+    );
     let method = tx.request.method().cloned();
     let Some(method) = method else { return };
     if let Err(rejection) = tx
