@@ -9,9 +9,13 @@
 //! per-nonce state: a forged or altered nonce, or one from another realm or
 //! secret, fails the tag; one presented from another address fails the source
 //! mark (refused when [`ServerConfig::bind_to_source`] is on); an old one fails
-//! the lifetime. Either way a request whose digest is otherwise correct gets
-//! [`Outcome::Stale`], so the client retries with a fresh nonce without
-//! asking its user for a password.
+//! the lifetime. Either way the request gets [`Outcome::Stale`] *before the
+//! digest is looked at*, whether it is right or wrong, so the client retries
+//! with a fresh nonce without asking its user for a password, and an answer
+//! never tells right from wrong for a nonce that was not issued to that
+//! address. (RFC 7616 says a server SHOULD set `stale` only for a valid
+//! digest; that would make a nonce taken at one address an oracle for
+//! guesses sent from another, where they count against nobody.)
 //!
 //! The source mark is checked whatever `bind_to_source` says, for the
 //! failed-attempt policy: [`DigestServer::issued_to`] tells whether a request's
@@ -174,7 +178,7 @@ pub struct Authenticated {
     pub nc: u32,
 }
 
-/// Why a correct digest still needs a new nonce.
+/// Why a nonce cannot be used (the digest is not checked with it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StaleReason {
     /// The nonce's lifetime is over.
@@ -268,6 +272,7 @@ pub struct Pending<'a> {
     uri: &'a str,
     source: Option<IpAddr>,
     now: SystemTime,
+    opened: OpenedNonce,
 }
 
 impl Pending<'_> {
@@ -352,32 +357,18 @@ impl Pending<'_> {
         if !matches {
             return Outcome::Forbidden(Refusal::WrongCredentials);
         }
-        let now_ms = unix_ms(self.now);
-        let stale = |reason| Outcome::Stale {
-            challenges: server.challenge(self.source, self.now, true),
-            reason,
-        };
-        let nonce = match server.open_nonce(self.nonce, self.source) {
-            Some(n) => n,
-            None => return stale(StaleReason::NonceInvalid),
-        };
-        let lifetime = u64::try_from(server.config.nonce_lifetime.as_millis()).unwrap_or(u64::MAX);
-        if now_ms.saturating_sub(nonce.issued) > lifetime {
-            return stale(StaleReason::Expired);
-        }
-        // Issued in the future (beyond clock jitter): only after a clock step back.
-        if nonce.issued > now_ms.saturating_add(60_000) {
-            return stale(StaleReason::NonceInvalid);
-        }
         // Legacy credentials have no nc: each nonce is single-use (nc 1).
         let nc = if self.qop.is_some() { self.nc } else { 1 };
         let fresh = server
             .replay
             .lock()
-            .map(|mut r| r.record(nonce.tag, nonce.issued, nc))
+            .map(|mut r| r.record(self.opened.tag, self.opened.issued, nc))
             .unwrap_or(false);
         if !fresh {
-            return stale(StaleReason::Replay);
+            return Outcome::Stale {
+                challenges: server.challenge(self.source, self.now, true),
+                reason: StaleReason::Replay,
+            };
         }
         Outcome::Accept(Authenticated {
             username: username.to_owned(),
@@ -389,6 +380,7 @@ impl Pending<'_> {
     }
 }
 
+#[derive(Debug, Clone, Copy)]
 struct OpenedNonce {
     issued: u64,
     tag: [u8; TAG_LEN],
@@ -606,6 +598,22 @@ impl DigestServer {
             && n.issued <= now_ms.saturating_add(60_000)
     }
 
+    /// Whether a failure of these credentials from `source` is to be counted
+    /// by the failed-attempt policy (its `nonce_bound` input): when
+    /// [`ServerConfig::bind_to_source`] is on (the default), only if the nonce
+    /// was issued to `source` ([`credentials_issued_to`](Self::credentials_issued_to)),
+    /// so forged sources spend nothing; when it is off, always (a nonce taken
+    /// at one address may then be answered from another, and such failures
+    /// must not go uncounted).
+    pub fn failure_counts(
+        &self,
+        credentials: Option<&Credentials>,
+        source: IpAddr,
+        now: SystemTime,
+    ) -> bool {
+        !self.config.bind_to_source || self.credentials_issued_to(credentials, source, now)
+    }
+
     /// [`issued_to`](Self::issued_to) for credentials (false when they carry
     /// no nonce).
     pub fn credentials_issued_to(
@@ -793,6 +801,31 @@ impl DigestServer {
         let Some(response) = HexDigest::parse(algorithm.hash(), response) else {
             return bad(Fault::Malformed("response"));
         };
+        // The nonce before anything about the password is learnt (and before
+        // the store is asked): a nonce that is not ours, not issued to this
+        // source (when bound) or expired gets `stale=true` whether the digest
+        // is right or wrong. Otherwise a guesser could take nonces at one
+        // address and try passwords from another, where its failures would
+        // not count (they answer no nonce issued there), and read right from
+        // wrong in the answer.
+        let stale = |reason| {
+            Err(Outcome::Stale {
+                challenges: self.challenge(source, now, true),
+                reason,
+            })
+        };
+        let Some(opened) = self.open_nonce(nonce, source) else {
+            return stale(StaleReason::NonceInvalid);
+        };
+        let now_ms = unix_ms(now);
+        let lifetime = u64::try_from(self.config.nonce_lifetime.as_millis()).unwrap_or(u64::MAX);
+        if now_ms.saturating_sub(opened.issued) > lifetime {
+            return stale(StaleReason::Expired);
+        }
+        // Issued in the future (beyond clock jitter): only after a clock step back.
+        if opened.issued > now_ms.saturating_add(60_000) {
+            return stale(StaleReason::NonceInvalid);
+        }
         Ok(Pending {
             server: self,
             username,
@@ -808,6 +841,7 @@ impl DigestServer {
             uri,
             source,
             now,
+            opened,
         })
     }
 }

@@ -136,7 +136,7 @@ fn forged_or_altered_nonce() {
     let nonce = c.nonce().unwrap().to_owned();
     // Flip one hex digit anywhere (timestamp, random part, tag); re-sign so the
     // digest itself is right: the nonce is still detected.
-    for pos in [0, 10, 20, 40, 63] {
+    for pos in [0, 10, 20, 40, 63, 79] {
         let mut forged = nonce.clone().into_bytes();
         forged[pos] = if forged[pos] == b'0' { b'1' } else { b'0' };
         let forged = String::from_utf8(forged).unwrap();
@@ -147,12 +147,16 @@ fn forged_or_altered_nonce() {
             }
             other => panic!("{other:?}"),
         }
-        // Without re-signing the digest no longer matches.
+        // Without re-signing the digest no longer matches, but the nonce is
+        // refused first: the same answer, so nothing is learnt.
         let c3 = with_param(&c, "nonce", &forged);
-        assert_eq!(
+        assert!(matches!(
             s.verify(&c3, &register(), ip(1), t0(), &store),
-            Outcome::Forbidden(Refusal::WrongCredentials)
-        );
+            Outcome::Stale {
+                reason: StaleReason::NonceInvalid,
+                ..
+            }
+        ));
     }
     // Garbage and a nonce from a server with another secret.
     for bad in ["", "xyz", &"g".repeat(80), &"0".repeat(80), &"0".repeat(64)] {
@@ -207,7 +211,7 @@ fn nonce_bound_to_source_address() {
 }
 
 #[test]
-fn expired_nonce_is_stale_only_with_a_right_digest() {
+fn expired_nonce_is_stale_whatever_the_digest() {
     let s = server();
     let (_, c) = answer(&s, ip(1), t0(), &register());
     let later = t0() + Duration::from_secs(301);
@@ -219,11 +223,16 @@ fn expired_nonce_is_stale_only_with_a_right_digest() {
         }
         other => panic!("{other:?}"),
     }
+    // A wrong digest gets the same answer (the password is not tried with
+    // an unusable nonce).
     let wrong = |_: &str, _: &str, _: Algorithm| Some(StoredSecret::Password("guess".into()));
-    assert_eq!(
+    assert!(matches!(
         s.verify(&c, &register(), ip(1), later, &wrong),
-        Outcome::Forbidden(Refusal::WrongCredentials)
-    );
+        Outcome::Stale {
+            reason: StaleReason::Expired,
+            ..
+        }
+    ));
     // Exactly at the lifetime it still works; a configurable lifetime.
     assert!(matches!(
         s.verify(
@@ -599,11 +608,18 @@ fn failures_answering_someone_elses_nonce_are_not_counted() {
     let wrong = |_: &str, _: &str, _: Algorithm| Some(StoredSecret::Password("guess".into()));
     let pbx = ip(10).unwrap();
     let attacker = ip(66).unwrap();
-    // The attacker gets a nonce for itself and spoofs the PBX's address.
+    // The attacker gets a nonce for itself and spoofs the PBX's address: the
+    // nonce is refused before the password is tried (no oracle either)...
     for _ in 0..50 {
         let (_, c) = answer(&s, Some(attacker), t0(), &register());
         let out = s.verify(&c, &register(), Some(pbx), t0(), &wrong);
-        assert_eq!(out, Outcome::Forbidden(Refusal::WrongCredentials));
+        assert!(matches!(
+            out,
+            Outcome::Stale {
+                reason: StaleReason::NonceInvalid,
+                ..
+            }
+        ));
         let bound = s.credentials_issued_to(Some(&c), pbx, t0());
         assert!(!bound);
         assert_eq!(
@@ -613,6 +629,27 @@ fn failures_answering_someone_elses_nonce_are_not_counted() {
     }
     assert!(limiter.check(pbx, Some("alice"), t0()).is_ok());
     assert!(limiter.is_empty());
+    // With binding off the nonce is accepted from anywhere: a wrong answer
+    // is refused, and counted (else a guesser with two addresses would go
+    // unlimited), though not issued to that source.
+    let mut cfg = ServerConfig::new(REALM);
+    cfg.bind_to_source = false;
+    let s = DigestServer::with_secret(cfg, b"k");
+    let (_, c) = answer(&s, Some(attacker), t0(), &register());
+    let out = s.verify(&c, &register(), Some(pbx), t0(), &wrong);
+    assert_eq!(out, Outcome::Forbidden(Refusal::WrongCredentials));
+    assert!(!s.credentials_issued_to(Some(&c), pbx, t0()));
+    let counts = s.failure_counts(Some(&c), pbx, t0());
+    assert!(counts);
+    assert_eq!(
+        limiter.record(&out, pbx, c.username(), counts, t0()),
+        siplink_auth::Counted::Counted
+    );
+    // With binding on, failure_counts is issued_to.
+    let s = server();
+    let (_, c) = answer(&s, Some(attacker), t0(), &register());
+    assert!(!s.failure_counts(Some(&c), pbx, t0()));
+    assert!(s.failure_counts(Some(&c), attacker, t0()));
 }
 
 #[test]

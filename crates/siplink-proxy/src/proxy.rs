@@ -1160,7 +1160,7 @@ async fn authenticate(inner: &Inner, tx: &mut ServerTransactionHandle) -> Option
         respond(tx, 403, "Forbidden").await;
         return None;
     }
-    let bound = inner.digest.credentials_issued_to(selected, ip, now);
+    let bound = inner.digest.failure_counts(selected, ip, now);
     let outcome = {
         let secrets = inner.secrets.read().unwrap_or_else(|e| e.into_inner());
         let store = |user: &str, _realm: &str, _a: Algorithm| secrets.get(user).cloned();

@@ -368,9 +368,7 @@ impl Registrar {
                     .verify(c, &info, ip, ctx.now_system, &*a.credentials),
                 None => Outcome::Challenge(a.server.challenge(ip, ctx.now_system, false)),
             };
-            let bound = a
-                .server
-                .credentials_issued_to(selected, source, ctx.now_system);
+            let bound = a.server.failure_counts(selected, source, ctx.now_system);
             let counted = a
                 .limiter
                 .record(&outcome, source, claimed, bound, ctx.now_system);

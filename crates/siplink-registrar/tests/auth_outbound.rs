@@ -157,7 +157,8 @@ fn failures_block_that_source_for_that_user_only() {
 #[test]
 fn spoofed_failures_do_not_count() {
     // A guesser takes nonces issued to itself and sends its wrong answers
-    // with the PBX's address: none of them counts against the PBX.
+    // with the PBX's address: none of them is tried, none counts against the
+    // PBX.
     let r = auth_registrar(authenticator(LimiterConfig::default()));
     let mut t = BindingTable::new();
     let attacker = Clock::new().from("203.0.113.66:5060", None);
@@ -175,10 +176,14 @@ fn spoofed_failures_do_not_count() {
             HeaderName::Authorization,
             &answers[0].credentials.to_string(),
         );
+        // The nonce was not issued to this address: a fresh stale challenge,
+        // the password untried (the same answer whether it is right or wrong).
         let no = r
             .handle_register(&retry.build(), &pbx.at(0), &mut t)
             .unwrap();
-        assert_eq!(no.status(), 403);
+        assert_eq!(no.status(), 401);
+        let www = no.response.www_authenticate().unwrap();
+        assert!(www.iter().all(|c| c.stale()));
     }
     let ok = register_as(&r, &mut t, &pbx, 1, &Reg::new("pbx"), "pbx", "pbx-pw");
     assert_eq!(ok.status(), Some(200));
