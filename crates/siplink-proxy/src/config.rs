@@ -156,10 +156,10 @@ pub struct UserConfig {
     pub name: String,
     /// Password (or give `ha1`).
     #[serde(default)]
-    pub password: Option<String>,
+    pub password: Option<Secret>,
     /// `MD5(name:realm:password)` in hex, instead of a password.
     #[serde(default)]
-    pub ha1: Option<String>,
+    pub ha1: Option<Secret>,
     /// The connections this user may call through; absent = all.
     #[serde(default)]
     pub connections: Option<Vec<String>>,
@@ -283,10 +283,10 @@ pub struct AccountConfig {
     pub auth_username: Option<String>,
     /// Password (or `ha1`).
     #[serde(default)]
-    pub password: Option<String>,
+    pub password: Option<Secret>,
     /// HA1 instead of a password.
     #[serde(default)]
-    pub ha1: Option<String>,
+    pub ha1: Option<Secret>,
 }
 
 /// OPTIONS probing of a connection's PBX.
@@ -359,10 +359,10 @@ pub struct ConnectionConfig {
     pub auth_username: Option<String>,
     /// Password for `username`.
     #[serde(default)]
-    pub password: Option<String>,
+    pub password: Option<Secret>,
     /// HA1 for `username`, instead of a password.
     #[serde(default)]
-    pub ha1: Option<String>,
+    pub ha1: Option<Secret>,
     /// Realm to answer (default: any the PBX names).
     #[serde(default)]
     pub realm: Option<String>,
@@ -487,6 +487,46 @@ fn default_udp_mtu() -> usize {
 }
 fn default_max_expires() -> u32 {
     3600
+}
+
+/// A password or HA1 from the configuration: the text itself (it derefs to
+/// `&str` and serialises as is), but `Debug` prints `"<redacted>"`, so that a
+/// configuration printed with `{:?}` (a log line, a panic message) shows no
+/// secret.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// The secret text.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::ops::Deref for Secret {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("\"<redacted>\"")
+    }
+}
+
+impl From<String> for Secret {
+    fn from(s: String) -> Self {
+        Secret(s)
+    }
+}
+
+impl From<&str> for Secret {
+    fn from(s: &str) -> Self {
+        Secret(s.to_owned())
+    }
 }
 
 /// `[security]`: the failed-attempt policy for REGISTER and call

@@ -68,3 +68,17 @@ fn impossible_values_are_refused_with_their_field() {
     // Unknown fields are refused at parse time.
     assert!(Config::from_toml(&format!("{HEAD}\n[security]\nmax_failure = 3\n")).is_err());
 }
+
+#[test]
+fn passwords_never_show_in_debug_output_but_survive_toml() {
+    let c = Config::demo();
+    let debug = format!("{c:?} {:#?}", c.users[0]);
+    for secret in ["secret1001", "office-secret", "branch-secret"] {
+        assert!(c.to_toml().contains(secret), "{secret} lost from TOML");
+        assert!(!debug.contains(secret), "{secret} in Debug output");
+    }
+    assert!(debug.contains("<redacted>"));
+    assert_eq!(c.users[0].password.as_deref(), Some("secret1001"));
+    let again = Config::from_toml(&c.to_toml()).unwrap();
+    assert_eq!(again, c);
+}
