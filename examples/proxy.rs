@@ -42,6 +42,131 @@ enum Command {
     PrintDemoConfig,
 }
 
+/// A shipped SIPp scenario (examples/sipp/), by absolute path.
+fn scenario(name: &str) -> String {
+    format!("{}/examples/sipp/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+/// SIPp commands for one call through the first trunk with a literal
+/// address: a SIPp PBX answering on the trunk's address, and a phone
+/// calling a number that the trunk's first dial pattern matches.
+fn sipp_call(
+    config: &Config,
+    user: &str,
+    password: &str,
+    domain: &str,
+    proxy: std::net::SocketAddr,
+) -> Option<Vec<String>> {
+    let (conn, target, number) = config.connections.iter().find_map(|c| {
+        if !c.enabled || c.kind != siplink::proxy::ConnectionKind::Trunk {
+            return None;
+        }
+        let target = c
+            .targets()
+            .ok()?
+            .into_iter()
+            .find(|t| t.host.parse::<std::net::IpAddr>().is_ok())?;
+        let number = c
+            .dial_patterns
+            .iter()
+            .find_map(|p| sample_number(p.pattern()))?;
+        Some((c, target, number))
+    })?;
+    let transport = target.transport.to_string().to_ascii_lowercase();
+    let t = match transport.as_str() {
+        "udp" => "u1",
+        "tcp" => "t1",
+        _ => return None,
+    };
+    Some(vec![
+        format!(
+            "  SIPp, a call through {:?} (number {number}): first a PBX on its address,",
+            conn.name
+        ),
+        format!(
+            "           sipp -sf {} -aa -t {t} -i {} -p {} -m 1",
+            scenario("pbx_answer.xml"),
+            target.host,
+            target.port
+        ),
+        "           then the phone (answers the 407, follows Record-Route):".to_owned(),
+        format!(
+            "           sipp -sf {} -s {number} -key user {user} -key domain {domain} -au {user} -ap {password} -auth_uri {number}@{domain} -i {} -m 1 {proxy}",
+            scenario("call_auth.xml"),
+            proxy.ip()
+        ),
+    ])
+}
+
+/// A number that a simple dial pattern matches (digits, `\+`, `[...]`
+/// classes, `{n}`/`{n,m}`, `?`, `*`, `+`, plain groups, top-level `|`);
+/// `None` for anything else.
+fn sample_number(pattern: &str) -> Option<String> {
+    let pattern = pattern.split('|').next()?;
+    let chars: Vec<char> = pattern.chars().collect();
+    let mut out = String::new();
+    let mut last: Option<char> = None;
+    let mut i = 0;
+    while i < chars.len() {
+        match chars[i] {
+            c if c.is_ascii_digit() || c == '#' => {
+                out.push(c);
+                last = Some(c);
+            }
+            '\\' => {
+                let c = *chars.get(i + 1)?;
+                let c = if c == 'd' { '1' } else { c };
+                out.push(c);
+                last = Some(c);
+                i += 1;
+            }
+            '.' => {
+                out.push('1');
+                last = Some('1');
+            }
+            '[' => {
+                let end = i + chars[i..].iter().position(|&c| c == ']')?;
+                let class: String = chars[i + 1..end].iter().collect();
+                let c = class
+                    .chars()
+                    .find(|c| c.is_ascii_digit() && *c != '0')
+                    .or_else(|| class.chars().find(char::is_ascii_digit))?;
+                out.push(c);
+                last = Some(c);
+                i = end;
+            }
+            '{' => {
+                let end = i + chars[i..].iter().position(|&c| c == '}')?;
+                let body: String = chars[i + 1..end].iter().collect();
+                let n: usize = body.split(',').next()?.trim().parse().ok()?;
+                let c = last?;
+                out.pop();
+                for _ in 0..n.min(32) {
+                    out.push(c);
+                }
+                i = end;
+            }
+            '?' | '*' => {
+                last?;
+                out.pop();
+            }
+            '+' => {
+                last?;
+            }
+            '(' | ')' => {
+                // Plain groups; a quantifier on a group is not handled.
+                if chars[i] == ')' && matches!(chars.get(i + 1), Some('{' | '?' | '*' | '+')) {
+                    return None;
+                }
+                last = None;
+            }
+            _ => return None,
+        }
+        i += 1;
+    }
+    (!out.is_empty()).then_some(out)
+}
+
 fn load(path: &Option<PathBuf>) -> Result<Config, String> {
     match path {
         Some(p) => Config::load(p).map_err(|e| e.to_string()),
@@ -126,7 +251,21 @@ async fn run(config: Config, path: Option<PathBuf>) -> ExitCode {
     }
     if let Some(addr) = status_addr {
         match proxy.serve_status(addr).await {
-            Ok(a) => println!("  status: curl http://{a}/status   test: curl http://{a}/test/NAME"),
+            Ok(a) => {
+                // How to pass the token without printing a configured one.
+                let token = if let Some(f) = &config.proxy.status_token_file {
+                    format!("$(cat {})", f.display())
+                } else if let Some(v) = &config.proxy.status_token_env {
+                    format!("${v}")
+                } else {
+                    proxy.status_token().unwrap_or_default()
+                };
+                println!("  status:  curl http://{a}/healthz   (no token needed)");
+                println!("           curl -H \"Authorization: Bearer {token}\" http://{a}/status");
+                println!(
+                    "           curl -H \"Authorization: Bearer {token}\" http://{a}/test/NAME"
+                );
+            }
             Err(e) => eprintln!("  status endpoint: {e}"),
         }
     }
@@ -145,10 +284,18 @@ async fn run(config: Config, path: Option<PathBuf>) -> ExitCode {
         let pw = u.password.as_deref().unwrap_or("<password>");
         if let Some(a) = udp {
             println!("Point a phone at it:");
-            println!(
-                "  SIPp:    sipp -sn uac -s 4001 -au {} -ap {pw} {a}",
-                u.name
-            );
+            match sipp_call(&config, &u.name, pw, &domain, a) {
+                Some(lines) => {
+                    for l in lines {
+                        println!("{l}");
+                    }
+                }
+                None => println!(
+                    "  SIPp:    sipp -sf {} -s NUMBER -key user {u} -key domain {domain} -au {u} -ap {pw} -auth_uri NUMBER@{domain} -m 1 {a}",
+                    scenario("call_auth.xml"),
+                    u = u.name
+                ),
+            }
             println!(
                 "  baresip: accounts line  <sip:{}@{domain};transport=udp>;auth_pass={pw};outbound=\"sip:{a}\"",
                 u.name

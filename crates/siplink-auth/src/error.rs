@@ -45,4 +45,7 @@ pub enum AuthError {
     /// Invalid configuration (for example an HA1 that is not hex of the right length).
     #[error("invalid configuration: {0}")]
     Config(&'static str),
+    /// Not an address nor `address/prefix-length` (an exempt source).
+    #[error("not an address or address/prefix-length: {0:?}")]
+    BadPrefix(String),
 }

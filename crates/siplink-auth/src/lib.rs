@@ -12,7 +12,9 @@
 //!   credentials against a [`CredentialStore`] in constant time, rejects replayed
 //!   `nc` values with a bounded cache, and tells the caller what to send
 //!   ([`Outcome`]).
-//! * [`FailureLimiter`]: bounded per-source and per-user failed-attempt limiting.
+//! * [`FailurePolicy`] (and its shareable [`FailureLimiter`]): bounded
+//!   failed-attempt limiting per source and per (source, user) that nobody can
+//!   use to lock someone else out.
 //! * [`digest`]: the bare computation, for test vectors and tools.
 //!
 //! # A round trip
@@ -63,7 +65,9 @@ pub use client::{
     Authorization, ChallengeKind, ClientConfig, ClientCredentials, DigestClient, Secret,
 };
 pub use error::AuthError;
-pub use limiter::{Blocked, FailureLimiter, LimiterConfig};
+pub use limiter::{
+    Blocked, Counted, FailureLimiter, FailureLine, FailurePolicy, IpPrefix, LimiterConfig, Scope,
+};
 pub use server::{
     Authenticated, CredentialStore, DigestServer, Fault, Outcome, Pending, Refusal, ServerConfig,
     StaleReason, StoredSecret,

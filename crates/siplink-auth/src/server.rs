@@ -2,14 +2,32 @@
 //!
 //! # Nonces
 //!
-//! A nonce is 32 bytes in hex: the issue time (Unix milliseconds), 8 random
-//! bytes, and the first 16 bytes of HMAC-SHA-256 under the server's secret over
-//! both, the realm and (optionally) the client's IP address. Checking one needs
-//! no per-nonce state: a forged or altered nonce, one from another realm or
-//! secret, or one presented from another address fails the tag; an old one fails
-//! the lifetime. Either way a request whose digest is otherwise correct gets
-//! [`Outcome::Stale`], so the client retries with a fresh nonce without
-//! asking its user for a password.
+//! A nonce is 40 bytes in hex: the issue time (Unix milliseconds), 8 random
+//! bytes, an 8-byte *source mark* (HMAC-SHA-256 under the server's secret over
+//! the time, the random bytes and the client's IP address) and the first 16
+//! bytes of HMAC-SHA-256 over all that and the realm. Checking one needs no
+//! per-nonce state: a forged or altered nonce, or one from another realm or
+//! secret, fails the tag; one presented from another address fails the source
+//! mark (refused when [`ServerConfig::bind_to_source`] is on); an old one fails
+//! the lifetime. Either way the request gets [`Outcome::Stale`] *before the
+//! digest is looked at*, whether it is right or wrong, so the client retries
+//! with a fresh nonce without asking its user for a password, and an answer
+//! never tells right from wrong for a nonce that was not issued to that
+//! address. (RFC 7616 says a server SHOULD set `stale` only for a valid
+//! digest; that would make a nonce taken at one address an oracle for
+//! guesses sent from another, where they count against nobody.)
+//!
+//! The source mark is checked whatever `bind_to_source` says, for the
+//! failed-attempt policy: [`DigestServer::issued_to`] tells whether a request's
+//! nonce was issued to the address it came from, and only such failures count
+//! (a spoofed UDP request cannot spend someone else's budget).
+//!
+//! # Unknown users
+//!
+//! An unknown user's response is verified against a random dummy secret
+//! drawn when the server is created, so it costs the same digest computation
+//! and comparison as a known user's, and the answer (403) is the same as for a
+//! wrong password.
 //!
 //! # Replay
 //!
@@ -49,7 +67,8 @@ use crate::{Challenge, Credentials, RequestInfo, unix_ms};
 
 type HmacSha256 = Hmac<Sha256>;
 
-const NONCE_RAW: usize = 32;
+const NONCE_RAW: usize = 40;
+const MARK_LEN: usize = 8;
 const NONCE_HEX: usize = 2 * NONCE_RAW;
 const TAG_LEN: usize = 16;
 
@@ -159,7 +178,7 @@ pub struct Authenticated {
     pub nc: u32,
 }
 
-/// Why a correct digest still needs a new nonce.
+/// Why a nonce cannot be used (the digest is not checked with it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StaleReason {
     /// The nonce's lifetime is over.
@@ -253,6 +272,7 @@ pub struct Pending<'a> {
     uri: &'a str,
     source: Option<IpAddr>,
     now: SystemTime,
+    opened: OpenedNonce,
 }
 
 impl Pending<'_> {
@@ -281,10 +301,10 @@ impl Pending<'_> {
     /// ([`username`](Self::username), [`realm`](Self::realm),
     /// [`algorithm`](Self::algorithm)); `None` = unknown user.
     pub fn finish(self, secret: Option<StoredSecret>) -> Outcome {
-        if self.userhash {
-            return Outcome::Forbidden(Refusal::UnknownUser);
-        }
         let user = self.username;
+        if self.userhash {
+            return self.complete(user, None);
+        }
         self.complete(user, secret)
     }
 
@@ -298,7 +318,10 @@ impl Pending<'_> {
             {
                 self.complete(u, secret)
             }
-            _ => Outcome::Forbidden(Refusal::UnknownUser),
+            _ => {
+                let user = self.username;
+                self.complete(user, None)
+            }
         }
     }
 
@@ -316,13 +339,10 @@ impl Pending<'_> {
             uri: self.uri,
             body: self.req.body,
         };
+        let known = secret.is_some();
         let ha1 = match secret {
-            None => {
-                // Same work as for a known user, so that timing does not tell.
-                let dummy = digest::ha1(hash, username, realm, "");
-                std::hint::black_box(digest::response(&input, &dummy));
-                return Outcome::Forbidden(Refusal::UnknownUser);
-            }
+            // Same work as for a known user, so that timing does not tell.
+            None => digest::hash_joined(hash, &[&server.dummy, username.as_bytes()]),
             Some(StoredSecret::Password(p)) => digest::ha1(hash, username, realm, &p),
             Some(StoredSecret::Ha1(h)) => match HexDigest::parse(hash, &h) {
                 Some(h) => h,
@@ -330,35 +350,25 @@ impl Pending<'_> {
             },
         };
         let expected = digest::response(&input, &ha1);
-        if !bool::from(expected.as_bytes().ct_eq(self.response.as_bytes())) {
+        let matches = bool::from(expected.as_bytes().ct_eq(self.response.as_bytes()));
+        if !known {
+            return Outcome::Forbidden(Refusal::UnknownUser);
+        }
+        if !matches {
             return Outcome::Forbidden(Refusal::WrongCredentials);
-        }
-        let now_ms = unix_ms(self.now);
-        let stale = |reason| Outcome::Stale {
-            challenges: server.challenge(self.source, self.now, true),
-            reason,
-        };
-        let nonce = match server.open_nonce(self.nonce, self.source) {
-            Some(n) => n,
-            None => return stale(StaleReason::NonceInvalid),
-        };
-        let lifetime = u64::try_from(server.config.nonce_lifetime.as_millis()).unwrap_or(u64::MAX);
-        if now_ms.saturating_sub(nonce.issued) > lifetime {
-            return stale(StaleReason::Expired);
-        }
-        // Issued in the future (beyond clock jitter): only after a clock step back.
-        if nonce.issued > now_ms.saturating_add(60_000) {
-            return stale(StaleReason::NonceInvalid);
         }
         // Legacy credentials have no nc: each nonce is single-use (nc 1).
         let nc = if self.qop.is_some() { self.nc } else { 1 };
         let fresh = server
             .replay
             .lock()
-            .map(|mut r| r.record(nonce.tag, nonce.issued, nc))
+            .map(|mut r| r.record(self.opened.tag, self.opened.issued, nc))
             .unwrap_or(false);
         if !fresh {
-            return stale(StaleReason::Replay);
+            return Outcome::Stale {
+                challenges: server.challenge(self.source, self.now, true),
+                reason: StaleReason::Replay,
+            };
         }
         Outcome::Accept(Authenticated {
             username: username.to_owned(),
@@ -370,9 +380,12 @@ impl Pending<'_> {
     }
 }
 
+#[derive(Debug, Clone, Copy)]
 struct OpenedNonce {
     issued: u64,
     tag: [u8; TAG_LEN],
+    /// The source mark matches the address it was presented from.
+    bound: bool,
 }
 
 /// Highest `nc` per nonce, bounded; see the [module documentation](self).
@@ -430,6 +443,8 @@ pub struct DigestServer {
     mac: HmacSha256,
     rng: Mutex<Box<dyn RngCore + Send>>,
     replay: Mutex<ReplayCache>,
+    /// The secret unknown users are verified against.
+    dummy: [u8; 32],
 }
 
 impl fmt::Debug for DigestServer {
@@ -467,11 +482,14 @@ impl DigestServer {
         // HMAC accepts keys of any length.
         let mac = HmacSha256::new_from_slice(secret).unwrap_or_else(|_| unreachable!());
         let replay = Mutex::new(ReplayCache::new(config.replay_capacity));
+        let mut dummy = [0u8; 32];
+        rand::rng().fill_bytes(&mut dummy);
         DigestServer {
             config,
             mac,
             rng: Mutex::new(rng),
             replay,
+            dummy,
         }
     }
 
@@ -480,14 +498,12 @@ impl DigestServer {
         &self.config
     }
 
-    fn tag(&self, issued: u64, random: &[u8], source: Option<IpAddr>) -> [u8; 32] {
+    fn mark(&self, issued: u64, random: &[u8], source: Option<IpAddr>) -> [u8; MARK_LEN] {
         let mut m = self.mac.clone();
-        m.update(b"siplink digest nonce v1\0");
-        m.update(&(self.config.realm.len() as u64).to_be_bytes());
-        m.update(self.config.realm.as_bytes());
+        m.update(b"siplink digest nonce source v1\0");
         m.update(&issued.to_be_bytes());
         m.update(random);
-        match source.filter(|_| self.config.bind_to_source) {
+        match source {
             None => m.update(&[0]),
             Some(IpAddr::V4(a)) => {
                 m.update(&[4]);
@@ -504,6 +520,20 @@ impl DigestServer {
                 }
             },
         }
+        let full: [u8; 32] = m.finalize().into_bytes().into();
+        let mut out = [0u8; MARK_LEN];
+        out.copy_from_slice(&full[..MARK_LEN]);
+        out
+    }
+
+    fn tag(&self, issued: u64, random: &[u8], mark: &[u8]) -> [u8; 32] {
+        let mut m = self.mac.clone();
+        m.update(b"siplink digest nonce v2\0");
+        m.update(&(self.config.realm.len() as u64).to_be_bytes());
+        m.update(self.config.realm.as_bytes());
+        m.update(&issued.to_be_bytes());
+        m.update(random);
+        m.update(mark);
         m.finalize().into_bytes().into()
     }
 
@@ -514,15 +544,19 @@ impl DigestServer {
         if let Ok(mut r) = self.rng.lock() {
             r.fill_bytes(&mut random);
         }
-        let tag = self.tag(issued, &random, source);
+        let mark = self.mark(issued, &random, source);
+        let tag = self.tag(issued, &random, &mark);
         let mut raw = [0u8; NONCE_RAW];
         raw[..8].copy_from_slice(&issued.to_be_bytes());
         raw[8..16].copy_from_slice(&random);
-        raw[16..].copy_from_slice(&tag[..TAG_LEN]);
+        raw[16..16 + MARK_LEN].copy_from_slice(&mark);
+        raw[16 + MARK_LEN..].copy_from_slice(&tag[..TAG_LEN]);
         digest::to_hex(&raw)
     }
 
-    fn open_nonce(&self, nonce: &str, source: Option<IpAddr>) -> Option<OpenedNonce> {
+    /// Opens a nonce presented from `source`: authentic (our secret, our
+    /// realm), whether or not it was issued to `source`.
+    fn open_any(&self, nonce: &str, source: Option<IpAddr>) -> Option<OpenedNonce> {
         if nonce.len() != NONCE_HEX {
             return None;
         }
@@ -533,13 +567,64 @@ impl DigestServer {
         let mut issued = [0u8; 8];
         issued.copy_from_slice(&raw[..8]);
         let issued = u64::from_be_bytes(issued);
-        let expected = self.tag(issued, &raw[8..16], source);
-        if !bool::from(expected[..TAG_LEN].ct_eq(&raw[16..])) {
+        let mark = &raw[16..16 + MARK_LEN];
+        let expected = self.tag(issued, &raw[8..16], mark);
+        if !bool::from(expected[..TAG_LEN].ct_eq(&raw[16 + MARK_LEN..])) {
             return None;
         }
+        let bound = bool::from(self.mark(issued, &raw[8..16], source).ct_eq(mark));
         let mut tag = [0u8; TAG_LEN];
-        tag.copy_from_slice(&raw[16..]);
-        Some(OpenedNonce { issued, tag })
+        tag.copy_from_slice(&raw[16 + MARK_LEN..]);
+        Some(OpenedNonce { issued, tag, bound })
+    }
+
+    fn open_nonce(&self, nonce: &str, source: Option<IpAddr>) -> Option<OpenedNonce> {
+        self.open_any(nonce, source)
+            .filter(|n| n.bound || !self.config.bind_to_source)
+    }
+
+    /// Whether `nonce` is one of ours, issued to `source`, and not expired at
+    /// `now`. The failed-attempt policy counts a failure only then
+    /// ([`FailurePolicy::record_failure`](crate::FailurePolicy::record_failure)'s
+    /// `nonce_bound`), whatever [`ServerConfig::bind_to_source`] says.
+    pub fn issued_to(&self, nonce: &str, source: IpAddr, now: SystemTime) -> bool {
+        let Some(n) = self.open_any(nonce, Some(source)) else {
+            return false;
+        };
+        let now_ms = unix_ms(now);
+        let lifetime = u64::try_from(self.config.nonce_lifetime.as_millis()).unwrap_or(u64::MAX);
+        n.bound
+            && now_ms.saturating_sub(n.issued) <= lifetime
+            && n.issued <= now_ms.saturating_add(60_000)
+    }
+
+    /// Whether a failure of these credentials from `source` is to be counted
+    /// by the failed-attempt policy (its `nonce_bound` input): when
+    /// [`ServerConfig::bind_to_source`] is on (the default), only if the nonce
+    /// was issued to `source` ([`credentials_issued_to`](Self::credentials_issued_to)),
+    /// so forged sources spend nothing; when it is off, always (a nonce taken
+    /// at one address may then be answered from another, and such failures
+    /// must not go uncounted).
+    pub fn failure_counts(
+        &self,
+        credentials: Option<&Credentials>,
+        source: IpAddr,
+        now: SystemTime,
+    ) -> bool {
+        !self.config.bind_to_source || self.credentials_issued_to(credentials, source, now)
+    }
+
+    /// [`issued_to`](Self::issued_to) for credentials (false when they carry
+    /// no nonce).
+    pub fn credentials_issued_to(
+        &self,
+        credentials: Option<&Credentials>,
+        source: IpAddr,
+        now: SystemTime,
+    ) -> bool {
+        credentials
+            .and_then(|c| c.nonce())
+            .is_some_and(|n| self.issued_to(n, source, now))
     }
 
     /// The challenges to send (one per configured algorithm, sharing one nonce),
@@ -716,6 +801,31 @@ impl DigestServer {
         let Some(response) = HexDigest::parse(algorithm.hash(), response) else {
             return bad(Fault::Malformed("response"));
         };
+        // The nonce before anything about the password is learnt (and before
+        // the store is asked): a nonce that is not ours, not issued to this
+        // source (when bound) or expired gets `stale=true` whether the digest
+        // is right or wrong. Otherwise a guesser could take nonces at one
+        // address and try passwords from another, where its failures would
+        // not count (they answer no nonce issued there), and read right from
+        // wrong in the answer.
+        let stale = |reason| {
+            Err(Outcome::Stale {
+                challenges: self.challenge(source, now, true),
+                reason,
+            })
+        };
+        let Some(opened) = self.open_nonce(nonce, source) else {
+            return stale(StaleReason::NonceInvalid);
+        };
+        let now_ms = unix_ms(now);
+        let lifetime = u64::try_from(self.config.nonce_lifetime.as_millis()).unwrap_or(u64::MAX);
+        if now_ms.saturating_sub(opened.issued) > lifetime {
+            return stale(StaleReason::Expired);
+        }
+        // Issued in the future (beyond clock jitter): only after a clock step back.
+        if opened.issued > now_ms.saturating_add(60_000) {
+            return stale(StaleReason::NonceInvalid);
+        }
         Ok(Pending {
             server: self,
             username,
@@ -731,6 +841,7 @@ impl DigestServer {
             uri,
             source,
             now,
+            opened,
         })
     }
 }

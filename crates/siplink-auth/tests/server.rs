@@ -5,7 +5,8 @@ use std::time::{Duration, SystemTime};
 
 use siplink_auth::{
     Algorithm, ClientCredentials, Credentials, DigestClient, DigestServer, FailureLimiter, Fault,
-    LimiterConfig, Outcome, Qop, Refusal, RequestInfo, ServerConfig, StaleReason, StoredSecret,
+    LimiterConfig, Outcome, Qop, Refusal, RequestInfo, Scope, ServerConfig, StaleReason,
+    StoredSecret,
     digest::{self, DigestInput},
 };
 
@@ -93,7 +94,7 @@ fn challenge_shape() {
     assert_eq!(ch[0].algorithm(), Some("SHA-256"));
     assert_eq!(ch[1].algorithm(), Some("MD5"));
     assert_eq!(ch[0].nonce(), ch[1].nonce());
-    assert_eq!(ch[0].nonce().unwrap().len(), 64);
+    assert_eq!(ch[0].nonce().unwrap().len(), 80);
     assert!(!ch[0].stale());
     assert_eq!(
         ch[0].to_string(),
@@ -135,7 +136,7 @@ fn forged_or_altered_nonce() {
     let nonce = c.nonce().unwrap().to_owned();
     // Flip one hex digit anywhere (timestamp, random part, tag); re-sign so the
     // digest itself is right: the nonce is still detected.
-    for pos in [0, 10, 20, 40, 63] {
+    for pos in [0, 10, 20, 40, 63, 79] {
         let mut forged = nonce.clone().into_bytes();
         forged[pos] = if forged[pos] == b'0' { b'1' } else { b'0' };
         let forged = String::from_utf8(forged).unwrap();
@@ -146,15 +147,19 @@ fn forged_or_altered_nonce() {
             }
             other => panic!("{other:?}"),
         }
-        // Without re-signing the digest no longer matches.
+        // Without re-signing the digest no longer matches, but the nonce is
+        // refused first: the same answer, so nothing is learnt.
         let c3 = with_param(&c, "nonce", &forged);
-        assert_eq!(
+        assert!(matches!(
             s.verify(&c3, &register(), ip(1), t0(), &store),
-            Outcome::Forbidden(Refusal::WrongCredentials)
-        );
+            Outcome::Stale {
+                reason: StaleReason::NonceInvalid,
+                ..
+            }
+        ));
     }
     // Garbage and a nonce from a server with another secret.
-    for bad in ["", "xyz", &"g".repeat(64), &"0".repeat(64)] {
+    for bad in ["", "xyz", &"g".repeat(80), &"0".repeat(80), &"0".repeat(64)] {
         let c2 = resign(&with_param(&c, "nonce", bad), &register(), "wonderland");
         assert!(matches!(
             s.verify(&c2, &register(), ip(1), t0(), &store),
@@ -206,7 +211,7 @@ fn nonce_bound_to_source_address() {
 }
 
 #[test]
-fn expired_nonce_is_stale_only_with_a_right_digest() {
+fn expired_nonce_is_stale_whatever_the_digest() {
     let s = server();
     let (_, c) = answer(&s, ip(1), t0(), &register());
     let later = t0() + Duration::from_secs(301);
@@ -218,11 +223,16 @@ fn expired_nonce_is_stale_only_with_a_right_digest() {
         }
         other => panic!("{other:?}"),
     }
+    // A wrong digest gets the same answer (the password is not tried with
+    // an unusable nonce).
     let wrong = |_: &str, _: &str, _: Algorithm| Some(StoredSecret::Password("guess".into()));
-    assert_eq!(
+    assert!(matches!(
         s.verify(&c, &register(), ip(1), later, &wrong),
-        Outcome::Forbidden(Refusal::WrongCredentials)
-    );
+        Outcome::Stale {
+            reason: StaleReason::Expired,
+            ..
+        }
+    ));
     // Exactly at the lifetime it still works; a configurable lifetime.
     assert!(matches!(
         s.verify(
@@ -565,23 +575,132 @@ fn limiter_with_server_outcomes() {
         ..LimiterConfig::default()
     });
     let wrong = |_: &str, _: &str, _: Algorithm| Some(StoredSecret::Password("guess".into()));
-    let attacker = ip(66);
+    let attacker = ip(66).unwrap();
     for _ in 0..3 {
         assert!(limiter.check(attacker, Some("alice"), t0()).is_ok());
-        let (_, c) = answer(&s, attacker, t0(), &register());
-        let out = s.verify(&c, &register(), attacker, t0(), &wrong);
+        let (_, c) = answer(&s, Some(attacker), t0(), &register());
+        let out = s.verify(&c, &register(), Some(attacker), t0(), &wrong);
         assert_eq!(out, Outcome::Forbidden(Refusal::WrongCredentials));
-        limiter.record(&out, attacker, c.username(), t0());
+        let bound = s.credentials_issued_to(Some(&c), attacker, t0());
+        assert!(bound);
+        limiter.record(&out, attacker, c.username(), bound, t0());
     }
     let blocked = limiter.check(attacker, Some("alice"), t0()).unwrap_err();
-    assert!(blocked.source);
-    assert_eq!(blocked.until, t0() + Duration::from_secs(300));
-    // The user is blocked from everywhere too until the cool-down ends.
-    assert!(limiter.check(ip(1), Some("alice"), t0()).is_err());
+    assert_eq!(blocked.scope, Scope::SourceUser);
+    assert_eq!(blocked.until, t0() + Duration::from_secs(60));
+    // Alice from anywhere else is not blocked, and her right password works.
+    let home = ip(1).unwrap();
+    assert!(limiter.check(home, Some("alice"), t0()).is_ok());
+    let (_, c) = answer(&s, Some(home), t0(), &register());
+    let out = s.verify(&c, &register(), Some(home), t0(), &store);
+    assert!(matches!(out, Outcome::Accept(_)));
     assert!(
         limiter
-            .check(ip(1), Some("alice"), t0() + Duration::from_secs(301))
+            .check(attacker, Some("alice"), t0() + Duration::from_secs(61))
             .is_ok()
+    );
+}
+
+#[test]
+fn failures_answering_someone_elses_nonce_are_not_counted() {
+    let s = server();
+    let limiter = FailureLimiter::new(LimiterConfig::default());
+    let wrong = |_: &str, _: &str, _: Algorithm| Some(StoredSecret::Password("guess".into()));
+    let pbx = ip(10).unwrap();
+    let attacker = ip(66).unwrap();
+    // The attacker gets a nonce for itself and spoofs the PBX's address: the
+    // nonce is refused before the password is tried (no oracle either)...
+    for _ in 0..50 {
+        let (_, c) = answer(&s, Some(attacker), t0(), &register());
+        let out = s.verify(&c, &register(), Some(pbx), t0(), &wrong);
+        assert!(matches!(
+            out,
+            Outcome::Stale {
+                reason: StaleReason::NonceInvalid,
+                ..
+            }
+        ));
+        let bound = s.credentials_issued_to(Some(&c), pbx, t0());
+        assert!(!bound);
+        assert_eq!(
+            limiter.record(&out, pbx, c.username(), bound, t0()),
+            siplink_auth::Counted::Ignored
+        );
+    }
+    assert!(limiter.check(pbx, Some("alice"), t0()).is_ok());
+    assert!(limiter.is_empty());
+    // With binding off the nonce is accepted from anywhere: a wrong answer
+    // is refused, and counted (else a guesser with two addresses would go
+    // unlimited), though not issued to that source.
+    let mut cfg = ServerConfig::new(REALM);
+    cfg.bind_to_source = false;
+    let s = DigestServer::with_secret(cfg, b"k");
+    let (_, c) = answer(&s, Some(attacker), t0(), &register());
+    let out = s.verify(&c, &register(), Some(pbx), t0(), &wrong);
+    assert_eq!(out, Outcome::Forbidden(Refusal::WrongCredentials));
+    assert!(!s.credentials_issued_to(Some(&c), pbx, t0()));
+    let counts = s.failure_counts(Some(&c), pbx, t0());
+    assert!(counts);
+    assert_eq!(
+        limiter.record(&out, pbx, c.username(), counts, t0()),
+        siplink_auth::Counted::Counted
+    );
+    // With binding on, failure_counts is issued_to.
+    let s = server();
+    let (_, c) = answer(&s, Some(attacker), t0(), &register());
+    assert!(!s.failure_counts(Some(&c), pbx, t0()));
+    assert!(s.failure_counts(Some(&c), attacker, t0()));
+}
+
+#[test]
+fn issued_to_checks_source_lifetime_and_authenticity() {
+    // Also with bind_to_source off: the source mark is in every nonce.
+    for bind in [true, false] {
+        let mut cfg = ServerConfig::new(REALM);
+        cfg.bind_to_source = bind;
+        let s = DigestServer::with_secret(cfg, b"k");
+        let a = ip(1).unwrap();
+        let b = ip(2).unwrap();
+        let n = s.nonce(Some(a), t0());
+        assert!(s.issued_to(&n, a, t0()));
+        assert!(!s.issued_to(&n, b, t0()));
+        assert!(!s.issued_to(&n, a, t0() + Duration::from_secs(301)));
+        let mut forged = n.clone().into_bytes();
+        forged[20] = if forged[20] == b'0' { b'1' } else { b'0' };
+        assert!(!s.issued_to(std::str::from_utf8(&forged).unwrap(), a, t0()));
+        let other = DigestServer::with_secret(ServerConfig::new(REALM), b"other");
+        assert!(!s.issued_to(&other.nonce(Some(a), t0()), a, t0()));
+        assert!(!s.credentials_issued_to(None, a, t0()));
+    }
+}
+
+#[test]
+fn unknown_and_known_users_get_the_same_refusal() {
+    let s = server();
+    for user in ["alice", "nobody"] {
+        let mut cl = DigestClient::new(HOST, ClientCredentials::password(user, "wrong"));
+        let ch = s.challenge(ip(1), t0(), false);
+        let c = cl
+            .answer(HOST, &ch, &[], &register())
+            .unwrap()
+            .remove(0)
+            .credentials;
+        let out = s.verify(&c, &register(), ip(1), t0(), &store);
+        // Both 403; only the refusal reason (never sent) differs.
+        assert!(matches!(out, Outcome::Forbidden(_)), "{user}: {out:?}");
+    }
+    // A right-looking digest for an unknown user (empty password, the old
+    // dummy) is still refused.
+    let mut cl = DigestClient::new(HOST, ClientCredentials::password("nobody", ""));
+    let ch = s.challenge(ip(1), t0(), false);
+    let c = cl
+        .answer(HOST, &ch, &[], &register())
+        .unwrap()
+        .remove(0)
+        .credentials;
+    assert_eq!(
+        s.verify(&c, &register(), ip(1), t0(), &store),
+        Outcome::Forbidden(Refusal::UnknownUser)
     );
 }
 

@@ -40,6 +40,9 @@ pub struct Config {
     /// Size limits.
     #[serde(default)]
     pub limits: LimitsConfig,
+    /// The failed-attempt policy (TOML: `[security]`).
+    #[serde(default)]
+    pub security: SecurityConfig,
 }
 
 /// `[proxy]`: who the proxy is.
@@ -64,8 +67,18 @@ pub struct ProxySection {
     #[serde(default = "yes")]
     pub authenticate_calls: bool,
     /// Address of the HTTP status endpoint (`GET /status` → JSON), if any.
+    /// Keep it on loopback (`127.0.0.1:8081`): any other address needs
+    /// `status_token_file` or `status_token_env`.
     #[serde(default)]
     pub status_listen: Option<SocketAddr>,
+    /// File holding the bearer token the status endpoint asks for (anything
+    /// but `/healthz`). Without this or `status_token_env`, a random token is
+    /// made at start ([`Proxy::status_token`](crate::Proxy::status_token)).
+    #[serde(default)]
+    pub status_token_file: Option<PathBuf>,
+    /// Name of the environment variable holding that token.
+    #[serde(default)]
+    pub status_token_env: Option<String>,
     /// Digest algorithms offered to phones and PBXs, one challenge each, in
     /// this order (default `["MD5"]`). Clients differ in which of several
     /// challenges they answer: JsSIP takes the last one, SIPp the first, and
@@ -88,6 +101,8 @@ impl Default for ProxySection {
             no_match_status: default_no_match(),
             authenticate_calls: true,
             status_listen: None,
+            status_token_file: None,
+            status_token_env: None,
             tls_ca: None,
             digest_algorithms: default_algorithms(),
         }
@@ -141,10 +156,10 @@ pub struct UserConfig {
     pub name: String,
     /// Password (or give `ha1`).
     #[serde(default)]
-    pub password: Option<String>,
+    pub password: Option<Secret>,
     /// `MD5(name:realm:password)` in hex, instead of a password.
     #[serde(default)]
-    pub ha1: Option<String>,
+    pub ha1: Option<Secret>,
     /// The connections this user may call through; absent = all.
     #[serde(default)]
     pub connections: Option<Vec<String>>,
@@ -268,10 +283,10 @@ pub struct AccountConfig {
     pub auth_username: Option<String>,
     /// Password (or `ha1`).
     #[serde(default)]
-    pub password: Option<String>,
+    pub password: Option<Secret>,
     /// HA1 instead of a password.
     #[serde(default)]
-    pub ha1: Option<String>,
+    pub ha1: Option<Secret>,
 }
 
 /// OPTIONS probing of a connection's PBX.
@@ -344,10 +359,10 @@ pub struct ConnectionConfig {
     pub auth_username: Option<String>,
     /// Password for `username`.
     #[serde(default)]
-    pub password: Option<String>,
+    pub password: Option<Secret>,
     /// HA1 for `username`, instead of a password.
     #[serde(default)]
-    pub ha1: Option<String>,
+    pub ha1: Option<Secret>,
     /// Realm to answer (default: any the PBX names).
     #[serde(default)]
     pub realm: Option<String>,
@@ -472,6 +487,136 @@ fn default_udp_mtu() -> usize {
 }
 fn default_max_expires() -> u32 {
     3600
+}
+
+/// A password or HA1 from the configuration: the text itself (it derefs to
+/// `&str` and serialises as is), but `Debug` prints `"<redacted>"`, so that a
+/// configuration printed with `{:?}` (a log line, a panic message) shows no
+/// secret.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// The secret text.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::ops::Deref for Secret {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("\"<redacted>\"")
+    }
+}
+
+impl From<String> for Secret {
+    fn from(s: String) -> Self {
+        Secret(s)
+    }
+}
+
+impl From<&str> for Secret {
+    fn from(s: &str) -> Self {
+        Secret(s.to_owned())
+    }
+}
+
+/// `[security]`: the failed-attempt policy for REGISTER and call
+/// authentication (see `siplink_auth::limiter` and `docs/security.md`).
+/// Failures count only when they answered a nonce issued to the same source.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecurityConfig {
+    /// Failures for one user from one source (an IPv4 address or an IPv6 /64)
+    /// that block that source for that user (default 5).
+    #[serde(default = "default_pair_failures")]
+    pub max_failures: u32,
+    /// Failures from one source, any users, that block the source (default 10).
+    #[serde(default = "default_source_failures")]
+    pub source_max_failures: u32,
+    /// Failures for one user from all sources past which each source gets a
+    /// single wrong guess for that user (default 200; never below 20 ×
+    /// `source_max_failures`). The user is never blocked as such.
+    #[serde(default = "default_user_failures")]
+    pub user_max_failures: u32,
+    /// Seconds in which failures are counted (default 60).
+    #[serde(default = "default_window")]
+    pub window: u64,
+    /// First block, in seconds (default 60); doubles with each repeat.
+    #[serde(default = "default_window")]
+    pub cooldown: u64,
+    /// Longest block, in seconds (default 3600).
+    #[serde(default = "default_hour")]
+    pub max_cooldown: u64,
+    /// Sources, addresses or prefixes (`"192.0.2.0/24"`), never counted nor
+    /// blocked. The literal addresses of the connections' PBXs are added
+    /// automatically.
+    #[serde(default)]
+    pub exempt: Vec<String>,
+    /// Most sources, (source, user) pairs and users tracked, each (default
+    /// 16 384; the oldest goes first).
+    #[serde(default = "default_tracked")]
+    pub max_tracked: usize,
+}
+
+impl Default for SecurityConfig {
+    fn default() -> Self {
+        SecurityConfig {
+            max_failures: default_pair_failures(),
+            source_max_failures: default_source_failures(),
+            user_max_failures: default_user_failures(),
+            window: default_window(),
+            cooldown: default_window(),
+            max_cooldown: default_hour(),
+            exempt: Vec::new(),
+            max_tracked: default_tracked(),
+        }
+    }
+}
+
+impl SecurityConfig {
+    /// The limiter configuration (exempt entries that do not parse are
+    /// skipped; [`Config::validate`] reports them).
+    pub fn limiter(&self) -> siplink_auth::LimiterConfig {
+        siplink_auth::LimiterConfig {
+            max_failures: self.max_failures.max(1),
+            source_max_failures: self.source_max_failures.max(1),
+            user_max_failures: self.user_max_failures,
+            window: Duration::from_secs(self.window),
+            cooldown: Duration::from_secs(self.cooldown),
+            max_cooldown: Duration::from_secs(self.max_cooldown.max(self.cooldown)),
+            capacity: self.max_tracked.max(1),
+            exempt: self.exempt.iter().filter_map(|e| e.parse().ok()).collect(),
+            ..siplink_auth::LimiterConfig::default()
+        }
+    }
+}
+
+fn default_pair_failures() -> u32 {
+    5
+}
+fn default_source_failures() -> u32 {
+    10
+}
+fn default_user_failures() -> u32 {
+    200
+}
+fn default_window() -> u64 {
+    60
+}
+fn default_hour() -> u64 {
+    3600
+}
+fn default_tracked() -> usize {
+    16_384
 }
 
 /// Parses `host`, `host:port`, `[v6]:port` or a SIP URI into a target.
@@ -742,6 +887,45 @@ impl Config {
         }
         if self.limits.max_calls == 0 {
             v.push("limits.max_calls", "must be at least 1".into());
+        }
+        if let Some(addr) = self.proxy.status_listen
+            && !addr.ip().is_loopback()
+            && self.proxy.status_token_file.is_none()
+            && self.proxy.status_token_env.is_none()
+        {
+            v.push(
+                "proxy.status_listen",
+                format!("{addr} is not a loopback address: set proxy.status_token_file or proxy.status_token_env, or listen on 127.0.0.1"),
+            );
+        }
+        if self.proxy.status_token_file.is_some() && self.proxy.status_token_env.is_some() {
+            v.push(
+                "proxy.status_token_env",
+                "give status_token_file or status_token_env, not both".into(),
+            );
+        }
+        let sec = &self.security;
+        for (field, value) in [
+            ("max_failures", sec.max_failures),
+            ("source_max_failures", sec.source_max_failures),
+        ] {
+            if value == 0 {
+                v.push(&format!("security.{field}"), "must be at least 1".into());
+            }
+        }
+        if sec.window == 0 || sec.cooldown == 0 {
+            v.push(
+                "security.window",
+                "window and cooldown must be at least 1 s".into(),
+            );
+        }
+        if sec.max_tracked == 0 {
+            v.push("security.max_tracked", "must be at least 1".into());
+        }
+        for (i, e) in sec.exempt.iter().enumerate() {
+            if let Err(err) = e.parse::<siplink_auth::IpPrefix>() {
+                v.push(&format!("security.exempt[{i}]"), err.to_string());
+            }
         }
     }
 

@@ -30,7 +30,8 @@
 //! The building blocks, usable on their own: [`config`] (TOML + validation),
 //! [`routing`] (dial patterns → connections), [`core`] (the RFC 3261 §16
 //! rules, sans-IO), [`engine`] (the sans-IO proxy core that is to replace
-//! the task-per-call proxy; not wired in yet), [`status`] and [`test`](mod@test) (Test Connection).
+//! the task-per-call proxy; not wired in yet), [`status`] and [`test`](mod@test) (Test Connection),
+//! [`redact`] (SIP text without credentials, for logs and traces).
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
@@ -39,11 +40,14 @@ pub mod core;
 pub mod engine;
 mod error;
 mod proxy;
+pub mod redact;
 pub mod routing;
 pub mod status;
 pub mod test;
 
-pub use config::{Config, ConfigError, ConnectionConfig, ConnectionKind, DEMO_CONFIG};
+pub use config::{
+    Config, ConfigError, ConnectionConfig, ConnectionKind, DEMO_CONFIG, SecurityConfig,
+};
 pub use error::Error;
 pub use proxy::Proxy;
 pub use status::{ConnectionState, ConnectionStatus, StatusEvent};

@@ -181,9 +181,9 @@ pub(crate) struct Inner {
     /// The domains we are registrar for (configured, listener addresses,
     /// advertised name).
     pub domains: Vec<String>,
-    /// Failed call authentications per source and per user (password
-    /// guessing through INVITE).
-    limiter: siplink_auth::FailureLimiter,
+    /// Failed authentications per source and per (source, user), shared
+    /// with the registrar (password guessing through any method counts once).
+    limiter: Arc<siplink_auth::FailureLimiter>,
     pub local: RwLock<Local>,
     pub runtime: RwLock<Arc<Runtime>>,
     dialogs: Mutex<HashMap<String, DialogEntry>>,
@@ -194,6 +194,8 @@ pub(crate) struct Inner {
     pub changes: Mutex<HashMap<String, SystemTime>>,
     flow_key: RandomState,
     pub started: SystemTime,
+    /// The status endpoint's token when none is configured (made once).
+    pub status_token: std::sync::OnceLock<String>,
 }
 
 /// A running SIP proxy. Cheap to clone.
@@ -313,8 +315,10 @@ impl Proxy {
         let lookup = move |user: &str, _realm: &str, _alg: Algorithm| -> Option<StoredSecret> {
             store_secrets.read().ok()?.get(user).cloned()
         };
+        let limiter = Arc::new(siplink_auth::FailureLimiter::new(config.security.limiter()));
         let authenticator =
-            Authenticator::new(DigestServer::with_secret(server_config, &secret), lookup);
+            Authenticator::new(DigestServer::with_secret(server_config, &secret), lookup)
+                .with_shared_limiter(limiter.clone());
         let local = local_identity(&config, &transport);
         let domains = registrar_domains(&config, &transport);
         let mut rconfig = RegistrarConfig::new(domains.clone());
@@ -347,7 +351,7 @@ impl Proxy {
             secrets,
             digest,
             domains,
-            limiter: siplink_auth::FailureLimiter::new(siplink_auth::LimiterConfig::default()),
+            limiter,
             local: RwLock::new(local),
             runtime: RwLock::new(Arc::new(runtime)),
             dialogs: Mutex::new(HashMap::new()),
@@ -356,6 +360,7 @@ impl Proxy {
             changes: Mutex::new(HashMap::new()),
             flow_key: RandomState::new(),
             started: SystemTime::now(),
+            status_token: std::sync::OnceLock::new(),
         });
         let proxy = Proxy { inner };
         let connections = proxy.build_connections(&config, &[]).await?;
@@ -422,6 +427,12 @@ impl Proxy {
         if a.limits != b.limits {
             restart.push("limits");
         }
+        let (mut sa, mut sb) = (a.security.clone(), b.security.clone());
+        sa.exempt.clear();
+        sb.exempt.clear();
+        if sa != sb {
+            restart.push("security (except exempt)");
+        }
         if !restart.is_empty() {
             warn!(
                 "reload: changes to {} take effect only after a restart",
@@ -449,6 +460,19 @@ impl Proxy {
     }
 
     fn install(&self, config: Config, connections: Vec<Arc<ConnRuntime>>) -> Result<(), Error> {
+        // Exempt from the failed-attempt limiter: the configured sources and
+        // the connections' PBXs by literal address (not loopback, where
+        // every local phone would share the PBX's address).
+        let mut exempt = config.security.limiter().exempt;
+        for c in &connections {
+            exempt.extend(
+                c.ips
+                    .iter()
+                    .filter(|ip| !ip.is_loopback())
+                    .map(|ip| siplink_auth::IpPrefix::host(*ip)),
+            );
+        }
+        self.inner.limiter.set_exempt(exempt);
         let runtime = Runtime {
             router: Router::new(&config)?,
             config: Arc::new(config),
@@ -896,6 +920,11 @@ enum Caller {
 }
 
 async fn handle(inner: Arc<Inner>, mut tx: ServerTransactionHandle) {
+    tracing::trace!(
+        from = %tx.origin.peer,
+        "request:\n{}",
+        crate::redact::sip_message(&tx.request.to_bytes())
+    );
     let method = tx.request.method().cloned();
     let Some(method) = method else { return };
     if let Err(rejection) = tx
@@ -956,12 +985,10 @@ async fn handle(inner: Arc<Inner>, mut tx: ServerTransactionHandle) {
         .clone();
     let to_us = local.is_local_uri(&ruri);
     let ruri_user = ruri.as_sip().and_then(|u| u.user()).map(str::to_owned);
-    if method == Method::Options
-        && to_us
-        && (ruri_user.is_none()
-            || tx.request.route().is_ok_and(<[_]>::is_empty)
-                && !ruri_user.as_deref().is_some_and(|u| inner.is_user(u)))
-    {
+    // OPTIONS to the proxy itself is answered here. OPTIONS to a user part
+    // (user or not) goes the way of every other method, authentication
+    // first, so that the answer does not tell users from non-users.
+    if method == Method::Options && to_us && ruri_user.is_none() {
         if let Ok(r) = tx
             .request
             .response(200)
@@ -1123,18 +1150,17 @@ async fn authenticate(inner: &Inner, tx: &mut ServerTransactionHandle) -> Option
         .request_uri_bytes()
         .map(|b| String::from_utf8_lossy(b).into_owned())
         .unwrap_or_default();
-    let source = Some(tx.origin.peer.ip());
-    let claimed = inner
-        .digest
-        .select(creds.iter())
-        .and_then(|c| c.username())
-        .map(str::to_owned);
+    let ip = tx.origin.peer.ip();
+    let source = Some(ip);
+    let selected = inner.digest.select(creds.iter());
+    let claimed = selected.and_then(|c| c.username()).map(str::to_owned);
     let now = SystemTime::now();
-    if let Err(blocked) = inner.limiter.check(source, claimed.as_deref(), now) {
-        debug!(source = %tx.origin.peer, ?claimed, "call authentication blocked: {blocked:?}");
-        respond(tx, 403, "Too Many Failed Attempts").await;
+    if let Err(blocked) = inner.limiter.check(ip, claimed.as_deref(), now) {
+        debug!(source = %tx.origin.peer, "call authentication blocked: {blocked:?}");
+        respond(tx, 403, "Forbidden").await;
         return None;
     }
+    let bound = inner.digest.failure_counts(selected, ip, now);
     let outcome = {
         let secrets = inner.secrets.read().unwrap_or_else(|e| e.into_inner());
         let store = |user: &str, _realm: &str, _a: Algorithm| secrets.get(user).cloned();
@@ -1143,9 +1169,20 @@ async fn authenticate(inner: &Inner, tx: &mut ServerTransactionHandle) -> Option
             .digest
             .authenticate(creds.iter(), &info, source, now, &store)
     };
-    inner
+    let counted = inner
         .limiter
-        .record(&outcome, source, claimed.as_deref(), now);
+        .record(&outcome, ip, claimed.as_deref(), bound, now);
+    if counted != siplink_auth::Counted::Ignored {
+        // The one line fail2ban matches (docs/security.md).
+        warn!(
+            "{}",
+            siplink_auth::FailureLine {
+                source: ip,
+                user: claimed.as_deref(),
+                method: &method,
+            }
+        );
+    }
     match outcome {
         Outcome::Accept(a) => {
             if inner.is_user(&a.username) {

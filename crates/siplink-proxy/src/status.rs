@@ -1,6 +1,13 @@
 //! What the proxy reports about itself: per-connection state, change events
-//! (also logged, one line per change) and an HTTP JSON endpoint
-//! (`GET /status`).
+//! (also logged, one line per change) and an HTTP endpoint: `GET /healthz`
+//! (open), `GET /status` (JSON) and `GET /test/NAME` (Test Connection), the
+//! last two behind a bearer token (`Authorization: Bearer TOKEN`; without it
+//! or with a wrong one, 401 with `WWW-Authenticate: Bearer`).
+//!
+//! The token comes from `proxy.status_token_file` or the environment
+//! variable named by `proxy.status_token_env`; with neither, a random one is
+//! made at start ([`Proxy::status_token`]). The configuration refuses a
+//! status listener off loopback without a configured token.
 
 use std::convert::Infallible;
 use std::fmt;
@@ -309,10 +316,45 @@ impl Proxy {
         serde_json::to_string_pretty(&doc).unwrap_or_else(|_| "{}".into())
     }
 
-    /// Serves `GET /status` (JSON) and `GET /test/NAME` (Test Connection,
-    /// text) on `addr` until the proxy is dropped. Returns the bound address.
-    /// Bind it to loopback: it has no authentication.
+    /// The bearer token the status endpoint asks for: read from
+    /// `proxy.status_token_file` or the variable named by
+    /// `proxy.status_token_env` (surrounding whitespace removed), else made
+    /// at random once per process. Errors when the file or variable is
+    /// missing or empty.
+    pub fn status_token(&self) -> Result<String, Error> {
+        let config = self.config();
+        let token = if let Some(path) = &config.proxy.status_token_file {
+            std::fs::read_to_string(path)
+                .map_err(|e| Error::Status(format!("status_token_file {}: {e}", path.display())))?
+                .trim()
+                .to_owned()
+        } else if let Some(var) = &config.proxy.status_token_env {
+            std::env::var(var)
+                .map_err(|e| Error::Status(format!("status_token_env {var}: {e}")))?
+                .trim()
+                .to_owned()
+        } else {
+            self.inner
+                .status_token
+                .get_or_init(|| {
+                    let mut raw = [0u8; 24];
+                    rand::fill(&mut raw);
+                    raw.iter().map(|b| format!("{b:02x}")).collect()
+                })
+                .clone()
+        };
+        if token.is_empty() {
+            return Err(Error::Status("the status token is empty".into()));
+        }
+        Ok(token)
+    }
+
+    /// Serves `GET /healthz` (open), `GET /status` (JSON) and
+    /// `GET /test/NAME` (Test Connection, text; these two need the
+    /// [`status_token`](Self::status_token)) on `addr` until the proxy is
+    /// dropped. Returns the bound address.
     pub async fn serve_status(&self, addr: SocketAddr) -> Result<SocketAddr, Error> {
+        let token: Arc<str> = self.status_token()?.into();
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .map_err(|e| Error::Status(format!("{addr}: {e}")))?;
@@ -326,10 +368,12 @@ impl Proxy {
                     continue;
                 };
                 let proxy = proxy.clone();
+                let token = token.clone();
                 tokio::spawn(async move {
                     let service = hyper::service::service_fn(move |req| {
                         let proxy = proxy.clone();
-                        async move { Ok::<_, Infallible>(answer(&proxy, req).await) }
+                        let token = token.clone();
+                        async move { Ok::<_, Infallible>(answer(&proxy, &token, req).await) }
                     });
                     let io = hyper_util::rt::TokioIo::new(stream);
                     let _ = hyper::server::conn::http1::Builder::new()
@@ -342,14 +386,53 @@ impl Proxy {
     }
 }
 
-async fn answer(proxy: &Proxy, req: Request<Incoming>) -> Response<Full<Bytes>> {
+/// Whether `req` carries `Authorization: Bearer TOKEN` (compared in
+/// constant time).
+pub fn bearer_matches(value: Option<&[u8]>, token: &str) -> bool {
+    let Some(v) = value else { return false };
+    let Some(scheme) = v.get(..7) else {
+        return false;
+    };
+    if !scheme.eq_ignore_ascii_case(b"bearer ") {
+        return false;
+    }
+    let given = v[7..].trim_ascii();
+    // Lengths are not secret; contents are compared in constant time.
+    given.len() == token.len() && bool::from(subtle::ConstantTimeEq::ct_eq(given, token.as_bytes()))
+}
+
+async fn answer(proxy: &Proxy, token: &str, req: Request<Incoming>) -> Response<Full<Bytes>> {
     let path = req.uri().path().to_owned();
+    let authorized = || {
+        bearer_matches(
+            req.headers()
+                .get(hyper::header::AUTHORIZATION)
+                .map(|v| v.as_bytes()),
+            token,
+        )
+    };
     let (status, ctype, body) = if req.method() != hyper::Method::GET {
         (
             StatusCode::METHOD_NOT_ALLOWED,
             "text/plain",
             "GET only\n".to_owned(),
         )
+    } else if path == "/healthz" {
+        (StatusCode::OK, "text/plain", "ok\n".to_owned())
+    } else if !authorized() {
+        let mut r = Response::new(Full::new(Bytes::from_static(
+            b"a bearer token is needed: Authorization: Bearer TOKEN\n",
+        )));
+        *r.status_mut() = StatusCode::UNAUTHORIZED;
+        r.headers_mut().insert(
+            hyper::header::WWW_AUTHENTICATE,
+            hyper::header::HeaderValue::from_static("Bearer realm=\"siplink\""),
+        );
+        r.headers_mut().insert(
+            hyper::header::CONTENT_TYPE,
+            hyper::header::HeaderValue::from_static("text/plain"),
+        );
+        return r;
     } else if path == "/status" {
         (
             StatusCode::OK,
@@ -366,7 +449,7 @@ async fn answer(proxy: &Proxy, req: Request<Incoming>) -> Response<Full<Bytes>> 
         (
             StatusCode::NOT_FOUND,
             "text/plain",
-            "try /status or /test/NAME\n".to_owned(),
+            "try /healthz, /status or /test/NAME\n".to_owned(),
         )
     };
     let mut r = Response::new(Full::new(Bytes::from(body)));

@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::sync::Arc;
 
 use siplink_auth::{CredentialStore, DigestServer, FailureLimiter, LimiterConfig};
 
@@ -16,7 +17,7 @@ use crate::binding::Aor;
 pub struct Authenticator {
     pub(crate) server: DigestServer,
     pub(crate) credentials: Box<dyn CredentialStore + Send + Sync>,
-    pub(crate) limiter: FailureLimiter,
+    pub(crate) limiter: Arc<FailureLimiter>,
     owners: HashMap<String, Vec<Aor>>,
 }
 
@@ -32,7 +33,8 @@ impl fmt::Debug for Authenticator {
 
 impl Authenticator {
     /// Verifies with `server` against `credentials`, with the default
-    /// [`FailureLimiter`] (per source and per user).
+    /// [`FailureLimiter`] (per source and per (source, user); see
+    /// [`siplink_auth::limiter`]).
     pub fn new(
         server: DigestServer,
         credentials: impl CredentialStore + Send + Sync + 'static,
@@ -40,15 +42,27 @@ impl Authenticator {
         Authenticator {
             server,
             credentials: Box::new(credentials),
-            limiter: FailureLimiter::new(LimiterConfig::default()),
+            limiter: Arc::new(FailureLimiter::new(LimiterConfig::default())),
             owners: HashMap::new(),
         }
     }
 
     /// Replaces the failed-attempt limiter.
     pub fn with_limiter(mut self, limiter: FailureLimiter) -> Self {
+        self.limiter = Arc::new(limiter);
+        self
+    }
+
+    /// Uses a limiter shared with other authenticating parts (a proxy's call
+    /// authentication), so that a guesser counts once whatever the method.
+    pub fn with_shared_limiter(mut self, limiter: Arc<FailureLimiter>) -> Self {
         self.limiter = limiter;
         self
+    }
+
+    /// The failed-attempt limiter.
+    pub fn limiter(&self) -> &Arc<FailureLimiter> {
+        &self.limiter
     }
 
     /// Lets `user` register `aor` (and, once listed, only the AORs listed).

@@ -6,7 +6,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Instant, SystemTime};
 
-use siplink_auth::{Outcome, RequestInfo};
+use siplink_auth::{Counted, FailureLine, Outcome, RequestInfo};
 use siplink_message::headers::{Contacts, NameAddr};
 use siplink_message::{HeaderName, Message, MessageBuilder, Method, Role, ValidationOptions};
 
@@ -352,11 +352,13 @@ impl Registrar {
         // Step 3: authentication.
         let mut user = None;
         if let Some(a) = &self.auth {
-            let ip = Some(ctx.source.ip());
+            let source = ctx.source.ip();
+            let ip = Some(source);
             let creds = req.authorization().unwrap_or_default();
             let selected = a.server.select(creds);
             let claimed = selected.and_then(|c| c.username());
-            if a.limiter.check(ip, claimed, ctx.now_system).is_err() {
+            if let Err(blocked) = a.limiter.check(source, claimed, ctx.now_system) {
+                tracing::debug!(%source, ?blocked, "REGISTER refused by the failed-attempt limiter");
                 return self.respond(req, 403, |b| b);
             }
             let uri = req
@@ -370,7 +372,21 @@ impl Registrar {
                     .verify(c, &info, ip, ctx.now_system, &*a.credentials),
                 None => Outcome::Challenge(a.server.challenge(ip, ctx.now_system, false)),
             };
-            a.limiter.record(&outcome, ip, claimed, ctx.now_system);
+            let bound = a.server.failure_counts(selected, source, ctx.now_system);
+            let counted = a
+                .limiter
+                .record(&outcome, source, claimed, bound, ctx.now_system);
+            if counted != Counted::Ignored {
+                // The one line fail2ban matches (docs/security.md).
+                tracing::warn!(
+                    "{}",
+                    FailureLine {
+                        source,
+                        user: claimed,
+                        method: "REGISTER"
+                    }
+                );
+            }
             match outcome {
                 Outcome::Accept(who) => user = Some(who.username),
                 Outcome::Challenge(ch) | Outcome::Stale { challenges: ch, .. } => {

@@ -119,11 +119,11 @@ fn a_user_may_only_register_its_own_aors() {
 }
 
 #[test]
-fn failures_block_the_source_and_the_user() {
+fn failures_block_that_source_for_that_user_only() {
     let limiter = LimiterConfig {
         max_failures: 2,
         window: Duration::from_secs(60),
-        cooldown: Duration::from_secs(300),
+        cooldown: Duration::from_secs(60),
         ..LimiterConfig::default()
     };
     let r = auth_registrar(authenticator(limiter));
@@ -133,12 +133,12 @@ fn failures_block_the_source_and_the_user() {
         let no = register_as(&r, &mut t, &c, 0, &Reg::new("alice"), "alice", "guess");
         assert_eq!(no.status(), Some(403));
     }
-    // Now that source is refused before any challenge...
-    let blocked = r.handle_register(&Reg::new("alice").build(), &c.at(1), &mut t);
-    assert_eq!(blocked.unwrap().status(), 403);
-    // ...and for that user from anywhere.
+    // Now that source is refused for alice, with the right password too...
+    let blocked = register_as(&r, &mut t, &c, 1, &Reg::new("alice"), "alice", "alice-pw");
+    assert_eq!(blocked.status(), Some(403));
+    // ...but alice from anywhere else registers at once.
     let elsewhere = c.from("198.51.100.9:5060", None);
-    let blocked = register_as(
+    let ok = register_as(
         &r,
         &mut t,
         &elsewhere,
@@ -147,18 +147,87 @@ fn failures_block_the_source_and_the_user() {
         "alice",
         "alice-pw",
     );
-    assert_eq!(blocked.status(), Some(403));
-    // After the cool-down it works again.
-    let ok = register_as(
-        &r,
-        &mut t,
-        &elsewhere,
-        301,
-        &Reg::new("alice"),
-        "alice",
-        "alice-pw",
-    );
     assert_eq!(ok.status(), Some(200));
+    // And from the first source after the cool-down.
+    let later = Reg::new("alice").call_id("later");
+    let ok = register_as(&r, &mut t, &c, 61, &later, "alice", "alice-pw");
+    assert_eq!(ok.status(), Some(200));
+}
+
+#[test]
+fn spoofed_failures_do_not_count() {
+    // A guesser takes nonces issued to itself and sends its wrong answers
+    // with the PBX's address: none of them is tried, none counts against the
+    // PBX.
+    let r = auth_registrar(authenticator(LimiterConfig::default()));
+    let mut t = BindingTable::new();
+    let attacker = Clock::new().from("203.0.113.66:5060", None);
+    let pbx = Clock::new().from("192.0.2.10:5060", None);
+    for k in 0..30 {
+        let reg = Reg::new("pbx").cseq(10 + 2 * k);
+        let first = r
+            .handle_register(&reg.build(), &attacker.at(0), &mut t)
+            .unwrap();
+        let www = first.response.www_authenticate().unwrap().to_vec();
+        let mut client = DigestClient::new("example.com", ClientCredentials::password("pbx", "x"));
+        let info = RequestInfo::new("REGISTER", &reg.ruri);
+        let answers = client.answer("example.com", &www, &[], &info).unwrap();
+        let retry = reg.clone().cseq(reg.cseq + 1).header(
+            HeaderName::Authorization,
+            &answers[0].credentials.to_string(),
+        );
+        // The nonce was not issued to this address: a fresh stale challenge,
+        // the password untried (the same answer whether it is right or wrong).
+        let no = r
+            .handle_register(&retry.build(), &pbx.at(0), &mut t)
+            .unwrap();
+        assert_eq!(no.status(), 401);
+        let www = no.response.www_authenticate().unwrap();
+        assert!(www.iter().all(|c| c.stale()));
+    }
+    let ok = register_as(&r, &mut t, &pbx, 1, &Reg::new("pbx"), "pbx", "pbx-pw");
+    assert_eq!(ok.status(), Some(200));
+}
+
+#[test]
+fn users_and_non_users_look_alike() {
+    let r = auth_registrar(authenticator(LimiterConfig::default()));
+    let mut t = BindingTable::new();
+    let c = Clock::new();
+    let shape = |m: &Message| {
+        let mut names: Vec<String> = m
+            .headers()
+            .map(|h| String::from_utf8_lossy(h.raw_name()).to_ascii_lowercase())
+            .collect();
+        names.sort();
+        (m.status(), names, m.reason().map(<[u8]>::to_vec))
+    };
+    let mut seen = Vec::new();
+    for (k, user) in ["alice", "mallory"].iter().enumerate() {
+        // No credentials: 401 with the same challenges.
+        let reg = Reg::new(user).cseq(100 * k as u32 + 1);
+        let first = r.handle_register(&reg.build(), &c.at(0), &mut t).unwrap();
+        let www = first.response.www_authenticate().unwrap().to_vec();
+        assert_eq!(www.len(), 2);
+        for ch in &www {
+            assert_eq!(ch.realm(), Some("example.com"));
+            assert_eq!(ch.nonce().map(str::len), Some(80));
+        }
+        // Wrong credentials: 403.
+        let wrong = register_as(
+            &r,
+            &mut t,
+            &c,
+            0,
+            &reg.clone().cseq(100 * k as u32 + 50),
+            user,
+            "guess",
+        );
+        seen.push((shape(&first.response), shape(&wrong)));
+    }
+    assert_eq!(seen[0], seen[1]);
+    assert_eq!(seen[0].0.0, Some(401));
+    assert_eq!(seen[0].1.0, Some(403));
 }
 
 fn outbound_reg(user: &str, instance: &str, reg_id: u32, contact_ip: &str) -> Reg {

@@ -414,8 +414,8 @@ async fn the_failed_attempt_limiter_applies_through_the_driver() {
     };
     // The right password works...
     assert_eq!(attempt(1, "alice-pw").await, 200);
-    // ...until two failures from this source start a cool-down: then the
-    // source is refused at once (no challenge), even with the right password.
+    // ...until two failures from this source start a cool-down: then this
+    // source is refused for alice, even with the right password.
     assert_eq!(attempt(2, "wrong").await, 403);
     assert_eq!(attempt(3, "wrong").await, 403);
     assert_eq!(attempt(4, "alice-pw").await, 403);
