@@ -37,7 +37,7 @@ use std::time::{Instant, SystemTime};
 /// assert_eq!(clock.wall_now(), base + Duration::from_secs(90));
 /// # }
 /// ```
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Clock {
     wall_base: SystemTime,
     mono_base: tokio::time::Instant,
