@@ -130,10 +130,7 @@ pub fn describe_state(state: &State, now: std::time::Instant) -> String {
 /// "12 s ago", "3 min ago"... for `t` seen from `now` (the proxy's
 /// [`Clock::wall_now`](siplink_transport::Clock::wall_now)).
 pub fn ago(t: SystemTime, now: SystemTime) -> String {
-    let s = now
-        .duration_since(t)
-        .unwrap_or_default()
-        .as_secs();
+    let s = now.duration_since(t).unwrap_or_default().as_secs();
     match s {
         0..=119 => format!("{s} s ago"),
         120..=7199 => format!("{} min ago", s / 60),

@@ -508,7 +508,13 @@ async fn paused_clock_refresh_by_advance() {
         .await
         .unwrap();
     let first = seen.recv().await.unwrap();
-    let s = wait_for(&mut status, Duration::from_secs(5), "registered", is_registered).await;
+    let s = wait_for(
+        &mut status,
+        Duration::from_secs(5),
+        "registered",
+        is_registered,
+    )
+    .await;
     assert_eq!(
         s.state,
         State::Registered {

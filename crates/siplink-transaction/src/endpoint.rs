@@ -738,7 +738,10 @@ impl Core {
     async fn incoming(&mut self, m: Incoming) {
         let Incoming { message, origin } = m;
         let reliable = origin.protocol.is_stream();
-        match self.table.handle_message(message, reliable, self.clock.now()) {
+        match self
+            .table
+            .handle_message(message, reliable, self.clock.now())
+        {
             Received::Matched { .. } => {}
             Received::New { id, cancels } => {
                 let is_cancel = self

@@ -91,11 +91,11 @@ pub use endpoint::{
     ServerTransactionHandle, StrayHandler,
 };
 pub use error::{Error, Result};
-/// The drivers' time source, re-exported from `siplink-transport`.
-#[cfg(feature = "tokio")]
-pub use siplink_transport::Clock;
 pub use event::{Action, TuEvent};
 pub use key::{ClientKey, ServerKey};
 pub use server::{ServerState, ServerTransaction};
+/// The drivers' time source, re-exported from `siplink-transport`.
+#[cfg(feature = "tokio")]
+pub use siplink_transport::Clock;
 pub use table::{Output, Received, TableConfig, TransactionId, TransactionState, TransactionTable};
 pub use timer::{TRYING_DELAY, TimerKind, Timers};

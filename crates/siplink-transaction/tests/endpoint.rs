@@ -564,7 +564,10 @@ async fn paused_clock_fires_timer_e_and_f_by_advance() {
     for _ in 0..10 {
         tokio::task::yield_now().await;
     }
-    assert!(silent.try_recv_from(&mut buf).is_err(), "nothing before 0.5 s");
+    assert!(
+        silent.try_recv_from(&mut buf).is_err(),
+        "nothing before 0.5 s"
+    );
     tokio::time::advance(Duration::from_millis(1)).await;
     let mut at = Vec::new();
     for _ in 0..10 {
@@ -573,7 +576,9 @@ async fn paused_clock_fires_timer_e_and_f_by_advance() {
     }
     assert_eq!(
         at,
-        [500, 1500, 3500, 7500, 11_500, 15_500, 19_500, 23_500, 27_500, 31_500]
+        [
+            500, 1500, 3500, 7500, 11_500, 15_500, 19_500, 23_500, 27_500, 31_500
+        ]
     );
     let e = next(&mut tx).await;
     assert!(matches!(e, ClientEvent::Timeout), "{e:?}");

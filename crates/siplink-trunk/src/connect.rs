@@ -160,12 +160,8 @@ async fn options_step(
     let mut cfg = config.clone();
     cfg.health.enabled = true;
     let clock = Clock::new();
-    let mut monitor = HealthMonitor::new(
-        Arc::new(cfg),
-        "0.0.0.0",
-        StdRng::from_os_rng(),
-        clock.now(),
-    );
+    let mut monitor =
+        HealthMonitor::new(Arc::new(cfg), "0.0.0.0", StdRng::from_os_rng(), clock.now());
     monitor.handle_timeout(clock.now());
     let Some(probe) = std::iter::from_fn(|| monitor.poll_output()).find_map(|o| match o {
         HealthOutput::Probe(p) if p.target == target => Some(p),
