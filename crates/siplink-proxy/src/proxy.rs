@@ -21,7 +21,7 @@ use siplink_transaction::{
     ClientEvent, Endpoint, EndpointConfig, ServerRequests, ServerTransactionHandle,
 };
 use siplink_transport::{
-    Destination, FlowId, Incoming, Origin, Roots, Target, TlsClientConfig, TlsServerConfig,
+    Clock, Destination, FlowId, Incoming, Origin, Roots, Target, TlsClientConfig, TlsServerConfig,
     Transport, TransportConfig,
 };
 use siplink_trunk::{CallEvent, CallFailure, Trunk, TrunkConfig, TrunkDialog};
@@ -152,8 +152,8 @@ impl ConnRuntime {
         }
     }
 
-    fn set_error(&self, text: String) {
-        *lock(&self.last_error) = Some((SystemTime::now(), text));
+    fn set_error(&self, at: SystemTime, text: String) {
+        *lock(&self.last_error) = Some((at, text));
     }
 }
 
@@ -196,6 +196,8 @@ pub(crate) struct Inner {
     pub started: SystemTime,
     /// The status endpoint's token when none is configured (made once).
     pub status_token: std::sync::OnceLock<String>,
+    /// Every reading of time (the proxy's own and its drivers').
+    pub clock: Clock,
 }
 
 /// A running SIP proxy. Cheap to clone.
@@ -269,8 +271,17 @@ fn user_secrets(config: &Config) -> HashMap<String, StoredSecret> {
 impl Proxy {
     /// Validates `config`, binds its listeners and starts everything:
     /// registrar, outbound registrations, trunks (with their probes) and the
-    /// request loop. Must be called within a tokio runtime.
+    /// request loop. Must be called within a tokio runtime. Time is read from
+    /// a [`Clock::new`] (see [`start_with_clock`](Self::start_with_clock)).
     pub async fn start(config: Config) -> Result<Proxy, Error> {
+        Proxy::start_with_clock(config, Clock::new()).await
+    }
+
+    /// [`start`](Self::start) with the clock that the proxy and every driver
+    /// under it (endpoint, registrar, registrations, trunks) read time from:
+    /// tests on a paused tokio runtime drive all of them with
+    /// `tokio::time::advance`.
+    pub async fn start_with_clock(config: Config, clock: Clock) -> Result<Proxy, Error> {
         config.validate()?;
         let mut tconfig = TransportConfig::default();
         if let Some(l) = config.listeners.iter().find(|l| l.transport.is_secure()) {
@@ -292,7 +303,11 @@ impl Proxy {
                 .map_err(|e| Error::Listen(format!("{} {}: {e}", l.transport, l.address)))?;
         }
         let (stray_tx, stray_rx) = mpsc::channel::<Incoming>(4096);
-        let econfig = EndpointConfig::default().with_stray_handler(move |m| {
+        let econfig = EndpointConfig {
+            clock,
+            ..EndpointConfig::default()
+        }
+        .with_stray_handler(move |m| {
             if stray_tx.try_send(m).is_err() {
                 debug!("stray queue full: message dropped");
             }
@@ -331,11 +346,17 @@ impl Proxy {
             registrar,
             Arc::new(siplink_registrar::InMemoryStore::new()),
             transport.clone(),
-            siplink_registrar::ServiceConfig::default(),
+            siplink_registrar::ServiceConfig {
+                clock,
+                ..siplink_registrar::ServiceConfig::default()
+            },
         );
         let (registrations, reg_events) = RegistrationService::start(
             endpoint.clone(),
-            siplink_register::ServiceConfig::default(),
+            siplink_register::ServiceConfig {
+                clock,
+                ..siplink_register::ServiceConfig::default()
+            },
         );
         let (events, _) = broadcast::channel(1024);
         let runtime = Runtime {
@@ -359,8 +380,9 @@ impl Proxy {
             events,
             changes: Mutex::new(HashMap::new()),
             flow_key: RandomState::new(),
-            started: SystemTime::now(),
+            started: clock.wall_now(),
             status_token: std::sync::OnceLock::new(),
+            clock,
         });
         let proxy = Proxy { inner };
         let connections = proxy.build_connections(&config, &[]).await?;
@@ -529,9 +551,10 @@ impl Proxy {
         match c.kind {
             ConnectionKind::Trunk => {
                 let creds = first_account(c).and_then(|(_, creds)| creds);
-                let trunk = Trunk::new(
+                let trunk = Trunk::with_clock(
                     trunk_config(c, creds, None, &domain, config),
                     inner.endpoint.clone(),
+                    inner.clock,
                 )
                 .map_err(|e| Error::Config(format!("connection {:?}: {e}", c.name)))?;
                 tokio::spawn(crate::status::watch_trunk(
@@ -563,9 +586,10 @@ impl Proxy {
                         .add(rc)
                         .await
                         .map_err(|e| Error::Config(format!("connection {:?}: {e}", c.name)))?;
-                    let trunk = Trunk::new(
+                    let trunk = Trunk::with_clock(
                         trunk_config(c, creds, Some(&username), &domain, config),
                         inner.endpoint.clone(),
+                        inner.clock,
                     )
                     .map_err(|e| Error::Config(format!("connection {:?}: {e}", c.name)))?;
                     rt.trunks.push((user.clone(), trunk));
@@ -801,7 +825,7 @@ fn registrar_domains(config: &Config, transport: &Transport) -> Vec<String> {
 impl Inner {
     /// Notes that connection `name` changed state now.
     pub(crate) fn changed(&self, name: &str) {
-        lock(&self.changes).insert(name.to_owned(), SystemTime::now());
+        lock(&self.changes).insert(name.to_owned(), self.clock.wall_now());
     }
 
     pub(crate) fn runtime(&self) -> Arc<Runtime> {
@@ -1154,7 +1178,7 @@ async fn authenticate(inner: &Inner, tx: &mut ServerTransactionHandle) -> Option
     let source = Some(ip);
     let selected = inner.digest.select(creds.iter());
     let claimed = selected.and_then(|c| c.username()).map(str::to_owned);
-    let now = SystemTime::now();
+    let now = inner.clock.wall_now();
     if let Err(blocked) = inner.limiter.check(ip, claimed.as_deref(), now) {
         debug!(source = %tx.origin.peer, "call authentication blocked: {blocked:?}");
         respond(tx, 403, "Forbidden").await;
@@ -1316,7 +1340,7 @@ async fn route_call(
             Attempt::Done => return,
             Attempt::Failover(why) => {
                 warn!(connection = %cand.name, "failing over: {why}");
-                conn.set_error(why.clone());
+                conn.set_error(inner.clock.wall_now(), why.clone());
                 last = why;
             }
         }
@@ -1493,7 +1517,7 @@ impl Inner {
     fn remember_dialog(&self, call_id: &str, dialog: TrunkDialog, caller_tag: &str) {
         let mut d = lock(&self.dialogs);
         if d.len() >= MAX_DIALOGS {
-            let now = std::time::Instant::now();
+            let now = self.clock.now();
             d.retain(|_, e| now.duration_since(e.created) < DIALOG_TTL);
             if d.len() >= MAX_DIALOGS {
                 warn!("dialog table full: in-dialog CSeq mapping lost for {call_id}");
@@ -1505,7 +1529,7 @@ impl Inner {
             DialogEntry {
                 dialog,
                 caller_tag: caller_tag.to_owned(),
-                created: std::time::Instant::now(),
+                created: self.clock.now(),
             },
         );
     }
@@ -1979,7 +2003,7 @@ impl Inner {
                         detail.push(format!(
                             "{}: {}",
                             r.user.as_deref().unwrap_or(&r.contact_user),
-                            crate::status::describe_state(&s.state)
+                            crate::status::describe_state(&s.state, self.clock.now())
                         ));
                     }
                     if up {
@@ -2006,7 +2030,7 @@ impl Inner {
                             "registered from {} over {} since {}",
                             t.binding.source,
                             t.binding.transport,
-                            crate::status::ago(t.binding.registered_at)
+                            crate::status::ago(t.binding.registered_at, self.clock.wall_now())
                         ));
                     }
                     if up {
@@ -2019,7 +2043,7 @@ impl Inner {
         };
         let last_change = lock(&self.changes)
             .get(&c.config.name)
-            .map(|t| crate::status::ago(*t));
+            .map(|t| crate::status::ago(*t, self.clock.wall_now()));
         ConnectionStatus {
             last_change,
             name: c.config.name.clone(),
@@ -2028,7 +2052,7 @@ impl Inner {
             detail,
             last_error: lock(&c.last_error)
                 .as_ref()
-                .map(|(t, e)| format!("{e} ({})", crate::status::ago(*t))),
+                .map(|(t, e)| format!("{e} ({})", crate::status::ago(*t, self.clock.wall_now()))),
         }
     }
 }

@@ -118,28 +118,26 @@ pub enum StatusEvent {
 }
 
 /// A registration state in words.
-pub fn describe_state(state: &State) -> String {
+pub fn describe_state(state: &State, now: std::time::Instant) -> String {
     match state {
         State::Unregistered => "unregistered".into(),
         State::Registering => "registering".into(),
         State::Registered { expires_at } => {
-            let left = expires_at.saturating_duration_since(std::time::Instant::now());
+            let left = expires_at.saturating_duration_since(now);
             format!("registered (expires in {} s)", left.as_secs())
         }
         State::Retrying { reason, at } => {
-            let left = at.saturating_duration_since(std::time::Instant::now());
+            let left = at.saturating_duration_since(now);
             format!("retrying in {} s after {reason}", left.as_secs())
         }
         State::Failed { reason } => format!("failed: {reason}"),
     }
 }
 
-/// "12 s ago", "3 min ago"...
-pub fn ago(t: SystemTime) -> String {
-    let s = SystemTime::now()
-        .duration_since(t)
-        .unwrap_or_default()
-        .as_secs();
+/// "12 s ago", "3 min ago"... for `t` seen from `now` (the proxy's
+/// [`Clock::wall_now`](siplink_transport::Clock::wall_now)).
+pub fn ago(t: SystemTime, now: SystemTime) -> String {
+    let s = now.duration_since(t).unwrap_or_default().as_secs();
     match s {
         0..=119 => format!("{s} s ago"),
         120..=7199 => format!("{} min ago", s / 60),
@@ -166,7 +164,7 @@ pub(crate) async fn watch_registrations(
                 let Some((connection, account)) = found else {
                     continue;
                 };
-                let text = describe_state(&state);
+                let text = describe_state(&state, inner.clock.now());
                 match &state {
                     State::Failed { .. } | State::Retrying { .. } => {
                         warn!(%connection, %account, "registration {text}")
@@ -292,7 +290,7 @@ impl Proxy {
                     t.binding.contact.uri,
                     t.binding.transport,
                     t.binding.source,
-                    ago(t.binding.registered_at)
+                    ago(t.binding.registered_at, inner.clock.wall_now())
                 ));
             }
             users.push(UserDoc {
@@ -301,7 +299,9 @@ impl Proxy {
             });
         }
         let doc = StatusDoc {
-            uptime_s: SystemTime::now()
+            uptime_s: inner
+                .clock
+                .wall_now()
                 .duration_since(inner.started)
                 .unwrap_or_default()
                 .as_secs(),

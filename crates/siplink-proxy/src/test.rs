@@ -241,7 +241,7 @@ async fn register(proxy: &Proxy, c: &ConnectionConfig, report: &mut Report) {
     let name = format!("register as {username}");
     match outcome {
         Ok(State::Registered { expires_at }) => {
-            let left = expires_at.saturating_duration_since(std::time::Instant::now());
+            let left = expires_at.saturating_duration_since(proxy.inner.clock.now());
             report.ok(
                 name,
                 format!(
@@ -315,7 +315,7 @@ async fn inbound(proxy: &Proxy, c: &ConnectionConfig, report: &mut Report) {
             format!("binding of {aor}"),
             format!(
                 "registered {} from {} over {}, reachable {reach}; contact {}",
-                crate::status::ago(t.binding.registered_at),
+                crate::status::ago(t.binding.registered_at, inner.clock.wall_now()),
                 t.binding.source,
                 t.binding.transport,
                 t.binding.contact.uri

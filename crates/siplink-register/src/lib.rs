@@ -99,10 +99,12 @@ mod config;
 mod error;
 pub mod manager;
 mod registration;
+#[cfg(feature = "tokio")]
 mod service;
 
 pub use config::{RegistrationConfig, TargetAddr, Timing, Transport};
 pub use error::Error;
 pub use manager::{Event, ManagerConfig, RegistrationId, Registrations};
 pub use registration::{FailureReason, Input, Output, Registration, State};
+#[cfg(feature = "tokio")]
 pub use service::{Binding, RegistrationService, ServiceConfig, ServiceEvent, Stats, Status};

@@ -46,7 +46,7 @@ impl Default for ManagerConfig {
 #[allow(clippy::large_enum_variant)] // drained by the driver after every call
 #[derive(Debug, Clone)]
 pub enum Event {
-    /// Send a REGISTER for `id`; report its outcome with [`Registrations::handle`].
+    /// Send a REGISTER for `id`; report its outcome with [`Registrations::handle_input`].
     Send {
         /// The registration.
         id: RegistrationId,

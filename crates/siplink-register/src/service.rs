@@ -13,13 +13,13 @@
 
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use siplink_message::uri::SipUri;
 use siplink_message::{Message, Transport as Protocol};
 use siplink_transaction::{ClientEvent, Endpoint};
-use siplink_transport::{Destination, FlowEvent, FlowEventKind, FlowId, Target};
+use siplink_transport::{Clock, Destination, FlowEvent, FlowEventKind, FlowId, Target};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tracing::{debug, warn};
 
@@ -50,6 +50,10 @@ pub struct ServiceConfig {
     /// own [`Timing::unregister_timeout`](crate::Timing::unregister_timeout)
     /// too).
     pub shutdown_timeout: Duration,
+    /// Where the service reads time (the `now` of every core input and timer).
+    /// Default [`Clock::new`]: tokio's clock, so a test on a paused runtime
+    /// drives registrations, refreshes and retries with `tokio::time::advance`.
+    pub clock: Clock,
 }
 
 impl Default for ServiceConfig {
@@ -58,6 +62,7 @@ impl Default for ServiceConfig {
             manager: ManagerConfig::default(),
             event_queue: 4096,
             shutdown_timeout: Duration::from_secs(5),
+            clock: Clock::new(),
         }
     }
 }
@@ -206,6 +211,7 @@ impl RegistrationService {
             outcome_tx,
             registers_sent: 0,
             shutdown_timeout: config.shutdown_timeout,
+            clock: config.clock,
         };
         tokio::spawn(driver.run(cmd_rx, outcome_rx, flows));
         (
@@ -297,12 +303,7 @@ struct Driver {
     outcome_tx: mpsc::Sender<Outcome>,
     registers_sent: u64,
     shutdown_timeout: Duration,
-}
-
-/// The current time as the core sees it (tokio's clock, so that paused-time
-/// tests drive the driver too).
-fn now() -> Instant {
-    tokio::time::Instant::now().into_std()
+    clock: Clock,
 }
 
 impl Driver {
@@ -318,7 +319,7 @@ impl Driver {
         let mut flows_open = true;
         loop {
             if let Some(d) = deadline
-                && (self.regs.is_empty() || tokio::time::Instant::now() >= d)
+                && (self.regs.is_empty() || self.clock.tokio_now() >= d)
             {
                 break;
             }
@@ -356,10 +357,10 @@ impl Driver {
                     Err(broadcast::error::RecvError::Closed) => flows_open = false,
                 },
                 _ = sleep_opt(sleep_until) => {
-                    if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
+                    if deadline.is_some_and(|d| self.clock.tokio_now() >= d) {
                         break;
                     }
-                    self.regs.handle_timeout(now());
+                    self.regs.handle_timeout(self.clock.now());
                 }
             }
             self.dispatch();
@@ -378,12 +379,12 @@ impl Driver {
     /// Starts the paced unregisters; returns when to stop waiting for them.
     fn begin_shutdown(&mut self) -> tokio::time::Instant {
         let span = self.regs.stop_span();
-        self.regs.shutdown(now());
-        tokio::time::Instant::now() + span + self.shutdown_timeout
+        self.regs.shutdown(self.clock.now());
+        self.clock.tokio_now() + span + self.shutdown_timeout
     }
 
     fn command(&mut self, c: Command, stopping: bool) {
-        let now = now();
+        let now = self.clock.now();
         match c {
             Command::Add { cfg, reply } => {
                 if stopping {
@@ -516,7 +517,7 @@ impl Driver {
             OutcomeKind::Sending(target) => self.record_target(o.id, o.key.0, target),
             OutcomeKind::Done(input) => {
                 self.in_flight.remove(&o.id);
-                let _ = self.regs.handle_input(o.id, input, now());
+                let _ = self.regs.handle_input(o.id, input, self.clock.now());
             }
         }
     }
@@ -612,7 +613,7 @@ impl Driver {
                     .get(&key)
                     .map(|s| s.iter().copied().collect())
                     .unwrap_or_default();
-                let now = now();
+                let now = self.clock.now();
                 for id in ids {
                     let same_flow = self
                         .bindings

@@ -304,11 +304,15 @@ fn shutdown_unregisters_everything_within_the_bound() {
     let span = m.stop_span();
     assert_eq!(span, Duration::from_micros(500 * 19));
     let is_unreg = |e: &Event| matches!(e, Event::Send { request, .. } if request.expires().unwrap() == Some(0));
-    let mut unregs = std::iter::from_fn(|| m.poll_output()).filter(is_unreg).count();
+    let mut unregs = std::iter::from_fn(|| m.poll_output())
+        .filter(is_unreg)
+        .count();
     assert_eq!(unregs, 1);
     while let Some(t) = m.poll_timeout().filter(|&t| t <= now + span) {
         m.handle_timeout(t);
-        unregs += std::iter::from_fn(|| m.poll_output()).filter(is_unreg).count();
+        unregs += std::iter::from_fn(|| m.poll_output())
+            .filter(is_unreg)
+            .count();
     }
     assert_eq!(unregs, 20);
     // Nobody answers: all gone once the bound passes.
@@ -352,7 +356,8 @@ fn shutdown_paces_the_unregisters() {
             // The first paced one, and the removed one at once.
             assert!(id == ids[0] || id == last, "{id:?}");
             count += 1;
-            m.handle_input(id, Input::Response(ok(&request, 0)), up).unwrap();
+            m.handle_input(id, Input::Response(ok(&request, 0)), up)
+                .unwrap();
         }
     }
     assert_eq!(count, 2);
@@ -365,7 +370,8 @@ fn shutdown_paces_the_unregisters() {
                 assert_eq!(request.expires().unwrap(), Some(0));
                 *per_ms.entry((now - up).as_millis()).or_default() += 1;
                 count += 1;
-                m.handle_input(id, Input::Response(ok(&request, 0)), now).unwrap();
+                m.handle_input(id, Input::Response(ok(&request, 0)), now)
+                    .unwrap();
             }
         }
         match m.poll_timeout() {

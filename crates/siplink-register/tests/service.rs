@@ -459,3 +459,93 @@ async fn flow_drop_re_registers_promptly_but_rate_limited() {
     er.shutdown().await;
     tr.shutdown().await;
 }
+
+/// The refresh on tokio's paused clock, through the service's
+/// [`Clock`](siplink_transport::Clock): the registrar grants 60 s and the
+/// refresh comes between half-life and 5 s before expiry, in virtual time
+/// (explicit `tokio::time::advance`, and the runtime's auto-advance while the
+/// test waits), never by waiting 30 s.
+#[tokio::test(start_paused = true)]
+async fn paused_clock_refresh_by_advance() {
+    let real = Instant::now();
+    let clock = siplink_transport::Clock::new();
+    // A registrar that reports the (virtual) time of every REGISTER.
+    let (transport, incoming) = siplink_transport::Transport::new(TransportConfig::default());
+    let addr = transport
+        .listen(Protocol::Udp, "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let (endpoint, mut requests) =
+        Endpoint::start(transport.clone(), incoming, EndpointConfig::default());
+    let (seen_tx, mut seen) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Some(mut tx) = requests.recv().await {
+            let _ = seen_tx.send(clock.now());
+            let contact = tx
+                .request
+                .header(HeaderName::Contact)
+                .map(|c| String::from_utf8_lossy(c).into_owned())
+                .unwrap_or_default();
+            let ok = tx
+                .request
+                .response(200)
+                .header(HeaderName::Contact, format!("{contact};expires=60"))
+                .build()
+                .unwrap();
+            let _ = tx.respond(ok).await;
+        }
+    });
+    let c = client(Duration::from_millis(500)).await;
+    let (svc, _events) = siplink_register::RegistrationService::start(
+        c.endpoint.clone(),
+        siplink_register::ServiceConfig {
+            clock,
+            ..siplink_register::ServiceConfig::default()
+        },
+    );
+    let (_, mut status) = svc
+        .add(c.config("1001", addr.port(), Protocol::Udp))
+        .await
+        .unwrap();
+    let first = seen.recv().await.unwrap();
+    let s = wait_for(
+        &mut status,
+        Duration::from_secs(5),
+        "registered",
+        is_registered,
+    )
+    .await;
+    assert_eq!(
+        s.state,
+        State::Registered {
+            expires_at: first + Duration::from_secs(60)
+        }
+    );
+    // Nothing before half-life.
+    tokio::time::advance(Duration::from_secs(29)).await;
+    for _ in 0..20 {
+        tokio::task::yield_now().await;
+    }
+    assert!(seen.try_recv().is_err(), "no refresh before 30 s");
+    let refresh = seen.recv().await.unwrap();
+    let after = refresh - first;
+    assert!(
+        after >= Duration::from_secs(30) && after <= Duration::from_secs(55),
+        "refresh {after:?} after the REGISTER"
+    );
+    wait_for(&mut status, Duration::from_secs(5), "re-registered", |s| {
+        s.state
+            == State::Registered {
+                expires_at: refresh + Duration::from_secs(60),
+            }
+    })
+    .await;
+    assert!(
+        real.elapsed() < Duration::from_secs(10),
+        "virtual time, not waiting"
+    );
+    svc.shutdown().await;
+    c.stop().await;
+    endpoint.shutdown().await;
+    transport.shutdown().await;
+}

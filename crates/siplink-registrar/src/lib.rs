@@ -84,6 +84,7 @@ mod binding;
 mod config;
 mod error;
 mod registrar;
+#[cfg(feature = "tokio")]
 mod service;
 mod store;
 mod table;
@@ -96,6 +97,7 @@ pub use binding::{
 pub use config::{FloodConfig, RegistrarConfig, TooManyContacts};
 pub use error::Error;
 pub use registrar::{Decision, MAX_ATTEMPTS, Prepared, Registrar, RequestContext, Step};
+#[cfg(feature = "tokio")]
 pub use service::{RegistrarService, ServiceConfig};
 pub use store::{AorSnapshot, InMemoryStore, LocationStore, StoreFuture};
 pub use table::BindingTable;

@@ -4,11 +4,11 @@
 //! moves requests, time and transport events in and responses and events out.
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use siplink_message::{HeaderName, Message, Method, Uri};
 use siplink_transaction::{ServerRequests, ServerTransactionHandle};
-use siplink_transport::{FlowEventKind, Origin, Transport};
+use siplink_transport::{Clock, FlowEventKind, Origin, Transport};
 use tokio::sync::{Notify, broadcast};
 use tokio::task::JoinHandle;
 use tracing::{debug, warn};
@@ -28,6 +28,14 @@ pub struct ServiceConfig {
     /// expires ([`LocationStore::poll_timeout`] returns `None` while it holds
     /// bindings, as a store without an expiry index does). Default 1 s.
     pub expiry_poll: Duration,
+    /// Where the service reads time: the monotonic `now` (expiry, flood
+    /// windows) and the wall-clock `now_system` of every REGISTER
+    /// ([`Binding::registered_at`](crate::Binding::registered_at),
+    /// [`Binding::expires_at_wall`](crate::Binding::expires_at_wall), digest
+    /// nonces). Default [`Clock::new`]: tokio's clock, so a test on a paused
+    /// runtime expires bindings with `tokio::time::advance`, and wall time
+    /// moves with it.
+    pub clock: Clock,
 }
 
 impl Default for ServiceConfig {
@@ -35,6 +43,7 @@ impl Default for ServiceConfig {
         ServiceConfig {
             event_capacity: 4096,
             expiry_poll: Duration::from_secs(1),
+            clock: Clock::new(),
         }
     }
 }
@@ -97,10 +106,6 @@ impl std::fmt::Debug for RegistrarService {
     }
 }
 
-fn now() -> Instant {
-    tokio::time::Instant::now().into_std()
-}
-
 impl RegistrarService {
     /// Starts the service: `registrar` decides, `store` keeps the bindings,
     /// `transport` is the one the REGISTERs arrive on (its flow events are
@@ -153,8 +158,8 @@ impl RegistrarService {
             source: origin.peer,
             transport: origin.protocol,
             flow: origin.flow,
-            now: now(),
-            now_system: SystemTime::now(),
+            now: self.shared.config.clock.now(),
+            now_system: self.shared.config.clock.wall_now(),
         };
         let s = &self.shared;
         let d = s
@@ -235,7 +240,11 @@ impl RegistrarService {
     /// only given for a flow the transport still has open; an outbound binding
     /// whose flow is gone is left out (its removal is on its way).
     pub async fn lookup(&self, aor: &Aor) -> Result<Vec<Target>, Error> {
-        let targets = self.shared.store.lookup(aor, now()).await?;
+        let targets = self
+            .shared
+            .store
+            .lookup(aor, self.shared.config.clock.now())
+            .await?;
         let t = &self.shared.transport;
         Ok(targets
             .into_iter()
@@ -327,8 +336,9 @@ impl Shared {
 }
 
 async fn expiry_task(shared: Arc<Shared>) {
+    let clock = shared.config.clock;
     loop {
-        let t = now();
+        let t = clock.now();
         match shared.store.handle_timeout(t).await {
             Ok(events) => shared.publish(&events),
             Err(e) => warn!(error = %e, "store failed to expire bindings"),
@@ -337,9 +347,9 @@ async fn expiry_task(shared: Arc<Shared>) {
             Ok(Some(at)) => Some(at),
             Ok(None) => match shared.store.usage().await {
                 Ok(u) if u.bindings == 0 => None,
-                _ => Some(now() + shared.config.expiry_poll),
+                _ => Some(clock.now() + shared.config.expiry_poll),
             },
-            Err(_) => Some(now() + shared.config.expiry_poll),
+            Err(_) => Some(clock.now() + shared.config.expiry_poll),
         };
         if let Ok(mut armed) = shared.armed.lock() {
             *armed = next;

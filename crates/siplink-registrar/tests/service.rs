@@ -420,3 +420,70 @@ async fn the_failed_attempt_limiter_applies_through_the_driver() {
     assert_eq!(attempt(3, "wrong").await, 403);
     assert_eq!(attempt(4, "alice-pw").await, 403);
 }
+
+/// A binding expiry on tokio's paused clock through the service's
+/// [`Clock`](siplink_transport::Clock) with a fixed wall base: the expiry event
+/// fires when `tokio::time::advance` reaches it, and the wall-clock times stored
+/// in the binding move with the paused clock too.
+#[tokio::test(start_paused = true)]
+async fn paused_clock_expiry_event_by_advance_with_wall_time() {
+    let base = std::time::SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+    let clock = siplink_transport::Clock::with_wall_base(base);
+    let (transport, _incoming) = Transport::new(TransportConfig::default());
+    let store = Arc::new(InMemoryStore::new());
+    let service = RegistrarService::start(
+        open_registrar(),
+        store.clone(),
+        transport,
+        ServiceConfig {
+            clock,
+            ..ServiceConfig::default()
+        },
+    );
+    let mut events = service.subscribe();
+    let origin = Origin {
+        protocol: Protocol::Udp,
+        peer: "192.0.2.10:5060".parse().unwrap(),
+        local: "192.0.2.1:5060".parse().unwrap(),
+        flow: None,
+    };
+    // Ten seconds of wall time pass before the REGISTER.
+    tokio::time::advance(Duration::from_secs(10)).await;
+    let register = MessageBuilder::request(Method::Register, "sip:example.com")
+        .header(HeaderName::Via, "SIP/2.0/UDP 192.0.2.10;branch=z9hG4bK-w")
+        .header(HeaderName::MaxForwards, 70)
+        .header(HeaderName::To, "<sip:wall@example.com>")
+        .header(HeaderName::From, "<sip:wall@example.com>;tag=1")
+        .header(HeaderName::CallId, "wall-1")
+        .header(HeaderName::CSeq, "1 REGISTER")
+        .header(HeaderName::Contact, "<sip:wall@192.0.2.10>")
+        .header(HeaderName::Expires, 120)
+        .build()
+        .unwrap();
+    let t0 = clock.now();
+    let d = service.process(&register, &origin).await.unwrap();
+    assert_eq!(d.status(), 200);
+    let added = next_event(&mut events).await;
+    assert_eq!(added.kind, EventKind::Added);
+    assert_eq!(added.binding.registered_at, base + Duration::from_secs(10));
+    assert_eq!(added.binding.expires_at, t0 + Duration::from_secs(120));
+    assert_eq!(
+        added.binding.expires_at_wall,
+        base + Duration::from_secs(130)
+    );
+    // One second short of the expiry: still there.
+    tokio::time::advance(Duration::from_secs(119)).await;
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+    assert!(events.try_recv().is_err(), "nothing before the expiry");
+    assert_eq!(service.lookup(&added.binding.aor).await.unwrap().len(), 1);
+    // The last second: the expiry event, at exactly 120 s.
+    tokio::time::advance(Duration::from_secs(1)).await;
+    let e = next_event_within(&mut events, Duration::from_millis(1)).await;
+    assert_eq!(e.kind, EventKind::Removed(RemoveReason::Expired));
+    assert_eq!(clock.now() - t0, Duration::from_secs(120));
+    assert_eq!(clock.wall_now(), base + Duration::from_secs(130));
+    assert!(service.lookup(&added.binding.aor).await.unwrap().is_empty());
+    service.shutdown();
+}

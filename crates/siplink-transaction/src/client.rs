@@ -291,7 +291,8 @@ impl ClientTransaction {
                     self.armed.cancel(TimerKind::B);
                     self.state = Proceeding;
                 }
-                self.out.push_back(Action::Deliver(TuEvent::Provisional(Box::new(msg))));
+                self.out
+                    .push_back(Action::Deliver(TuEvent::Provisional(Box::new(msg))));
             }
             (Calling | Proceeding, 200..=299) => {
                 if self.state == Calling {
@@ -300,7 +301,8 @@ impl ClientTransaction {
                 }
                 self.state = Accepted;
                 self.armed.start(TimerKind::M, now + self.timers.timeout());
-                self.out.push_back(Action::Deliver(TuEvent::Final(Box::new(msg))));
+                self.out
+                    .push_back(Action::Deliver(TuEvent::Final(Box::new(msg))));
             }
             (Calling | Proceeding, 300..) => {
                 if self.state == Calling {
@@ -311,7 +313,8 @@ impl ClientTransaction {
                 if let Some(ack) = &self.ack {
                     self.out.push_back(Action::Send(ack.clone()));
                 }
-                self.out.push_back(Action::Deliver(TuEvent::Final(Box::new(msg))));
+                self.out
+                    .push_back(Action::Deliver(TuEvent::Final(Box::new(msg))));
                 self.state = Completed;
                 let d = self.timers.timer_d(self.reliable);
                 if d.is_zero() {
@@ -327,9 +330,9 @@ impl ClientTransaction {
             }
             // A 2xx after a non-2xx final (a race between forks) is not dropped
             // either: it creates a dialog the TU must ACK or forward.
-            (Accepted | Completed, 200..=299) => {
-                self.out.push_back(Action::Deliver(TuEvent::Additional2xx(Box::new(msg))))
-            }
+            (Accepted | Completed, 200..=299) => self
+                .out
+                .push_back(Action::Deliver(TuEvent::Additional2xx(Box::new(msg)))),
             _ => {}
         }
     }
@@ -339,12 +342,14 @@ impl ClientTransaction {
         match (self.state, status) {
             (Trying | Proceeding, 100..=199) => {
                 self.state = Proceeding;
-                self.out.push_back(Action::Deliver(TuEvent::Provisional(Box::new(msg))));
+                self.out
+                    .push_back(Action::Deliver(TuEvent::Provisional(Box::new(msg))));
             }
             (Trying | Proceeding, 200..) => {
                 self.armed.cancel(TimerKind::E);
                 self.armed.cancel(TimerKind::F);
-                self.out.push_back(Action::Deliver(TuEvent::Final(Box::new(msg))));
+                self.out
+                    .push_back(Action::Deliver(TuEvent::Final(Box::new(msg))));
                 self.state = Completed;
                 if self.reliable {
                     self.terminate();

@@ -10,11 +10,11 @@ use std::collections::HashMap;
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use siplink_message::{HeaderName, Message, Method};
-use siplink_transport::{Destination, Incoming, Origin, Protocol, Transport};
+use siplink_transport::{Clock, Destination, Incoming, Origin, Protocol, Transport};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, warn};
 
@@ -57,6 +57,10 @@ pub struct EndpointConfig {
     /// Longest wait in [`Endpoint::shutdown`] for pending transactions to get
     /// their final response. Default 5 s.
     pub shutdown_grace: Duration,
+    /// Where the endpoint reads time (the `now` of every transaction input and
+    /// timer). Default [`Clock::new`]: tokio's clock, so a test on a paused
+    /// runtime fires the transaction timers with `tokio::time::advance`.
+    pub clock: Clock,
 }
 
 impl Default for EndpointConfig {
@@ -68,6 +72,7 @@ impl Default for EndpointConfig {
             command_queue: 4096,
             send_timeout: Duration::from_secs(2),
             shutdown_grace: Duration::from_secs(5),
+            clock: Clock::new(),
         }
     }
 }
@@ -92,6 +97,7 @@ impl fmt::Debug for EndpointConfig {
             .field("command_queue", &self.command_queue)
             .field("send_timeout", &self.send_timeout)
             .field("shutdown_grace", &self.shutdown_grace)
+            .field("clock", &self.clock)
             .finish()
     }
 }
@@ -234,6 +240,7 @@ impl Endpoint {
             stray: config.stray.clone(),
             send_timeout: config.send_timeout,
             closing: false,
+            clock: config.clock,
         };
         tokio::spawn(core.run(cmd_rx, incoming, config.shutdown_grace));
         (
@@ -560,6 +567,7 @@ struct Core {
     stray: Option<StrayHandler>,
     send_timeout: Duration,
     closing: bool,
+    clock: Clock,
 }
 
 impl Core {
@@ -569,7 +577,8 @@ impl Core {
         mut incoming: mpsc::Receiver<Incoming>,
         grace: Duration,
     ) {
-        let far = || tokio::time::Instant::now() + Duration::from_secs(86_400);
+        let clock = self.clock;
+        let far = || clock.tokio_now() + Duration::from_secs(86_400);
         let sleep = tokio::time::sleep_until(far());
         tokio::pin!(sleep);
         let mut incoming_open = true;
@@ -593,7 +602,7 @@ impl Core {
                     Some(Command::Shutdown { reply }) => {
                         self.closing = true;
                         if shutdown.is_none() {
-                            shutdown = Some((reply, tokio::time::Instant::now() + grace));
+                            shutdown = Some((reply, self.clock.tokio_now() + grace));
                         }
                     }
                     Some(c) => self.command(c).await,
@@ -604,12 +613,12 @@ impl Core {
                     None => incoming_open = false,
                 },
                 () = &mut sleep => {
-                    self.table.handle_timeout(Instant::now());
+                    self.table.handle_timeout(self.clock.now());
                     self.drain().await;
                 }
             }
             if let Some((_, end)) = &shutdown
-                && (tokio::time::Instant::now() >= *end || !self.pending())
+                && (self.clock.tokio_now() >= *end || !self.pending())
             {
                 break;
             }
@@ -641,7 +650,7 @@ impl Core {
     }
 
     async fn command(&mut self, c: Command) {
-        let now = Instant::now();
+        let now = self.clock.now();
         match c {
             Command::Start {
                 request,
@@ -729,7 +738,10 @@ impl Core {
     async fn incoming(&mut self, m: Incoming) {
         let Incoming { message, origin } = m;
         let reliable = origin.protocol.is_stream();
-        match self.table.handle_message(message, reliable, Instant::now()) {
+        match self
+            .table
+            .handle_message(message, reliable, self.clock.now())
+        {
             Received::Matched { .. } => {}
             Received::New { id, cancels } => {
                 let is_cancel = self
@@ -791,7 +803,7 @@ impl Core {
         }
         match b.build() {
             Ok(resp) => {
-                if let Err(e) = self.table.handle_response(id, &resp, Instant::now()) {
+                if let Err(e) = self.table.handle_response(id, &resp, self.clock.now()) {
                     debug!(%id, status, error = %e, "automatic response refused");
                 }
             }
@@ -818,7 +830,7 @@ impl Core {
                 return;
             }
         };
-        match self.table.start_client(&cancel, reliable, Instant::now()) {
+        match self.table.start_client(&cancel, reliable, self.clock.now()) {
             Ok(cid) => {
                 debug!(%id, cancel = %cid, "CANCEL sent");
                 self.txs.insert(
@@ -892,7 +904,7 @@ impl Core {
             Err(_) => "send timed out".to_owned(),
         };
         debug!(%id, error = %failed, "transport error");
-        self.table.handle_transport_error(id, Instant::now());
+        self.table.handle_transport_error(id, self.clock.now());
     }
 
     fn deliver(&mut self, id: TransactionId, event: TuEvent) {

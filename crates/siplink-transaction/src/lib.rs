@@ -22,7 +22,7 @@
 //!   fallback), server transaction creation, CANCEL-to-INVITE lookup, a
 //!   live-transaction limit (503 with Retry-After past it), one ordered set of
 //!   deadlines.
-//! - With the default `tokio` feature, the [`endpoint`] module: an `Endpoint`
+//! - With the default `tokio` feature, the `endpoint` module: an `Endpoint`
 //!   that drives a table over `siplink-transport`. Without it the crate builds
 //!   on `siplink-message` alone.
 //!
@@ -74,6 +74,7 @@
 
 mod branch;
 mod client;
+#[cfg(feature = "tokio")]
 pub mod endpoint;
 mod error;
 mod event;
@@ -84,6 +85,7 @@ mod timer;
 
 pub use branch::new_branch;
 pub use client::{ClientState, ClientTransaction, build_cancel};
+#[cfg(feature = "tokio")]
 pub use endpoint::{
     ClientEvent, ClientTransactionHandle, Endpoint, EndpointConfig, ServerRequests,
     ServerTransactionHandle, StrayHandler,
@@ -92,5 +94,8 @@ pub use error::{Error, Result};
 pub use event::{Action, TuEvent};
 pub use key::{ClientKey, ServerKey};
 pub use server::{ServerState, ServerTransaction};
+/// The drivers' time source, re-exported from `siplink-transport`.
+#[cfg(feature = "tokio")]
+pub use siplink_transport::Clock;
 pub use table::{Output, Received, TableConfig, TransactionId, TransactionState, TransactionTable};
 pub use timer::{TRYING_DELAY, TimerKind, Timers};

@@ -306,7 +306,9 @@ impl ServerTransaction {
                     self.armed.start(TimerKind::I, now + self.timers.t4);
                 }
             }
-            ServerState::Accepted => self.out.push_back(Action::Deliver(TuEvent::Ack(Box::new(ack)))),
+            ServerState::Accepted => self
+                .out
+                .push_back(Action::Deliver(TuEvent::Ack(Box::new(ack)))),
             _ => {}
         }
     }

@@ -534,3 +534,58 @@ async fn limit_refuses_new_client_transactions_and_shutdown_refuses_all() {
     assert_eq!(c.err(), Some(Error::EndpointClosed));
     client.transport.shutdown().await;
 }
+
+/// Timers E and F of a client non-INVITE transaction on tokio's paused clock,
+/// through the endpoint's [`Clock`](siplink_transaction::Clock): time only
+/// moves by `tokio::time::advance` (and the runtime's auto-advance while the
+/// test waits on the silent socket), never by waiting. Default timers: E at
+/// 0.5, 1.5, 3.5, 7.5 s, then every T2 = 4 s; F (the timeout) at 64*T1 = 32 s.
+#[tokio::test(start_paused = true)]
+async fn paused_clock_fires_timer_e_and_f_by_advance() {
+    let real = Instant::now();
+    let client = side(TableConfig::default()).await;
+    let silent = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let addr = silent.local_addr().unwrap();
+    let clock = siplink_transaction::Clock::new();
+    let t0 = clock.now();
+    let mut tx = client
+        .endpoint
+        .send_request(
+            request(Method::Options, addr, "paused"),
+            Target::new(Protocol::Udp, addr),
+        )
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 65_536];
+    silent.recv_from(&mut buf).await.unwrap();
+    assert_eq!(clock.now() - t0, Duration::ZERO, "the first send at once");
+    // Just before timer E: nothing was retransmitted.
+    tokio::time::advance(Duration::from_millis(499)).await;
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+    assert!(
+        silent.try_recv_from(&mut buf).is_err(),
+        "nothing before 0.5 s"
+    );
+    tokio::time::advance(Duration::from_millis(1)).await;
+    let mut at = Vec::new();
+    for _ in 0..10 {
+        silent.recv_from(&mut buf).await.unwrap();
+        at.push((clock.now() - t0).as_millis());
+    }
+    assert_eq!(
+        at,
+        [
+            500, 1500, 3500, 7500, 11_500, 15_500, 19_500, 23_500, 27_500, 31_500
+        ]
+    );
+    let e = next(&mut tx).await;
+    assert!(matches!(e, ClientEvent::Timeout), "{e:?}");
+    assert_eq!(clock.now() - t0, Duration::from_secs(32), "timer F");
+    assert!(
+        real.elapsed() < Duration::from_secs(10),
+        "virtual time, not waiting"
+    );
+    client.stop().await;
+}

@@ -73,7 +73,10 @@ fn responses_match_by_branch_and_cseq_method() {
         Error::AckIsNotATransaction
     );
     // A request is never matched to a client transaction.
-    assert!(matches!(t.handle_message(invite, UDP, t0), Received::New { .. }));
+    assert!(matches!(
+        t.handle_message(invite, UDP, t0),
+        Received::New { .. }
+    ));
 }
 
 #[test]
@@ -132,14 +135,19 @@ fn ack_for_non_2xx_matches_its_invite_transaction() {
     t.handle_response(id, &response(&invite, 404), t0).unwrap();
     // The ACK of an RFC 3261 client: same branch, method ACK.
     let ack = with_to_tag(request(Method::Ack, &branch, "a", 1), "a6c85cf");
-    assert!(matches!(t.handle_message(ack, UDP, t0), Received::Matched { id: got, .. } if got == id));
+    assert!(
+        matches!(t.handle_message(ack, UDP, t0), Received::Matched { id: got, .. } if got == id)
+    );
     assert_eq!(
         t.state(id),
         Some(TransactionState::Server(ServerState::Confirmed))
     );
     // The ACK for a 2xx has its own branch: stray (to the TU / forwarded).
     let ack2 = with_to_tag(request(Method::Ack, &new_branch(), "a", 1), "a6c85cf");
-    assert!(matches!(t.handle_message(ack2, UDP, t0), Received::Stray(_)));
+    assert!(matches!(
+        t.handle_message(ack2, UDP, t0),
+        Received::Stray(_)
+    ));
 }
 
 #[test]
@@ -218,17 +226,25 @@ fn rfc2543_fallback_matching() {
         Received::New { .. }
     ));
     let other_to = with_to_tag(invite.clone(), "zzz");
-    assert!(matches!(t.handle_message(other_to, UDP, t0), Received::New { .. }));
+    assert!(matches!(
+        t.handle_message(other_to, UDP, t0),
+        Received::New { .. }
+    ));
 
     // The ACK matches when its To tag is the tag of the response sent.
     t.handle_response(id, &response(&invite, 486), t0).unwrap();
     let wrong_tag = with_to_tag(request(Method::Ack, "old2543branch", "r", 5), "nope");
-    assert!(matches!(t.handle_message(wrong_tag, UDP, t0), Received::Stray(_)));
+    assert!(matches!(
+        t.handle_message(wrong_tag, UDP, t0),
+        Received::Stray(_)
+    ));
     // CANCEL (same Request-URI, tags, Call-ID, CSeq number, top Via).
     let cancel = request(Method::Cancel, "old2543branch", "r", 5);
     assert_eq!(t.find_cancelled(&cancel), Some(id));
     let ack = with_to_tag(request(Method::Ack, "old2543branch", "r", 5), "a6c85cf");
-    assert!(matches!(t.handle_message(ack, UDP, t0), Received::Matched { id: got, .. } if got == id));
+    assert!(
+        matches!(t.handle_message(ack, UDP, t0), Received::Matched { id: got, .. } if got == id)
+    );
     assert_eq!(
         t.state(id),
         Some(TransactionState::Server(ServerState::Confirmed))
@@ -242,7 +258,9 @@ fn rfc2543_without_branch_at_all() {
     let mut req = request(Method::Options, "x", "nb", 1);
     req.set_header(HeaderName::Via, "SIP/2.0/UDP old.example.com");
     let id = new_server(&mut t, &req, t0);
-    assert!(matches!(t.handle_message(req, UDP, t0), Received::Matched { id: got, .. } if got == id));
+    assert!(
+        matches!(t.handle_message(req, UDP, t0), Received::Matched { id: got, .. } if got == id)
+    );
 }
 
 #[test]
@@ -324,7 +342,10 @@ fn live_transaction_limit_answers_503_and_frees_on_termination() {
     let Received::New { id, .. } = t2.handle_message(b.clone(), true, t0) else {
         panic!()
     };
-    let outs = step(&mut t2, |t| t.handle_response(id, &response(&b, 200), t0).unwrap()).1;
+    let outs = step(&mut t2, |t| {
+        t.handle_response(id, &response(&b, 200), t0).unwrap()
+    })
+    .1;
     assert!(outs.iter().any(|o| matches!(o, Output::Terminated { .. })));
     assert!(matches!(
         t2.handle_message(request(Method::Options, &new_branch(), "l6", 1), true, t0),
@@ -347,14 +368,21 @@ fn stray_and_invalid_messages() {
     ));
     let mut no_via = req.clone();
     no_via.remove_header(HeaderName::Via);
-    assert!(matches!(t.handle_message(no_via, UDP, t0), Received::Invalid(_)));
+    assert!(matches!(
+        t.handle_message(no_via, UDP, t0),
+        Received::Invalid(_)
+    ));
     let sid = new_server(&mut t, &req, t0);
-    assert!(matches!(t.handle_response(sid, &req, t0), Err(Error::NotAResponse)));
+    assert!(matches!(
+        t.handle_response(sid, &req, t0),
+        Err(Error::NotAResponse)
+    ));
     let cid = t
         .start_client(&request(Method::Options, &new_branch(), "c", 1), UDP, t0)
         .unwrap();
     assert_eq!(
-        t.handle_response(cid, &response(&req, 200), t0).unwrap_err(),
+        t.handle_response(cid, &response(&req, 200), t0)
+            .unwrap_err(),
         Error::WrongRole
     );
 }

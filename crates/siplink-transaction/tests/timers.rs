@@ -104,7 +104,9 @@ fn client_invite_non_2xx_builds_ack_and_waits_timer_d() {
     let id = t.start_client(&req, UDP, t0).unwrap();
     // 180 at 0.3 s: Proceeding, no more retransmissions, no timer B.
     let ringing = response(&req, 180);
-    let (Received::Matched { .. }, outputs) = step(&mut t, |t| t.handle_message(ringing, UDP, t0 + ms(300))) else {
+    let (Received::Matched { .. }, outputs) =
+        step(&mut t, |t| t.handle_message(ringing, UDP, t0 + ms(300)))
+    else {
         panic!("180 not matched")
     };
     assert!(delivered(&outputs, |e| matches!(
@@ -116,7 +118,9 @@ fn client_invite_non_2xx_builds_ack_and_waits_timer_d() {
         Some(TransactionState::Client(ClientState::Proceeding))
     );
     let busy = response(&req, 486);
-    let (Received::Matched { .. }, outputs) = step(&mut t, |t| t.handle_message(busy.clone(), UDP, t0 + ms(1000))) else {
+    let (Received::Matched { .. }, outputs) = step(&mut t, |t| {
+        t.handle_message(busy.clone(), UDP, t0 + ms(1000))
+    }) else {
         panic!("486 not matched")
     };
     assert!(delivered(
@@ -141,7 +145,9 @@ fn client_invite_non_2xx_builds_ack_and_waits_timer_d() {
     assert_eq!(ack.max_forwards().unwrap(), Some(70));
     assert_eq!(ack.body().len(), 0);
     // A retransmitted 486: the same ACK again, nothing for the TU.
-    let (Received::Matched { .. }, outputs) = step(&mut t, |t| t.handle_message(busy, UDP, t0 + ms(2000))) else {
+    let (Received::Matched { .. }, outputs) =
+        step(&mut t, |t| t.handle_message(busy, UDP, t0 + ms(2000)))
+    else {
         panic!()
     };
     assert_eq!(sends(&outputs).len(), 1);
@@ -164,7 +170,9 @@ fn client_invite_2xx_after_non_2xx_is_not_dropped() {
         .response_with_tag(200, Some("other-fork"))
         .build()
         .unwrap();
-    let (Received::Matched { .. }, outputs) = step(&mut t, |t| t.handle_message(ok, UDP, t0 + ms(200))) else {
+    let (Received::Matched { .. }, outputs) =
+        step(&mut t, |t| t.handle_message(ok, UDP, t0 + ms(200)))
+    else {
         panic!()
     };
     assert!(delivered(
@@ -180,7 +188,9 @@ fn client_invite_tcp_non_2xx_terminates_at_once() {
     let mut t = table();
     let req = request(Method::Invite, &new_branch(), "c", 1);
     t.start_client(&req, TCP, t0).unwrap();
-    let (Received::Matched { .. }, outputs) = step(&mut t, |t| t.handle_message(response(&req, 503), TCP, t0 + ms(10))) else {
+    let (Received::Matched { .. }, outputs) = step(&mut t, |t| {
+        t.handle_message(response(&req, 503), TCP, t0 + ms(10))
+    }) else {
         panic!()
     };
     assert_eq!(sends(&outputs)[0].method(), Some(&Method::Ack));
@@ -197,8 +207,9 @@ fn client_invite_accepted_passes_2xx_until_timer_m() {
         let req = request(Method::Invite, &new_branch(), "c", 1);
         let id = t.start_client(&req, reliable, t0).unwrap();
         let ok = response(&req, 200);
-        let (Received::Matched { .. }, outputs) = step(&mut t, |t| t.handle_message(ok.clone(), reliable, t0 + ms(1000)))
-        else {
+        let (Received::Matched { .. }, outputs) = step(&mut t, |t| {
+            t.handle_message(ok.clone(), reliable, t0 + ms(1000))
+        }) else {
             panic!()
         };
         assert!(delivered(
@@ -211,7 +222,9 @@ fn client_invite_accepted_passes_2xx_until_timer_m() {
             Some(TransactionState::Client(ClientState::Accepted))
         );
         // A retransmitted 2xx: passed to the TU as such, not as a second final.
-        let (Received::Matched { .. }, outputs) = step(&mut t, |t| t.handle_message(ok, reliable, t0 + ms(1500))) else {
+        let (Received::Matched { .. }, outputs) =
+            step(&mut t, |t| t.handle_message(ok, reliable, t0 + ms(1500)))
+        else {
             panic!()
         };
         assert!(delivered(&outputs, |e| matches!(
@@ -272,8 +285,9 @@ fn client_non_invite_proceeding_retransmits_every_t2() {
     let mut t = table();
     let req = request(Method::Bye, &new_branch(), "c", 2);
     t.start_client(&req, UDP, t0).unwrap();
-    let (Received::Matched { .. }, outputs) = step(&mut t, |t| t.handle_message(response(&req, 100), UDP, t0 + ms(200)))
-    else {
+    let (Received::Matched { .. }, outputs) = step(&mut t, |t| {
+        t.handle_message(response(&req, 100), UDP, t0 + ms(200))
+    }) else {
         panic!()
     };
     assert!(delivered(&outputs, |e| matches!(
@@ -294,14 +308,16 @@ fn client_non_invite_final_then_timer_k() {
     let mut t = table();
     let req = request(Method::Options, &new_branch(), "c", 1);
     t.start_client(&req, UDP, t0).unwrap();
-    let (Received::Matched { .. }, outputs) = step(&mut t, |t| t.handle_message(response(&req, 200), UDP, t0 + ms(700)))
-    else {
+    let (Received::Matched { .. }, outputs) = step(&mut t, |t| {
+        t.handle_message(response(&req, 200), UDP, t0 + ms(700))
+    }) else {
         panic!()
     };
     assert!(delivered(&outputs, |e| matches!(e, TuEvent::Final(_))));
     // A retransmitted final is absorbed.
-    let (Received::Matched { .. }, outputs) = step(&mut t, |t| t.handle_message(response(&req, 200), UDP, t0 + ms(900)))
-    else {
+    let (Received::Matched { .. }, outputs) = step(&mut t, |t| {
+        t.handle_message(response(&req, 200), UDP, t0 + ms(900))
+    }) else {
         panic!()
     };
     assert!(outputs.is_empty());
@@ -311,7 +327,9 @@ fn client_non_invite_final_then_timer_k() {
     // Over TCP, K = 0.
     let req = request(Method::Options, &new_branch(), "c", 2);
     t.start_client(&req, TCP, t0).unwrap();
-    let (Received::Matched { .. }, outputs) = step(&mut t, |t| t.handle_message(response(&req, 404), TCP, t0)) else {
+    let (Received::Matched { .. }, outputs) =
+        step(&mut t, |t| t.handle_message(response(&req, 404), TCP, t0))
+    else {
         panic!()
     };
     assert!(terminated(&outputs));
@@ -397,7 +415,9 @@ fn server_invite_sends_100_trying_at_200_ms() {
     assert_eq!(trying.to().unwrap().tag(), None);
     assert_eq!(trying.cseq().unwrap(), req.cseq().unwrap());
     // A retransmitted INVITE is answered with the 100 again, not delivered.
-    let (Received::Matched { .. }, outputs) = step(&mut t, |t| t.handle_message(req.clone(), UDP, t0 + ms(500))) else {
+    let (Received::Matched { .. }, outputs) =
+        step(&mut t, |t| t.handle_message(req.clone(), UDP, t0 + ms(500)))
+    else {
         panic!()
     };
     assert_eq!(sends(&outputs)[0].status(), Some(100));
@@ -414,12 +434,18 @@ fn server_invite_no_100_when_tu_answers_in_time() {
     let mut t = table();
     let req = request(Method::Invite, &new_branch(), "s", 1);
     let id = new_server(&mut t, &req, UDP, t0);
-    let outs = step(&mut t, |t| t.handle_response(id, &response(&req, 180), t0 + ms(150)).unwrap()).1;
+    let outs = step(&mut t, |t| {
+        t.handle_response(id, &response(&req, 180), t0 + ms(150))
+            .unwrap()
+    })
+    .1;
     assert_eq!(sends(&outs)[0].status(), Some(180));
     let seen = run_timers(&mut t, t0, ms(1000));
     assert!(send_times(&seen).is_empty());
     // The retransmitted INVITE gets the 180.
-    let (Received::Matched { .. }, outputs) = step(&mut t, |t| t.handle_message(req, UDP, t0 + ms(500))) else {
+    let (Received::Matched { .. }, outputs) =
+        step(&mut t, |t| t.handle_message(req, UDP, t0 + ms(500)))
+    else {
         panic!()
     };
     assert_eq!(sends(&outputs)[0].status(), Some(180));
@@ -431,7 +457,10 @@ fn server_invite_non_2xx_udp_timer_g_then_h() {
     let mut t = table();
     let req = request(Method::Invite, &new_branch(), "s", 1);
     let id = new_server(&mut t, &req, UDP, t0);
-    let outs = step(&mut t, |t| t.handle_response(id, &response(&req, 486), t0).unwrap()).1;
+    let outs = step(&mut t, |t| {
+        t.handle_response(id, &response(&req, 486), t0).unwrap()
+    })
+    .1;
     assert_eq!(sends(&outs)[0].status(), Some(486));
     let seen = run_timers(&mut t, t0, Duration::from_secs(100));
     assert_eq!(
@@ -463,7 +492,9 @@ fn server_invite_ack_confirms_then_timer_i() {
         HeaderName::To,
         "Bob <sip:bob@biloxi.example.com>;tag=a6c85cf",
     );
-    let (Received::Matched { id: got }, outputs) = step(&mut t, |t| t.handle_message(ack.clone(), UDP, t0 + ms(1000))) else {
+    let (Received::Matched { id: got }, outputs) = step(&mut t, |t| {
+        t.handle_message(ack.clone(), UDP, t0 + ms(1000))
+    }) else {
         panic!()
     };
     assert_eq!(got, id);
@@ -505,7 +536,9 @@ fn server_invite_tcp_no_g_h_at_64_t1_i_zero() {
         HeaderName::To,
         "Bob <sip:bob@biloxi.example.com>;tag=a6c85cf",
     );
-    let (Received::Matched { .. }, outputs) = step(&mut t, |t| t.handle_message(ack, TCP, t0 + ms(100))) else {
+    let (Received::Matched { .. }, outputs) =
+        step(&mut t, |t| t.handle_message(ack, TCP, t0 + ms(100)))
+    else {
         panic!()
     };
     assert!(terminated(&outputs));
@@ -520,14 +553,20 @@ fn server_invite_accepted_passes_tu_2xx_until_timer_l() {
         let req = request(Method::Invite, &new_branch(), "s", 1);
         let id = new_server(&mut t, &req, reliable, t0);
         let ok = response(&req, 200);
-        let outs = step(&mut t, |t| t.handle_response(id, &ok, t0 + ms(100)).unwrap()).1;
+        let outs = step(&mut t, |t| {
+            t.handle_response(id, &ok, t0 + ms(100)).unwrap()
+        })
+        .1;
         assert_eq!(sends(&outs)[0].status(), Some(200));
         assert_eq!(
             t.state(id),
             Some(TransactionState::Server(ServerState::Accepted))
         );
         // The TU retransmits its 2xx (RFC 3261 §13.3.1.4): it passes through.
-        let outs = step(&mut t, |t| t.handle_response(id, &ok, t0 + ms(600)).unwrap()).1;
+        let outs = step(&mut t, |t| {
+            t.handle_response(id, &ok, t0 + ms(600)).unwrap()
+        })
+        .1;
         assert_eq!(sends(&outs)[0].status(), Some(200));
         // A non-2xx now is refused.
         assert!(matches!(
@@ -535,8 +574,9 @@ fn server_invite_accepted_passes_tu_2xx_until_timer_l() {
             Err(Error::InvalidState { .. })
         ));
         // INVITE retransmissions are absorbed (no 2xx from the transaction itself).
-        let (Received::Matched { .. }, outputs) = step(&mut t, |t| t.handle_message(req.clone(), reliable, t0 + ms(800)))
-        else {
+        let (Received::Matched { .. }, outputs) = step(&mut t, |t| {
+            t.handle_message(req.clone(), reliable, t0 + ms(800))
+        }) else {
             panic!()
         };
         assert!(outputs.is_empty());
@@ -570,14 +610,19 @@ fn server_non_invite_udp_timer_j() {
     let req = request(Method::Options, &new_branch(), "s", 1);
     let id = new_server(&mut t, &req, UDP, t0);
     // Trying: a retransmission is absorbed (TU has not answered); no 100 Trying.
-    let (Received::Matched { .. }, outputs) = step(&mut t, |t| t.handle_message(req.clone(), UDP, t0 + ms(500))) else {
+    let (Received::Matched { .. }, outputs) =
+        step(&mut t, |t| t.handle_message(req.clone(), UDP, t0 + ms(500)))
+    else {
         panic!()
     };
     assert!(outputs.is_empty());
     assert!(run_timers(&mut t, t0, ms(1000)).is_empty());
-    t.handle_response(id, &response(&req, 200), t0 + ms(1000)).unwrap();
+    t.handle_response(id, &response(&req, 200), t0 + ms(1000))
+        .unwrap();
     // Completed: a retransmission gets the final again.
-    let (Received::Matched { .. }, outputs) = step(&mut t, |t| t.handle_message(req.clone(), UDP, t0 + ms(1500))) else {
+    let (Received::Matched { .. }, outputs) = step(&mut t, |t| {
+        t.handle_message(req.clone(), UDP, t0 + ms(1500))
+    }) else {
         panic!()
     };
     assert_eq!(sends(&outputs)[0].status(), Some(200));
@@ -602,11 +647,17 @@ fn server_non_invite_proceeding_and_tcp_j_zero() {
         t.state(id),
         Some(TransactionState::Server(ServerState::Proceeding))
     );
-    let (Received::Matched { .. }, outputs) = step(&mut t, |t| t.handle_message(req.clone(), TCP, t0 + ms(100))) else {
+    let (Received::Matched { .. }, outputs) =
+        step(&mut t, |t| t.handle_message(req.clone(), TCP, t0 + ms(100)))
+    else {
         panic!()
     };
     assert_eq!(sends(&outputs)[0].status(), Some(100));
-    let outs = step(&mut t, |t| t.handle_response(id, &response(&req, 200), t0 + ms(200)).unwrap()).1;
+    let outs = step(&mut t, |t| {
+        t.handle_response(id, &response(&req, 200), t0 + ms(200))
+            .unwrap()
+    })
+    .1;
     assert!(terminated(&outs));
     assert!(t.is_empty());
     assert_eq!(t.timer_count(), 0);

@@ -13,6 +13,8 @@
 //!   RFC 3261 §18.2.2 and RFC 3581 say.
 //! * Flow events ([`FlowEvent`]: opened, closed, keepalive timed out) are
 //!   broadcast to [`Transport::subscribe`]rs.
+//! * [`Clock`]: the one time source of every driver (tokio's clock, so
+//!   paused-time tests drive it; wall-clock time that moves with it).
 //! * The protocol decisions are sans-IO and tested on their own: [`via`]
 //!   (stamping, response routing, sent-by), [`table`] (connection table,
 //!   limits, idle policy), [`resolve`] (RFC 3263 over a [`Resolver`]).
@@ -37,6 +39,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod clock;
 mod config;
 mod conn;
 mod error;
@@ -49,6 +52,7 @@ mod transport;
 mod types;
 pub mod via;
 
+pub use clock::Clock;
 pub use config::{KeepaliveConfig, TransportConfig};
 pub use conn::SIP_SUBPROTOCOL;
 pub use error::{Error, Result};

@@ -210,6 +210,7 @@ fn set_cseq(msg: &mut Message, delta: i64) -> Result<()> {
 impl DialogMap {
     /// A map with nothing to translate, only the trunk's credentials: for
     /// answering a challenge to a request outside any call (an OPTIONS).
+    #[cfg(feature = "tokio")]
     pub(crate) fn for_auth(name: String, credentials: ClientCredentials) -> DialogMap {
         DialogMap {
             cseq_offset: 0,

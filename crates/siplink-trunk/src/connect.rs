@@ -4,7 +4,7 @@
 use std::io::ErrorKind;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use rand::SeedableRng;
@@ -12,7 +12,7 @@ use rand::rngs::StdRng;
 use siplink_message::Message;
 use siplink_message::uri::Host;
 use siplink_transaction::{Endpoint, EndpointConfig};
-use siplink_transport::{Protocol, Transport, TransportConfig};
+use siplink_transport::{Clock, Protocol, Transport, TransportConfig};
 
 use crate::call::DialogMap;
 use crate::config::TrunkConfig;
@@ -159,13 +159,10 @@ async fn options_step(
 ) -> OptionsObservation {
     let mut cfg = config.clone();
     cfg.health.enabled = true;
-    let mut monitor = HealthMonitor::new(
-        Arc::new(cfg),
-        "0.0.0.0",
-        StdRng::from_os_rng(),
-        Instant::now(),
-    );
-    monitor.handle_timeout(Instant::now());
+    let clock = Clock::new();
+    let mut monitor =
+        HealthMonitor::new(Arc::new(cfg), "0.0.0.0", StdRng::from_os_rng(), clock.now());
+    monitor.handle_timeout(clock.now());
     let Some(probe) = std::iter::from_fn(|| monitor.poll_output()).find_map(|o| match o {
         HealthOutput::Probe(p) if p.target == target => Some(p),
         _ => None,

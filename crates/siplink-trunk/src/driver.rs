@@ -8,14 +8,14 @@
 
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use siplink_message::{HeaderName, Message, MessageBuilder, Method};
 use siplink_transaction::{ClientEvent, ClientTransactionHandle, Endpoint, new_branch};
-use siplink_transport::{Target as NetTarget, Transport};
+use siplink_transport::{Clock, Target as NetTarget, Transport};
 use tokio::sync::{Notify, broadcast, mpsc, watch};
 use tokio::task::JoinHandle;
 use tracing::debug;
@@ -89,6 +89,7 @@ struct Shared {
     events: broadcast::Sender<HealthEvent>,
     states: watch::Sender<Vec<HealthState>>,
     wake: Notify,
+    clock: Clock,
 }
 
 /// A trunk on the network: calls, in-dialog requests and OPTIONS health
@@ -138,15 +139,21 @@ impl Trunk {
     /// A trunk over `endpoint`, whose transport must have a listener for each
     /// protocol of the targets that needs one (UDP). Starts the health task
     /// when [`HealthConfig::enabled`](crate::HealthConfig::enabled) (first
-    /// probes at once). Must be called within a tokio runtime.
+    /// probes at once). Must be called within a tokio runtime. Time is read
+    /// from a [`Clock::new`] (see [`with_clock`](Self::with_clock)).
     pub fn new(config: TrunkConfig, endpoint: Endpoint) -> Result<Trunk> {
+        Trunk::with_clock(config, endpoint, Clock::new())
+    }
+
+    /// [`new`](Self::new) with the clock every reading of time goes through
+    /// (the `now` of calls and health probes): a test on a paused tokio
+    /// runtime drives the probe interval and failover timers with
+    /// `tokio::time::advance`.
+    pub fn with_clock(config: TrunkConfig, endpoint: Endpoint, clock: Clock) -> Result<Trunk> {
         config.validate()?;
         let config = Arc::new(config);
-        let monitor = HealthMonitor::with_os_rng(
-            config.clone(),
-            sent_by(endpoint.transport()),
-            Instant::now(),
-        );
+        let monitor =
+            HealthMonitor::with_os_rng(config.clone(), sent_by(endpoint.transport()), clock.now());
         let states = monitor.targets().iter().map(|t| t.state).collect();
         let enabled = config.health.enabled;
         let shared = Arc::new(Shared {
@@ -158,6 +165,7 @@ impl Trunk {
             events: broadcast::channel(HEALTH_EVENTS).0,
             states: watch::channel(states).0,
             wake: Notify::new(),
+            clock,
         });
         let task = enabled.then(|| tokio::spawn(health_loop(shared.clone())));
         Ok(Trunk {
@@ -212,7 +220,8 @@ impl Trunk {
         };
         let transport = self.shared.endpoint.transport();
         let mut call = OutboundCall::new(self.shared.config.clone(), sent_by(transport), order);
-        call.start(invite, Instant::now())?;
+        let clock = self.shared.clock;
+        call.start(invite, clock.now())?;
         let (events, rx) = mpsc::channel(CALL_EVENTS);
         let (cmd, cmd_rx) = mpsc::channel(4);
         let task = CallTask {
@@ -221,6 +230,7 @@ impl Trunk {
             events,
             live: 0,
             msg_tx: None,
+            clock,
         };
         tokio::spawn(task.run(cmd_rx));
         Ok(CallHandle { events: rx, cmd })
@@ -306,6 +316,7 @@ struct CallTask {
     events: mpsc::Sender<Box<CallEvent>>,
     live: usize,
     msg_tx: Option<mpsc::Sender<Box<Msg>>>,
+    clock: Clock,
 }
 
 impl CallTask {
@@ -320,14 +331,14 @@ impl CallTask {
                 if self.live == 0 {
                     break;
                 }
-                finished_at.get_or_insert_with(tokio::time::Instant::now);
+                finished_at.get_or_insert_with(|| self.clock.tokio_now());
             }
             let wake = self.call.poll_timeout().map(tokio::time::Instant::from_std);
             let linger = finished_at.map(|t| t + CALL_LINGER);
             tokio::select! {
                 m = msg_rx.recv() => match m.map(|m| *m) {
                     Some(Msg::Input(input, dest)) => {
-                        match self.call.handle_input(input, Instant::now()) {
+                        match self.call.handle_input(input, self.clock.now()) {
                             Ok(()) => self.execute(dest).await,
                             Err(e) => debug!(error = %e, "trunk call: input ignored"),
                         }
@@ -338,13 +349,13 @@ impl CallTask {
                 c = cmd_rx.recv(), if cmd_open => {
                     // A dropped handle cancels too.
                     cmd_open = matches!(c, Some(Command::Cancel));
-                    match self.call.handle_cancel(Instant::now()) {
+                    match self.call.handle_cancel(self.clock.now()) {
                         Ok(()) => self.execute(None).await,
                         Err(e) => debug!(error = %e, "trunk call: cancel failed"),
                     }
                 }
                 _ = sleep_until_opt(wake) => {
-                    match self.call.handle_timeout(Instant::now()) {
+                    match self.call.handle_timeout(self.clock.now()) {
                         Ok(()) => self.execute(None).await,
                         Err(e) => debug!(error = %e, "trunk call: poll failed"),
                     }
@@ -695,7 +706,7 @@ async fn health_loop(shared: Arc<Shared>) {
     loop {
         let (outputs, wake) = {
             let mut m = lock(&shared.monitor);
-            m.handle_timeout(Instant::now());
+            m.handle_timeout(shared.clock.now());
             let outputs: Vec<HealthOutput> = std::iter::from_fn(|| m.poll_output()).collect();
             (outputs, m.poll_timeout())
         };
@@ -750,7 +761,7 @@ async fn probe(shared: Arc<Shared>, request: Message, next_hop: TargetAddr) {
     let result = run_options(&shared.endpoint, request, &next_hop).await;
     let outputs: Vec<HealthOutput> = {
         let mut m = lock(&shared.monitor);
-        let now = Instant::now();
+        let now = shared.clock.now();
         match &result {
             ProbeResult::Response(r) => m.handle_response(r, now),
             ProbeResult::Timeout => m.handle_probe_timeout(&branch, now),

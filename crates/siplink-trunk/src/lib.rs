@@ -81,7 +81,9 @@
 
 mod call;
 mod config;
+#[cfg(feature = "tokio")]
 mod connect;
+#[cfg(feature = "tokio")]
 mod driver;
 mod error;
 mod health;
@@ -94,7 +96,9 @@ pub use config::{
     CallerIdPolicy, FailoverPolicy, HealthConfig, PaiPolicy, RuriHost, Target, TargetAddr,
     Transport, TrunkConfig,
 };
+#[cfg(feature = "tokio")]
 pub use connect::{TestOptions, test_connection};
+#[cfg(feature = "tokio")]
 pub use driver::{CallEvent, CallHandle, InDialogRequest, Trunk, TrunkDialog, in_dialog_request};
 pub use error::{Error, Result};
 pub use health::{

@@ -12,8 +12,7 @@ use siplink_auth::{
 use siplink_message::{HeaderName, Message, MessageBuilder, Method};
 use siplink_trunk::{
     AttemptFailure, CallFailure, CallState, HealthMonitor, HealthOutput, Input, OutboundCall,
-    Output, PaiPolicy, Result, RuriHost, Target, TargetAddr, Transport, TrunkConfig,
-    target_order,
+    Output, PaiPolicy, Result, RuriHost, Target, TargetAddr, Transport, TrunkConfig, target_order,
 };
 
 const SENT_BY: &str = "198.51.100.1:5060";
@@ -148,11 +147,12 @@ fn failover_follows_priority_on_503_408_timeout_and_transport_error() {
     assert_eq!(t, 0);
 
     // 503 → target 1.
-    let out = feed(&mut c, 
-            Input::Response(r0.response(503).build().unwrap()),
-            ms(t0, 10),
-        )
-        .unwrap();
+    let out = feed(
+        &mut c,
+        Input::Response(r0.response(503).build().unwrap()),
+        ms(t0, 10),
+    )
+    .unwrap();
     assert!(matches!(
         out[0],
         Output::TargetFailed {
@@ -174,22 +174,24 @@ fn failover_follows_priority_on_503_408_timeout_and_transport_error() {
     );
 
     // 408 → target 2.
-    let out = feed(&mut c, 
-            Input::Response(r1.response(408).build().unwrap()),
-            ms(t0, 20),
-        )
-        .unwrap();
+    let out = feed(
+        &mut c,
+        Input::Response(r1.response(408).build().unwrap()),
+        ms(t0, 20),
+    )
+    .unwrap();
     let (r2, t) = only_send(&out);
     assert_eq!(t, 2);
 
     // Timer B → target 3.
-    let out = feed(&mut c, 
-            Input::Timeout {
-                branch: branch(&r2),
-            },
-            ms(t0, 30),
-        )
-        .unwrap();
+    let out = feed(
+        &mut c,
+        Input::Timeout {
+            branch: branch(&r2),
+        },
+        ms(t0, 30),
+    )
+    .unwrap();
     assert!(matches!(
         out[0],
         Output::TargetFailed {
@@ -201,22 +203,24 @@ fn failover_follows_priority_on_503_408_timeout_and_transport_error() {
     assert_eq!(t, 3);
 
     // Transport error → target 4.
-    let out = feed(&mut c, 
-            Input::TransportError {
-                branch: branch(&r3),
-            },
-            ms(t0, 40),
-        )
-        .unwrap();
+    let out = feed(
+        &mut c,
+        Input::TransportError {
+            branch: branch(&r3),
+        },
+        ms(t0, 40),
+    )
+    .unwrap();
     let (r4, t) = only_send(&out);
     assert_eq!(t, 4);
 
     // The last one is busy: 486 is final and relayed, mapped back.
-    let out = feed(&mut c, 
-            Input::Response(r4.response(486).build().unwrap()),
-            ms(t0, 50),
-        )
-        .unwrap();
+    let out = feed(
+        &mut c,
+        Input::Response(r4.response(486).build().unwrap()),
+        ms(t0, 50),
+    )
+    .unwrap();
     let f = finals(&out);
     assert_eq!(f.len(), 1);
     assert_eq!(f[0].status(), Some(486));
@@ -231,11 +235,12 @@ fn final_4xx_6xx_do_not_fail_over() {
         let t0 = Instant::now();
         let mut c = call(config(2));
         let (r0, _) = only_send(&start(&mut c, invite(), t0).unwrap());
-        let out = feed(&mut c, 
-                Input::Response(r0.response(status).build().unwrap()),
-                ms(t0, 10),
-            )
-            .unwrap();
+        let out = feed(
+            &mut c,
+            Input::Response(r0.response(status).build().unwrap()),
+            ms(t0, 10),
+        )
+        .unwrap();
         assert!(sends(&out).is_empty(), "{status}");
         assert_eq!(finals(&out)[0].status(), Some(status));
     }
@@ -246,16 +251,24 @@ fn status_500_fails_over_only_when_configured() {
     let t0 = Instant::now();
     let mut c = call(config(2));
     let (r0, _) = only_send(&start(&mut c, invite(), t0).unwrap());
-    let out = feed(&mut c, Input::Response(r0.response(500).build().unwrap()), t0)
-        .unwrap();
+    let out = feed(
+        &mut c,
+        Input::Response(r0.response(500).build().unwrap()),
+        t0,
+    )
+    .unwrap();
     assert_eq!(finals(&out)[0].status(), Some(500));
 
     let mut cfg = config(2);
     cfg.failover.statuses.push(500);
     let mut c = call(cfg);
     let (r0, _) = only_send(&start(&mut c, invite(), t0).unwrap());
-    let out = feed(&mut c, Input::Response(r0.response(500).build().unwrap()), t0)
-        .unwrap();
+    let out = feed(
+        &mut c,
+        Input::Response(r0.response(500).build().unwrap()),
+        t0,
+    )
+    .unwrap();
     assert_eq!(only_send(&out).1, 1);
 }
 
@@ -265,11 +278,12 @@ fn no_failover_after_a_provisional() {
     let mut c = call(config(2));
     let (r0, _) = only_send(&start(&mut c, invite(), t0).unwrap());
     // 100 Trying is hop by hop: not relayed, failover still possible.
-    let out = feed(&mut c, 
-            Input::Response(r0.response(100).build().unwrap()),
-            ms(t0, 5),
-        )
-        .unwrap();
+    let out = feed(
+        &mut c,
+        Input::Response(r0.response(100).build().unwrap()),
+        ms(t0, 5),
+    )
+    .unwrap();
     assert!(out.is_empty());
     assert_eq!(
         c.poll_timeout(),
@@ -285,11 +299,12 @@ fn no_failover_after_a_provisional() {
     assert_eq!(r.cseq().unwrap().seq, 7);
     assert_eq!(r.top_via().unwrap().branch(), Some("z9hG4bKcaller1"));
     assert_eq!(c.state(), CallState::Proceeding);
-    let out = feed(&mut c, 
-            Input::Response(r0.response_with_tag(503, Some("pbx1")).build().unwrap()),
-            ms(t0, 900),
-        )
-        .unwrap();
+    let out = feed(
+        &mut c,
+        Input::Response(r0.response_with_tag(503, Some("pbx1")).build().unwrap()),
+        ms(t0, 900),
+    )
+    .unwrap();
     assert!(sends(&out).is_empty());
     assert_eq!(finals(&out)[0].status(), Some(503));
 }
@@ -300,11 +315,19 @@ fn all_targets_failing_ends_with_a_local_final() {
     // 503 everywhere → 500 (RFC 3261 §16.7 step 6), with the reason.
     let mut c = call(config(2));
     let (r0, _) = only_send(&start(&mut c, invite(), t0).unwrap());
-    let out = feed(&mut c, Input::Response(r0.response(503).build().unwrap()), t0)
-        .unwrap();
+    let out = feed(
+        &mut c,
+        Input::Response(r0.response(503).build().unwrap()),
+        t0,
+    )
+    .unwrap();
     let (r1, _) = only_send(&out);
-    let out = feed(&mut c, Input::Response(r1.response(503).build().unwrap()), t0)
-        .unwrap();
+    let out = feed(
+        &mut c,
+        Input::Response(r1.response(503).build().unwrap()),
+        t0,
+    )
+    .unwrap();
     assert!(out.iter().any(|o| matches!(
         o,
         Output::Failed(CallFailure::AllTargetsFailed {
@@ -319,13 +342,14 @@ fn all_targets_failing_ends_with_a_local_final() {
     // Timeouts everywhere → 408.
     let mut c = call(config(1));
     let (r0, _) = only_send(&start(&mut c, invite(), t0).unwrap());
-    let out = feed(&mut c, 
-            Input::Timeout {
-                branch: branch(&r0),
-            },
-            t0,
-        )
-        .unwrap();
+    let out = feed(
+        &mut c,
+        Input::Timeout {
+            branch: branch(&r0),
+        },
+        t0,
+    )
+    .unwrap();
     assert_eq!(finals(&out)[0].status(), Some(408));
 
     // A relayable failover status on the last target is the PBX's own answer.
@@ -362,11 +386,12 @@ fn no_response_timer_fails_over_and_cancels_a_late_answer() {
     assert_eq!(c.poll_timeout(), Some(ms(t0, 8000)));
 
     // The first PBX wakes up and rings: it gets a CANCEL, the caller sees nothing.
-    let out = feed(&mut c, 
-            Input::Response(r0.response_with_tag(180, Some("late")).build().unwrap()),
-            ms(t0, 4100),
-        )
-        .unwrap();
+    let out = feed(
+        &mut c,
+        Input::Response(r0.response_with_tag(180, Some("late")).build().unwrap()),
+        ms(t0, 4100),
+    )
+    .unwrap();
     let (cancel, t) = only_send(&out);
     assert_eq!(t, 0);
     assert_eq!(cancel.method(), Some(&Method::Cancel));
@@ -389,7 +414,8 @@ fn late_2xx_from_an_abandoned_target_answers_the_call() {
     let (r1, _) = only_send(&timeout(&mut c, ms(t0, 4000)).unwrap());
     // Target 1 rings, then the abandoned target 0 answers: that is the answer,
     // and target 1 is cancelled.
-    feed(&mut c, 
+    feed(
+        &mut c,
         Input::Response(r1.response_with_tag(180, Some("b")).build().unwrap()),
         ms(t0, 4100),
     )
@@ -466,8 +492,7 @@ fn proxy_challenge_then_success_and_the_dialog_map() {
     for ch in server.challenge(None, now, false) {
         b = b.header(HeaderName::ProxyAuthenticate, ch);
     }
-    let out = feed(&mut c, Input::Response(b.build().unwrap()), ms(t0, 10))
-        .unwrap();
+    let out = feed(&mut c, Input::Response(b.build().unwrap()), ms(t0, 10)).unwrap();
     let (r1, _) = only_send(&out);
     let pa = r1.proxy_authorization().unwrap();
     assert_eq!(pa.len(), 1);
@@ -541,31 +566,34 @@ fn cancel_before_and_after_a_provisional() {
     let mut c = call(config(2));
     let (r0, _) = only_send(&start(&mut c, invite(), t0).unwrap());
     assert!(caller_cancel(&mut c, ms(t0, 5)).unwrap().is_empty());
-    let out = feed(&mut c, 
-            Input::Response(r0.response(100).build().unwrap()),
-            ms(t0, 10),
-        )
-        .unwrap();
+    let out = feed(
+        &mut c,
+        Input::Response(r0.response(100).build().unwrap()),
+        ms(t0, 10),
+    )
+    .unwrap();
     let (cancel, _) = only_send(&out);
     assert_eq!(cancel.method(), Some(&Method::Cancel));
-    let out = feed(&mut c, 
-            Input::Response(r0.response_with_tag(487, Some("x")).build().unwrap()),
-            ms(t0, 20),
-        )
-        .unwrap();
+    let out = feed(
+        &mut c,
+        Input::Response(r0.response_with_tag(487, Some("x")).build().unwrap()),
+        ms(t0, 20),
+    )
+    .unwrap();
     assert_eq!(finals(&out)[0].status(), Some(487));
 
     // Cancelled, then the target fails: no failover, 487 for the caller.
     let mut c = call(config(2));
     let (r0, _) = only_send(&start(&mut c, invite(), t0).unwrap());
     caller_cancel(&mut c, ms(t0, 5)).unwrap();
-    let out = feed(&mut c, 
-            Input::Timeout {
-                branch: branch(&r0),
-            },
-            ms(t0, 32_000),
-        )
-        .unwrap();
+    let out = feed(
+        &mut c,
+        Input::Timeout {
+            branch: branch(&r0),
+        },
+        ms(t0, 32_000),
+    )
+    .unwrap();
     assert!(sends(&out).is_empty());
     assert!(
         out.iter()
@@ -576,7 +604,8 @@ fn cancel_before_and_after_a_provisional() {
     // After 180: the CANCEL goes at once.
     let mut c = call(config(1));
     let (r0, _) = only_send(&start(&mut c, invite(), t0).unwrap());
-    feed(&mut c, 
+    feed(
+        &mut c,
         Input::Response(r0.response_with_tag(180, Some("t")).build().unwrap()),
         ms(t0, 5),
     )
@@ -813,18 +842,20 @@ fn a_silent_loser_is_cancelled_when_it_wakes_up() {
     assert_eq!(finals(&out)[0].status(), Some(200));
     assert_eq!(c.poll_timeout(), None);
     // Target 1's first response brings the CANCEL; its 487 is absorbed.
-    let out = feed(&mut c, 
-            Input::Response(r1.response(100).build().unwrap()),
-            ms(t0, 4200),
-        )
-        .unwrap();
+    let out = feed(
+        &mut c,
+        Input::Response(r1.response(100).build().unwrap()),
+        ms(t0, 4200),
+    )
+    .unwrap();
     let (cancel, t) = only_send(&out);
     assert_eq!((cancel.method(), t), (Some(&Method::Cancel), 1));
-    let out = feed(&mut c, 
-            Input::Response(r1.response_with_tag(487, Some("b")).build().unwrap()),
-            ms(t0, 4300),
-        )
-        .unwrap();
+    let out = feed(
+        &mut c,
+        Input::Response(r1.response_with_tag(487, Some("b")).build().unwrap()),
+        ms(t0, 4300),
+    )
+    .unwrap();
     assert!(out.is_empty());
     assert_eq!(c.state(), CallState::Answered);
 }

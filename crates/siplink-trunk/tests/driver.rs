@@ -205,3 +205,56 @@ async fn health_down_then_up_when_the_pbx_starts() {
     assert_eq!(up.reason, siplink_trunk::ProbeOutcome::Status(200));
     assert_eq!(expect(&mut seen).await.0, Method::Options);
 }
+
+/// The OPTIONS probe interval on tokio's paused clock, through the trunk's
+/// [`Clock`](siplink_transport::Clock) ([`Trunk::with_clock`]): the next probe
+/// goes out one interval (30 s) after the previous one ended, when
+/// `tokio::time::advance` (and the runtime's auto-advance while the test waits)
+/// reaches it, never by waiting.
+#[tokio::test(start_paused = true)]
+async fn paused_clock_probe_interval_by_advance() {
+    let real = std::time::Instant::now();
+    let (addr, mut seen, _pbx) = pbx(false).await;
+    let mut cfg = config(vec![Target::new("127.0.0.1", addr.port(), Proto::Udp)]);
+    cfg.health.enabled = true;
+    cfg.health.interval = Duration::from_secs(30);
+    let (transport, incoming) = Transport::new(TransportConfig::default());
+    transport
+        .listen(Proto::Udp, "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let (endpoint, _requests) = Endpoint::start(transport, incoming, EndpointConfig::default());
+    let clock = siplink_transport::Clock::new();
+    let t0 = clock.now();
+    let trunk = siplink_trunk::Trunk::with_clock(cfg, endpoint, clock).unwrap();
+    assert_eq!(seen.recv().await.unwrap().0, Method::Options);
+    let first = clock.now();
+    assert_eq!(first - t0, Duration::ZERO, "the first probe at once");
+    // Its 200 comes back over loopback without time passing.
+    for _ in 0..10_000 {
+        if trunk.health()[0].last.is_some() {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(
+        trunk.health()[0].last,
+        Some(siplink_trunk::ProbeOutcome::Status(200))
+    );
+    assert_eq!(clock.now(), first);
+    // One second short of the interval: no second probe.
+    tokio::time::advance(Duration::from_secs(29)).await;
+    for _ in 0..20 {
+        tokio::task::yield_now().await;
+    }
+    assert!(seen.try_recv().is_err(), "no probe before the interval");
+    assert_eq!(seen.recv().await.unwrap().0, Method::Options);
+    assert_eq!(clock.now() - first, Duration::from_secs(30));
+    assert_eq!(seen.recv().await.unwrap().0, Method::Options);
+    assert_eq!(clock.now() - first, Duration::from_secs(60));
+    assert!(trunk.health().iter().all(|t| t.state == HealthState::Up));
+    assert!(
+        real.elapsed() < Duration::from_secs(10),
+        "virtual time, not waiting"
+    );
+}
