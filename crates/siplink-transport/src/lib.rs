@@ -55,7 +55,10 @@ pub use error::{Error, Result};
 #[cfg(feature = "hickory")]
 pub use hickory::HickoryResolver;
 pub use resolve::{Naptr, Resolver, Srv, StaticResolver, SystemResolver, resolve_uri};
-pub use tls::{ClientAuth, Roots, TlsClientConfig, TlsServerConfig};
+pub use tls::{
+    ClientAuth, Fingerprints, Pin, PinKind, Roots, TlsClientConfig, TlsFailure, TlsPeer,
+    TlsProblem, TlsServerConfig,
+};
 pub use transport::{Sent, Transport};
 pub use types::{
     Destination, FlowEvent, FlowEventKind, FlowId, Incoming, Origin, Protocol, Target,
