@@ -47,13 +47,21 @@ struct Kamailio {
 
 impl Kamailio {
     async fn start() -> Kamailio {
+        Kamailio::start_with(|_| test_pki()).await
+    }
+
+    /// Starts with the certificate `pki` makes in the run directory (PEM:
+    /// CA, certificate, key).
+    async fn start_with(
+        pki: impl FnOnce(&std::path::Path) -> (String, String, String),
+    ) -> Kamailio {
         let dir = TempDir::new("kamailio");
         let (udp, tcp, tls) = (
             free_port(Proto::Udp),
             free_port(Proto::Tcp),
             free_port(Proto::Tcp),
         );
-        let (ca, cert, key) = test_pki();
+        let (ca, cert, key) = pki(dir.path());
         std::fs::write(dir.path().join("cert.pem"), cert).unwrap();
         std::fs::write(dir.path().join("key.pem"), key).unwrap();
         let d = dir.path().display().to_string();
@@ -257,8 +265,12 @@ async fn test_connection_tls_certificate() {
         .unwrap();
     println!("{report}");
     match report.first_failure() {
-        Some((Step::Tls, Failure::TlsError { reason })) => {
-            assert!(reason.to_lowercase().contains("issuer"), "{reason}")
+        Some((Step::Tls, Failure::Tls(t))) => {
+            assert_eq!(
+                t.problem,
+                siplink_transport::TlsProblem::UnknownIssuer,
+                "{t}"
+            )
         }
         other => panic!("expected a TLS error, got {other:?}\n{report}"),
     }
@@ -270,6 +282,102 @@ async fn test_connection_tls_certificate() {
     let report = test_connection(&cfg, 0, options).await.unwrap();
     println!("{report}");
     assert!(report.is_ok(), "{report}");
+}
+
+/// A certificate made the usual way, `openssl req -x509` (self-signed,
+/// `CA:TRUE`): with it as the trusted CA, Test Connection names the problem
+/// and prints the fingerprint (the one `openssl x509 -fingerprint -sha256`
+/// prints) with the line to add; pinned by it, every step passes.
+#[tokio::test]
+async fn test_connection_pins_an_openssl_req_x509_certificate() {
+    if !available("kamailio", "-v") || !available("openssl", "version") {
+        return;
+    }
+    let pbx = Kamailio::start_with(|dir| {
+        let out = Command::new("openssl")
+            .current_dir(dir)
+            .args([
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:prime256v1",
+                "-nodes",
+                "-days",
+                "30",
+                "-subj",
+                "/CN=pbx.test",
+                "-addext",
+                "subjectAltName=IP:127.0.0.1",
+                "-keyout",
+                "key.pem",
+                "-out",
+                "cert.pem",
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let cert = std::fs::read_to_string(dir.join("cert.pem")).unwrap();
+        let key = std::fs::read_to_string(dir.join("key.pem")).unwrap();
+        (cert.clone(), cert, key)
+    })
+    .await;
+    let out = Command::new("openssl")
+        .args(["x509", "-noout", "-fingerprint", "-sha256", "-in"])
+        .arg(pbx.dir.path().join("cert.pem"))
+        .output()
+        .unwrap();
+    // "sha256 Fingerprint=AB:CD:..." (the label's case varies by version).
+    let text = String::from_utf8(out.stdout).unwrap();
+    let openssl_fp = text.trim().rsplit('=').next().unwrap().to_owned();
+    assert_eq!(openssl_fp.len(), 95, "{text}");
+
+    let cfg = config(pbx.target(Proto::Tls), Some(PASSWORD));
+    // The certificate itself as the trusted CA, as people try first.
+    let report = test_connection(
+        &cfg,
+        0,
+        TestOptions {
+            transport: pbx.client_tls(),
+            ..TestOptions::default()
+        },
+    )
+    .await
+    .unwrap();
+    println!("{report}");
+    let line = format!("tls_pin = \"sha256:{openssl_fp}\"");
+    match report.first_failure() {
+        Some((Step::Tls, f @ Failure::Tls(t))) => {
+            assert_eq!(
+                t.problem,
+                siplink_transport::TlsProblem::CaUsedAsEndEntity,
+                "{t}"
+            );
+            assert!(f.to_string().contains("openssl req -x509"), "{f}");
+            assert!(f.hint(Step::Tls).contains(&line), "{}", f.hint(Step::Tls));
+        }
+        other => panic!("expected a TLS error, got {other:?}\n{report}"),
+    }
+    // Pinned by the fingerprint openssl printed: every step passes.
+    let pin: siplink_transport::Pin = format!("sha256:{openssl_fp}").parse().unwrap();
+    let options = TestOptions {
+        transport: TransportConfig {
+            tls_client: Some(
+                TlsClientConfig::pinned(Roots::WebPki, None, [("127.0.0.1", pin)]).unwrap(),
+            ),
+            ..TransportConfig::default()
+        },
+        ..TestOptions::default()
+    };
+    let report = test_connection(&cfg, 0, options).await.unwrap();
+    println!("{report}");
+    assert!(report.is_ok(), "{report}");
+    assert!(report.to_string().contains(&openssl_fp), "{report}");
 }
 
 #[tokio::test]
