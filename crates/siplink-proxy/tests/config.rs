@@ -209,7 +209,7 @@ fn file_name_is_in_every_line() {
     let e = Config::load(&path).unwrap_err().to_string();
     assert!(
         e.starts_with(&format!(
-            "{}: connections[0] \"c\": addresses[0]: bad port",
+            "{}: connections[0] \"c\": addresses[0]: port 0 in \"host:0\"",
             path.display()
         )),
         "{e}"
