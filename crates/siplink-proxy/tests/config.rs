@@ -466,11 +466,11 @@ fn tls_pins_are_checked() {
     );
     for (lines, says) in [
         (
-            format!("transport = \"tls\"\naddresses = [\"10.0.0.1\"]\ntls_pin = \"sha1:00\""),
+            "transport = \"tls\"\naddresses = [\"10.0.0.1\"]\ntls_pin = \"sha1:00\"".to_owned(),
             "a pin starts with sha256:",
         ),
         (
-            format!("transport = \"tls\"\naddresses = [\"10.0.0.1\"]\ntls_pin = \"sha256:abcd\""),
+            "transport = \"tls\"\naddresses = [\"10.0.0.1\"]\ntls_pin = \"sha256:abcd\"".to_owned(),
             "32 bytes",
         ),
         (
