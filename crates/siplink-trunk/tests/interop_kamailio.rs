@@ -11,6 +11,9 @@
 //!   `AuthFailed`); no credentials: 403, `AuthRequired` with the realm.
 //! * Test connection over TLS: the untrusted certificate is reported as a TLS
 //!   error with its reason; trusted, every step passes.
+//! * A certificate made with `openssl req -x509` (CA:TRUE): named as such,
+//!   with the fingerprints openssl computes (certificate and public key) and
+//!   the `tls_pin` line; pinned, every step passes.
 //! * The health task: OPTIONS probes keep Kamailio up and take a target with
 //!   nothing listening down, with an event.
 //!
@@ -337,6 +340,16 @@ async fn test_connection_pins_an_openssl_req_x509_certificate() {
     let openssl_fp = text.trim().rsplit('=').next().unwrap().to_owned();
     assert_eq!(openssl_fp.len(), 95, "{text}");
 
+    // The public-key pin as docs/connections.md tells to compute it.
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg("openssl x509 -in cert.pem -pubkey -noout | openssl pkey -pubin -outform der | openssl dgst -sha256 -binary | base64")
+        .current_dir(pbx.dir.path())
+        .output()
+        .unwrap();
+    let openssl_spki = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    assert_eq!(openssl_spki.len(), 44, "{openssl_spki:?}");
+
     let cfg = config(pbx.target(Proto::Tls), Some(PASSWORD));
     // The certificate itself as the trusted CA, as people try first.
     let report = test_connection(
@@ -360,6 +373,11 @@ async fn test_connection_pins_an_openssl_req_x509_certificate() {
             );
             assert!(f.to_string().contains("openssl req -x509"), "{f}");
             assert!(f.hint(Step::Tls).contains(&line), "{}", f.hint(Step::Tls));
+            assert!(
+                f.to_string()
+                    .contains(&format!("spki-sha256:{openssl_spki}")),
+                "{f}"
+            );
         }
         other => panic!("expected a TLS error, got {other:?}\n{report}"),
     }
