@@ -376,7 +376,7 @@ async fn messages_flow_over_a_pinned_connection() {
 }
 
 #[tokio::test]
-async fn no_common_version_is_named() {
+async fn no_common_version_or_cipher_is_named() {
     // A TLS 1.2-only server and a TLS 1.3-only client: the server answers
     // the ClientHello with a protocol_version alert.
     let pbx_ca = ca("PBX CA");
@@ -401,6 +401,39 @@ async fn no_common_version_is_named() {
         "{f}"
     );
     assert!(f.fix().contains("TLS 1.2 or 1.3"), "{}", f.fix());
+
+    // TLS 1.2 on both sides, but no cipher suite in common: the server
+    // answers with a handshake_failure alert.
+    use rustls::crypto::ring::cipher_suite as cs;
+    let only = |suite: rustls::SupportedCipherSuite| {
+        Arc::new(rustls::crypto::CryptoProvider {
+            cipher_suites: vec![suite],
+            ..rustls::crypto::ring::default_provider()
+        })
+    };
+    let server = ServerConfig::builder_with_provider(only(
+        cs::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+    ))
+    .with_protocol_versions(TLS12)
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(vec![cert.der.clone()], cert.key_der())
+    .unwrap();
+    let addr = serve(server).await;
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add_parsable_certificates(
+        CertificateDer::pem_slice_iter(pbx_ca.pem.as_bytes()).map(|c| c.unwrap()),
+    );
+    let client = rustls::ClientConfig::builder_with_provider(only(
+        cs::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+    ))
+    .with_protocol_versions(TLS12)
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let f = failure(probe(TlsClientConfig::from_rustls(Arc::new(client)), at(addr)).await);
+    assert_eq!(f.problem, TlsProblem::NoCommonProtocol, "{f}");
+    assert!(f.detail.contains("HandshakeFailure"), "{}", f.detail);
 }
 
 #[tokio::test]
