@@ -483,8 +483,8 @@ fn parse_digest(s: &str) -> Option<[u8; 32]> {
         for (i, o) in out.iter_mut().enumerate() {
             *o = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok()?;
         }
-        // Colons, if any, must sit between bytes.
-        if s.contains(':') && s.len() != 95 {
+        // Colons, if any, must sit between every two bytes.
+        if s.contains(':') && (s.len() != 95 || s.bytes().skip(2).step_by(3).any(|b| b != b':')) {
             return None;
         }
         return Some(out);
@@ -926,6 +926,9 @@ mod tests {
             &format!("sha256:{hex}00"),
             &format!("sha256:{}", &b64[4..]),
             &format!("sha256:{}:", hex),
+            &format!("sha256:{}", colon.replacen(':', "", 1).replacen("", ":", 1)),
+            // "0:18:..." instead of "01:8...": the right length, a colon misplaced.
+            &format!("sha256:{}:{}{}", &colon[..1], &colon[1..2], &colon[3..]),
             "sha256:zz",
             "spki-sha256:é",
         ] {
