@@ -13,6 +13,13 @@
 //!   RFC 3261 §18.2.2 and RFC 3581 say.
 //! * Flow events ([`FlowEvent`]: opened, closed, keepalive timed out) are
 //!   broadcast to [`Transport::subscribe`]rs.
+//! * TLS clients ([`TlsClientConfig`]) trust roots and, per host, certificate
+//!   [`Pin`]s (`sha256:` / `spki-sha256:`), which accept exactly one
+//!   certificate whatever its CA flags while still checking the handshake
+//!   signature. A failed handshake is [`Error::Tls`] with a [`TlsFailure`]:
+//!   the [`TlsProblem`] in a sentence, a fix, and the fingerprints of the
+//!   certificate the server presented. [`Transport::probe_tls`] is Test
+//!   Connection's TLS step.
 //! * The protocol decisions are sans-IO and tested on their own: [`via`]
 //!   (stamping, response routing, sent-by), [`table`] (connection table,
 //!   limits, idle policy), [`resolve`] (RFC 3263 over a [`Resolver`]).
