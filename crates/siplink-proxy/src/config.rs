@@ -382,6 +382,17 @@ pub struct ConnectionConfig {
     /// OPTIONS probing.
     #[serde(default)]
     pub probe: ProbeOptions,
+    /// Trust exactly this TLS certificate for the PBX, whatever its issuer,
+    /// CA flags (an `openssl req -x509` certificate is `CA:TRUE`), dates and
+    /// names: `sha256:<digest>` (SHA-256 of the certificate, as `openssl x509
+    /// -noout -fingerprint -sha256` prints it) or `spki-sha256:<digest>`
+    /// (SHA-256 of its public key, which survives a renewal with the same
+    /// key); the digest in hex (colons allowed) or base64. The PBX must still
+    /// prove it holds the certificate's key. Applies to the hosts this
+    /// connection connects to over TLS (the outbound proxy's if set, else the
+    /// addresses'). Test Connection prints the line to add.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_pin: Option<String>,
 }
 
 impl ConnectionConfig {
@@ -405,7 +416,49 @@ impl ConnectionConfig {
             accounts: Vec::new(),
             deliver_to: None,
             probe: ProbeOptions::default(),
+            tls_pin: None,
         }
+    }
+
+    /// The hosts the proxy connects to for this connection (the outbound
+    /// proxy's, else every address's), the ones [`tls_pin`](Self::tls_pin)
+    /// applies to.
+    pub fn next_hop_hosts(&self) -> Vec<String> {
+        let default = self.transport.unwrap_or(Transport::Udp);
+        match &self.outbound_proxy {
+            Some(p) => parse_address(p, default)
+                .map(|t| vec![t.host])
+                .unwrap_or_default(),
+            None => self
+                .targets()
+                .unwrap_or_default()
+                .into_iter()
+                .map(|t| t.host)
+                .collect(),
+        }
+    }
+
+    /// Whether the proxy reaches this connection's PBX over TLS (its outbound
+    /// proxy's transport if set, else any address's).
+    pub fn uses_tls(&self) -> bool {
+        let default = self.transport.unwrap_or(Transport::Udp);
+        match &self.outbound_proxy {
+            Some(p) => parse_address(p, default).is_ok_and(|t| t.transport == Transport::Tls),
+            None => self
+                .targets()
+                .unwrap_or_default()
+                .iter()
+                .any(|t| t.transport == Transport::Tls),
+        }
+    }
+
+    /// The parsed [`tls_pin`](Self::tls_pin) (validated configs never fail
+    /// here).
+    pub fn pin(&self) -> Option<Result<siplink_transport::Pin, String>> {
+        self.tls_pin.as_deref().map(|p| {
+            p.parse()
+                .map_err(|e: siplink_transport::Error| e.to_string())
+        })
     }
 
     /// The addresses parsed (validated configs never fail here).
@@ -620,6 +673,11 @@ fn default_tracked() -> usize {
 }
 
 /// Parses `host`, `host:port`, `[v6]:port` or a SIP URI into a target.
+///
+/// Refuses what cannot be sent to: an empty or malformed host (a name must be
+/// a valid host name, an IPv6 address needs brackets when a port follows),
+/// port 0, a port above 65535, a port that is not a number, in every form
+/// (`host:0`, `[::1]:0`, `sip:host:0`, `sips:host:0;transport=tls`).
 pub fn parse_address(text: &str, default: Transport) -> Result<TargetAddr, String> {
     let text = text.trim();
     if text.is_empty() {
@@ -644,13 +702,23 @@ pub fn parse_address(text: &str, default: Transport) -> Result<TargetAddr, Strin
             .trim_start_matches('[')
             .trim_end_matches(']')
             .to_owned();
-        let port = sip.port().unwrap_or(transport.default_port());
+        check_host(&host).map_err(|e| format!("{e} in {text:?}"))?;
+        let port = match sip.port() {
+            Some(0) => return Err(port_zero(text)),
+            Some(p) => p,
+            None => transport.default_port(),
+        };
         return Ok(TargetAddr::new(host, port, transport));
     }
     let (host, port) = if let Some(rest) = text.strip_prefix('[') {
         let (h, after) = rest
             .split_once(']')
             .ok_or_else(|| format!("unclosed '[' in {text:?}"))?;
+        if h.parse::<std::net::Ipv6Addr>().is_err() {
+            return Err(format!(
+                "{h:?} in brackets is not an IPv6 address in {text:?}"
+            ));
+        }
         let port = match after.strip_prefix(':') {
             Some(p) => Some(p),
             None if after.is_empty() => None,
@@ -658,6 +726,13 @@ pub fn parse_address(text: &str, default: Transport) -> Result<TargetAddr, Strin
         };
         (h.to_owned(), port)
     } else if text.matches(':').count() > 1 {
+        // Only an IPv6 address has several colons; with a port it needs
+        // brackets.
+        if text.parse::<std::net::Ipv6Addr>().is_err() {
+            return Err(format!(
+                "{text:?} is not an IPv6 address (write [address]:port for one with a port)"
+            ));
+        }
         (text.to_owned(), None)
     } else {
         match text.split_once(':') {
@@ -665,24 +740,58 @@ pub fn parse_address(text: &str, default: Transport) -> Result<TargetAddr, Strin
             None => (text.to_owned(), None),
         }
     };
-    if host.is_empty()
-        || !host
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-.:_".contains(&b))
-    {
-        return Err(format!("bad host {host:?} in {text:?}"));
-    }
+    check_host(&host).map_err(|e| format!("{e} in {text:?}"))?;
     let port = match port {
-        Some(p) => match p.parse::<u16>() {
-            _ if !p.bytes().all(|b| b.is_ascii_digit()) => {
-                return Err(format!("bad port {p:?} in {text:?}"));
-            }
-            Ok(0) | Err(_) => return Err(format!("bad port {p:?} in {text:?}")),
-            Ok(p) => p,
-        },
+        Some(p) => parse_port(p, text)?,
         None => default.default_port(),
     };
     Ok(TargetAddr::new(host, port, default))
+}
+
+fn port_zero(text: &str) -> String {
+    format!("port 0 in {text:?}: give the real port, or leave it out for the transport's default")
+}
+
+/// A port as written after `host:` in `text`: 1 to 65535, digits only.
+fn parse_port(p: &str, text: &str) -> Result<u16, String> {
+    if p.is_empty() {
+        return Err(format!("empty port in {text:?}"));
+    }
+    if !p.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!("bad port {p:?} in {text:?} (digits only)"));
+    }
+    match p.parse::<u32>() {
+        Ok(0) => Err(port_zero(text)),
+        Ok(n) if n <= 65_535 => Ok(n as u16),
+        _ => Err(format!("port {p} in {text:?} is above 65535")),
+    }
+}
+
+/// A host on its own: a host name (RFC 3261 `hostname`), an IPv4 address,
+/// or an IPv6 address with or without brackets. No port, no scheme.
+pub fn check_host(host: &str) -> Result<(), String> {
+    if host.is_empty() {
+        return Err("empty host".into());
+    }
+    if host.trim() != host || host.chars().any(|c| c.is_control()) {
+        return Err(format!("bad host {host:?} (spaces or control characters)"));
+    }
+    if host.len() > 253 {
+        return Err(format!("host of {} characters (at most 253)", host.len()));
+    }
+    let bare = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    if bare.contains(':') {
+        return match bare.parse::<std::net::Ipv6Addr>() {
+            Ok(_) => Ok(()),
+            Err(_) => Err(format!("bad host {host:?} (a port does not belong here)")),
+        };
+    }
+    siplink_message::uri::Host::parse(bare)
+        .map(|_| ())
+        .map_err(|_| format!("bad host {host:?}"))
 }
 
 /// One problem found by [`Config::validate`].
@@ -804,6 +913,11 @@ impl Config {
         {
             w.push("a listener is on an unspecified address (0.0.0.0 / ::) and proxy.advertise is not set: Contact and Record-Route will name 127.0.0.1; set advertise to the address phones and PBXs reach".to_owned());
         }
+        for (i, l) in self.listeners.iter().enumerate() {
+            if l.address.port() == 0 {
+                w.push(format!("listen[{i}] ({}): port 0 takes a port the system picks at each start, which phones and PBXs cannot be configured for (tests only)", l.address));
+            }
+        }
         if !self.proxy.authenticate_calls {
             w.push("proxy.authenticate_calls = false: anyone who reaches the proxy can call through its connections".to_owned());
         }
@@ -846,12 +960,28 @@ impl Config {
             v.push("proxy.domains", "at least one domain is needed".into());
         }
         for (i, d) in self.proxy.domains.iter().enumerate() {
-            if parse_address(d, Transport::Udp).is_err() || d.contains(':') && !d.contains('[') {
+            if let Err(e) = check_host(d) {
                 v.push(
                     &format!("proxy.domains[{i}]"),
-                    format!("{d:?} is not a host name"),
+                    format!("{d:?} is not a host name: {e}"),
                 );
             }
+        }
+        if let Some(a) = &self.proxy.advertise
+            && let Err(e) = check_host(a)
+        {
+            v.push(
+                "proxy.advertise",
+                format!("{a:?} is not a host name or IP address (no port, no scheme): {e}"),
+            );
+        }
+        if let Some(s) = &self.proxy.status_listen
+            && s.port() == 0
+        {
+            v.push(
+                "proxy.status_listen",
+                format!("port 0 in {s}: give the port to serve the status on"),
+            );
         }
         if self.proxy.digest_algorithms.is_empty() {
             v.push(
@@ -999,6 +1129,7 @@ impl Config {
         let mut names = HashSet::new();
         let users: HashSet<&str> = self.users.iter().map(|u| u.name.as_str()).collect();
         let mut contact_users: Vec<(String, String)> = Vec::new();
+        let mut pins: Vec<(String, Option<siplink_transport::Pin>, String)> = Vec::new();
         for (i, c) in self.connections.iter().enumerate() {
             let at = format!("connections[{i}] {:?}", c.name);
             if c.name.is_empty() || c.name.chars().any(|ch| ch.is_control() || ch == '"') {
@@ -1048,6 +1179,32 @@ impl Config {
                 && let Err(e) = parse_address(p, default)
             {
                 v.push(&format!("{at}: outbound_proxy"), e);
+            }
+            if let Some(d) = &c.domain
+                && let Err(e) = check_host(d)
+            {
+                v.push(
+                    &format!("{at}: domain"),
+                    format!("{d:?} is not a host name: {e}"),
+                );
+            }
+            match c.pin() {
+                None => {}
+                Some(Err(e)) => v.push(&format!("{at}: tls_pin"), e),
+                Some(Ok(_)) if !c.uses_tls() => v.push(
+                    &format!("{at}: tls_pin"),
+                    "the connection does not use TLS: set transport = \"tls\" or give sips: addresses, or remove tls_pin".into(),
+                ),
+                Some(Ok(pin)) => {
+                    for host in c.next_hop_hosts() {
+                        pins.push((host.to_ascii_lowercase(), Some(pin), at.clone()));
+                    }
+                }
+            }
+            if c.pin().is_none() && c.uses_tls() {
+                for host in c.next_hop_hosts() {
+                    pins.push((host.to_ascii_lowercase(), None, at.clone()));
+                }
             }
             match c.kind {
                 ConnectionKind::OutboundRegistration => {
@@ -1129,6 +1286,26 @@ impl Config {
                 v.push(
                     &format!("{at}: probe"),
                     "interval and down_after must be at least 1".into(),
+                );
+            }
+        }
+        // A pin is per host: every TLS connection to a pinned host must
+        // carry the same pin.
+        for (k, (host, pin, at)) in pins.iter().enumerate() {
+            if let Some((_, other, first)) =
+                pins[..k].iter().find(|(h, p, _)| h == host && p != pin)
+            {
+                let says = |p: &Option<siplink_transport::Pin>| match p {
+                    Some(p) => format!("tls_pin {:?}", p.to_string()),
+                    None => "no tls_pin".to_owned(),
+                };
+                v.push(
+                    &format!("{at}: tls_pin"),
+                    format!(
+                        "{first} reaches the same host {host:?} over TLS with {}, this one with {}: a pin applies to every connection to its host, so give them the same tls_pin",
+                        says(other),
+                        says(pin)
+                    ),
                 );
             }
         }

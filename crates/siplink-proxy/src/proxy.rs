@@ -442,6 +442,16 @@ impl Proxy {
         {
             restart.push("proxy.digest_algorithms/tls_ca");
         }
+        let pins = |c: &Config| {
+            c.connections
+                .iter()
+                .map(|c| (c.name.clone(), c.tls_pin.clone(), c.next_hop_hosts()))
+                .filter(|(_, p, _)| p.is_some())
+                .collect::<Vec<_>>()
+        };
+        if pins(a) != pins(b) {
+            restart.push("connections' tls_pin");
+        }
         if a.proxy.advertise != b.proxy.advertise || a.proxy.status_listen != b.proxy.status_listen
         {
             restart.push("proxy.advertise/status_listen");
@@ -731,15 +741,41 @@ pub(crate) fn test_registration(
     Some(rc)
 }
 
-/// The TLS client configuration trusting `config.proxy.tls_ca`, when set.
+/// The TLS client configuration: the roots of `config.proxy.tls_ca` (else
+/// the Mozilla roots) and every connection's `tls_pin` for the hosts it
+/// connects to. `None` when neither is set (the transport's default: the
+/// Mozilla roots).
 pub(crate) fn tls_client(config: &Config) -> Result<Option<TlsClientConfig>, Error> {
-    let Some(ca) = &config.proxy.tls_ca else {
-        return Ok(None);
+    let mut pins = Vec::new();
+    for c in &config.connections {
+        match c.pin() {
+            None => {}
+            Some(Ok(pin)) => pins.extend(c.next_hop_hosts().into_iter().map(|h| (h, pin))),
+            Some(Err(e)) => {
+                return Err(Error::Config(format!(
+                    "connection {:?}: tls_pin: {e}",
+                    c.name
+                )));
+            }
+        }
+    }
+    let pem = match &config.proxy.tls_ca {
+        Some(ca) => {
+            Some(std::fs::read(ca).map_err(|e| Error::Config(format!("{}: {e}", ca.display())))?)
+        }
+        None if pins.is_empty() => return Ok(None),
+        None => None,
     };
-    let pem = std::fs::read(ca).map_err(|e| Error::Config(format!("{}: {e}", ca.display())))?;
-    TlsClientConfig::new(Roots::Pem(&pem), None)
+    let roots = match &pem {
+        Some(p) => Roots::Pem(p),
+        None => Roots::WebPki,
+    };
+    TlsClientConfig::pinned(roots, None, pins)
         .map(Some)
-        .map_err(|e| Error::Config(format!("{}: {e}", ca.display())))
+        .map_err(|e| match &config.proxy.tls_ca {
+            Some(ca) => Error::Config(format!("{}: {e}", ca.display())),
+            None => Error::Config(e.to_string()),
+        })
 }
 
 /// The host and port peers should use for our socket `addr`: the

@@ -209,7 +209,7 @@ fn file_name_is_in_every_line() {
     let e = Config::load(&path).unwrap_err().to_string();
     assert!(
         e.starts_with(&format!(
-            "{}: connections[0] \"c\": addresses[0]: bad port",
+            "{}: connections[0] \"c\": addresses[0]: port 0 in \"host:0\"",
             path.display()
         )),
         "{e}"
@@ -266,6 +266,245 @@ fn inbound_pbx_name_may_not_shadow_a_user() {
     ));
     assert!(
         i.iter().any(|s| s.contains("is also a user's name")),
+        "{i:?}"
+    );
+}
+
+/// The issues of a trunk connection with `lines` added (the connection is
+/// otherwise valid).
+fn trunk_issues(lines: &str) -> Vec<String> {
+    issues(&format!(
+        "{HEAD}\n[[connections]]\nname = \"c\"\nkind = \"trunk\"\ndial_patterns = [\".*\"]\n{lines}\n"
+    ))
+}
+
+/// Port 0, ports above 65535, empty and malformed hosts are refused in every
+/// form an address takes, each with the field named (`sips:38.3ps:0` was
+/// accepted before: found by the proxy_config fuzz target).
+#[test]
+fn impossible_addresses_are_refused_in_every_form_with_the_field_named() {
+    let cases: &[(&str, &str)] = &[
+        ("host:0", "port 0"),
+        ("pbx.example.com:0", "port 0"),
+        ("10.0.0.1:0", "port 0"),
+        ("[::1]:0", "port 0"),
+        ("[2001:db8::1]:00", "port 0"),
+        ("sip:pbx.example.com:0", "port 0"),
+        ("sips:pbx.example.com:0", "port 0"),
+        ("sips:38.3ps:0", "port 0"),
+        ("sip:[::1]:0;transport=tcp", "port 0"),
+        ("SIP:10.0.0.1:0", "port 0"),
+        ("host:65536", "above 65535"),
+        ("host:99999999999", "above 65535"),
+        ("[::1]:70000", "above 65535"),
+        ("sip:host:65536", "bad SIP URI"),
+        ("host:", "empty port"),
+        ("[::1]:", "empty port"),
+        ("host:5o60", "digits only"),
+        ("host:-1", "digits only"),
+        (":5060", "empty host"),
+        ("[]:5060", "not an IPv6 address"),
+        ("[pbx.example.com]:5060", "not an IPv6 address"),
+        ("pbx.example.com:5060:", "not an IPv6 address"),
+        ("a:b:0", "not an IPv6 address"),
+        ("pbx..example.com", "bad host"),
+        ("pbx example.com", "bad host"),
+        ("sip:", "bad SIP URI"),
+        ("sip:;transport=tcp", "bad SIP URI"),
+        ("", "empty address"),
+        ("   ", "empty address"),
+    ];
+    for (addr, says) in cases {
+        for field in ["addresses", "outbound_proxy"] {
+            let lines = match field {
+                "addresses" => format!("addresses = [{addr:?}]"),
+                _ => format!("addresses = [\"10.0.0.1\"]\noutbound_proxy = {addr:?}"),
+            };
+            let i = trunk_issues(&lines);
+            let at = if field == "addresses" {
+                "connections[0] \"c\": addresses[0]: ".to_owned()
+            } else {
+                "connections[0] \"c\": outbound_proxy: ".to_owned()
+            };
+            assert!(
+                i.iter().any(|x| x.starts_with(&at) && x.contains(says)),
+                "{addr:?} in {field}: expected {at}…{says}…, got {i:?}"
+            );
+        }
+        // The parser alone agrees, in every default transport.
+        for t in [Transport::Udp, Transport::Tcp, Transport::Tls] {
+            assert!(
+                siplink_proxy::config::parse_address(addr, t).is_err(),
+                "{addr:?} parsed"
+            );
+        }
+    }
+    // The valid neighbours still pass.
+    for ok in [
+        "host",
+        "pbx.example.com:5060",
+        "[::1]:5061",
+        "::1",
+        "2001:db8::1",
+        "sips:pbx.example.com",
+        "sips:38.3ps:5061",
+        "sip:[::1]:65535;transport=tcp",
+        "10.0.0.1:1",
+    ] {
+        assert_eq!(
+            trunk_issues(&format!("addresses = [{ok:?}]")),
+            Vec::<String>::new(),
+            "{ok}"
+        );
+    }
+}
+
+#[test]
+fn hosts_without_ports_are_checked_where_only_a_host_belongs() {
+    let base = |proxy_extra: &str, conn_extra: &str| {
+        issues(&format!(
+            r#"
+[proxy]
+domains = ["a.test"]
+{proxy_extra}
+[[listen]]
+transport = "udp"
+address = "127.0.0.1:5060"
+[[connections]]
+name = "c"
+kind = "trunk"
+addresses = ["10.0.0.1"]
+{conn_extra}
+"#
+        ))
+    };
+    for (proxy, conn, at) in [
+        (
+            "advertise = \"pbx.example.com:5060\"",
+            "",
+            "proxy.advertise",
+        ),
+        ("advertise = \"\"", "", "proxy.advertise"),
+        (
+            "advertise = \"sip:proxy.example.com\"",
+            "",
+            "proxy.advertise",
+        ),
+        ("advertise = \"1.2.3.4:0\"", "", "proxy.advertise"),
+        ("advertise = \"a b\"", "", "proxy.advertise"),
+        ("status_listen = \"127.0.0.1:0\"", "", "proxy.status_listen"),
+        (
+            "",
+            "domain = \"pbx.example.com:0\"",
+            "connections[0] \"c\": domain",
+        ),
+        ("", "domain = \"\"", "connections[0] \"c\": domain"),
+    ] {
+        let i = base(proxy, conn);
+        assert!(
+            i.iter().any(|x| x.starts_with(&format!("{at}: "))),
+            "{proxy}{conn}: expected an issue at {at}, got {i:?}"
+        );
+    }
+    for d in ["a.test:0", "a.test:5060", "", "[::1]:5060", "sip:a.test"] {
+        let i = issues(&format!(
+            "[proxy]\ndomains = [{d:?}]\n[[listen]]\ntransport = \"udp\"\naddress = \"127.0.0.1:5060\"\n"
+        ));
+        assert!(
+            i.iter().any(|x| x.starts_with("proxy.domains[0]: ")),
+            "{d:?}: {i:?}"
+        );
+    }
+    // Good values pass.
+    for (proxy, conn) in [
+        (
+            "advertise = \"proxy.example.com\"",
+            "domain = \"pbx.example.com\"",
+        ),
+        ("advertise = \"2001:db8::1\"", ""),
+        ("advertise = \"[2001:db8::1]\"", ""),
+        ("advertise = \"203.0.113.5\"", ""),
+    ] {
+        assert_eq!(base(proxy, conn), Vec::<String>::new(), "{proxy} {conn}");
+    }
+}
+
+#[test]
+fn a_listener_port_out_of_range_is_a_parse_error_and_port_0_a_warning() {
+    let e = Config::from_toml(
+        "[proxy]\ndomains = [\"a.test\"]\n[[listen]]\ntransport = \"udp\"\naddress = \"127.0.0.1:65536\"\n",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("line 5"), "{e}");
+    let c = Config::from_toml(
+        "[proxy]\ndomains = [\"a.test\"]\n[[listen]]\ntransport = \"udp\"\naddress = \"127.0.0.1:0\"\n",
+    )
+    .unwrap();
+    // Port 0 binds a port the system picks: valid (tests use it), but warned.
+    c.validate().unwrap();
+    let w = c.warnings().join("\n");
+    assert!(w.contains("listen[0] (127.0.0.1:0): port 0"), "{w}");
+}
+
+#[test]
+fn tls_pins_are_checked() {
+    let fp = "sha256:".to_owned() + &["AB"; 32].join(":");
+    let other = "sha256:".to_owned() + &"cd".repeat(32);
+    // Valid: a TLS trunk pinned in hex, or by its key in base64.
+    assert_eq!(
+        trunk_issues(&format!(
+            "transport = \"tls\"\naddresses = [\"10.0.0.1\"]\ntls_pin = {fp:?}"
+        )),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        trunk_issues(
+            "addresses = [\"sips:pbx.example.com\"]\ntls_pin = \"spki-sha256:q83vq83vq83vq83vq83vq83vq83vq83vq83vq83vq80=\""
+        ),
+        Vec::<String>::new()
+    );
+    for (lines, says) in [
+        (
+            "transport = \"tls\"\naddresses = [\"10.0.0.1\"]\ntls_pin = \"sha1:00\"".to_owned(),
+            "a pin starts with sha256:",
+        ),
+        (
+            "transport = \"tls\"\naddresses = [\"10.0.0.1\"]\ntls_pin = \"sha256:abcd\"".to_owned(),
+            "32 bytes",
+        ),
+        (
+            format!("addresses = [\"10.0.0.1\"]\ntls_pin = {fp:?}"),
+            "does not use TLS",
+        ),
+    ] {
+        let i = trunk_issues(&lines);
+        assert!(
+            i.iter()
+                .any(|x| x.starts_with("connections[0] \"c\": tls_pin: ") && x.contains(says)),
+            "{lines}: {i:?}"
+        );
+    }
+    // Two connections to one host must agree.
+    let i = issues(&format!(
+        r#"{HEAD}
+[[connections]]
+name = "a"
+kind = "trunk"
+transport = "tls"
+addresses = ["pbx.example.com"]
+tls_pin = {fp:?}
+[[connections]]
+name = "b"
+kind = "trunk"
+addresses = ["sips:PBX.example.com:5062"]
+tls_pin = {other:?}
+"#
+    ));
+    assert!(
+        i.iter()
+            .any(|x| x.starts_with("connections[1] \"b\": tls_pin: ")
+                && x.contains("same host \"pbx.example.com\"")),
         "{i:?}"
     );
 }

@@ -181,6 +181,15 @@ impl RegistrationConfig {
         {
             return Err(Error::InvalidConfig("targets need a host and a port"));
         }
+        if self.local_port == 0 {
+            return Err(Error::InvalidConfig("local_port is 0"));
+        }
+        if self.registrar.port() == Some(0) {
+            return Err(Error::InvalidConfig("the registrar URI's port is 0"));
+        }
+        if self.outbound_proxy.as_ref().and_then(|u| u.port()) == Some(0) {
+            return Err(Error::InvalidConfig("the outbound proxy URI's port is 0"));
+        }
         if let Some(i) = &self.instance_id
             && (i.is_empty() || i.chars().any(|c| c.is_control() || c == '"'))
         {

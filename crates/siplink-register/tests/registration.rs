@@ -672,6 +672,28 @@ fn invalid_configurations_are_refused() {
     let mut cfg = config();
     cfg.timing.backoff_max = Duration::from_secs(1);
     assert!(siplink_register::Registration::new(cfg).is_err());
+    // Port 0 in every address form.
+    let refused = |cfg: siplink_register::RegistrationConfig, says: &str| {
+        let Err(e) = siplink_register::Registration::new(cfg) else {
+            panic!("accepted")
+        };
+        assert!(e.to_string().contains(says), "{e}");
+    };
+    let mut cfg = config();
+    cfg.registrar = uri("sip:registrar.example.com:0");
+    refused(cfg, "registrar URI's port is 0");
+    let mut cfg = config();
+    cfg.outbound_proxy = Some(uri("sips:proxy.example.com:0;lr"));
+    refused(cfg, "outbound proxy URI's port is 0");
+    let mut cfg = config();
+    cfg.local_port = 0;
+    refused(cfg, "local_port is 0");
+    let mut cfg = config();
+    cfg.targets = vec![TargetAddr::new("192.0.2.1", 0, Transport::Udp)];
+    refused(cfg, "targets need a host and a port");
+    let mut cfg = config();
+    cfg.targets = vec![TargetAddr::new("", 5060, Transport::Udp)];
+    refused(cfg, "targets need a host and a port");
 }
 
 proptest! {

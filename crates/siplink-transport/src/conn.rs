@@ -106,7 +106,12 @@ fn server_name(target: &Target) -> Result<ServerName<'static>> {
     match &target.server_name {
         Some(n) => ServerName::try_from(n.clone()).map_err(|e| Error::Tls {
             peer: target.addr,
-            reason: format!("invalid server name {n:?}: {e}"),
+            failure: Box::new(crate::tls::TlsFailure {
+                problem: crate::tls::TlsProblem::Other,
+                detail: format!("invalid server name {n:?}: {e}"),
+                name: n.clone(),
+                certificate: None,
+            }),
         }),
         None => Ok(ServerName::IpAddress(target.addr.ip().into())),
     }
@@ -135,7 +140,7 @@ pub(crate) async fn connect(inner: &Inner, target: &Target) -> Result<Connected>
             .await
             .map_err(|e| Error::Tls {
                 peer: addr,
-                reason: crate::tls::describe(&e, &shown),
+                failure: Box::new(crate::tls::TlsFailure::from_io(&e, &shown)),
             })
     };
     let io = match target.protocol {
@@ -155,6 +160,71 @@ pub(crate) async fn connect(inner: &Inner, target: &Target) -> Result<Connected>
         }
     };
     Ok(Connected { io, local })
+}
+
+/// How long [`probe_tls`] waits after a TLS 1.3 handshake for the server's
+/// verdict on our (absent) client certificate, which comes after the client
+/// has finished its side of the handshake.
+const POST_HANDSHAKE_WAIT: Duration = Duration::from_millis(500);
+
+/// Connects to `target` (TLS), runs the handshake and, for TLS 1.3, waits
+/// briefly for a post-handshake refusal (certificate required); then closes.
+pub(crate) async fn probe_tls(inner: &Inner, target: &Target) -> Result<crate::tls::TlsPeer> {
+    let addr = target.addr;
+    let tcp = TcpStream::connect(addr)
+        .await
+        .map_err(|e| Error::io(format!("connect TLS {addr}"), e))?;
+    let cfg =
+        tls_client(inner).ok_or_else(|| Error::TlsConfig("no TLS client configuration".into()))?;
+    let name = server_name(target)?;
+    let shown = target
+        .server_name
+        .clone()
+        .unwrap_or_else(|| addr.ip().to_string());
+    let fail = |failure: crate::tls::TlsFailure| Error::Tls {
+        peer: addr,
+        failure: Box::new(failure),
+    };
+    let mut s = tokio_rustls::TlsConnector::from(cfg.inner)
+        .connect(name, tcp)
+        .await
+        .map_err(|e| fail(crate::tls::TlsFailure::from_io(&e, &shown)))?;
+    let (version, peer) = {
+        let (_, c) = s.get_ref();
+        let peer = crate::tls::TlsPeer {
+            version: c
+                .protocol_version()
+                .map(|v| format!("{v:?}"))
+                .unwrap_or_default(),
+            cipher_suite: c
+                .negotiated_cipher_suite()
+                .map(|cs| format!("{:?}", cs.suite()))
+                .unwrap_or_default(),
+            certificate: c
+                .peer_certificates()
+                .and_then(|p| p.first())
+                .map(crate::tls::Fingerprints::of),
+        };
+        (c.protocol_version(), peer)
+    };
+    if version == Some(rustls::ProtocolVersion::TLSv1_3) {
+        let mut buf = [0u8; 512];
+        match tokio::time::timeout(POST_HANDSHAKE_WAIT, s.read(&mut buf)).await {
+            Ok(Err(e)) => return Err(fail(crate::tls::TlsFailure::from_io(&e, &shown))),
+            Ok(Ok(0)) => {
+                return Err(fail(crate::tls::TlsFailure {
+                    problem: crate::tls::TlsProblem::Other,
+                    detail: "the server closed the connection right after the handshake".into(),
+                    name: shown,
+                    certificate: peer.certificate,
+                }));
+            }
+            // Data, or silence: the server kept the connection.
+            Ok(Ok(_)) | Err(_) => {}
+        }
+    }
+    let _ = s.shutdown().await;
+    Ok(peer)
 }
 
 async fn ws_client<S>(inner: &Inner, target: &Target, stream: S) -> Result<WebSocketStream<S>>
@@ -209,12 +279,7 @@ async fn server_handshake(
         tokio_rustls::TlsAcceptor::from(cfg.inner)
             .accept(tcp)
             .await
-            .map_err(|e| {
-                format!(
-                    "TLS handshake failed: {}",
-                    crate::tls::describe(&e, "client")
-                )
-            })
+            .map_err(|e| format!("TLS handshake failed: {}", crate::tls::describe_server(&e)))
     };
     let ws = |e: tokio_tungstenite::tungstenite::Error| format!("WebSocket handshake failed: {e}");
     Ok(match protocol {

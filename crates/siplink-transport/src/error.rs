@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 
+use crate::tls::TlsFailure;
 use crate::types::{FlowId, Protocol};
 
 /// Everything that can go wrong while listening, connecting or sending.
@@ -42,14 +43,23 @@ pub enum Error {
     /// A connection limit (total or per peer) is reached.
     #[error("connection limit reached: {0}")]
     Limit(&'static str),
-    /// The TLS handshake failed. `reason` says why in words (`certificate not
-    /// trusted: unknown issuer`, `certificate not valid for name "x"`...).
-    #[error("TLS handshake with {peer} failed: {reason}")]
+    /// The TLS handshake failed; `failure` says why in words, with the
+    /// certificate the server presented.
+    #[error("TLS handshake with {peer} failed: {failure}")]
     Tls {
         /// The peer.
         peer: SocketAddr,
         /// Why.
-        reason: String,
+        failure: Box<TlsFailure>,
+    },
+    /// A certificate pin is not written as `sha256:` or `spki-sha256:`
+    /// followed by 32 bytes in hex or base64.
+    #[error("invalid TLS pin {pin:?}: {reason}")]
+    Pin {
+        /// The text given (at most 120 characters of it).
+        pin: String,
+        /// What is wrong.
+        reason: &'static str,
     },
     /// TLS configuration (certificates, keys, roots) is unusable.
     #[error("TLS configuration: {0}")]

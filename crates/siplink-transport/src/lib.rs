@@ -15,6 +15,13 @@
 //!   broadcast to [`Transport::subscribe`]rs.
 //! * [`Clock`]: the one time source of every driver (tokio's clock, so
 //!   paused-time tests drive it; wall-clock time that moves with it).
+//! * TLS clients ([`TlsClientConfig`]) trust roots and, per host, certificate
+//!   [`Pin`]s (`sha256:` / `spki-sha256:`), which accept exactly one
+//!   certificate whatever its CA flags while still checking the handshake
+//!   signature. A failed handshake is [`Error::Tls`] with a [`TlsFailure`]:
+//!   the [`TlsProblem`] in a sentence, a fix, and the fingerprints of the
+//!   certificate the server presented. [`Transport::probe_tls`] is Test
+//!   Connection's TLS step.
 //! * The protocol decisions are sans-IO and tested on their own: [`via`]
 //!   (stamping, response routing, sent-by), [`table`] (connection table,
 //!   limits, idle policy), [`resolve`] (RFC 3263 over a [`Resolver`]).
@@ -59,7 +66,10 @@ pub use error::{Error, Result};
 #[cfg(feature = "hickory")]
 pub use hickory::HickoryResolver;
 pub use resolve::{Naptr, Resolver, Srv, StaticResolver, SystemResolver, resolve_uri};
-pub use tls::{ClientAuth, Roots, TlsClientConfig, TlsServerConfig};
+pub use tls::{
+    ClientAuth, Fingerprints, Pin, PinKind, Roots, TlsClientConfig, TlsFailure, TlsPeer,
+    TlsProblem, TlsServerConfig,
+};
 pub use transport::{Sent, Transport};
 pub use types::{
     Destination, FlowEvent, FlowEventKind, FlowId, Incoming, Origin, Protocol, Target,

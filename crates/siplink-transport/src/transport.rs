@@ -421,6 +421,28 @@ impl Transport {
         }
     }
 
+    /// Test Connection's TLS step: connects to `target` over TLS with this
+    /// transport's TLS client configuration (roots, pins), runs the handshake
+    /// with the certificate check, waits briefly for a TLS 1.3 server's
+    /// post-handshake refusal (a required client certificate), then closes.
+    /// The connection is not kept as a flow. Bounded by
+    /// [`connect_timeout`](crate::TransportConfig::connect_timeout) plus half a
+    /// second.
+    ///
+    /// A failed handshake is [`Error::Tls`], whose
+    /// [`TlsFailure`](crate::TlsFailure) names the problem and carries the
+    /// certificate the server presented.
+    pub async fn probe_tls(&self, target: &Target) -> Result<crate::tls::TlsPeer> {
+        if self.inner.closing.load(Ordering::Acquire) {
+            return Err(Error::Shutdown);
+        }
+        let limit = self.inner.config.connect_timeout + Duration::from_millis(500);
+        match tokio::time::timeout(limit, conn::probe_tls(&self.inner, target)).await {
+            Ok(r) => r,
+            Err(_) => Err(Error::ConnectTimeout(target.addr)),
+        }
+    }
+
     /// Sends a response where RFC 3261 §18.2.2 and RFC 3581 say (see
     /// [`route_response`](crate::via::route_response)): `origin` is the origin
     /// of the request it answers, if known; its flow is used while open, and a

@@ -205,14 +205,22 @@ impl TrunkConfig {
         let addrs = self
             .targets
             .iter()
-            .map(|t| &t.addr)
-            .chain(self.outbound_proxy.as_ref());
-        for a in addrs {
+            .map(|t| (&t.addr, false))
+            .chain(self.outbound_proxy.as_ref().map(|a| (a, true)));
+        for (a, proxy) in addrs {
             if a.host.is_empty() || a.host.chars().any(|c| c.is_whitespace() || c.is_control()) {
-                return Err(Config("a target host is empty or holds whitespace"));
+                return Err(Config(if proxy {
+                    "the outbound proxy's host is empty or holds whitespace"
+                } else {
+                    "a target host is empty or holds whitespace"
+                }));
             }
             if a.port == 0 {
-                return Err(Config("a target port is 0"));
+                return Err(Config(if proxy {
+                    "the outbound proxy's port is 0"
+                } else {
+                    "a target port is 0"
+                }));
             }
             if a.transport.is_websocket() {
                 return Err(Config(

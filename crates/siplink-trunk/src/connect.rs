@@ -107,22 +107,30 @@ pub async fn test_connection(
             transport.shutdown().await;
             return Ok(report(obs));
         }
-    } else {
-        let tls = hop.transport == Protocol::Tls;
-        match transport.send_bytes(dest.clone(), Bytes::new()).await {
-            Ok(_) => {
+    } else if hop.transport == Protocol::Tls {
+        // A handshake of its own, to see the certificate even when it is
+        // refused; OPTIONS then opens the transport's connection.
+        match transport.probe_tls(&dest).await {
+            Ok(peer) => {
                 obs.connect = Some(Ok(()));
-                if tls {
-                    obs.tls = Some(Ok(()));
-                }
+                obs.tls = Some(Ok(peer.to_string()));
             }
-            Err(siplink_transport::Error::Tls { reason, .. }) => {
+            Err(siplink_transport::Error::Tls { failure, .. }) => {
                 obs.connect = Some(Ok(()));
-                obs.tls = Some(Err(reason));
+                obs.tls = Some(Err(*failure));
             }
             Err(e) => obs.connect = Some(Err(net_failure(&e))),
         }
-        if !matches!(obs.connect, Some(Ok(()))) || matches!(obs.tls, Some(Err(_))) {
+        if !matches!(obs.tls, Some(Ok(_))) {
+            transport.shutdown().await;
+            return Ok(report(obs));
+        }
+    } else {
+        match transport.send_bytes(dest.clone(), Bytes::new()).await {
+            Ok(_) => obs.connect = Some(Ok(())),
+            Err(e) => obs.connect = Some(Err(net_failure(&e))),
+        }
+        if !matches!(obs.connect, Some(Ok(()))) {
             transport.shutdown().await;
             return Ok(report(obs));
         }

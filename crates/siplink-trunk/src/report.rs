@@ -7,6 +7,7 @@ use std::fmt;
 use std::net::IpAddr;
 
 use siplink_message::Message;
+use siplink_transport::TlsFailure;
 
 use crate::config::{TargetAddr, Transport};
 
@@ -51,12 +52,9 @@ pub enum Failure {
     Refused,
     /// No answer in time.
     Timeout,
-    /// The TLS handshake failed.
-    TlsError {
-        /// The TLS library's reason (certificate name mismatch, expired,
-        /// unknown issuer, protocol version...).
-        reason: String,
-    },
+    /// The TLS handshake failed: the problem in words, the library's error,
+    /// and the certificate the PBX presented (its fingerprint).
+    Tls(Box<TlsFailure>),
     /// The PBX challenged and the trunk has no credentials.
     AuthRequired {
         /// The challenge's realm.
@@ -95,9 +93,7 @@ impl Failure {
             Failure::Timeout => {
                 "the PBX did not answer OPTIONS: it is offline, the address or port is wrong, or a firewall drops SIP from the proxy's IP".into()
             }
-            Failure::TlsError { .. } => {
-                "the TLS handshake failed: check the PBX's certificate (host name, expiry, issuer trusted by the proxy) and that the port speaks TLS".into()
-            }
+            Failure::Tls(t) => t.fix(),
             Failure::AuthRequired { .. } => {
                 "the PBX asks for credentials: enter the trunk's user name and password, or let the PBX accept the proxy's IP address without authentication".into()
             }
@@ -133,7 +129,7 @@ impl fmt::Display for Failure {
             Failure::Unreachable { detail } => write!(f, "unreachable: {detail}"),
             Failure::Refused => f.write_str("connection refused"),
             Failure::Timeout => f.write_str("timed out"),
-            Failure::TlsError { reason } => write!(f, "TLS error: {reason}"),
+            Failure::Tls(t) => write!(f, "TLS error: {t}"),
             Failure::AuthRequired { realm: r } => write!(f, "authentication required{}", realm(r)),
             Failure::CredentialsRejected { realm: r } => {
                 write!(f, "credentials rejected{}", realm(r))
@@ -203,8 +199,9 @@ pub struct Observations {
     pub resolve: Result<Vec<IpAddr>, NetFailure>,
     /// The TCP connection (TCP and TLS).
     pub connect: Option<Result<(), NetFailure>>,
-    /// The TLS handshake, with the library's reason on failure.
-    pub tls: Option<Result<(), String>>,
+    /// The TLS handshake: what it showed (version, cipher suite, the
+    /// certificate's fingerprint), or why it failed.
+    pub tls: Option<Result<String, TlsFailure>>,
     /// The OPTIONS exchange.
     pub options: Option<OptionsObservation>,
 }
@@ -286,8 +283,10 @@ impl TestReport {
             StepResult::Skipped(EARLIER)
         } else {
             match obs.tls {
-                Some(Ok(())) => StepResult::Ok("handshake and certificate accepted".into()),
-                Some(Err(reason)) => StepResult::Failed(Failure::TlsError { reason }),
+                Some(Ok(detail)) => {
+                    StepResult::Ok(format!("handshake and certificate accepted: {detail}"))
+                }
+                Some(Err(failure)) => StepResult::Failed(Failure::Tls(Box::new(failure))),
                 None => StepResult::Skipped("not run"),
             }
         };
@@ -432,6 +431,15 @@ mod tests {
         Ok(vec!["192.0.2.10".parse().unwrap()])
     }
 
+    fn expired() -> TlsFailure {
+        TlsFailure {
+            problem: siplink_transport::TlsProblem::Expired,
+            detail: "certificate expired".into(),
+            name: "pbx.example".into(),
+            certificate: None,
+        }
+    }
+
     fn answered(first: Message, after_auth: Option<Message>) -> Option<OptionsObservation> {
         Some(OptionsObservation::Answered { first, after_auth })
     }
@@ -443,7 +451,7 @@ mod tests {
             Observations {
                 resolve: ip(),
                 connect: Some(Ok(())),
-                tls: Some(Ok(())),
+                tls: Some(Ok("TLSv1_3".into())),
                 options: answered(resp(200), None),
             },
         );
@@ -511,14 +519,12 @@ mod tests {
                 Observations {
                     resolve: ip(),
                     connect: Some(Ok(())),
-                    tls: Some(Err("certificate expired".into())),
+                    tls: Some(Err(expired())),
                     options: None,
                 },
                 Step::Tls,
-                Failure::TlsError {
-                    reason: "certificate expired".into(),
-                },
-                "certificate",
+                Failure::Tls(Box::new(expired())),
+                "renew the certificate",
             ),
             (
                 Transport::Udp,

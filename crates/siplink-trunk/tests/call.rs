@@ -866,7 +866,36 @@ fn config_validation() {
     assert!(TrunkConfig::new("x", vec![]).validate().is_err());
     let mut c = config(1);
     c.targets[0].addr.port = 0;
-    assert!(c.validate().is_err());
+    assert!(
+        c.validate()
+            .unwrap_err()
+            .to_string()
+            .contains("a target port is 0")
+    );
+    let mut c = config(1);
+    c.targets[0].addr.host = String::new();
+    assert!(
+        c.validate()
+            .unwrap_err()
+            .to_string()
+            .contains("target host is empty")
+    );
+    let mut c = config(1);
+    c.outbound_proxy = Some(TargetAddr::new("proxy.example.com", 0, Transport::Udp));
+    assert!(
+        c.validate()
+            .unwrap_err()
+            .to_string()
+            .contains("outbound proxy's port is 0")
+    );
+    let mut c = config(1);
+    c.outbound_proxy = Some(TargetAddr::new("", 5060, Transport::Udp));
+    assert!(
+        c.validate()
+            .unwrap_err()
+            .to_string()
+            .contains("outbound proxy's host is empty")
+    );
     let mut c = config(1);
     c.health.down_after = 0;
     assert!(c.validate().is_err());

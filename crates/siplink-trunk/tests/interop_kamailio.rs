@@ -11,6 +11,9 @@
 //!   `AuthFailed`); no credentials: 403, `AuthRequired` with the realm.
 //! * Test connection over TLS: the untrusted certificate is reported as a TLS
 //!   error with its reason; trusted, every step passes.
+//! * A certificate made with `openssl req -x509` (CA:TRUE): named as such,
+//!   with the fingerprints openssl computes (certificate and public key) and
+//!   the `tls_pin` line; pinned, every step passes.
 //! * The health task: OPTIONS probes keep Kamailio up and take a target with
 //!   nothing listening down, with an event.
 //!
@@ -21,6 +24,7 @@
 
 mod support;
 
+use std::process::Command;
 use std::time::Duration;
 
 use siplink_auth::ClientCredentials;
@@ -39,6 +43,7 @@ const HOLD: Duration = Duration::from_millis(200);
 /// Kamailio as the PBX (on the testkit's launcher) and its three listeners.
 struct KamPbx {
     kam: Kamailio,
+    dir: std::path::PathBuf,
     udp: u16,
     tcp: u16,
     tls: u16,
@@ -47,9 +52,15 @@ struct KamPbx {
 
 impl KamPbx {
     fn start() -> KamPbx {
+        KamPbx::start_with(|_| test_pki())
+    }
+
+    /// Starts with the certificate `pki` makes in the work directory (PEM:
+    /// CA, certificate, key).
+    fn start_with(pki: impl FnOnce(&std::path::Path) -> (String, String, String)) -> KamPbx {
         let dir = work_dir("trunk-kamailio");
         let (udp, tcp, tls) = (free_port(), free_port(), free_port());
-        let (ca, cert, key) = test_pki();
+        let (ca, cert, key) = pki(&dir);
         std::fs::write(dir.join("cert.pem"), cert).unwrap();
         std::fs::write(dir.join("key.pem"), key).unwrap();
         let kam = Kamailio::builder(&dir)
@@ -68,6 +79,7 @@ impl KamPbx {
             .start();
         KamPbx {
             kam,
+            dir,
             udp,
             tcp,
             tls,
@@ -206,8 +218,12 @@ async fn test_connection_tls_certificate() {
         .unwrap();
     println!("{report}");
     match report.first_failure() {
-        Some((Step::Tls, Failure::TlsError { reason })) => {
-            assert!(reason.to_lowercase().contains("issuer"), "{reason}")
+        Some((Step::Tls, Failure::Tls(t))) => {
+            assert_eq!(
+                t.problem,
+                siplink_transport::TlsProblem::UnknownIssuer,
+                "{t}"
+            )
         }
         other => panic!("expected a TLS error, got {other:?}\n{report}"),
     }
@@ -219,6 +235,116 @@ async fn test_connection_tls_certificate() {
     let report = test_connection(&cfg, 0, options).await.unwrap();
     println!("{report}");
     assert!(report.is_ok(), "{report}");
+}
+
+/// A certificate made the usual way, `openssl req -x509` (self-signed,
+/// `CA:TRUE`): with it as the trusted CA, Test Connection names the problem
+/// and prints the fingerprint (the one `openssl x509 -fingerprint -sha256`
+/// prints) with the line to add; pinned by it, every step passes.
+#[tokio::test]
+async fn test_connection_pins_an_openssl_req_x509_certificate() {
+    if !require("kamailio", "-v", "kamailio") || !require("openssl", "version", "openssl") {
+        return;
+    }
+    let pbx = KamPbx::start_with(|dir| {
+        let out = Command::new("openssl")
+            .current_dir(dir)
+            .args([
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:prime256v1",
+                "-nodes",
+                "-days",
+                "30",
+                "-subj",
+                "/CN=pbx.test",
+                "-addext",
+                "subjectAltName=IP:127.0.0.1",
+                "-keyout",
+                "key.pem",
+                "-out",
+                "cert.pem",
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let cert = std::fs::read_to_string(dir.join("cert.pem")).unwrap();
+        let key = std::fs::read_to_string(dir.join("key.pem")).unwrap();
+        (cert.clone(), cert, key)
+    });
+    let out = Command::new("openssl")
+        .args(["x509", "-noout", "-fingerprint", "-sha256", "-in"])
+        .arg(pbx.dir.as_path().join("cert.pem"))
+        .output()
+        .unwrap();
+    // "sha256 Fingerprint=AB:CD:..." (the label's case varies by version).
+    let text = String::from_utf8(out.stdout).unwrap();
+    let openssl_fp = text.trim().rsplit('=').next().unwrap().to_owned();
+    assert_eq!(openssl_fp.len(), 95, "{text}");
+
+    // The public-key pin as docs/connections.md tells to compute it.
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg("openssl x509 -in cert.pem -pubkey -noout | openssl pkey -pubin -outform der | openssl dgst -sha256 -binary | base64")
+        .current_dir(pbx.dir.as_path())
+        .output()
+        .unwrap();
+    let openssl_spki = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    assert_eq!(openssl_spki.len(), 44, "{openssl_spki:?}");
+
+    let cfg = config(pbx.target(Proto::Tls), Some(PASSWORD));
+    // The certificate itself as the trusted CA, as people try first.
+    let report = test_connection(
+        &cfg,
+        0,
+        TestOptions {
+            transport: pbx.client_tls(),
+            ..TestOptions::default()
+        },
+    )
+    .await
+    .unwrap();
+    println!("{report}");
+    let line = format!("tls_pin = \"sha256:{openssl_fp}\"");
+    match report.first_failure() {
+        Some((Step::Tls, f @ Failure::Tls(t))) => {
+            assert_eq!(
+                t.problem,
+                siplink_transport::TlsProblem::CaUsedAsEndEntity,
+                "{t}"
+            );
+            assert!(f.to_string().contains("openssl req -x509"), "{f}");
+            assert!(f.hint(Step::Tls).contains(&line), "{}", f.hint(Step::Tls));
+            assert!(
+                f.to_string()
+                    .contains(&format!("spki-sha256:{openssl_spki}")),
+                "{f}"
+            );
+        }
+        other => panic!("expected a TLS error, got {other:?}\n{report}"),
+    }
+    // Pinned by the fingerprint openssl printed: every step passes.
+    let pin: siplink_transport::Pin = format!("sha256:{openssl_fp}").parse().unwrap();
+    let options = TestOptions {
+        transport: TransportConfig {
+            tls_client: Some(
+                TlsClientConfig::pinned(Roots::WebPki, None, [("127.0.0.1", pin)]).unwrap(),
+            ),
+            ..TransportConfig::default()
+        },
+        ..TestOptions::default()
+    };
+    let report = test_connection(&cfg, 0, options).await.unwrap();
+    println!("{report}");
+    assert!(report.is_ok(), "{report}");
+    assert!(report.to_string().contains(&openssl_fp), "{report}");
 }
 
 #[tokio::test]
