@@ -30,7 +30,8 @@
 //! The building blocks, usable on their own: [`config`] (TOML + validation),
 //! [`routing`] (dial patterns → connections), [`core`] (the RFC 3261 §16
 //! rules, sans-IO), [`engine`] (the sans-IO proxy core that is to replace
-//! the task-per-call proxy; not wired in yet), [`status`] and [`test`](mod@test) (Test Connection).
+//! the task-per-call proxy; not wired in yet), [`plan`] (the configuration
+//! validated once into a typed plan; not read by the running proxy yet), [`status`] and [`test`](mod@test) (Test Connection).
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
@@ -38,6 +39,7 @@ pub mod config;
 pub mod core;
 pub mod engine;
 mod error;
+pub mod plan;
 mod proxy;
 pub mod routing;
 pub mod status;
@@ -45,6 +47,7 @@ pub mod test;
 
 pub use config::{Config, ConfigError, ConnectionConfig, ConnectionKind, DEMO_CONFIG};
 pub use error::Error;
+pub use plan::{Plan, PlanDiff, PlanErrors, PlanView};
 pub use proxy::Proxy;
 pub use status::{ConnectionState, ConnectionStatus, StatusEvent};
 pub use test::{Report, Step, StepResult};
