@@ -11,8 +11,8 @@ use siplink_auth::{Algorithm, HashFunction, StoredSecret};
 use siplink_message::{Message, Transport};
 use siplink_proxy::Config;
 use siplink_proxy::config::{
-    AccountConfig, ConnectionConfig, ConnectionKind, DialPatternConfig, ListenerConfig,
-    RegistrationMode, UserConfig,
+    AccountConfig, ConnectionConfig, ConnectionKind, DialPatternConfig, RegistrationMode,
+    UserConfig,
 };
 use siplink_proxy::engine::{
     Caller, Engine, Fate, Output, PbxSource, Query, ServerTx, View, dispatch,
@@ -54,6 +54,29 @@ fn target(host: &str, port: u16, protocol: Transport) -> Target {
         port: port.try_into().expect("non-zero test port"),
         protocol,
     }
+}
+
+/// A user with a password or an HA1 (built from TOML, so that fields added
+/// to `UserConfig` later keep this file compiling).
+fn user(name: &str, password: Option<&str>, ha1: Option<&str>) -> UserConfig {
+    let mut u = Config::demo().users[0].clone();
+    u.name = name.into();
+    u.password = password.map(str::to_owned);
+    u.ha1 = ha1.map(str::to_owned);
+    u.connections = None;
+    u
+}
+
+/// A per-user account with a password.
+fn account(user: &str, username: &str) -> AccountConfig {
+    let text = format!(
+        "[[users]]\nname = \"{user}\"\npassword = \"x\"\n\
+         [[connections]]\nname = \"c\"\naddresses = [\"192.0.2.1\"]\n\
+         registration = {{ mode = \"per-user\" }}\n\
+         accounts = [{{ user = \"{user}\", username = \"{username}\", password = \"pw\" }}]\n"
+    );
+    let c = Config::from_toml(&text).expect("account TOML");
+    c.connections[0].accounts[0].clone()
 }
 
 fn conn_mut<'a>(c: &'a mut Config, name: &str) -> &'a mut ConnectionConfig {
@@ -337,18 +360,12 @@ fn a_password_gives_the_ha1_of_every_offered_hash_and_an_ha1_only_md5() {
     let mut c = Config::demo();
     c.proxy.realm = Some("testrealm@host.com".into());
     c.proxy.digest_algorithms = vec!["SHA-256".into(), "MD5".into()];
-    c.users.push(UserConfig {
-        name: "Mufasa".into(),
-        password: Some("Circle Of Life".into()),
-        ha1: None,
-        connections: None,
-    });
-    c.users.push(UserConfig {
-        name: "simba".into(),
-        password: None,
-        ha1: Some("939E7578ED9E3C518A452ACEE763BCE9".into()),
-        connections: None,
-    });
+    c.users.push(user("Mufasa", Some("Circle Of Life"), None));
+    c.users.push(user(
+        "simba",
+        None,
+        Some("939E7578ED9E3C518A452ACEE763BCE9"),
+    ));
     let plan = plan(&c);
     let m = &plan.user("Mufasa").unwrap().secret;
     assert_eq!(
@@ -521,13 +538,7 @@ fn fields_of_another_kind_and_bad_hosts_are_errors() {
     c.proxy.advertise = Some("bad host!".into());
     c.proxy.domains.push("exa mple".into());
     let carrier = conn_mut(&mut c, "carrier");
-    carrier.accounts = vec![AccountConfig {
-        user: "1001".into(),
-        username: "201".into(),
-        auth_username: None,
-        password: Some("x".into()),
-        ha1: None,
-    }];
+    carrier.accounts = vec![account("1001", "201")];
     carrier.domain = Some("pbx..example.com".into());
     let branch = conn_mut(&mut c, "branch-pbx");
     branch.probe.enabled = Some(true);
@@ -566,13 +577,6 @@ fn per_user_accounts_and_inbound_aors_must_be_distinct() {
     office.registration.mode = RegistrationMode::PerUser;
     office.username = None;
     office.password = None;
-    let account = |user: &str, username: &str| AccountConfig {
-        user: user.into(),
-        username: username.into(),
-        auth_username: None,
-        password: Some("pw".into()),
-        ha1: None,
-    };
     office.accounts = vec![
         account("1001", "201"),
         account("1001", "202"),
@@ -626,12 +630,9 @@ fn load_names_the_file() {
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("bad.toml");
     let mut c = Config::demo();
-    c.listeners.push(ListenerConfig {
-        transport: Transport::Tcp,
-        address: "127.0.0.1:0".parse().unwrap(),
-        certificate: None,
-        private_key: None,
-    });
+    let mut l = c.listeners[1].clone();
+    l.address = "127.0.0.1:0".parse().unwrap();
+    c.listeners.push(l);
     std::fs::write(&path, c.to_toml()).unwrap();
     let e = Plan::load(&path).unwrap_err();
     assert_eq!(e.file.as_deref(), Some(path.as_path()));
@@ -659,15 +660,7 @@ fn the_diff_says_what_a_reload_keeps_rebuilds_and_cannot_apply() {
     let mut c = Config::demo();
     // A user inserted first shifts every user index: office-pbx's
     // deliver_to is still 1001, so it is unchanged.
-    c.users.insert(
-        0,
-        UserConfig {
-            name: "0999".into(),
-            password: Some("pw".into()),
-            ha1: None,
-            connections: None,
-        },
-    );
+    c.users.insert(0, user("0999", Some("pw"), None));
     conn_mut(&mut c, "carrier").addresses = vec!["127.0.0.1:5090".into()];
     c.connections.retain(|c| c.name != "branch-pbx");
     let mut new = ConnectionConfig::new("second-carrier", ConnectionKind::Trunk);
@@ -921,4 +914,86 @@ fn an_engine_runs_on_a_plan_view() {
         .view_mut()
         .set_plan(Arc::new(Plan::from_config(&c).unwrap()));
     assert!(!engine.view_mut().authenticate_calls());
+}
+
+// ---------------------------------------------------------------------------
+// Properties of address parsing
+// ---------------------------------------------------------------------------
+
+mod properties {
+    use std::net::IpAddr;
+
+    use proptest::prelude::*;
+    use siplink_message::Transport;
+    use siplink_proxy::plan::{Host, Target};
+
+    fn usable(h: &Host) -> bool {
+        match h.ip() {
+            Some(IpAddr::V4(ip)) => {
+                !(ip.is_unspecified() || ip.is_broadcast() || ip.is_multicast())
+            }
+            Some(IpAddr::V6(ip)) => !(ip.is_unspecified() || ip.is_multicast()),
+            None => true,
+        }
+    }
+
+    fn host() -> impl Strategy<Value = Host> {
+        prop_oneof![
+            any::<[u8; 4]>().prop_map(|b| Host::Ip(IpAddr::from(b))),
+            any::<[u16; 8]>().prop_map(|s| Host::Ip(IpAddr::from(s))),
+            "[a-z][a-z0-9-]{0,10}[a-z0-9](\\.[a-z][a-z0-9]{0,8}){0,3}".prop_map(Host::Name),
+        ]
+        .prop_filter("a usable host", usable)
+    }
+
+    fn protocol() -> impl Strategy<Value = Transport> {
+        prop_oneof![
+            Just(Transport::Udp),
+            Just(Transport::Tcp),
+            Just(Transport::Tls)
+        ]
+    }
+
+    proptest! {
+        /// Every target written as `host:port` or as a `sip:` URI with its
+        /// transport parses back to itself.
+        #[test]
+        fn written_targets_parse_back(host in host(), port in 1u16.., protocol in protocol()) {
+            let want = Target { host: host.clone(), port: port.try_into().unwrap(), protocol };
+            let hp = format!("{}:{port}", host.uri_host());
+            prop_assert_eq!(Target::parse(&hp, protocol), Ok(want.clone()));
+            let token = protocol.via_token().to_ascii_lowercase();
+            let uri = format!("sip:{hp};transport={token}");
+            prop_assert_eq!(Target::parse(&uri, Transport::Udp), Ok(want.clone()));
+            let upper = format!("SIP:{};transport={}", hp.to_ascii_uppercase(), token.to_ascii_uppercase());
+            prop_assert_eq!(Target::parse(&upper, Transport::Udp), Ok(want));
+        }
+
+        /// The plan accepts no address the configuration's own parser refuses,
+        /// and reads the same host, port and transport from it (`sips:` aside:
+        /// the plan reads `sips:...;transport=tcp` as TLS).
+        #[test]
+        fn the_plan_parser_is_stricter_but_agrees(
+            text in "(sip:|sips:|SIP:)?(\\[?[0-9a-fA-F:.]{0,20}\\]?|[a-zA-Z0-9._-]{0,20})(:[0-9]{0,6})?(;transport=[a-z]{0,4})?"
+        ) {
+            if let Ok(t) = Target::parse(&text, Transport::Udp) {
+                prop_assert!(t.port() != 0);
+                if !text.to_ascii_lowercase().starts_with("sips:") {
+                    let c = siplink_proxy::config::parse_address(&text, Transport::Udp);
+                    prop_assert!(c.is_ok(), "{:?}: plan {:?}, config {:?}", text, t, c);
+                    let c = c.unwrap();
+                    prop_assert!(c.host.eq_ignore_ascii_case(&t.host.to_string()), "{:?}: {:?} vs {:?}", text, c, t);
+                    prop_assert_eq!(c.port, t.port());
+                    prop_assert_eq!(c.transport, t.protocol);
+                }
+            }
+        }
+
+        /// No input makes the parser panic.
+        #[test]
+        fn any_text_is_parsed_or_refused(text in ".{0,64}") {
+            let _ = Target::parse(&text, Transport::Udp);
+            let _ = Host::parse(&text);
+        }
+    }
 }
