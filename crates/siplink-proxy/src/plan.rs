@@ -675,6 +675,17 @@ pub struct Plan {
 
 impl Plan {
     /// Validates `config` and builds its plan, or returns every problem.
+    ///
+    /// ```
+    /// use siplink_proxy::{Config, Plan};
+    ///
+    /// let mut config = Config::demo();
+    /// config.connections[1].addresses = vec!["sip:127.0.0.1:0".into()];
+    /// config.users[2].connections = Some(vec!["nowhere".into()]);
+    /// let errors = Plan::from_config(&config).unwrap_err();
+    /// assert!(errors.has(r#"connections[1] "carrier": addresses[0]"#));
+    /// assert!(errors.has(r#"users[2] "1003": connections[0]"#));
+    /// ```
     pub fn from_config(config: &Config) -> Result<Plan, PlanErrors> {
         let list = config
             .validate()
@@ -800,6 +811,18 @@ impl Plan {
     }
 
     /// What a reload from `old` to `new` changes.
+    ///
+    /// ```
+    /// use siplink_proxy::{Config, Plan};
+    ///
+    /// let mut config = Config::demo();
+    /// config.connections[1].addresses = vec!["127.0.0.1:5090".into()];
+    /// config.limits.max_calls = 100;
+    /// let diff = Plan::diff(&Plan::demo(), &Plan::from_config(&config).unwrap());
+    /// assert_eq!(diff.changed, ["carrier"]);
+    /// assert_eq!(diff.unchanged, ["office-pbx", "branch-pbx"]);
+    /// assert_eq!(diff.restart_needed(), ["limits"]);
+    /// ```
     pub fn diff(old: &Plan, new: &Plan) -> PlanDiff {
         let mut d = PlanDiff::default();
         for c in &new.connections {
