@@ -522,6 +522,27 @@ pub struct ConnectionPlan {
     pub kind: Kind,
 }
 
+impl ConnectionPlan {
+    /// The PBX's addresses (none for an inbound registration: its PBX's
+    /// bindings are live state).
+    pub fn targets(&self) -> &[Target] {
+        match &self.kind {
+            Kind::OutboundRegistration(or) => &or.targets,
+            Kind::Trunk(t) => &t.targets,
+            Kind::InboundRegistration(_) => &[],
+        }
+    }
+
+    /// OPTIONS probing (`None` for an inbound registration).
+    pub fn probe(&self) -> Option<&Probe> {
+        match &self.kind {
+            Kind::OutboundRegistration(or) => Some(&or.probe),
+            Kind::Trunk(t) => Some(&t.probe),
+            Kind::InboundRegistration(_) => None,
+        }
+    }
+}
+
 /// The fields every connection kind has.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Common {
@@ -2005,12 +2026,7 @@ impl<L: LiveState> View for PlanView<L> {
         }
         let peer = origin.peer;
         for c in enabled() {
-            let targets = match &c.kind {
-                Kind::OutboundRegistration(or) => &or.targets,
-                Kind::Trunk(t) => &t.targets,
-                Kind::InboundRegistration(_) => continue,
-            };
-            let hit = targets.iter().any(|t| {
+            let hit = c.targets().iter().any(|t| {
                 t.host.ip() == Some(peer.ip())
                     && (!peer.ip().is_loopback() || t.port() == peer.port())
             });

@@ -159,6 +159,10 @@ fn the_demo_plan_has_one_connection_of_each_kind_with_its_values() {
     assert_eq!(t.probe.interval, Duration::from_secs(30));
     assert_eq!(t.probe.down_after, 3);
     assert_eq!(t.credentials, None);
+    assert_eq!(carrier.targets(), t.targets.as_slice());
+    assert_eq!(carrier.probe(), Some(&t.probe));
+    assert!(plan.connection("branch-pbx").unwrap().targets().is_empty());
+    assert_eq!(plan.connection("branch-pbx").unwrap().probe(), None);
     assert_eq!(carrier.common.dial_patterns.len(), 3);
     assert_eq!(carrier.common.dial_patterns[2].regex(), "9(0[0-9]+)");
     assert_eq!(carrier.common.dial_patterns[2].rewrite(), Some("$1"));
