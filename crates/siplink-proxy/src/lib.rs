@@ -30,8 +30,10 @@
 //! The building blocks, usable on their own: [`config`] (TOML + validation),
 //! [`routing`] (dial patterns → connections), [`core`] (the RFC 3261 §16
 //! rules, sans-IO), [`engine`] (the sans-IO proxy core that is to replace
-//! the task-per-call proxy; not wired in yet), [`status`] and [`test`](mod@test) (Test Connection),
-//! [`redact`] (SIP text without credentials, for logs and traces).
+//! the task-per-call proxy; not wired in yet), [`plan`] (the configuration
+//! validated once into a typed plan; not read by the running proxy yet), [`status`] and
+//! [`test`](mod@test) (Test Connection), [`redact`] (SIP text without credentials, for logs
+//! and traces).
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
@@ -39,6 +41,7 @@ pub mod config;
 pub mod core;
 pub mod engine;
 mod error;
+pub mod plan;
 mod proxy;
 pub mod redact;
 pub mod routing;
@@ -49,6 +52,7 @@ pub use config::{
     Config, ConfigError, ConnectionConfig, ConnectionKind, DEMO_CONFIG, SecurityConfig,
 };
 pub use error::Error;
+pub use plan::{Plan, PlanDiff, PlanErrors, PlanView};
 pub use proxy::Proxy;
 pub use status::{ConnectionState, ConnectionStatus, StatusEvent};
 pub use test::{Report, Step, StepResult};
