@@ -59,6 +59,7 @@ fn fixture_view() -> StaticView {
         ("203.0.113.96", "freeswitch-ws"),
         ("203.0.113.40", "freeswitch"),
         ("198.51.100.152", "kamailio"),
+        ("198.51.100.35", "freepbx"),
     ] {
         v.pbx_addresses.push((ip.parse().unwrap(), pbx(name)));
     }
@@ -115,6 +116,11 @@ fn dispatch_gives_each_pbx_request_its_fate() {
             "freeswitch-invite-sdp.sip",
             udp_from("203.0.113.40:5060"),
             to_user("1001", "freeswitch"),
+        ),
+        (
+            "asterisk-pjsip-invite-freepbx.sip",
+            udp_from("198.51.100.35:5060"),
+            to_user("1001", "freepbx"),
         ),
         // An unsolicited MWI NOTIFY to a user (To names the user).
         (

@@ -149,6 +149,24 @@ fn expectations() -> Vec<Expect> {
             ..Expect::default()
         },
         Expect {
+            file: "asterisk-pjsip-invite-freepbx.sip",
+            start: "INVITE",
+            branch: "z9hG4bKPj2088afaa-5794-4bc0-b08e-d332b42f7d91",
+            rport: Some(None),
+            vias: 1,
+            from_tag: "551734e6-3253-4f5a-82cb-f4af2400298c",
+            call_id: "9b3bc102-a89f-41c6-b17b-fe2e75aaa613",
+            cseq: (16613, "INVITE"),
+            contact: Some("sip:asterisk@198.51.100.35:5060"),
+            content_type: Some("application/sdp"),
+            content_length: 428,
+            max_forwards: Some(70),
+            session_expires: Some("1800"),
+            min_se: Some("90"),
+            user_agent: Some("FPBX-16.0.40.9(18.24.2)"),
+            ..Expect::default()
+        },
+        Expect {
             file: "asterisk-pjsip-register-outbound.sip",
             start: "REGISTER",
             branch: "z9hG4bKPj16827fd1-08bb-41fc-9b25-1e1450073e7b",
