@@ -452,10 +452,7 @@ fn an_asterisk_trace_drives_a_whole_call_in_virtual_time() {
 
     // Asterisk hangs up (its BYE from the trace, with its Route set).
     h.advance(Duration::from_secs(30));
-    let bye_tx = h.request(
-        routed(&fixture("asterisk-pjsip-bye.sip"), &rr),
-        asterisk.clone(),
-    );
+    let bye_tx = h.request(routed(&fixture("asterisk-pjsip-bye.sip"), &rr), asterisk);
     let out = h.outputs();
     assert!(
         events(&out).iter().any(|e| matches!(
@@ -591,7 +588,7 @@ fn an_in_dialog_mwi_notify_follows_our_route_entry() {
 
     let mut h = harness();
     let ours = format!("<sip:192.0.2.1:5060;lr;sld={mac}>");
-    let tx = h.request(routed(&notify, &[ours]), origin.clone());
+    let tx = h.request(routed(&notify, &[ours]), origin);
     let s = sends(&h.outputs());
     assert_eq!(s.len(), 1);
     assert_eq!(
