@@ -171,6 +171,11 @@ fn dispatch_gives_each_pbx_request_its_fate() {
             Fate::Answer(403, "Not A Domain Of This Registrar"),
         ),
         (
+            "3cx-received-phone-register-outbound.sip",
+            from("198.51.100.226:18437", Transport::Tcp),
+            Fate::Answer(403, "Not A Domain Of This Registrar"),
+        ),
+        (
             "kamailio-uac-register.sip",
             udp_from("198.51.100.12:5068"),
             Fate::Answer(403, "Not A Domain Of This Registrar"),

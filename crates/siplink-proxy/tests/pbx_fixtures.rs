@@ -37,6 +37,10 @@ struct Expect {
     contact: Option<&'static str>,
     /// Parameters of the Contact's URI.
     contact_uri_params: &'static [(&'static str, Option<&'static str>)],
+    /// RFC 5626 on the Contact: `+sip.instance`, `reg-id`, `;ob`.
+    instance: Option<&'static str>,
+    reg_id: Option<u32>,
+    ob: bool,
     record_route: usize,
     route: &'static [&'static str],
     event: Option<&'static str>,
@@ -328,6 +332,26 @@ fn expectations() -> Vec<Expect> {
             ..Expect::default()
         },
         Expect {
+            file: "3cx-received-phone-register-outbound.sip",
+            start: "REGISTER",
+            branch: "z9hG4bKPj06b2879a07b243ba95552c277079e4ba",
+            rport: Some(Some(18437)),
+            via_flags: &["alias"],
+            vias: 1,
+            from_tag: "7bec73af99f246aebc8c6633792b7c45",
+            call_id: "1a80b33572124f73b19350e600773b73",
+            cseq: (18510, "REGISTER"),
+            contact: Some("sip:103@198.51.100.226:18437;transport=TCP;ob"),
+            contact_uri_params: &[("transport", Some("TCP")), ("ob", None)],
+            instance: Some("urn:uuid:00000000-0000-0000-0000-000097ad08d1"),
+            reg_id: Some(1),
+            ob: true,
+            max_forwards: Some(70),
+            expires: Some(600),
+            user_agent: Some("TinyPhone Pjsua2 v36.0.0.79"),
+            ..Expect::default()
+        },
+        Expect {
             file: "kamailio-uac-register.sip",
             start: "REGISTER",
             branch: "z9hG4bKdb22.edd7eac5000000000000000000000000.0",
@@ -414,10 +438,9 @@ fn check(e: &Expect) {
                     "{f}: Contact ;{name}"
                 );
             }
-            // None of these PBXs does RFC 5626 outbound.
-            assert_eq!(c.instance(), None, "{f}: +sip.instance");
-            assert_eq!(c.reg_id(), None, "{f}: reg-id");
-            assert!(!sip.has_param("ob"), "{f}: ;ob");
+            assert_eq!(c.instance(), e.instance, "{f}: +sip.instance");
+            assert_eq!(c.reg_id(), e.reg_id, "{f}: reg-id");
+            assert_eq!(sip.has_param("ob"), e.ob, "{f}: ;ob");
         }
         None => assert_eq!(m.count(HeaderName::Contact), 0, "{f}: no Contact"),
     }
