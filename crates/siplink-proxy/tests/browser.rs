@@ -4,9 +4,8 @@
 //! UAS (`interop/browser/uas_webrtc.xml`) that answers with a WebRTC SDP
 //! answer and hangs up with a BYE after 2 s. Passes only for registered →
 //! confirmed (the browser applied the answer) → ended by the remote BYE, and
-//! SIPp's call completed: the checks of `interop/browser/run.mjs`, with
-//! Chromium on the testkit's launcher driven over the DevTools protocol
-//! instead of playwright.
+//! SIPp's call completed, with Chromium on the testkit's launcher driven over
+//! the DevTools protocol.
 //!
 //! Needs `node` (the page's server, `serve.mjs`, bundles JsSIP from
 //! `interop/browser/node_modules`: `npm ci` there), `chromium` and `sipp`.
@@ -89,7 +88,7 @@ impl Page {
         }
     }
 
-    /// The page's state, as `run.mjs` reads it.
+    /// The page's state (`window.siplinkState`).
     async fn state(&mut self) -> Value {
         self.eval(
             "({registration: window.siplinkState.registration, call: window.siplinkState.call, \
