@@ -1,6 +1,7 @@
 //! Virtual-time tests of the manager.
 
-mod support;
+#[path = "support/sans_io.rs"]
+mod sans_io;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -11,7 +12,7 @@ use siplink_message::Message;
 use siplink_register::{
     Event, Input, ManagerConfig, RegistrationConfig, RegistrationId, Registrations, State,
 };
-use support::sans_io::*;
+use sans_io::*;
 
 fn config_n(n: usize) -> RegistrationConfig {
     let mut cfg = config();

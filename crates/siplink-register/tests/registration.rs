@@ -1,13 +1,14 @@
 //! Virtual-time tests of one registration.
 
-mod support;
+#[path = "support/sans_io.rs"]
+mod sans_io;
 
 use std::time::{Duration, Instant};
 
 use proptest::prelude::*;
 use siplink_message::HeaderName;
 use siplink_register::{FailureReason, Input, Output, State, TargetAddr, Transport};
-use support::sans_io::*;
+use sans_io::*;
 
 fn header(m: &siplink_message::Message, name: HeaderName) -> String {
     String::from_utf8(m.header(name).unwrap_or_default().to_vec()).unwrap()
