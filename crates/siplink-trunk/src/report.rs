@@ -7,7 +7,26 @@ use std::fmt;
 use std::net::IpAddr;
 
 use siplink_message::Message;
-use siplink_transport::TlsFailure;
+#[cfg(feature = "tokio")]
+pub use siplink_transport::TlsFailure;
+
+/// Without the `tokio` feature there is no network and so no TLS step: a TLS
+/// failure cannot happen, and the type is uninhabited.
+#[cfg(not(feature = "tokio"))]
+pub type TlsFailure = std::convert::Infallible;
+
+/// What the TLS step's failure says to do (the transport's `TlsFailure::fix`).
+#[cfg(not(feature = "tokio"))]
+trait TlsFix {
+    fn fix(&self) -> String;
+}
+
+#[cfg(not(feature = "tokio"))]
+impl TlsFix for std::convert::Infallible {
+    fn fix(&self) -> String {
+        match *self {}
+    }
+}
 
 use crate::config::{TargetAddr, Transport};
 
@@ -389,7 +408,8 @@ impl fmt::Display for TestReport {
     }
 }
 
-#[cfg(test)]
+// The cases include TLS failures, which exist only with the transport.
+#[cfg(all(test, feature = "tokio"))]
 mod tests {
     use super::*;
     use siplink_message::{HeaderName, MessageBuilder, Method};
