@@ -8,11 +8,11 @@ use std::time::{Duration, Instant};
 
 use rand::SeedableRng;
 use rand::rngs::StdRng;
+use sans_io::*;
 use siplink_message::Message;
 use siplink_register::{
     Event, Input, ManagerConfig, RegistrationConfig, RegistrationId, Registrations, State,
 };
-use sans_io::*;
 
 fn config_n(n: usize) -> RegistrationConfig {
     let mut cfg = config();

@@ -6,9 +6,9 @@ mod sans_io;
 use std::time::{Duration, Instant};
 
 use proptest::prelude::*;
+use sans_io::*;
 use siplink_message::HeaderName;
 use siplink_register::{FailureReason, Input, Output, State, TargetAddr, Transport};
-use sans_io::*;
 
 fn header(m: &siplink_message::Message, name: HeaderName) -> String {
     String::from_utf8(m.header(name).unwrap_or_default().to_vec()).unwrap()
