@@ -407,6 +407,11 @@ impl RateLimiter {
         self.with(|p| p.set_exempt(exempt))
     }
 
+    /// See [`RatePolicy::is_exempt`].
+    pub fn is_exempt(&self, source: IpAddr) -> bool {
+        self.with(|p| p.is_exempt(source))
+    }
+
     /// See [`RatePolicy::is_limited`].
     pub fn is_limited(&self, source: IpAddr, now: Instant) -> bool {
         self.with(|p| p.is_limited(source, now))

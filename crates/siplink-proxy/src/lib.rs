@@ -39,6 +39,7 @@ pub mod config;
 pub mod core;
 pub mod engine;
 mod error;
+mod gate;
 mod proxy;
 pub mod redact;
 pub mod routing;
@@ -46,7 +47,8 @@ pub mod status;
 pub mod test;
 
 pub use config::{
-    Config, ConfigError, ConnectionConfig, ConnectionKind, DEMO_CONFIG, SecurityConfig,
+    Config, ConfigError, ConnectionConfig, ConnectionKind, DEMO_CONFIG, RateLimitConfig,
+    SecurityConfig,
 };
 pub use error::Error;
 pub use proxy::Proxy;
