@@ -125,3 +125,27 @@ async fn scanner_user_agents_are_dropped_only_when_asked() {
     let phone = burst(on, "127.0.0.5", 3, "Yealink SIP-T46S").await;
     assert_eq!(phone.ok, 3);
 }
+
+#[tokio::test]
+async fn a_reload_turns_the_limit_on_and_off() {
+    let port = free_port();
+    let off = config(port, "rate_limit = { enabled = false }");
+    let p = proxy(&off).await;
+    let to: SocketAddr = ([127, 0, 0, 1], port).into();
+    let all = burst(to, "127.0.0.6", 60, "flood").await;
+    assert_eq!(all.ok, 60, "off: {all:?}");
+
+    let on = config(port, "rate_limit = { requests_per_second = 1, burst = 5 }");
+    p.reload(siplink_proxy::Config::from_toml(&on).unwrap())
+        .await
+        .unwrap();
+    let limited = burst(to, "127.0.0.6", 60, "flood").await;
+    assert!((5..=6).contains(&limited.ok), "on: {limited:?}");
+    assert_eq!(limited.refused, 1, "on: {limited:?}");
+
+    p.reload(siplink_proxy::Config::from_toml(&off).unwrap())
+        .await
+        .unwrap();
+    let all = burst(to, "127.0.0.6", 60, "flood").await;
+    assert_eq!(all.ok, 60, "off again: {all:?}");
+}
