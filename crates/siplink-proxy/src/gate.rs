@@ -167,3 +167,89 @@ pub(crate) fn spawn(
     });
     rx
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use siplink_message::Message;
+    use siplink_transport::{Origin, Protocol};
+
+    fn incoming(from: &str, first_line: &str, method: &str, ua: &str) -> Incoming {
+        let text = format!(
+            "{first_line}\r\nVia: SIP/2.0/UDP {from}:5060;branch=z9hG4bK-1\r\n\
+             From: <sip:a@x.test>;tag=1\r\nTo: <sip:b@x.test>\r\nCall-ID: c@x\r\n\
+             CSeq: 1 {method}\r\nMax-Forwards: 70\r\nUser-Agent: {ua}\r\n\
+             Content-Length: 0\r\n\r\n"
+        );
+        Incoming {
+            message: Message::parse(text.into_bytes()).unwrap(),
+            origin: Origin {
+                protocol: Protocol::Udp,
+                peer: format!("{from}:5060").parse().unwrap(),
+                local: "192.0.2.1:5060".parse().unwrap(),
+                flow: None,
+            },
+        }
+    }
+
+    fn security(toml_rate: (u32, u32), drop_scanners: bool) -> SecurityConfig {
+        let mut s = SecurityConfig::default();
+        s.rate_limit.requests_per_second = toml_rate.0;
+        s.rate_limit.burst = toml_rate.1;
+        s.drop_scanners = drop_scanners;
+        s
+    }
+
+    #[test]
+    fn a_limited_ack_is_dropped_and_responses_always_pass() {
+        let gate = Gate::new(&security((1, 1), false));
+        let now = Instant::now();
+        let ack = incoming("198.51.100.7", "ACK sip:b@x.test SIP/2.0", "ACK", "x");
+        let opt = incoming(
+            "198.51.100.7",
+            "OPTIONS sip:b@x.test SIP/2.0",
+            "OPTIONS",
+            "x",
+        );
+        let resp = incoming("198.51.100.7", "SIP/2.0 200 OK", "OPTIONS", "x");
+        assert_eq!(gate.check(&opt, now), Verdict::Pass);
+        // Over the limit: an ACK gets no answer, not even the first refusal.
+        assert_eq!(gate.check(&ack, now), Verdict::Drop);
+        assert_eq!(gate.check(&opt, now), Verdict::Drop);
+        assert_eq!(
+            gate.check(&opt, now + std::time::Duration::from_secs(1)),
+            Verdict::Refuse(59)
+        );
+        for _ in 0..100 {
+            assert_eq!(gate.check(&resp, now), Verdict::Pass);
+        }
+    }
+
+    #[test]
+    fn scanners_are_dropped_when_asked_unless_exempt() {
+        let scan = incoming(
+            "198.51.100.8",
+            "OPTIONS sip:x.test SIP/2.0",
+            "OPTIONS",
+            "friendly-scanner",
+        );
+        let now = Instant::now();
+        assert_eq!(
+            Gate::new(&security((50, 200), false)).check(&scan, now),
+            Verdict::Pass
+        );
+        let gate = Gate::new(&security((50, 200), true));
+        assert_eq!(gate.check(&scan, now), Verdict::Drop);
+        let mut exempt = security((50, 200), true);
+        exempt.exempt = vec!["198.51.100.0/24".into()];
+        let gate = Gate::new(&exempt);
+        assert_eq!(gate.check(&scan, now), Verdict::Pass);
+        // Off means off, whatever the rate.
+        let mut off = security((1, 1), false);
+        off.rate_limit.enabled = false;
+        let gate = Gate::new(&off);
+        for _ in 0..100 {
+            assert_eq!(gate.check(&scan, now), Verdict::Pass);
+        }
+    }
+}
