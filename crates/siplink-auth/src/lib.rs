@@ -15,6 +15,9 @@
 //! * [`FailurePolicy`] (and its shareable [`FailureLimiter`]): bounded
 //!   failed-attempt limiting per source and per (source, user) that nobody can
 //!   use to lock someone else out.
+//! * [`RatePolicy`] (and its shareable [`RateLimiter`]): per-source request
+//!   rate limiting (token bucket, growing cool-downs, refuse then drop), and
+//!   [`ScannerFilter`] for scanner User-Agents.
 //! * [`digest`]: the bare computation, for test vectors and tools.
 //!
 //! # A round trip
@@ -58,6 +61,7 @@ pub mod client;
 pub mod digest;
 mod error;
 pub mod limiter;
+pub mod rate;
 pub mod server;
 
 pub use algorithm::{Algorithm, HashFunction, Qop};
@@ -68,6 +72,7 @@ pub use error::AuthError;
 pub use limiter::{
     Blocked, Counted, FailureLimiter, FailureLine, FailurePolicy, IpPrefix, LimiterConfig, Scope,
 };
+pub use rate::{RateConfig, RateDecision, RateLimiter, RatePolicy, ScannerFilter};
 pub use server::{
     Authenticated, CredentialStore, DigestServer, Fault, Outcome, Pending, Refusal, ServerConfig,
     StaleReason, StoredSecret,

@@ -618,7 +618,67 @@ pub struct SecurityConfig {
     /// 16 384; the oldest goes first).
     #[serde(default = "default_tracked")]
     pub max_tracked: usize,
+    /// Per-source request-rate limiting, before anything else looks at a
+    /// request (on by default, generous; see [`RateLimitConfig`]).
+    #[serde(default)]
+    pub rate_limit: RateLimitConfig,
+    /// Drop requests whose User-Agent names a known scanner
+    /// (`friendly-scanner`, `sipvicious`, `sipcli`...) without a word
+    /// (default `false`).
+    #[serde(default)]
+    pub drop_scanners: bool,
+    /// The User-Agent substrings `drop_scanners` looks for, case-insensitive
+    /// (default: `siplink_auth::rate::DEFAULT_SCANNERS`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scanner_user_agents: Option<Vec<String>>,
 }
+
+/// `[security] rate_limit`: requests per source (an IPv4 address or an IPv6
+/// /64), counted with a token bucket (see `siplink_auth::rate`). A source
+/// over its limit is refused with `503` and `Retry-After` for a cool-down,
+/// at most once a second; the rest of its requests are dropped. Exempt
+/// sources (`[security] exempt`, the connections' PBXs) are never limited.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitConfig {
+    /// Whether requests are limited at all (default `true`).
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Average requests per second from one source (default 50).
+    #[serde(default = "default_rps")]
+    pub requests_per_second: u32,
+    /// Requests one source may send at once (default 200).
+    #[serde(default = "default_burst")]
+    pub burst: u32,
+    /// The first cool-down in seconds (default 60); doubles on each repeat.
+    #[serde(default = "default_window")]
+    pub cooldown: u64,
+    /// The longest cool-down in seconds (default 3600).
+    #[serde(default = "default_hour")]
+    pub max_cooldown: u64,
+}
+
+impl Default for RateLimitConfig {
+    fn default() -> Self {
+        RateLimitConfig {
+            enabled: true,
+            requests_per_second: default_rps(),
+            burst: default_burst(),
+            cooldown: default_window(),
+            max_cooldown: default_hour(),
+        }
+    }
+}
+
+fn default_rps() -> u32 {
+    50
+}
+fn default_burst() -> u32 {
+    200
+}
+
+/// Most entries in `scanner_user_agents`.
+pub const MAX_SCANNER_AGENTS: usize = 100;
 
 impl Default for SecurityConfig {
     fn default() -> Self {
@@ -631,6 +691,9 @@ impl Default for SecurityConfig {
             max_cooldown: default_hour(),
             exempt: Vec::new(),
             max_tracked: default_tracked(),
+            rate_limit: RateLimitConfig::default(),
+            drop_scanners: false,
+            scanner_user_agents: None,
         }
     }
 }
@@ -650,6 +713,30 @@ impl SecurityConfig {
             exempt: self.exempt.iter().filter_map(|e| e.parse().ok()).collect(),
             ..siplink_auth::LimiterConfig::default()
         }
+    }
+
+    /// The request-rate policy (`None` when `rate_limit.enabled` is off).
+    /// Exempt entries as for [`limiter`](Self::limiter); the tracked sources
+    /// are bounded by `max_tracked`.
+    pub fn rate(&self) -> Option<siplink_auth::RateConfig> {
+        let r = &self.rate_limit;
+        r.enabled.then(|| siplink_auth::RateConfig {
+            requests_per_second: r.requests_per_second.max(1),
+            burst: r.burst.max(1),
+            cooldown: Duration::from_secs(r.cooldown.max(1)),
+            max_cooldown: Duration::from_secs(r.max_cooldown.max(r.cooldown).max(1)),
+            capacity: self.max_tracked.max(1),
+            exempt: self.exempt.iter().filter_map(|e| e.parse().ok()).collect(),
+            ..siplink_auth::RateConfig::default()
+        })
+    }
+
+    /// The scanner filter (`None` when `drop_scanners` is off).
+    pub fn scanners(&self) -> Option<siplink_auth::ScannerFilter> {
+        self.drop_scanners.then(|| match &self.scanner_user_agents {
+            Some(list) => siplink_auth::ScannerFilter::new(list.iter().map(String::as_str)),
+            None => siplink_auth::ScannerFilter::default(),
+        })
     }
 }
 
@@ -1055,6 +1142,43 @@ impl Config {
         for (i, e) in sec.exempt.iter().enumerate() {
             if let Err(err) = e.parse::<siplink_auth::IpPrefix>() {
                 v.push(&format!("security.exempt[{i}]"), err.to_string());
+            }
+        }
+        let r = &sec.rate_limit;
+        for (field, value) in [
+            ("requests_per_second", r.requests_per_second),
+            ("burst", r.burst),
+        ] {
+            if !(1..=1_000_000).contains(&value) {
+                v.push(
+                    &format!("security.rate_limit.{field}"),
+                    "must be between 1 and 1000000".into(),
+                );
+            }
+        }
+        if r.cooldown == 0 || r.max_cooldown < r.cooldown || r.max_cooldown > 86_400 {
+            v.push(
+                "security.rate_limit.cooldown",
+                "cooldown must be at least 1 s and at most max_cooldown (at most 86400 s)".into(),
+            );
+        }
+        if let Some(list) = &sec.scanner_user_agents {
+            if list.len() > MAX_SCANNER_AGENTS {
+                v.push(
+                    "security.scanner_user_agents",
+                    format!("at most {MAX_SCANNER_AGENTS} entries"),
+                );
+            }
+            for (i, a) in list.iter().enumerate() {
+                if a.trim().is_empty() || a.len() > siplink_auth::rate::MAX_USER_AGENT {
+                    v.push(
+                        &format!("security.scanner_user_agents[{i}]"),
+                        format!(
+                            "must be 1 to {} bytes of text",
+                            siplink_auth::rate::MAX_USER_AGENT
+                        ),
+                    );
+                }
             }
         }
     }

@@ -41,6 +41,7 @@ pub mod config;
 pub mod core;
 pub mod engine;
 mod error;
+mod gate;
 pub mod plan;
 mod proxy;
 pub mod redact;
@@ -49,7 +50,8 @@ pub mod status;
 pub mod test;
 
 pub use config::{
-    Config, ConfigError, ConnectionConfig, ConnectionKind, DEMO_CONFIG, SecurityConfig,
+    Config, ConfigError, ConnectionConfig, ConnectionKind, DEMO_CONFIG, RateLimitConfig,
+    SecurityConfig,
 };
 pub use error::Error;
 pub use plan::{Plan, PlanDiff, PlanErrors, PlanView};

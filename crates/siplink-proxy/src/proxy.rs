@@ -184,6 +184,8 @@ pub(crate) struct Inner {
     /// Failed authentications per source and per (source, user), shared
     /// with the registrar (password guessing through any method counts once).
     limiter: Arc<siplink_auth::FailureLimiter>,
+    /// Request-rate limits and the scanner filter (in front of the endpoint).
+    gate: Arc<crate::gate::Gate>,
     pub local: RwLock<Local>,
     pub runtime: RwLock<Arc<Runtime>>,
     dialogs: Mutex<HashMap<String, DialogEntry>>,
@@ -295,6 +297,7 @@ impl Proxy {
         }
         tconfig.tls_client = tls_client(&config)?;
         tconfig.udp_mtu_limit = config.limits.udp_mtu_limit;
+        let queue = tconfig.inbound_queue;
         let (transport, incoming) = Transport::new(tconfig);
         for l in &config.listeners {
             transport
@@ -312,6 +315,9 @@ impl Proxy {
                 debug!("stray queue full: message dropped");
             }
         });
+        // Rate limits and the scanner filter, before any transaction exists.
+        let gate = Arc::new(crate::gate::Gate::new(&config.security));
+        let incoming = crate::gate::spawn(gate.clone(), transport.clone(), incoming, clock, queue);
         let (endpoint, requests) = Endpoint::start(transport.clone(), incoming, econfig);
 
         let secrets = Arc::new(RwLock::new(user_secrets(&config)));
@@ -373,6 +379,7 @@ impl Proxy {
             digest,
             domains,
             limiter,
+            gate,
             local: RwLock::new(local),
             runtime: RwLock::new(Arc::new(runtime)),
             dialogs: Mutex::new(HashMap::new()),
@@ -459,11 +466,17 @@ impl Proxy {
         if a.limits != b.limits {
             restart.push("limits");
         }
-        let (mut sa, mut sb) = (a.security.clone(), b.security.clone());
-        sa.exempt.clear();
-        sb.exempt.clear();
-        if sa != sb {
-            restart.push("security (except exempt)");
+        // `exempt`, `rate_limit` and the scanner filter apply at once.
+        let failures = |c: &Config| {
+            let mut s = c.security.clone();
+            s.exempt.clear();
+            s.rate_limit = Default::default();
+            s.drop_scanners = false;
+            s.scanner_user_agents = None;
+            s
+        };
+        if failures(a) != failures(b) {
+            restart.push("security (failed-attempt policy)");
         }
         if !restart.is_empty() {
             warn!(
@@ -504,6 +517,7 @@ impl Proxy {
                     .map(|ip| siplink_auth::IpPrefix::host(*ip)),
             );
         }
+        self.inner.gate.configure(&config.security, exempt.clone());
         self.inner.limiter.set_exempt(exempt);
         let runtime = Runtime {
             router: Router::new(&config)?,

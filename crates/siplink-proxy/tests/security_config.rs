@@ -82,3 +82,75 @@ fn passwords_never_show_in_debug_output_but_survive_toml() {
     let again = Config::from_toml(&c.to_toml()).unwrap();
     assert_eq!(again, c);
 }
+
+#[test]
+fn rate_limit_is_on_and_generous_by_default_and_scanners_off() {
+    let c = Config::from_toml(HEAD).unwrap();
+    let r = c.security.rate().expect("on by default");
+    assert_eq!((r.requests_per_second, r.burst), (50, 200));
+    assert_eq!(r.cooldown, Duration::from_secs(60));
+    assert_eq!(r.max_cooldown, Duration::from_secs(3600));
+    assert_eq!(r.capacity, 16_384);
+    assert!(!c.security.drop_scanners);
+    assert!(c.security.scanners().is_none());
+}
+
+#[test]
+fn rate_limit_settings_are_carried() {
+    let c = Config::from_toml(&format!(
+        "{HEAD}\n[security]\nrate_limit = {{ requests_per_second = 5, burst = 8, cooldown = 10, \
+         max_cooldown = 40 }}\ndrop_scanners = true\nscanner_user_agents = [\"EvilScan\"]\n\
+         exempt = [\"192.0.2.0/24\"]\n"
+    ))
+    .unwrap();
+    c.validate().unwrap();
+    let r = c.security.rate().unwrap();
+    assert_eq!((r.requests_per_second, r.burst), (5, 8));
+    assert_eq!(r.cooldown, Duration::from_secs(10));
+    assert_eq!(r.max_cooldown, Duration::from_secs(40));
+    assert!(r.exempt[0].contains("192.0.2.9".parse().unwrap()));
+    let f = c.security.scanners().unwrap();
+    assert!(f.matches(b"evilscan 1.0"));
+    assert!(!f.matches(b"friendly-scanner"));
+    // The TOML round trip keeps them.
+    assert_eq!(Config::from_toml(&c.to_toml()).unwrap(), c);
+    // Off is off.
+    let off = Config::from_toml(&format!(
+        "{HEAD}\n[security]\nrate_limit = {{ enabled = false }}\ndrop_scanners = true\n"
+    ))
+    .unwrap();
+    assert!(off.security.rate().is_none());
+    assert!(
+        off.security
+            .scanners()
+            .unwrap()
+            .matches(b"friendly-scanner")
+    );
+}
+
+#[test]
+fn impossible_rate_limits_are_refused_with_their_field() {
+    let c = Config::from_toml(&format!(
+        "{HEAD}\n[security]\nrate_limit = {{ requests_per_second = 0, burst = 2000000, cooldown = 0 }}\n\
+         scanner_user_agents = [\"\", \"ok\"]\n"
+    ))
+    .unwrap();
+    let err = c.validate().unwrap_err().to_string();
+    for field in [
+        "security.rate_limit.requests_per_second",
+        "security.rate_limit.burst",
+        "security.rate_limit.cooldown",
+        "security.scanner_user_agents[0]",
+    ] {
+        assert!(err.contains(field), "{field} not in {err}");
+    }
+    assert!(!err.contains("scanner_user_agents[1]"));
+    let c = Config::from_toml(&format!(
+        "{HEAD}\n[security]\nrate_limit = {{ cooldown = 100, max_cooldown = 50 }}\n"
+    ))
+    .unwrap();
+    assert!(c.validate().is_err());
+    assert!(
+        Config::from_toml(&format!("{HEAD}\n[security]\nrate_limit = {{ rps = 3 }}\n")).is_err()
+    );
+}
