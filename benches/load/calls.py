@@ -98,7 +98,8 @@ def start_siplink(work, proto, uas, env):
                 f'[[connections]]\nname = "pbx"\nkind = "trunk"\n'
                 f'addresses = ["sip:127.0.0.1:{uas};transport={proto}"]\n'
                 f'dial_patterns = ["[0-9]+"]\nprobe = {{ enabled = false }}\n\n'
-                f'[limits]\nmax_calls = 1000000\n')
+                f'[limits]\nmax_calls = 1000000\n\n'
+                f'[security]\nrate_limit = {{ enabled = false }}\n')
     proc = spawn([os.path.join(ROOT, "target/release/examples/proxy"), "--config", toml],
                  os.path.join(d, "siplink.log"), env=env)
     if not wait_port(port, proto, proc, limit=60):

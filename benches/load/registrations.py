@@ -104,7 +104,8 @@ def start_siplink(work, target, users_csv, proxy_toml_users, env):
         with open(toml, "w") as f:
             f.write(f'[proxy]\ndomains = ["{DOMAIN}", "127.0.0.1"]\ndigest_algorithms = ["MD5"]\n\n'
                     f'[[listen]]\ntransport = "udp"\naddress = "127.0.0.1:{port}"\n\n'
-                    f'[limits]\nmax_expires = 3600\n\n')
+                    f'[limits]\nmax_expires = 3600\nregister_flood = 0\n\n'
+                    f'[security]\nrate_limit = {{ enabled = false }}\n\n')
             f.write(proxy_toml_users)
         cmd = [os.path.join(ROOT, "target/release/examples/proxy"), "--config", toml]
     proc = spawn(cmd, os.path.join(sdir, "siplink.log"), env=env)

@@ -512,6 +512,12 @@ pub struct LimitsConfig {
     /// UDP-only PBX would otherwise fail. Set 1300 for PBXs that take TCP too.
     #[serde(default = "default_udp_mtu")]
     pub udp_mtu_limit: usize,
+    /// REGISTERs the registrar takes from one source IP address per 10 s
+    /// before it answers 503 with Retry-After (default 100; 0 turns this
+    /// limit off, e.g. for a load test from one address). The per-source
+    /// request-rate limit of `[security]` applies before it.
+    #[serde(default = "default_register_flood")]
+    pub register_flood: u32,
 }
 
 impl Default for LimitsConfig {
@@ -522,8 +528,13 @@ impl Default for LimitsConfig {
             min_expires: default_min_expires(),
             max_expires: default_max_expires(),
             udp_mtu_limit: default_udp_mtu(),
+            register_flood: default_register_flood(),
         }
     }
+}
+
+fn default_register_flood() -> u32 {
+    100
 }
 
 fn default_max_calls() -> usize {

@@ -482,6 +482,8 @@ pub struct Limits {
     pub max_expires: Duration,
     /// UDP requests above this size go over TCP instead.
     pub udp_mtu_limit: usize,
+    /// REGISTERs per source per 10 s before 503 (`None`: no limit).
+    pub register_flood: Option<u32>,
 }
 
 /// A phone account.
@@ -1171,6 +1173,7 @@ impl Builder<'_> {
             min_expires: Duration::from_secs(l.min_expires.into()),
             max_expires: Duration::from_secs(l.max_expires.into()),
             udp_mtu_limit: l.udp_mtu_limit,
+            register_flood: (l.register_flood > 0).then_some(l.register_flood),
         }
     }
 
