@@ -233,7 +233,11 @@ pub(crate) async fn watch_bindings(inner: Arc<Inner>) {
                 let change = match &e.kind {
                     EventKind::Added => "added".to_owned(),
                     EventKind::Refreshed => "refreshed".to_owned(),
+                    EventKind::Removed(RemoveReason::FlowClosed) => {
+                        "removed (connection closed)".to_owned()
+                    }
                     EventKind::Removed(why) => format!("removed ({why:?})"),
+                    EventKind::FlowLost => "connection closed, kept with its Contact".to_owned(),
                 };
                 let aor = e.binding.aor.to_string();
                 if let Some(user) = aor.strip_prefix("sip:").and_then(|a| a.split('@').next()) {
