@@ -6,13 +6,16 @@
 
 mod support;
 
-use std::time::Duration;
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use proptest::prelude::*;
 
 use siplink_registrar::{
     Aor, BindingTable, EventKind, FlowId, InMemoryStore, LocationStore, Reach, Registrar,
     RemoveReason, RequestContext, Transport,
 };
-use support::{Clock, Reg, block_on, open_config};
+use support::{Clock, Reg, block_on, contacts, open_config};
 
 /// A REGISTER context over `transport` from `source`, on `flow`, at `secs`.
 fn ctx(
@@ -288,4 +291,146 @@ fn the_in_memory_store_follows_flows_and_streams_the_event() {
         ]
     );
     assert_eq!(store.poll_timeout(), None);
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    /// `contact` of `aor` registers over connection `conn` (0, 1: TCP flows;
+    /// 2: a UDP flow; 3: TCP without a flow id).
+    Register {
+        aor: u8,
+        contact: u8,
+        conn: u8,
+        expires: u32,
+    },
+    /// Connection `conn` closes.
+    Close(u8),
+    Advance(u64),
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        4 => (0u8..2, 0u8..3, 0u8..4, prop_oneof![Just(0u32), 60u32..2000]).prop_map(
+            |(aor, contact, conn, expires)| Op::Register { aor, contact, conn, expires }
+        ),
+        2 => (0u8..4).prop_map(Op::Close),
+        1 => (1u64..1000).prop_map(Op::Advance),
+    ]
+}
+
+/// What the model keeps per (AOR, contact): expiry and the flow it is
+/// reached over (`None`: its Contact).
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    expires: Instant,
+    flow: Option<u8>,
+}
+
+fn conn_ctx(c: &Clock, conn: u8, secs: u64) -> RequestContext {
+    let transport = if conn == 2 {
+        Transport::Udp
+    } else {
+        Transport::Tcp
+    };
+    let flow = (conn < 3).then_some(u64::from(conn) + 1);
+    ctx(
+        c,
+        transport,
+        &format!("192.0.2.{}:5060", 100 + conn),
+        flow,
+        secs,
+    )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(128))]
+    /// Against a map model: a closing TCP flow takes exactly its plain and
+    /// outbound bindings out of routing, a UDP one only its flow, and a
+    /// contact that re-registered elsewhere is not touched.
+    #[test]
+    fn closing_flows_match_a_map_model(ops in prop::collection::vec(op(), 1..60)) {
+        let r = Registrar::new(open_config(), None).unwrap();
+        let mut t = BindingTable::new();
+        let c = Clock::new();
+        let mut model: HashMap<(u8, u8), Entry> = HashMap::new();
+        let mut now = 0u64;
+        let mut cseq = [0u32; 2];
+        for op in ops {
+            let at = c.at(now).now;
+            match op {
+                Op::Register { aor, contact, conn, expires } => {
+                    cseq[aor as usize] += 1;
+                    let req = Reg::new(&format!("u{aor}"))
+                        .contacts(&[&format!("<sip:u@192.0.2.{contact}>")])
+                        .expires(expires)
+                        .cseq(cseq[aor as usize])
+                        .build();
+                    let d = r.handle_register(&req, &conn_ctx(&c, conn, now), &mut t).unwrap();
+                    prop_assert_eq!(d.status(), 200);
+                    model.retain(|_, e| e.expires > at);
+                    if expires == 0 {
+                        model.remove(&(aor, contact));
+                    } else {
+                        model.insert((aor, contact), Entry {
+                            expires: at + Duration::from_secs(u64::from(expires.min(3600))),
+                            flow: (conn < 3).then_some(conn),
+                        });
+                    }
+                    let expected = model.keys().filter(|(a, _)| *a == aor).count();
+                    prop_assert_eq!(contacts(&d.response).len(), expected);
+                }
+                Op::Close(conn) => {
+                    let ev = r.handle_flow_closed(FlowId::from_raw(u64::from(conn) + 1), at, &mut t);
+                    let mut removed = 0;
+                    model.retain(|_, e| {
+                        if e.flow == Some(conn) && e.expires > at && conn != 2 {
+                            removed += 1;
+                            return false;
+                        }
+                        true
+                    });
+                    for e in model.values_mut() {
+                        if e.flow == Some(conn) {
+                            e.flow = None;
+                        }
+                    }
+                    let closed = ev
+                        .iter()
+                        .filter(|e| e.kind == EventKind::Removed(RemoveReason::FlowClosed))
+                        .count();
+                    prop_assert_eq!(closed, removed);
+                    prop_assert!(ev.iter().all(|e| matches!(e.kind, EventKind::Removed(_))));
+                    prop_assert!(ev.iter().all(|e| e.binding.flow == Some(FlowId::from_raw(u64::from(conn) + 1))));
+                }
+                Op::Advance(s) => now += s,
+            }
+            let at = c.at(now).now;
+            for a in 0u8..2 {
+                let aor = Aor::parse(&format!("sip:u{a}@example.com")).unwrap();
+                let found = t.lookup(&aor, at);
+                let mut want: Vec<(String, Reach)> = model
+                    .iter()
+                    .filter(|((x, _), e)| *x == a && e.expires > at)
+                    .map(|((_, k), e)| {
+                        let uri = format!("sip:u@192.0.2.{k}");
+                        let reach = match e.flow {
+                            Some(f) => Reach::Flow(FlowId::from_raw(u64::from(f) + 1)),
+                            None => Reach::Contact {
+                                uri: siplink_message::Uri::parse(uri.clone()).unwrap(),
+                                path: Vec::new(),
+                            },
+                        };
+                        (uri, reach)
+                    })
+                    .collect();
+                want.sort_by(|x, y| x.0.cmp(&y.0));
+                let mut got: Vec<(String, Reach)> = found
+                    .into_iter()
+                    .map(|f| (f.binding.contact.uri.to_string(), f.reach))
+                    .collect();
+                got.sort_by(|x, y| x.0.cmp(&y.0));
+                prop_assert_eq!(got, want);
+            }
+        }
+    }
 }

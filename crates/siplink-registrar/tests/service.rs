@@ -610,3 +610,34 @@ async fn with_contact_fallback_the_binding_stays_reached_through_its_contact() {
     endpoint.shutdown().await;
     transport.shutdown().await;
 }
+
+#[tokio::test]
+async fn lookup_leaves_out_a_dead_plain_tcp_flow_before_its_removal_is_processed() {
+    let s = server().await;
+    let mut events = s.service.subscribe();
+    let aor = Aor::parse("sip:pbx@example.com").unwrap();
+    let c = client().await;
+    let ok = final_response(&c, plain_pbx_register(1), Target::new(Protocol::Tcp, s.tcp)).await;
+    assert_eq!(ok.status(), Some(200));
+    assert_eq!(next_event(&mut events).await.kind, EventKind::Added);
+    let Reach::Flow(flow) = s.service.lookup(&aor).await.unwrap()[0].reach.clone() else {
+        panic!("expected a flow")
+    };
+    // The flow task stops (as if it lagged behind): the close is not handled.
+    s.service.shutdown();
+    c.endpoint.shutdown().await;
+    c.transport.shutdown().await;
+    let t0 = tokio::time::Instant::now();
+    while s.transport.is_flow_alive(flow) {
+        assert!(
+            t0.elapsed() < Duration::from_secs(1),
+            "the flow never closed"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Still stored, but never handed out for routing.
+    assert_eq!(s.service.store().usage().await.unwrap().bindings, 1);
+    assert!(s.service.lookup(&aor).await.unwrap().is_empty());
+    s.endpoint.shutdown().await;
+    s.transport.shutdown().await;
+}
