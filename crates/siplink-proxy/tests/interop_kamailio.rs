@@ -453,15 +453,25 @@ probe = {{ enabled = false }}
     );
 
     // The PBX crashes: its TCP connection drops with 300 s of expiry left.
+    let mut changes = proxy.subscribe();
     kam.kill();
     let t0 = std::time::Instant::now();
+    // Down, with the reason (the status task hears of the removal a moment
+    // after routing stops using the dead flow).
     let down = eventually(Duration::from_secs(1), || {
         let proxy = proxy.clone();
-        async move { branch(proxy).await.state == ConnectionState::Down }
+        async move {
+            let s = branch(proxy).await;
+            s.state == ConnectionState::Down
+                && s.detail.iter().any(|d| d.contains("connection closed"))
+        }
     })
     .await;
     let status = branch(proxy.clone()).await;
-    assert!(down, "still up a second after the PBX died: {status}");
+    assert!(
+        down,
+        "not down with the reason a second after the PBX died: {status}"
+    );
     println!("down {:?} after the kill: {status}", t0.elapsed());
     assert!(
         status.detail.iter().any(
@@ -472,6 +482,25 @@ probe = {{ enabled = false }}
     );
     let json = proxy.status_json().await;
     assert!(json.contains("down: connection closed (TCP from"), "{json}");
+    // The change is published (and logged) as such.
+    let removed = tokio::time::timeout(Duration::from_secs(1), async {
+        loop {
+            if let Ok(siplink_proxy::StatusEvent::Binding { aor, change, .. }) =
+                changes.recv().await
+            {
+                return (aor, change);
+            }
+        }
+    })
+    .await
+    .expect("the binding's removal is published");
+    assert_eq!(
+        removed,
+        (
+            "sip:branch@siplink.test".to_owned(),
+            "removed (connection closed)".to_owned()
+        )
+    );
 
     // A call to the branch's numbers goes to the next matching connection.
     let mut standby = sipp(
