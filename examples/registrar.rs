@@ -169,6 +169,9 @@ async fn main() -> ExitCode {
                             EventKind::Removed(reason) => {
                                 println!("- {} {} ({reason:?})", b.aor, b.contact)
                             }
+                            EventKind::FlowLost => {
+                                println!("! {} {} (connection closed, kept)", b.aor, b.contact)
+                            }
                         }
                     }
                     Err(RecvError::Lagged(n)) => println!("({n} binding changes not shown)"),

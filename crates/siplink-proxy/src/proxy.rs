@@ -43,7 +43,7 @@ const MAX_DIALOGS: usize = 100_000;
 /// How long an unterminated dialog entry is kept.
 const DIALOG_TTL: Duration = Duration::from_secs(12 * 3600);
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
@@ -194,6 +194,10 @@ pub(crate) struct Inner {
     /// When each connection last changed state (registration, probe,
     /// inbound PBX binding), by name.
     pub changes: Mutex<HashMap<String, SystemTime>>,
+    /// Why each inbound-registration connection's PBX binding last went
+    /// away ("connection closed (TCP from …)", "registration expired", …) and
+    /// when, by connection name; cleared when the PBX registers again.
+    pub went_down: Mutex<HashMap<String, (SystemTime, String)>>,
     flow_key: RandomState,
     pub started: SystemTime,
     /// The status endpoint's token when none is configured (made once).
@@ -390,6 +394,7 @@ impl Proxy {
             calls: Arc::new(Semaphore::new(config.limits.max_calls)),
             events,
             changes: Mutex::new(HashMap::new()),
+            went_down: Mutex::new(HashMap::new()),
             flow_key: RandomState::new(),
             started: clock.wall_now(),
             status_token: std::sync::OnceLock::new(),
@@ -877,6 +882,14 @@ fn registrar_domains(config: &Config, transport: &Transport) -> Vec<String> {
 }
 
 impl Inner {
+    /// Why inbound-registration connection `name` is down, with how long ago
+    /// it went down ("connection closed (TCP from 127.0.0.1:40112) 3 s ago").
+    pub(crate) fn down_reason(&self, name: &str) -> Option<String> {
+        lock(&self.went_down)
+            .get(name)
+            .map(|(t, why)| format!("{why} {}", crate::status::ago(*t, self.clock.wall_now())))
+    }
+
     /// Notes that connection `name` changed state now.
     pub(crate) fn changed(&self, name: &str) {
         lock(&self.changes).insert(name.to_owned(), self.clock.wall_now());
@@ -1372,7 +1385,11 @@ async fn route_call(
             ConnectionKind::InboundRegistration => {
                 let targets = inner.pbx_targets(&conn).await.unwrap_or_default();
                 if targets.is_empty() {
-                    Attempt::Failover(format!("{}: the PBX is not registered", cand.name))
+                    let why = inner
+                        .down_reason(&cand.name)
+                        .map(|r| format!(" ({r})"))
+                        .unwrap_or_default();
+                    Attempt::Failover(format!("{}: the PBX is not registered{why}", cand.name))
                 } else {
                     // The PBX learns the dialled number from the Request-URI:
                     // its Contact with the number as user part.
@@ -2086,6 +2103,12 @@ impl Inner {
                             t.binding.transport,
                             crate::status::ago(t.binding.registered_at, self.clock.wall_now())
                         ));
+                    }
+                    if !up {
+                        detail.push(match self.down_reason(&c.config.name) {
+                            Some(why) => format!("down: {why}"),
+                            None => "down: the PBX has not registered".to_owned(),
+                        });
                     }
                     if up {
                         ConnectionState::Registered

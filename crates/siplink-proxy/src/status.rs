@@ -20,7 +20,7 @@ use hyper::body::{Bytes, Incoming};
 use hyper::{Request, Response, StatusCode};
 use serde::Serialize;
 use siplink_register::{ServiceEvent, State};
-use siplink_registrar::EventKind;
+use siplink_registrar::{BindingEvent, EventKind, RemoveReason};
 use tokio::sync::broadcast;
 use tracing::{info, warn};
 
@@ -233,7 +233,11 @@ pub(crate) async fn watch_bindings(inner: Arc<Inner>) {
                 let change = match &e.kind {
                     EventKind::Added => "added".to_owned(),
                     EventKind::Refreshed => "refreshed".to_owned(),
+                    EventKind::Removed(RemoveReason::FlowClosed) => {
+                        "removed (connection closed)".to_owned()
+                    }
                     EventKind::Removed(why) => format!("removed ({why:?})"),
+                    EventKind::FlowLost => "connection closed, kept with its Contact".to_owned(),
                 };
                 let aor = e.binding.aor.to_string();
                 if let Some(user) = aor.strip_prefix("sip:").and_then(|a| a.split('@').next()) {
@@ -243,6 +247,7 @@ pub(crate) async fn watch_bindings(inner: Arc<Inner>) {
                             && c.config.username.as_deref() == Some(user)
                         {
                             inner.changed(&c.config.name);
+                            pbx_binding_changed(&inner, c, &e).await;
                         }
                     }
                 }
@@ -259,6 +264,37 @@ pub(crate) async fn watch_bindings(inner: Arc<Inner>) {
             Err(broadcast::error::RecvError::Lagged(n)) => warn!("status: {n} binding events lost"),
             Err(broadcast::error::RecvError::Closed) => return,
         }
+    }
+}
+
+/// An inbound-registration PBX's binding changed: remember why it went
+/// away (shown in the status while the connection is down) and say so in the
+/// log when the connection is down now, the PBX's calls failing over.
+async fn pbx_binding_changed(inner: &Inner, c: &crate::proxy::ConnRuntime, e: &BindingEvent) {
+    let name = &c.config.name;
+    let b = &e.binding;
+    let why = match e.kind {
+        EventKind::Added | EventKind::Refreshed => {
+            crate::proxy::lock(&inner.went_down).remove(name);
+            return;
+        }
+        EventKind::FlowLost => {
+            info!(connection = %name, "inbound PBX's {} connection from {} closed; kept, reached at its Contact {}", b.transport, b.source, b.contact.uri);
+            return;
+        }
+        EventKind::Removed(RemoveReason::FlowClosed) => {
+            format!("connection closed ({} from {})", b.transport, b.source)
+        }
+        EventKind::Removed(RemoveReason::Expired) => "registration expired".to_owned(),
+        EventKind::Removed(RemoveReason::Unregistered) => "unregistered".to_owned(),
+        EventKind::Removed(RemoveReason::Replaced) => "binding replaced".to_owned(),
+    };
+    crate::proxy::lock(&inner.went_down)
+        .insert(name.clone(), (inner.clock.wall_now(), why.clone()));
+    if inner.connection_up(c, None).await {
+        info!(connection = %name, "an inbound PBX binding went away ({why}); still registered");
+    } else {
+        warn!(connection = %name, "inbound PBX down: {why}; its calls go to the next matching connection");
     }
 }
 

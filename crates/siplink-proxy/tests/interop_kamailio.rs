@@ -3,7 +3,9 @@
 //! to an extension goes through Kamailio (which challenges the INVITE) to a
 //! SIPp extension, a call from a Kamailio extension reaches the proxy's user
 //! through the registered contact, Test Connection reports healthy and
-//! wrong-password cases, and shutdown unregisters.
+//! wrong-password cases, and shutdown unregisters. And Kamailio's `uac`
+//! module as an inbound-registration PBX over TCP: killed, its connection
+//! shows down within a second and its calls go to the next connection.
 //!
 //! Skipped when kamailio or sipp is missing, unless `SIPLINK_INTEROP=1`.
 
@@ -360,5 +362,186 @@ accounts = [
     extension.expect_success(LIMIT).await;
     let seen = std::fs::read_to_string(dir.join("extension_messages.log")).unwrap();
     assert!(seen.contains("From: <sip:2002@pbx.test>"), "{seen}");
+    proxy.shutdown().await;
+}
+
+/// Kamailio registering to the proxy with the `uac` module (remote
+/// registrations from a db_text table), over TCP, as inbound-registration
+/// connection `user`'s PBX.
+fn uac_pbx(dir: &Path, port: u16, proxy_port: u16, user: &str, password: &str) -> Kamailio {
+    std::fs::create_dir_all(dir.join("db")).unwrap();
+    Kamailio::builder(dir)
+        .config_file(scenario("kamailio-uac-pbx.cfg"))
+        .extra_file("db/uacreg", scenario("kamailio-uac/uacreg"))
+        .extra_file("db/version", scenario("kamailio-uac/version"))
+        .set("PORT", port)
+        .set("PROXY_PORT", proxy_port)
+        .set("USER", user)
+        .set("PASSWORD", password)
+        .memory(64, 8)
+        .wait_udp(port)
+        .wait_tcp(port)
+        .wait_ctl()
+        .start()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_uac_pbx_is_down_within_a_second_and_its_calls_fail_over() {
+    if !require("kamailio", "-v", "kamailio") || !require("sipp", "-v", "sip-tester") {
+        return;
+    }
+    let dir = work_dir("kamailio-uac");
+    let (p, k, standby_port) = (free_port(), free_port(), free_port());
+    // "branch" is the PBX registering to us; "standby" (a SIPp UAS behind a
+    // trunk) carries the same numbers when the branch is down.
+    let config = format!(
+        r#"{}
+[[connections]]
+name = "branch"
+kind = "inbound-registration"
+username = "branch"
+password = "branch-secret"
+dial_patterns = ["5[0-9]{{3}}"]
+
+[[connections]]
+name = "standby"
+kind = "trunk"
+addresses = ["127.0.0.1:{standby_port}"]
+dial_patterns = ["5[0-9]{{3}}"]
+probe = {{ enabled = false }}
+"#,
+        head(p)
+    );
+    let proxy = proxy(&config).await;
+    let mut kam = uac_pbx(&dir, k, p, "branch", "branch-secret");
+    let branch = |proxy: siplink_proxy::Proxy| async move {
+        proxy
+            .status()
+            .await
+            .into_iter()
+            .find(|s| s.name == "branch")
+            .unwrap()
+    };
+    let registered = eventually(Duration::from_secs(15), || {
+        let proxy = proxy.clone();
+        async move { branch(proxy).await.state == ConnectionState::Registered }
+    })
+    .await;
+    assert!(
+        registered,
+        "Kamailio's uac did not register: {}\n{}\n{:?}",
+        branch(proxy.clone()).await,
+        kam.log(),
+        kam.kamcmd(&["uac.reg_dump"])
+    );
+    let up = branch(proxy.clone()).await;
+    assert!(
+        up.detail.iter().any(|d| d.contains("over TCP")),
+        "registered over TCP: {up}"
+    );
+    // A plain RFC 3261 binding, as uac sends it: no ;ob, no instance.
+    let targets = proxy
+        .registrar()
+        .lookup(&siplink_registrar::Aor::parse("sip:branch@siplink.test").unwrap())
+        .await
+        .unwrap();
+    assert_eq!(targets.len(), 1, "{targets:?}");
+    assert!(!targets[0].binding.outbound);
+    assert_eq!(
+        targets[0].binding.contact.uri.to_string(),
+        format!("sip:branch@127.0.0.1:{k}")
+    );
+
+    // The PBX crashes: its TCP connection drops with 300 s of expiry left.
+    let mut changes = proxy.subscribe();
+    kam.kill();
+    let t0 = std::time::Instant::now();
+    // Down, with the reason (the status task hears of the removal a moment
+    // after routing stops using the dead flow).
+    let down = eventually(Duration::from_secs(1), || {
+        let proxy = proxy.clone();
+        async move {
+            let s = branch(proxy).await;
+            s.state == ConnectionState::Down
+                && s.detail.iter().any(|d| d.contains("connection closed"))
+        }
+    })
+    .await;
+    let status = branch(proxy.clone()).await;
+    assert!(
+        down,
+        "not down with the reason a second after the PBX died: {status}"
+    );
+    println!("down {:?} after the kill: {status}", t0.elapsed());
+    assert!(
+        status.detail.iter().any(
+            |d| d.starts_with("down: connection closed (TCP from 127.0.0.1:")
+                && d.ends_with(" s ago")
+        ),
+        "{status}"
+    );
+    let json = proxy.status_json().await;
+    assert!(json.contains("down: connection closed (TCP from"), "{json}");
+    // The change is published (and logged) as such.
+    let removed = tokio::time::timeout(Duration::from_secs(1), async {
+        loop {
+            if let Ok(siplink_proxy::StatusEvent::Binding { aor, change, .. }) =
+                changes.recv().await
+            {
+                return (aor, change);
+            }
+        }
+    })
+    .await
+    .expect("the binding's removal is published");
+    assert_eq!(
+        removed,
+        (
+            "sip:branch@siplink.test".to_owned(),
+            "removed (connection closed)".to_owned()
+        )
+    );
+
+    // A call to the branch's numbers goes to the next matching connection.
+    let mut standby = sipp(
+        &dir,
+        "standby",
+        standby_port,
+        &["-sf", &scenario("uas.xml")],
+    );
+    let mut call = sipp(
+        &dir,
+        "call",
+        free_port(),
+        &[
+            "-sf",
+            &scenario("phone_call.xml"),
+            "-s",
+            "5001",
+            "-key",
+            "user",
+            "1001",
+            "-au",
+            "1001",
+            "-ap",
+            "pw1001",
+            "-auth_uri",
+            "5001@siplink.test",
+            &format!("127.0.0.1:{p}"),
+        ],
+    );
+    call.expect_success(LIMIT).await;
+    standby.expect_success(LIMIT).await;
+    let seen = std::fs::read_to_string(dir.join("standby_messages.log")).unwrap();
+    assert!(seen.contains("INVITE sip:5001@127.0.0.1"), "{seen}");
+
+    // The PBX comes back: it registers again over a new connection.
+    let _kam = uac_pbx(&dir, k, p, "branch", "branch-secret");
+    let back = eventually(Duration::from_secs(15), || {
+        let proxy = proxy.clone();
+        async move { branch(proxy).await.state == ConnectionState::Registered }
+    })
+    .await;
+    assert!(back, "{}", branch(proxy.clone()).await);
     proxy.shutdown().await;
 }

@@ -154,7 +154,8 @@ pub struct Binding {
     /// Whether the binding is an RFC 5626 outbound one, keyed by
     /// (`instance`, `reg_id`) and removed when its flow closes.
     pub outbound: bool,
-    /// The flow the REGISTER arrived on, while that flow is open.
+    /// The flow the REGISTER arrived on, while that flow is open (`None`
+    /// once it closed, for a binding kept with its Contact).
     pub flow: Option<FlowId>,
     /// The REGISTER's source address.
     pub source: SocketAddr,
@@ -236,7 +237,10 @@ pub enum RemoveReason {
     Expired,
     /// The per-AOR contact limit made room for a newer binding.
     Replaced,
-    /// Its outbound flow closed (RFC 5626).
+    /// The connection it was registered over closed: an RFC 5626 outbound
+    /// binding always, a plain binding over TCP, TLS, WS or WSS unless
+    /// [`RegistrarConfig::contact_fallback`](crate::RegistrarConfig::contact_fallback)
+    /// is set (Kamailio's `handle_lost_tcp`).
     FlowClosed,
 }
 
@@ -268,6 +272,10 @@ pub enum EventKind {
     Refreshed,
     /// It was removed.
     Removed(RemoveReason),
+    /// The connection it was registered over closed and it was kept
+    /// ([`RegistrarConfig::contact_fallback`](crate::RegistrarConfig::contact_fallback)):
+    /// from now on it is reached through its Contact URI, no longer over a flow.
+    FlowLost,
 }
 
 /// A binding change, as reported to routing and replication.

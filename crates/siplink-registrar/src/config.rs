@@ -67,6 +67,16 @@ pub struct RegistrarConfig {
     pub auth: bool,
     /// REGISTER flood limiting (default on, see [`FloodConfig`]).
     pub flood: Option<FloodConfig>,
+    /// What happens to a plain (not RFC 5626) binding registered over TCP,
+    /// TLS, WS or WSS when that connection closes. Off (the default): it is
+    /// removed at once ([`RemoveReason::FlowClosed`](crate::RemoveReason::FlowClosed)),
+    /// as Kamailio's `handle_lost_tcp` does, so routing stops trying a
+    /// Contact that only the dead connection reached. On: it is kept until it
+    /// expires and reached through its Contact URI
+    /// ([`EventKind::FlowLost`](crate::EventKind::FlowLost)), for clients
+    /// that listen on their Contact address. Outbound bindings are removed
+    /// either way; UDP bindings are never touched.
+    pub contact_fallback: bool,
 }
 
 impl RegistrarConfig {
@@ -88,6 +98,7 @@ impl RegistrarConfig {
             supported: vec!["path".into(), "outbound".into()],
             auth: true,
             flood: Some(FloodConfig::default()),
+            contact_fallback: false,
         }
     }
 

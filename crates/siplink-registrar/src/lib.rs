@@ -20,8 +20,11 @@
 //! * Expiry is an ordered index in the workspace's core vocabulary
 //!   (`docs/architecture.md`): [`BindingTable::handle_timeout`] at
 //!   [`BindingTable::poll_timeout`], the expiry events from
-//!   [`BindingTable::poll_output`]. [`BindingTable::flow_closed`] removes the
-//!   outbound bindings of a dead connection. [`BindingTable::lookup`] gives an
+//!   [`BindingTable::poll_output`]. [`Registrar::handle_flow_closed`] (over
+//!   [`BindingTable::flow_closed`]) removes the bindings of a dead connection:
+//!   RFC 5626 outbound ones, and plain ones registered over TCP, TLS, WS or
+//!   WSS (as Kamailio's `handle_lost_tcp`; [`RegistrarConfig::contact_fallback`]
+//!   keeps those with their Contact instead). [`BindingTable::lookup`] gives an
 //!   AOR's contacts by `q`, then freshness, each with its [`Reach`]. Every
 //!   change is a [`BindingEvent`] (and [`InMemoryStore::subscribe`] streams them).
 //! * Time: the monotonic `now` runs expiry; the wall-clock `now_system` of the

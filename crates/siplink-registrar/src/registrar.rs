@@ -252,6 +252,33 @@ impl Registrar {
         self.reply(req, 500, |b| b)
     }
 
+    /// The connection `flow` closed at `now`: the bindings registered over it
+    /// stop being used for routing at once (see [`BindingTable::flow_closed`];
+    /// [`RegistrarConfig::contact_fallback`] decides whether plain bindings
+    /// over TCP, TLS, WS and WSS are removed or kept with their Contact).
+    /// Returns the events (removals with [`RemoveReason::FlowClosed`]).
+    pub fn handle_flow_closed(
+        &self,
+        flow: FlowId,
+        now: Instant,
+        table: &mut BindingTable,
+    ) -> Vec<BindingEvent> {
+        table.flow_closed(flow, now, self.config.contact_fallback)
+    }
+
+    /// [`handle_flow_closed`](Self::handle_flow_closed) against any
+    /// [`LocationStore`].
+    pub async fn handle_flow_closed_with(
+        &self,
+        flow: FlowId,
+        now: Instant,
+        store: &dyn LocationStore,
+    ) -> Result<Vec<BindingEvent>, Error> {
+        store
+            .flow_closed(flow, now, self.config.contact_fallback)
+            .await
+    }
+
     fn reply(
         &self,
         req: &Message,

@@ -79,9 +79,12 @@ impl Drop for Tasks {
 /// * A background task removes bindings at their expiry time (it sleeps until
 ///   [`LocationStore::poll_timeout`], woken earlier when a shorter binding
 ///   arrives); another listens to the transport's flow events and calls
-///   [`LocationStore::flow_closed`] when a connection closes, so the outbound
-///   bindings of a dead flow go (RFC 5626) and the others fall back to their
-///   Contact.
+///   [`Registrar::handle_flow_closed_with`] when a connection closes, so the
+///   bindings of a dead connection stop being used for routing at once:
+///   outbound ones (RFC 5626) and plain ones over TCP/TLS/WS/WSS are removed
+///   ([`RemoveReason::FlowClosed`](crate::RemoveReason::FlowClosed)), unless
+///   [`RegistrarConfig::contact_fallback`](crate::RegistrarConfig::contact_fallback)
+///   keeps the latter with their Contact.
 /// * [`lookup`](Self::lookup) gives an AOR's contacts in routing order with
 ///   their [`Reach`]; [`subscribe`](Self::subscribe) streams every
 ///   [`BindingEvent`] (registrations, refreshes, removals of any reason).
@@ -237,8 +240,11 @@ impl RegistrarService {
 
     /// The live contacts of `aor`, ordered for routing (`q` descending, then
     /// most recently refreshed), each with its [`Reach`]. A `Reach::Flow` is
-    /// only given for a flow the transport still has open; an outbound binding
-    /// whose flow is gone is left out (its removal is on its way).
+    /// only given for a flow the transport still has open; a binding whose
+    /// flow is gone but whose removal has not been processed yet is left out
+    /// when it would be removed (outbound, or plain over TCP/TLS/WS/WSS
+    /// without [`RegistrarConfig::contact_fallback`](crate::RegistrarConfig::contact_fallback)),
+    /// else reached through its Contact.
     pub async fn lookup(&self, aor: &Aor) -> Result<Vec<Target>, Error> {
         let targets = self
             .shared
@@ -246,13 +252,18 @@ impl RegistrarService {
             .lookup(aor, self.shared.config.clock.now())
             .await?;
         let t = &self.shared.transport;
+        let fallback = self.shared.registrar.config().contact_fallback;
         Ok(targets
             .into_iter()
             .filter_map(|mut target| {
                 if let Reach::Flow(f) = target.reach
                     && !t.is_flow_alive(f)
                 {
-                    if target.binding.outbound {
+                    // Its removal is on its way (the flow task): the same
+                    // rule as `BindingTable::flow_closed`.
+                    if target.binding.outbound
+                        || (target.binding.transport.is_reliable() && !fallback)
+                    {
                         return None;
                     }
                     target.reach = Reach::Contact {
@@ -328,7 +339,12 @@ impl Shared {
     }
 
     async fn flow_closed(&self, flow: FlowId) {
-        match self.store.flow_closed(flow).await {
+        let now = self.config.clock.now();
+        match self
+            .registrar
+            .handle_flow_closed_with(flow, now, &*self.store)
+            .await
+        {
             Ok(events) => self.publish(&events),
             Err(e) => warn!(%flow, error = %e, "store failed to drop a closed flow"),
         }

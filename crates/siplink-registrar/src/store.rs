@@ -49,9 +49,16 @@ pub trait LocationStore: Send + Sync {
     /// asynchronous store hands its outputs back with the future).
     fn handle_timeout(&self, now: Instant) -> StoreFuture<'_, Vec<BindingEvent>>;
 
-    /// A flow closed: removes its outbound bindings (RFC 5626) and forgets the
-    /// flow of the others; returns the events.
-    fn flow_closed(&self, flow: FlowId) -> StoreFuture<'_, Vec<BindingEvent>>;
+    /// The connection `flow` closed at `now`: as
+    /// [`BindingTable::flow_closed`] (outbound bindings and plain bindings
+    /// over connection-oriented transports removed, or the latter kept with
+    /// their Contact when `contact_fallback` is set); returns the events.
+    fn flow_closed(
+        &self,
+        flow: FlowId,
+        now: Instant,
+        contact_fallback: bool,
+    ) -> StoreFuture<'_, Vec<BindingEvent>>;
 
     /// When the earliest binding expires, so that a driver can sleep until
     /// then before calling [`handle_timeout`](Self::handle_timeout). `None`
@@ -173,8 +180,13 @@ impl LocationStore for InMemoryStore {
         })
     }
 
-    fn flow_closed(&self, flow: FlowId) -> StoreFuture<'_, Vec<BindingEvent>> {
-        self.mutate(|t| t.flow_closed(flow))
+    fn flow_closed(
+        &self,
+        flow: FlowId,
+        now: Instant,
+        contact_fallback: bool,
+    ) -> StoreFuture<'_, Vec<BindingEvent>> {
+        self.mutate(|t| t.flow_closed(flow, now, contact_fallback))
     }
 
     fn poll_timeout(&self) -> StoreFuture<'_, Option<Instant>> {

@@ -171,9 +171,27 @@ impl BindingTable {
         self.expiry.first().map(|(at, _)| *at)
     }
 
-    /// The flow closed: its outbound bindings are removed (RFC 5626 §6); the
-    /// others lose their flow and are reached through their Contact again.
-    pub fn flow_closed(&mut self, flow: FlowId) -> Vec<BindingEvent> {
+    /// The connection `flow` closed at `now`. What happens to each binding
+    /// registered over it:
+    ///
+    /// * an RFC 5626 outbound binding is removed (RFC 5626 §6);
+    /// * a plain binding registered over a connection-oriented transport
+    ///   (TCP, TLS, WS, WSS) is removed too, as Kamailio's `handle_lost_tcp`
+    ///   does: its Contact usually names an address that only that connection
+    ///   reached (a PBX behind NAT, a browser) — unless `contact_fallback` is
+    ///   set, in which case it is kept, loses its flow and is reached through
+    ///   its Contact URI again ([`EventKind::FlowLost`]);
+    /// * a plain binding over UDP loses its flow and keeps its Contact.
+    ///
+    /// Removals are [`RemoveReason::FlowClosed`] ([`RemoveReason::Expired`] for
+    /// a binding whose time was already up at `now`). Returns the events, in
+    /// binding id order; an unknown flow changes nothing.
+    pub fn flow_closed(
+        &mut self,
+        flow: FlowId,
+        now: Instant,
+        contact_fallback: bool,
+    ) -> Vec<BindingEvent> {
         let mut events = Vec::new();
         let Some(ids) = self.flows.remove(&flow) else {
             return events;
@@ -184,15 +202,26 @@ impl BindingTable {
             let Some(aor) = self.index.get(&id).cloned() else {
                 continue;
             };
-            let outbound = self
+            let Some((remove, expired)) = self
                 .aors
                 .get(&aor)
                 .and_then(|l| l.list.iter().find(|b| b.id == id))
-                .is_some_and(|b| b.outbound);
-            if outbound {
+                .map(|b| {
+                    let remove = b.outbound || (b.transport.is_reliable() && !contact_fallback);
+                    (remove, b.is_expired(now))
+                })
+            else {
+                continue;
+            };
+            if remove || expired {
                 if let Some(b) = self.take(id) {
+                    let reason = if expired {
+                        RemoveReason::Expired
+                    } else {
+                        RemoveReason::FlowClosed
+                    };
                     events.push(BindingEvent {
-                        kind: EventKind::Removed(RemoveReason::FlowClosed),
+                        kind: EventKind::Removed(reason),
                         binding: b,
                     });
                 }
@@ -202,7 +231,15 @@ impl BindingTable {
                 .and_then(|l| l.list.iter_mut().find(|b| b.id == id))
             {
                 b.flow = None;
+                let lost = b.transport.is_reliable();
+                let binding = b.clone();
                 self.bump(&aor);
+                if lost {
+                    events.push(BindingEvent {
+                        kind: EventKind::FlowLost,
+                        binding,
+                    });
+                }
             }
         }
         events

@@ -285,7 +285,7 @@ fn outbound_bindings_are_keyed_by_instance_and_reg_id() {
 }
 
 #[test]
-fn a_closed_flow_removes_its_outbound_bindings_only() {
+fn a_closed_flow_removes_its_outbound_bindings_and_plain_tcp_ones() {
     let r = Registrar::new(open_config(), None).unwrap();
     let mut t = BindingTable::new();
     let c = Clock::new().from("203.0.113.7:40000", Some(21));
@@ -307,12 +307,62 @@ fn a_closed_flow_removes_its_outbound_bindings_only() {
         t.lookup(&bob, c.at(1).now)[0].reach,
         Reach::Flow(FlowId::from_raw(21))
     );
-    assert!(t.flow_closed(FlowId::from_raw(99)).is_empty());
-    let ev = t.flow_closed(FlowId::from_raw(21));
-    assert_eq!(ev.len(), 1);
-    assert_eq!(ev[0].kind, EventKind::Removed(RemoveReason::FlowClosed));
+    assert!(
+        r.handle_flow_closed(FlowId::from_raw(99), c.at(1).now, &mut t)
+            .is_empty()
+    );
+    let ev = r.handle_flow_closed(FlowId::from_raw(21), c.at(1).now, &mut t);
+    // Both go: alice's by RFC 5626, bob's plain TCP one because nothing but
+    // the dead connection reached its Contact (Kamailio's handle_lost_tcp).
+    assert_eq!(ev.len(), 2);
+    assert!(
+        ev.iter()
+            .all(|e| e.kind == EventKind::Removed(RemoveReason::FlowClosed))
+    );
+    let mut gone: Vec<String> = ev.iter().map(|e| e.binding.aor.to_string()).collect();
+    gone.sort();
+    assert_eq!(gone, ["sip:alice@example.com", "sip:bob@example.com"]);
     assert!(t.lookup(&alice, c.at(1).now).is_empty());
-    // bob's plain binding stays, now reached through its Contact.
+    assert!(t.lookup(&bob, c.at(1).now).is_empty());
+    assert_eq!(t.usage().bindings, 0);
+    assert_eq!(t.poll_timeout(), None);
+    assert!(
+        r.handle_flow_closed(FlowId::from_raw(21), c.at(1).now, &mut t)
+            .is_empty()
+    );
+}
+
+#[test]
+fn contact_fallback_keeps_plain_tcp_bindings_with_their_contact() {
+    let mut cfg = open_config();
+    cfg.contact_fallback = true;
+    let r = Registrar::new(cfg, None).unwrap();
+    let mut t = BindingTable::new();
+    let c = Clock::new().from("203.0.113.7:40000", Some(21));
+    r.handle_register(
+        &outbound_reg("alice", "u-1", 1, "10.0.0.5").build(),
+        &c.at(0),
+        &mut t,
+    )
+    .unwrap();
+    r.handle_register(&Reg::new("bob").build(), &c.at(0), &mut t)
+        .unwrap();
+    let alice = Aor::parse("sip:alice@example.com").unwrap();
+    let bob = Aor::parse("sip:bob@example.com").unwrap();
+    let mut ev = r.handle_flow_closed(FlowId::from_raw(21), c.at(1).now, &mut t);
+    ev.sort_by_key(|e| e.binding.aor.to_string());
+    let kinds: Vec<EventKind> = ev.iter().map(|e| e.kind).collect();
+    // The outbound binding goes regardless; bob's is kept, marked as having
+    // lost its flow.
+    assert_eq!(
+        kinds,
+        [
+            EventKind::Removed(RemoveReason::FlowClosed),
+            EventKind::FlowLost
+        ]
+    );
+    assert_eq!(ev[1].binding.flow, None);
+    assert!(t.lookup(&alice, c.at(1).now).is_empty());
     match &t.lookup(&bob, c.at(1).now)[0].reach {
         Reach::Contact { uri, path } => {
             assert_eq!(uri.to_string(), "sip:bob@192.0.2.10:5060");
@@ -320,7 +370,10 @@ fn a_closed_flow_removes_its_outbound_bindings_only() {
         }
         other => panic!("{other:?}"),
     }
-    assert!(t.flow_closed(FlowId::from_raw(21)).is_empty());
+    assert!(
+        r.handle_flow_closed(FlowId::from_raw(21), c.at(1).now, &mut t)
+            .is_empty()
+    );
 }
 
 #[test]

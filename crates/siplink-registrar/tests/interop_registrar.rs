@@ -308,11 +308,21 @@ async fn sipp_pbx_registered_over_tcp_is_reached_over_its_connection() {
     assert_eq!(answer.status(), Some(200));
     let code = pbx.wait(TOOL_LIMIT).await;
     assert_eq!(code, Some(0), "the PBX scenario failed:\n{}", pbx.errors());
-    // The PBX hung up its connection: the plain RFC 3261 binding stays, now
-    // reached through its Contact.
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let after = server.service.lookup(&aor).await.unwrap();
-    assert!(matches!(after[0].reach, Reach::Contact { .. }));
+    // The PBX hung up its connection: its plain RFC 3261 binding goes with
+    // it (its Contact, 10.0.0.1, was never reachable), announced as such.
+    let removed = timeout(Duration::from_secs(1), async {
+        loop {
+            let e = server.events.recv().await.unwrap();
+            if matches!(e.kind, EventKind::Removed(_)) {
+                return e;
+            }
+        }
+    })
+    .await
+    .expect("the binding is removed within a second of the hang-up");
+    assert_eq!(removed.kind, EventKind::Removed(RemoveReason::FlowClosed));
+    assert_eq!(removed.binding.aor, aor);
+    assert!(server.service.lookup(&aor).await.unwrap().is_empty());
     server.stop().await;
 }
 

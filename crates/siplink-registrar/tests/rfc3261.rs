@@ -839,7 +839,12 @@ fn a_failing_store_answers_500() {
         fn handle_timeout(&self, _: Instant) -> StoreFuture<'_, Vec<BindingEvent>> {
             Box::pin(async { Ok(Vec::new()) })
         }
-        fn flow_closed(&self, _: FlowId) -> StoreFuture<'_, Vec<BindingEvent>> {
+        fn flow_closed(
+            &self,
+            _: FlowId,
+            _: Instant,
+            _: bool,
+        ) -> StoreFuture<'_, Vec<BindingEvent>> {
             Box::pin(async { Ok(Vec::new()) })
         }
     }
@@ -898,8 +903,13 @@ fn a_concurrent_change_is_detected_and_the_decision_recomputed() {
         fn handle_timeout(&self, now: Instant) -> StoreFuture<'_, Vec<BindingEvent>> {
             self.inner.handle_timeout(now)
         }
-        fn flow_closed(&self, flow: FlowId) -> StoreFuture<'_, Vec<BindingEvent>> {
-            self.inner.flow_closed(flow)
+        fn flow_closed(
+            &self,
+            flow: FlowId,
+            now: Instant,
+            fallback: bool,
+        ) -> StoreFuture<'_, Vec<BindingEvent>> {
+            self.inner.flow_closed(flow, now, fallback)
         }
     }
     let other = registrar();
@@ -990,7 +1000,12 @@ fn in_memory_store_closes_flows() {
         .header(HeaderName::Supported, "outbound");
     let d = block_on(r.handle_register_with(&req.build(), &c.at(0), &store)).unwrap();
     assert_eq!(d.status(), 200);
-    let ev = block_on(store.flow_closed(siplink_registrar::FlowId::from_raw(5))).unwrap();
+    let ev = block_on(r.handle_flow_closed_with(
+        siplink_registrar::FlowId::from_raw(5),
+        c.at(1).now,
+        &store,
+    ))
+    .unwrap();
     assert_eq!(ev.len(), 1);
     assert_eq!(ev[0].kind, EventKind::Removed(RemoveReason::FlowClosed));
     assert!(

@@ -487,3 +487,157 @@ async fn paused_clock_expiry_event_by_advance_with_wall_time() {
     assert!(service.lookup(&added.binding.aor).await.unwrap().is_empty());
     service.shutdown();
 }
+
+/// A REGISTER as a PBX without RFC 5626 sends it (Kamailio's `uac`): a plain
+/// Contact naming an address only its connection reaches.
+fn plain_pbx_register(cseq: u32) -> Message {
+    request(Method::Register, "sip:example.com", "pbx", cseq)
+        .header(HeaderName::Contact, "<sip:pbx@10.0.0.9:5060;transport=tcp>")
+        .header(HeaderName::Expires, 3600)
+        .build()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_plain_tcp_binding_goes_within_a_second_of_its_connection() {
+    let s = server().await;
+    let mut events = s.service.subscribe();
+    let aor = Aor::parse("sip:pbx@example.com").unwrap();
+    let c = client().await;
+    let ok = final_response(&c, plain_pbx_register(1), Target::new(Protocol::Tcp, s.tcp)).await;
+    assert_eq!(ok.status(), Some(200));
+    assert_eq!(next_event(&mut events).await.kind, EventKind::Added);
+    let targets = s.service.lookup(&aor).await.unwrap();
+    assert_eq!(targets.len(), 1);
+    let Reach::Flow(flow) = targets[0].reach.clone() else {
+        panic!("expected a flow, got {:?}", targets[0].reach)
+    };
+    assert!(s.transport.is_flow_alive(flow));
+
+    // The PBX dies: its connection drops with an hour of expiry left.
+    let dropped = tokio::time::Instant::now();
+    c.endpoint.shutdown().await;
+    c.transport.shutdown().await;
+    let removed = next_event_within(&mut events, Duration::from_secs(1)).await;
+    assert_eq!(removed.kind, EventKind::Removed(RemoveReason::FlowClosed));
+    assert_eq!(removed.binding.aor, aor);
+    assert_eq!(removed.binding.flow, Some(flow));
+    assert!(s.service.lookup(&aor).await.unwrap().is_empty());
+    assert!(dropped.elapsed() < Duration::from_secs(1));
+    assert_eq!(s.service.store().usage().await.unwrap().bindings, 0);
+
+    // It comes back on a new connection and registers again.
+    let c2 = client().await;
+    let ok = final_response(
+        &c2,
+        plain_pbx_register(2),
+        Target::new(Protocol::Tcp, s.tcp),
+    )
+    .await;
+    assert_eq!(ok.status(), Some(200));
+    assert_eq!(next_event(&mut events).await.kind, EventKind::Added);
+    let targets = s.service.lookup(&aor).await.unwrap();
+    assert_eq!(targets.len(), 1);
+    assert!(
+        matches!(targets[0].reach, Reach::Flow(f) if f != flow && s.transport.is_flow_alive(f))
+    );
+    c2.endpoint.shutdown().await;
+    c2.transport.shutdown().await;
+    s.endpoint.shutdown().await;
+    s.transport.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_udp_binding_is_not_touched_when_a_tcp_connection_closes() {
+    let s = server().await;
+    let mut events = s.service.subscribe();
+    let c = client().await;
+    let udp_reg = request(Method::Register, "sip:example.com", "alice", 1)
+        .header(HeaderName::Contact, "<sip:alice@127.0.0.1:5999>")
+        .header(HeaderName::Expires, 600)
+        .build()
+        .unwrap();
+    let ok = final_response(&c, udp_reg, Target::new(Protocol::Udp, s.udp)).await;
+    assert_eq!(ok.status(), Some(200));
+    assert_eq!(next_event(&mut events).await.kind, EventKind::Added);
+    let ok = final_response(&c, plain_pbx_register(1), Target::new(Protocol::Tcp, s.tcp)).await;
+    assert_eq!(ok.status(), Some(200));
+    assert_eq!(next_event(&mut events).await.kind, EventKind::Added);
+    c.endpoint.shutdown().await;
+    c.transport.shutdown().await;
+    let removed = next_event_within(&mut events, Duration::from_secs(1)).await;
+    assert_eq!(removed.binding.aor.as_str(), "sip:pbx@example.com");
+    let alice = Aor::parse("sip:alice@example.com").unwrap();
+    assert_eq!(s.service.lookup(&alice).await.unwrap().len(), 1);
+    s.endpoint.shutdown().await;
+    s.transport.shutdown().await;
+}
+
+#[tokio::test]
+async fn with_contact_fallback_the_binding_stays_reached_through_its_contact() {
+    let (transport, incoming) = Transport::new(TransportConfig::default());
+    let tcp = transport
+        .listen(Protocol::Tcp, "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let (endpoint, requests) =
+        Endpoint::start(transport.clone(), incoming, EndpointConfig::default());
+    let mut config = RegistrarConfig::new(["example.com"]);
+    config.auth = false;
+    config.contact_fallback = true;
+    let service = RegistrarService::start(
+        Registrar::new(config, None).unwrap(),
+        Arc::new(InMemoryStore::new()),
+        transport.clone(),
+        ServiceConfig::default(),
+    );
+    let sv = service.clone();
+    tokio::spawn(async move { sv.run(requests).await });
+    let mut events = service.subscribe();
+    let c = client().await;
+    let ok = final_response(&c, plain_pbx_register(1), Target::new(Protocol::Tcp, tcp)).await;
+    assert_eq!(ok.status(), Some(200));
+    assert_eq!(next_event(&mut events).await.kind, EventKind::Added);
+    c.endpoint.shutdown().await;
+    c.transport.shutdown().await;
+    let lost = next_event_within(&mut events, Duration::from_secs(1)).await;
+    assert_eq!(lost.kind, EventKind::FlowLost);
+    let aor = Aor::parse("sip:pbx@example.com").unwrap();
+    let targets = service.lookup(&aor).await.unwrap();
+    assert_eq!(targets.len(), 1);
+    assert!(matches!(&targets[0].reach, Reach::Contact { uri, .. }
+        if uri.to_string() == "sip:pbx@10.0.0.9:5060;transport=tcp"));
+    endpoint.shutdown().await;
+    transport.shutdown().await;
+}
+
+#[tokio::test]
+async fn lookup_leaves_out_a_dead_plain_tcp_flow_before_its_removal_is_processed() {
+    let s = server().await;
+    let mut events = s.service.subscribe();
+    let aor = Aor::parse("sip:pbx@example.com").unwrap();
+    let c = client().await;
+    let ok = final_response(&c, plain_pbx_register(1), Target::new(Protocol::Tcp, s.tcp)).await;
+    assert_eq!(ok.status(), Some(200));
+    assert_eq!(next_event(&mut events).await.kind, EventKind::Added);
+    let Reach::Flow(flow) = s.service.lookup(&aor).await.unwrap()[0].reach.clone() else {
+        panic!("expected a flow")
+    };
+    // The flow task stops (as if it lagged behind): the close is not handled.
+    s.service.shutdown();
+    c.endpoint.shutdown().await;
+    c.transport.shutdown().await;
+    let t0 = tokio::time::Instant::now();
+    while s.transport.is_flow_alive(flow) {
+        assert!(
+            t0.elapsed() < Duration::from_secs(1),
+            "the flow never closed"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Still stored, but never handed out for routing.
+    assert_eq!(s.service.store().usage().await.unwrap().bindings, 1);
+    assert!(s.service.lookup(&aor).await.unwrap().is_empty());
+    s.endpoint.shutdown().await;
+    s.transport.shutdown().await;
+}
