@@ -222,6 +222,26 @@ impl ClientTransaction {
         self.reliable
     }
 
+    /// Frees what the current state no longer needs: in Completed and
+    /// Accepted only the key, the ACK of a non-2xx (sent again for each
+    /// retransmitted final) and timer D, K or M are kept; the request bytes,
+    /// the ACK template and the drained action queue go. The table calls it
+    /// after taking the actions.
+    pub fn compact(&mut self) {
+        if matches!(
+            self.state,
+            ClientState::Completed | ClientState::Accepted | ClientState::Terminated
+        ) {
+            if !self.request.is_empty() {
+                self.request = Bytes::new();
+            }
+            self.ack_template = None;
+            if self.out.is_empty() && self.out.capacity() > 0 {
+                self.out = VecDeque::new();
+            }
+        }
+    }
+
     /// The next action to carry out, in order; `None` when there is none.
     pub fn poll_output(&mut self) -> Option<Action> {
         self.out.pop_front()

@@ -80,6 +80,7 @@ mod error;
 mod event;
 mod key;
 mod server;
+mod stateless;
 mod table;
 mod timer;
 
@@ -94,6 +95,7 @@ pub use error::{Error, Result};
 pub use event::{Action, TuEvent};
 pub use key::{ClientKey, ServerKey};
 pub use server::{ServerState, ServerTransaction};
+pub use stateless::StatelessReplies;
 /// The drivers' time source, re-exported from `siplink-transport`.
 #[cfg(feature = "tokio")]
 pub use siplink_transport::Clock;

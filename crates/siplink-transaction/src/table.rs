@@ -5,13 +5,14 @@ use std::fmt;
 use std::time::Instant;
 
 use bytes::Bytes;
-use siplink_message::{HeaderName, Message, Method};
+use siplink_message::{HeaderName, Message, MessageBuilder, Method};
 
 use crate::client::{ClientState, ClientTransaction};
 use crate::error::{Error, Result};
 use crate::event::{Action, TuEvent};
 use crate::key::{ClientKey, MergeKey, ServerKey};
 use crate::server::{ServerState, ServerTransaction};
+use crate::stateless::StatelessReplies;
 use crate::timer::Timers;
 
 /// Identifies a transaction in a [`TransactionTable`]; never reused by a table.
@@ -104,6 +105,13 @@ pub enum Received {
     /// A merged request (only with [`TableConfig::detect_merged`]): send this 482
     /// statelessly.
     Merged(Message),
+    /// A new request without what a transaction needs (a From, To, Call-ID or
+    /// CSeq that does not parse, a CSeq method other than the request's):
+    /// send this 400 statelessly. No transaction was created.
+    Malformed(Message),
+    /// The ACK for a stateless non-2xx reply (its To tag is the stateless tag,
+    /// see [`StatelessReplies`]): dropped, nothing created.
+    Absorbed,
     /// The message lacks what matching needs (Via, CSeq, ...); drop it.
     Invalid(Error),
 }
@@ -160,6 +168,7 @@ pub struct TransactionTable {
     deadlines: BTreeSet<(Instant, TransactionId)>,
     out: VecDeque<Output>,
     next_id: u64,
+    stateless: StatelessReplies,
 }
 
 impl TransactionTable {
@@ -174,6 +183,77 @@ impl TransactionTable {
     /// The configuration.
     pub fn config(&self) -> &TableConfig {
         &self.config
+    }
+
+    /// The table's stateless reply builder (its To-tag key); clone it to
+    /// answer statelessly outside the table with the same tags.
+    pub fn stateless(&self) -> &StatelessReplies {
+        &self.stateless
+    }
+
+    /// Starts a stateless response `status` to `request`: no transaction is
+    /// created or kept; the To tag is derived from the request (see
+    /// [`StatelessReplies`]), so a retransmitted request gets the same answer
+    /// and tag, and the ACK of a non-2xx reply to an INVITE is absorbed by
+    /// [`handle_message`](Self::handle_message) ([`Received::Absorbed`]).
+    /// Send what it builds with the request's origin.
+    pub fn stateless_response(&self, request: &Message, status: u16) -> MessageBuilder {
+        self.stateless.response(request, status)
+    }
+
+    /// Answers server transaction `id` (in Trying or Proceeding) statelessly
+    /// with the TU's final `response` and forgets the transaction at once:
+    /// the send is queued as [`Output::Send`] followed by
+    /// [`Output::Terminated`]; nothing is kept to answer retransmissions, which
+    /// create a new transaction and reach the TU again (which answers them the
+    /// same way, e.g. a new 401 challenge). The response's To tag is replaced
+    /// by the stateless tag for an out-of-dialog request, so that the ACK of a
+    /// non-2xx reply to an INVITE is absorbed.
+    ///
+    /// For challenges (401/407), refusals (403) and overload (503), whose
+    /// repetition costs less than keeping a transaction for 64*T1. A 2xx to an
+    /// INVITE, a provisional response, or a transaction past Proceeding is
+    /// [`Error::InvalidState`].
+    pub fn handle_stateless_response(
+        &mut self,
+        id: TransactionId,
+        response: Message,
+        _now: Instant,
+    ) -> Result<()> {
+        let entry = self.entries.get(&id).ok_or(Error::UnknownTransaction)?;
+        let Tx::Server(s) = &entry.tx else {
+            return Err(Error::WrongRole);
+        };
+        let status = response.status().ok_or(Error::NotAResponse)?;
+        let open = matches!(s.state(), ServerState::Trying | ServerState::Proceeding);
+        let min = if s.is_invite() { 300 } else { 200 };
+        if !open || status < min {
+            return Err(Error::InvalidState {
+                state: if open { "Proceeding" } else { "Completed" },
+                what: "sending this response statelessly",
+            });
+        }
+        let response = match s.request() {
+            Some(req) => self.stateless.retag(req, response),
+            None => response,
+        };
+        self.remove(id);
+        self.out.push_back(Output::Send {
+            id,
+            bytes: response.to_bytes(),
+        });
+        self.out.push_back(Output::Terminated { id });
+        Ok(())
+    }
+
+    /// Whether `request` would match a live server transaction (a
+    /// retransmission, an ACK or CANCEL of one) rather than create one.
+    pub fn matches_server(&self, request: &Message) -> bool {
+        let Ok(key) = ServerKey::of_request(request) else {
+            return false;
+        };
+        self.find_server(&key, request.method() == Some(&Method::Ack))
+            .is_some()
     }
 
     /// Number of live transactions.
@@ -208,7 +288,7 @@ impl TransactionTable {
     /// The request of a live server transaction.
     pub fn server_request(&self, id: TransactionId) -> Option<&Message> {
         match &self.entries.get(&id)?.tx {
-            Tx::Server(s) => Some(s.request()),
+            Tx::Server(s) => s.request(),
             Tx::Client(_) => None,
         }
     }
@@ -302,7 +382,16 @@ impl TransactionTable {
             return Received::Matched { id };
         }
         if is_ack {
+            if self.stateless.is_own_ack(&msg) {
+                return Received::Absorbed;
+            }
             return Received::Stray(msg);
+        }
+        if !has_transaction_fields(&msg) {
+            return match self.stateless.response(&msg, 400).build() {
+                Ok(r) => Received::Malformed(r),
+                Err(e) => Received::Invalid(e.into()),
+            };
         }
         let merge = if self.config.detect_merged {
             MergeKey::of_request(&msg)
@@ -312,14 +401,15 @@ impl TransactionTable {
         if let Some(m) = &merge
             && self.merged.contains_key(m)
         {
-            return match msg.response(482).build() {
+            return match self.stateless.response(&msg, 482).build() {
                 Ok(r) => Received::Merged(r),
                 Err(e) => Received::Invalid(e.into()),
             };
         }
         if self.entries.len() >= self.config.max_transactions {
-            return match msg
-                .response(503)
+            return match self
+                .stateless
+                .response(&msg, 503)
                 .header(HeaderName::RetryAfter, self.config.retry_after)
                 .build()
             {
@@ -446,6 +536,10 @@ impl TransactionTable {
                 None => break,
             }
         }
+        match &mut entry.tx {
+            Tx::Client(c) => c.compact(),
+            Tx::Server(s) => s.compact(),
+        }
         let deadline = match &entry.tx {
             Tx::Client(c) => c.poll_timeout(),
             Tx::Server(s) => s.poll_timeout(),
@@ -483,6 +577,17 @@ impl TransactionTable {
             remove_if(&mut self.acks, k, id);
         }
     }
+}
+
+/// Whether a request has the headers a transaction and its responses need:
+/// From, To, Call-ID and a CSeq of the request's method.
+fn has_transaction_fields(msg: &Message) -> bool {
+    msg.from().is_ok()
+        && msg.to().is_ok()
+        && msg.call_id().is_ok()
+        && msg
+            .cseq()
+            .is_ok_and(|c| Some(&c.method) == msg.method())
 }
 
 /// Removes `key` from an index if it still points at `id`.
