@@ -825,7 +825,10 @@ impl Core {
             && !matches!(message.method(), Some(Method::Ack | Method::Cancel))
             && !self.table.matches_server(&message)
         {
-            debug!(closing = self.closing, "server request queue full: 503 statelessly");
+            debug!(
+                closing = self.closing,
+                "server request queue full: 503 statelessly"
+            );
             let retry_after = self.table.config().retry_after;
             match self
                 .table

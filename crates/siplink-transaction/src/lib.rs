@@ -74,6 +74,7 @@
 
 mod branch;
 mod client;
+mod done;
 #[cfg(feature = "tokio")]
 pub mod endpoint;
 mod error;
@@ -95,9 +96,9 @@ pub use error::{Error, Result};
 pub use event::{Action, TuEvent};
 pub use key::{ClientKey, ServerKey};
 pub use server::{ServerState, ServerTransaction};
-pub use stateless::StatelessReplies;
 /// The drivers' time source, re-exported from `siplink-transport`.
 #[cfg(feature = "tokio")]
 pub use siplink_transport::Clock;
+pub use stateless::StatelessReplies;
 pub use table::{Output, Received, TableConfig, TransactionId, TransactionState, TransactionTable};
 pub use timer::{TRYING_DELAY, TimerKind, Timers};

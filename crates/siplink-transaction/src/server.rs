@@ -6,9 +6,11 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use siplink_message::{Message, Method};
 
+use crate::done::{Done, DoneKey};
 use crate::error::{Error, Result};
 use crate::event::{Action, TuEvent};
 use crate::key::ServerKey;
+use crate::table::TransactionState;
 use crate::timer::{MAX_FIRED, TRYING_DELAY, TimerKind, TimerSet, Timers};
 
 /// The state of a server transaction.
@@ -167,6 +169,29 @@ impl ServerTransaction {
     /// The To tag of the final response sent, once one was sent.
     pub fn final_to_tag(&self) -> Option<&str> {
         self.final_to_tag.as_deref()
+    }
+
+    /// Once this transaction only waits out its last timer (non-INVITE
+    /// Completed: timer J; INVITE Confirmed: timer I) and its actions are
+    /// taken: the small record that replaces it in a table.
+    pub(crate) fn linger(&self) -> Option<Done> {
+        if !self.out.is_empty() {
+            return None;
+        }
+        let (resend, until) = match (self.invite, self.state) {
+            (false, ServerState::Completed) => {
+                (self.last_response.clone(), self.armed.get(TimerKind::J)?)
+            }
+            (true, ServerState::Confirmed) => (None, self.armed.get(TimerKind::I)?),
+            _ => return None,
+        };
+        Some(Done::new(
+            DoneKey::Server(self.key.clone()),
+            TransactionState::Server(self.state),
+            self.invite,
+            resend,
+            until,
+        ))
     }
 
     /// The next action to carry out, in order; `None` when there is none.

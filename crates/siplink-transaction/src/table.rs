@@ -8,6 +8,7 @@ use bytes::Bytes;
 use siplink_message::{HeaderName, Message, MessageBuilder, Method};
 
 use crate::client::{ClientState, ClientTransaction};
+use crate::done::{Done, DoneKey};
 use crate::error::{Error, Result};
 use crate::event::{Action, TuEvent};
 use crate::key::{ClientKey, MergeKey, ServerKey};
@@ -116,10 +117,14 @@ pub enum Received {
     Invalid(Error),
 }
 
+/// A live transaction. Boxed, so that a table slot is small and a finished
+/// transaction ([`Done`]) costs only what it keeps.
 #[derive(Debug)]
 enum Tx {
-    Client(ClientTransaction),
-    Server(ServerTransaction),
+    Client(Box<ClientTransaction>),
+    Server(Box<ServerTransaction>),
+    /// Waiting out its last timer: key, resend bytes, one deadline.
+    Done(Box<Done>),
 }
 
 #[derive(Debug)]
@@ -127,8 +132,8 @@ struct Entry {
     tx: Tx,
     /// The transaction's earliest deadline, as indexed in `deadlines`.
     deadline: Option<Instant>,
-    merge: Option<MergeKey>,
-    ack_key: Option<ServerKey>,
+    merge: Option<Box<MergeKey>>,
+    ack_key: Option<Box<ServerKey>>,
 }
 
 /// The state of a live transaction in a table.
@@ -221,8 +226,15 @@ impl TransactionTable {
         _now: Instant,
     ) -> Result<()> {
         let entry = self.entries.get(&id).ok_or(Error::UnknownTransaction)?;
-        let Tx::Server(s) = &entry.tx else {
-            return Err(Error::WrongRole);
+        let s = match &entry.tx {
+            Tx::Server(s) => s,
+            Tx::Done(d) if d.is_server() => {
+                return Err(Error::InvalidState {
+                    state: "Completed",
+                    what: "sending this response statelessly",
+                });
+            }
+            _ => return Err(Error::WrongRole),
         };
         let status = response.status().ok_or(Error::NotAResponse)?;
         let open = matches!(s.state(), ServerState::Trying | ServerState::Proceeding);
@@ -273,6 +285,7 @@ impl TransactionTable {
             .map(|e| match &e.tx {
                 Tx::Client(c) => c.armed_count(),
                 Tx::Server(s) => s.armed_count(),
+                Tx::Done(d) => d.armed_count(),
             })
             .sum()
     }
@@ -282,6 +295,7 @@ impl TransactionTable {
         self.entries.get(&id).map(|e| match &e.tx {
             Tx::Client(c) => TransactionState::Client(c.state()),
             Tx::Server(s) => TransactionState::Server(s.state()),
+            Tx::Done(d) => d.state(),
         })
     }
 
@@ -289,7 +303,7 @@ impl TransactionTable {
     pub fn server_request(&self, id: TransactionId) -> Option<&Message> {
         match &self.entries.get(&id)?.tx {
             Tx::Server(s) => s.request(),
-            Tx::Client(_) => None,
+            Tx::Client(_) | Tx::Done(_) => None,
         }
     }
 
@@ -331,12 +345,12 @@ impl TransactionTable {
         }
         let id = self.alloc_id();
         self.clients.insert(tx.key().clone(), id);
-        self.insert(id, Tx::Client(tx), None);
+        self.insert(id, Tx::Client(Box::new(tx)), None);
         self.sync(id);
         Ok(id)
     }
 
-    fn insert(&mut self, id: TransactionId, tx: Tx, merge: Option<MergeKey>) {
+    fn insert(&mut self, id: TransactionId, tx: Tx, merge: Option<Box<MergeKey>>) {
         self.entries.insert(
             id,
             Entry {
@@ -362,6 +376,7 @@ impl TransactionTable {
                 Some(&id) => {
                     self.feed(id, |tx| match tx {
                         Tx::Client(c) => c.handle_response(msg, now),
+                        Tx::Done(d) => d.handle_response(msg, now),
                         Tx::Server(_) => {}
                     });
                     Received::Matched { id }
@@ -377,6 +392,7 @@ impl TransactionTable {
         if let Some(id) = self.find_server(&key, is_ack) {
             self.feed(id, |tx| match tx {
                 Tx::Server(s) => s.handle_request(msg, now),
+                Tx::Done(d) => d.handle_request(&msg, now),
                 Tx::Client(_) => {}
             });
             return Received::Matched { id };
@@ -431,7 +447,7 @@ impl TransactionTable {
         if let Some(m) = &merge {
             self.merged.insert(m.clone(), id);
         }
-        self.insert(id, Tx::Server(tx), merge);
+        self.insert(id, Tx::Server(Box::new(tx)), merge.map(Box::new));
         self.sync(id);
         Received::New { id, cancels }
     }
@@ -464,8 +480,18 @@ impl TransactionTable {
         now: Instant,
     ) -> Result<()> {
         let entry = self.entries.get_mut(&id).ok_or(Error::UnknownTransaction)?;
-        let Tx::Server(s) = &mut entry.tx else {
-            return Err(Error::WrongRole);
+        let s = match &mut entry.tx {
+            Tx::Server(s) => s,
+            Tx::Done(d) => {
+                return Err(match d.state() {
+                    TransactionState::Server(state) => Error::InvalidState {
+                        state: server_state_name(state),
+                        what: "sending this response",
+                    },
+                    TransactionState::Client(_) => Error::WrongRole,
+                });
+            }
+            Tx::Client(_) => return Err(Error::WrongRole),
         };
         let r = s.handle_response(response, now);
         if entry.ack_key.is_none()
@@ -474,7 +500,7 @@ impl TransactionTable {
             && let Some(k) = s.key().with_to_tag(Some(tag))
         {
             self.acks.insert(k.clone(), id);
-            entry.ack_key = Some(k);
+            entry.ack_key = Some(Box::new(k));
         }
         self.sync(id);
         r
@@ -485,6 +511,7 @@ impl TransactionTable {
         self.feed(id, |tx| match tx {
             Tx::Client(c) => c.handle_transport_error(now),
             Tx::Server(s) => s.handle_transport_error(now),
+            Tx::Done(d) => d.handle_transport_error(now),
         });
     }
 
@@ -499,6 +526,7 @@ impl TransactionTable {
             self.feed(id, |tx| match tx {
                 Tx::Client(c) => c.handle_timeout(at),
                 Tx::Server(s) => s.handle_timeout(at),
+                Tx::Done(d) => d.handle_timeout(at),
             });
             // A transaction that re-armed a timer at the same deadline (a zero
             // T1) has fired its bounded share; the rest waits for the next call.
@@ -528,6 +556,7 @@ impl TransactionTable {
             let action = match &mut entry.tx {
                 Tx::Client(c) => c.poll_output(),
                 Tx::Server(s) => s.poll_output(),
+                Tx::Done(d) => d.poll_output(),
             };
             match action {
                 Some(Action::Send(bytes)) => self.out.push_back(Output::Send { id, bytes }),
@@ -536,13 +565,27 @@ impl TransactionTable {
                 None => break,
             }
         }
-        match &mut entry.tx {
-            Tx::Client(c) => c.compact(),
-            Tx::Server(s) => s.compact(),
+        let done = match &mut entry.tx {
+            Tx::Client(c) => {
+                c.compact();
+                c.linger()
+            }
+            Tx::Server(s) => {
+                s.compact();
+                s.linger()
+            }
+            Tx::Done(d) => {
+                d.compact();
+                None
+            }
+        };
+        if let Some(d) = done {
+            entry.tx = Tx::Done(Box::new(d));
         }
         let deadline = match &entry.tx {
             Tx::Client(c) => c.poll_timeout(),
             Tx::Server(s) => s.poll_timeout(),
+            Tx::Done(d) => d.poll_timeout(),
         };
         if deadline != entry.deadline {
             if let Some(old) = entry.deadline.take() {
@@ -569,6 +612,10 @@ impl TransactionTable {
         match &entry.tx {
             Tx::Client(c) => remove_if(&mut self.clients, c.key(), id),
             Tx::Server(s) => remove_if(&mut self.servers, s.key(), id),
+            Tx::Done(d) => match &d.key {
+                DoneKey::Client(k) => remove_if(&mut self.clients, k, id),
+                DoneKey::Server(k) => remove_if(&mut self.servers, k, id),
+            },
         }
         if let Some(m) = &entry.merge {
             remove_if(&mut self.merged, m, id);
@@ -579,15 +626,27 @@ impl TransactionTable {
     }
 }
 
+/// The name of a server state in errors.
+fn server_state_name(state: ServerState) -> &'static str {
+    match state {
+        ServerState::Trying => "Trying",
+        ServerState::Proceeding => "Proceeding",
+        ServerState::Completed => "Completed",
+        ServerState::Confirmed => "Confirmed",
+        ServerState::Accepted => "Accepted",
+        ServerState::Terminated => "Terminated",
+    }
+}
+
 /// Whether a request has the headers a transaction and its responses need:
-/// From, To, Call-ID and a CSeq of the request's method.
+/// From, To, Call-ID and a CSeq of the request's method. Cheap: From and To
+/// are only looked up (parsing them here would allocate their views in the
+/// request the transaction keeps).
 fn has_transaction_fields(msg: &Message) -> bool {
-    msg.from().is_ok()
-        && msg.to().is_ok()
+    msg.header(HeaderName::From).is_some()
+        && msg.header(HeaderName::To).is_some()
         && msg.call_id().is_ok()
-        && msg
-            .cseq()
-            .is_ok_and(|c| Some(&c.method) == msg.method())
+        && msg.cseq().is_ok_and(|c| Some(&c.method) == msg.method())
 }
 
 /// Removes `key` from an index if it still points at `id`.

@@ -8,11 +8,11 @@ use std::collections::{BinaryHeap, HashMap};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use support::drain;
 use siplink_message::{HeaderName, Message, MessageBuilder, Method};
 use siplink_transaction::{
     Output, Received, TableConfig, Timers, TransactionId, TransactionTable, TuEvent, new_branch,
 };
+use support::drain;
 
 /// splitmix64: a tiny seeded generator, so runs are reproducible.
 struct Rng(u64);
