@@ -94,7 +94,7 @@ pub use endpoint::{
 };
 pub use error::{Error, Result};
 pub use event::{Action, TuEvent};
-pub use key::{ClientKey, ServerKey};
+pub use key::{ClientKey, Rfc2543Key, ServerKey};
 pub use server::{ServerState, ServerTransaction};
 /// The drivers' time source, re-exported from `siplink-transport`.
 #[cfg(feature = "tokio")]
