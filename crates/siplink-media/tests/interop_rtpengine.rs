@@ -8,12 +8,12 @@ mod support;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use support::*;
 use siplink_media::{
     ClientConfig, DeleteRequest, Error, InstanceHealth, MediaProtocol, MediaRelay, QueryRequest,
     RtpEngine, Sdp, SdpRequest, TypedAttribute,
 };
 use siplink_testkit::Rtpengine;
-use support::*;
 
 fn fast_config(instances: &[SocketAddr]) -> ClientConfig {
     let mut c = ClientConfig::new(instances.iter().copied());

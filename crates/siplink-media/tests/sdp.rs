@@ -2,13 +2,13 @@
 
 mod support;
 
+use support::*;
 use proptest::prelude::*;
 use siplink_media::sdp::{Bandwidth, Candidate, MediaDesc, Rtpmap, Timing};
 use siplink_media::{
     Attribute, Connection, Direction, Error, Line, Media, MediaProtocol, Origin, Sdp, SdpLimits,
     Setup, TypedAttribute,
 };
-use support::*;
 
 fn all_vectors() -> Vec<(&'static str, String)> {
     vec![
