@@ -1002,6 +1002,14 @@ async fn respond(tx: &mut ServerTransactionHandle, status: u16, reason: &str) {
     }
 }
 
+/// Like [`respond`], statelessly: the transaction ends at once (a refusal
+/// keeps nothing for 64*T1; a retransmission is refused again).
+async fn respond_stateless(tx: &mut ServerTransactionHandle, status: u16, reason: &str) {
+    if let Some(r) = core::local_response(&tx.request, status, reason) {
+        let _ = tx.respond_stateless(r).await;
+    }
+}
+
 /// Where an out-of-dialog request comes from.
 enum Caller {
     /// A PBX of this connection; ring this user.
@@ -1248,7 +1256,7 @@ async fn authenticate(inner: &Inner, tx: &mut ServerTransactionHandle) -> Option
     let now = inner.clock.wall_now();
     if let Err(blocked) = inner.limiter.check(ip, claimed.as_deref(), now) {
         debug!(source = %tx.origin.peer, "call authentication blocked: {blocked:?}");
-        respond(tx, 403, "Forbidden").await;
+        respond_stateless(tx, 403, "Forbidden").await;
         return None;
     }
     let bound = inner.digest.failure_counts(selected, ip, now);
@@ -1303,7 +1311,7 @@ async fn authenticate(inner: &Inner, tx: &mut ServerTransactionHandle) -> Option
         }
         Outcome::Forbidden(r) => {
             debug!(source = %tx.origin.peer, "authentication refused: {r:?}");
-            respond(tx, 403, "Forbidden").await;
+            respond_stateless(tx, 403, "Forbidden").await;
             None
         }
         Outcome::BadRequest(f) => {
@@ -1322,8 +1330,10 @@ async fn challenge(
     for c in challenges {
         b = b.header(HeaderName::ProxyAuthenticate, c);
     }
+    // Stateless (issue 15): nothing is kept per challenged request; the ACK
+    // of the 407 is absorbed by the endpoint by its To tag.
     if let Ok(r) = b.build() {
-        let _ = tx.respond(r).await;
+        let _ = tx.respond_stateless(r).await;
     }
 }
 

@@ -184,7 +184,11 @@ impl RegistrarService {
     }
 
     /// Answers a REGISTER server transaction (from the endpoint's
-    /// [`ServerRequests`]) and returns the status sent. A request that is not
+    /// [`ServerRequests`]) and returns the status sent. A challenge (401, 407)
+    /// or a refusal (403, e.g. from the failed-attempt limiter) is sent
+    /// statelessly ([`ServerTransactionHandle::respond_stateless`]): the
+    /// transaction ends at once instead of holding the final response for
+    /// 64*T1. A request that is not
     /// a REGISTER is answered 405 (the caller should not hand those here).
     pub async fn handle(&self, mut tx: ServerTransactionHandle) -> Result<u16, Error> {
         let response = match self.process(&tx.request, &tx.origin).await {
@@ -196,9 +200,16 @@ impl RegistrarService {
             }
         };
         let status = response.status().unwrap_or(500);
-        tx.respond(response)
-            .await
-            .map_err(|e| Error::Respond(e.to_string()))?;
+        // Challenges and refusals are sent statelessly: nothing is kept for
+        // 64*T1 per rejected REGISTER (a flood of them costs no memory); a
+        // retransmission comes back here and gets the same status (a 401 with
+        // a fresh nonce).
+        let sent = if is_stateless(status) {
+            tx.respond_stateless(response).await
+        } else {
+            tx.respond(response).await
+        };
+        sent.map_err(|e| Error::Respond(e.to_string()))?;
         Ok(status)
     }
 
@@ -405,4 +416,9 @@ async fn flow_task(
             Err(broadcast::error::RecvError::Closed) => return,
         }
     }
+}
+
+/// Whether a registrar answer is sent statelessly: challenges and refusals.
+fn is_stateless(status: u16) -> bool {
+    matches!(status, 401 | 403 | 407)
 }

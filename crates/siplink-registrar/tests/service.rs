@@ -31,6 +31,10 @@ struct Server {
 }
 
 async fn server() -> Server {
+    server_with(open_registrar()).await
+}
+
+async fn server_with(registrar: Registrar) -> Server {
     let (transport, incoming) = Transport::new(TransportConfig::default());
     let udp = transport
         .listen(Protocol::Udp, "127.0.0.1:0".parse().unwrap())
@@ -44,7 +48,7 @@ async fn server() -> Server {
         Endpoint::start(transport.clone(), incoming, EndpointConfig::default());
     let store: Arc<dyn LocationStore> = Arc::new(InMemoryStore::new());
     let service = RegistrarService::start(
-        open_registrar(),
+        registrar,
         store,
         transport.clone(),
         ServiceConfig::default(),
@@ -179,6 +183,71 @@ async fn register_over_tcp_then_reach_the_client_over_its_flow_until_it_closes()
     let removed = next_event(&mut events).await;
     assert_eq!(removed.kind, EventKind::Removed(RemoveReason::FlowClosed));
     assert!(s.service.lookup(&aor).await.unwrap().is_empty());
+    s.endpoint.shutdown().await;
+    s.transport.shutdown().await;
+}
+
+/// A challenge (401) and a refusal (403 for a wrong password) are sent
+/// statelessly: the server endpoint keeps no transaction after either, and
+/// the 401's To tag is the endpoint's stateless tag for the REGISTER.
+#[tokio::test]
+async fn challenges_and_refusals_are_stateless() {
+    use siplink_auth::{DigestClient, DigestServer, ServerConfig, StoredSecret};
+    use siplink_registrar::Authenticator;
+    let digest = DigestServer::with_secret(ServerConfig::new("example.com"), b"test secret 0123");
+    let users = |user: &str, _realm: &str, _alg| match user {
+        "alice" => Some(StoredSecret::Password("alice-pw".into())),
+        _ => None,
+    };
+    let registrar = Registrar::new(
+        RegistrarConfig::new(["example.com"]),
+        Some(Authenticator::new(digest, users)),
+    )
+    .unwrap();
+    let s = server_with(registrar).await;
+    let c = client().await;
+    let udp = Target::new(Protocol::Udp, s.udp);
+    let reg = request(Method::Register, "sip:example.com", "alice", 1)
+        .header(HeaderName::Contact, "<sip:alice@192.0.2.7:5062>")
+        .build()
+        .unwrap();
+    let mut tx = c.endpoint.send_request(reg, udp.clone()).await.unwrap();
+    let sent = tx.request().clone();
+    let r401 = match timeout(Duration::from_secs(10), tx.next()).await.unwrap() {
+        Some(ClientEvent::Final(m)) => m,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(r401.status(), Some(401));
+    assert_eq!(
+        r401.to().unwrap().tag(),
+        Some(s.endpoint.stateless().to_tag(&sent).as_str())
+    );
+    assert_eq!(s.endpoint.transaction_count().await.unwrap(), 0);
+    // Answer the challenge with a wrong password: 403, statelessly too.
+    let mut digest = DigestClient::new(
+        "example.com",
+        siplink_auth::ClientCredentials::password("alice", "wrong"),
+    );
+    let www = r401.www_authenticate().unwrap().to_vec();
+    let answers = digest
+        .answer(
+            "example.com",
+            &www,
+            &[],
+            &siplink_auth::RequestInfo::new("REGISTER", "sip:example.com"),
+        )
+        .unwrap();
+    let mut reg2 = request(Method::Register, "sip:example.com", "alice", 2)
+        .header(HeaderName::Contact, "<sip:alice@192.0.2.7:5062>");
+    for a in answers {
+        reg2 = reg2.header(HeaderName::Authorization, a.credentials.to_string());
+    }
+    let reg2 = reg2.build().unwrap();
+    let r = final_response(&c, reg2, udp).await;
+    assert_eq!(r.status(), Some(403));
+    assert_eq!(s.endpoint.transaction_count().await.unwrap(), 0);
+    c.endpoint.shutdown().await;
+    c.transport.shutdown().await;
     s.endpoint.shutdown().await;
     s.transport.shutdown().await;
 }

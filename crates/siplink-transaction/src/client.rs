@@ -6,9 +6,11 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use siplink_message::{HeaderName, Message, MessageBuilder, Method};
 
+use crate::done::{Done, DoneKey};
 use crate::error::Result;
 use crate::event::{Action, TuEvent};
 use crate::key::ClientKey;
+use crate::table::TransactionState;
 use crate::timer::{MAX_FIRED, TimerKind, TimerSet, Timers};
 
 /// The state of a client transaction.
@@ -220,6 +222,48 @@ impl ClientTransaction {
     /// Whether the transport is reliable.
     pub fn is_reliable(&self) -> bool {
         self.reliable
+    }
+
+    /// Frees what the current state no longer needs: in Completed and
+    /// Accepted only the key, the ACK of a non-2xx (sent again for each
+    /// retransmitted final) and timer D, K or M are kept; the request bytes,
+    /// the ACK template and the drained action queue go. The table calls it
+    /// after taking the actions.
+    pub fn compact(&mut self) {
+        if matches!(
+            self.state,
+            ClientState::Completed | ClientState::Accepted | ClientState::Terminated
+        ) {
+            if !self.request.is_empty() {
+                self.request = Bytes::new();
+            }
+            self.ack_template = None;
+            if self.out.is_empty() && self.out.capacity() > 0 {
+                self.out = VecDeque::new();
+            }
+        }
+    }
+
+    /// Once this transaction only waits out its last timer (Completed: D or
+    /// K; INVITE Accepted: M) and its actions are taken: the small record
+    /// that replaces it in a table (the key, the ACK of a non-2xx).
+    pub(crate) fn linger(&self) -> Option<Done> {
+        if !self.out.is_empty() {
+            return None;
+        }
+        let (resend, until) = match (self.invite, self.state) {
+            (false, ClientState::Completed) => (None, self.armed.get(TimerKind::K)?),
+            (true, ClientState::Completed) => (self.ack.clone(), self.armed.get(TimerKind::D)?),
+            (true, ClientState::Accepted) => (None, self.armed.get(TimerKind::M)?),
+            _ => return None,
+        };
+        Some(Done::new(
+            DoneKey::Client(self.key.clone()),
+            TransactionState::Client(self.state),
+            self.invite,
+            resend,
+            until,
+        ))
     }
 
     /// The next action to carry out, in order; `None` when there is none.

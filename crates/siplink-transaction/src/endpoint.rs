@@ -23,6 +23,7 @@ use crate::client::build_cancel;
 use crate::error::{Error, Result};
 use crate::event::TuEvent;
 use crate::server::ServerState;
+use crate::stateless::StatelessReplies;
 use crate::table::{
     Output, Received, TableConfig, TransactionId, TransactionState, TransactionTable,
 };
@@ -148,6 +149,8 @@ enum Command {
     Respond {
         id: TransactionId,
         response: Message,
+        /// Answer statelessly and forget the transaction.
+        stateless: bool,
         reply: oneshot::Sender<Result<()>>,
     },
     Abandon {
@@ -218,6 +221,8 @@ enum Command {
 pub struct Endpoint {
     cmd: mpsc::Sender<Command>,
     transport: Transport,
+    stateless: StatelessReplies,
+    send_timeout: Duration,
 }
 
 impl Endpoint {
@@ -231,8 +236,10 @@ impl Endpoint {
     ) -> (Endpoint, ServerRequests) {
         let (cmd_tx, cmd_rx) = mpsc::channel(config.command_queue.max(1));
         let (server_tx, server_rx) = mpsc::channel(config.server_queue.max(1));
+        let table = TransactionTable::new(config.table);
+        let stateless = table.stateless().clone();
         let core = Core {
-            table: TransactionTable::new(config.table),
+            table,
             transport: transport.clone(),
             txs: HashMap::new(),
             server_tx,
@@ -247,6 +254,8 @@ impl Endpoint {
             Endpoint {
                 cmd: cmd_tx,
                 transport,
+                stateless,
+                send_timeout: config.send_timeout,
             },
             server_rx,
         )
@@ -256,6 +265,44 @@ impl Endpoint {
     /// statelessly forwarded message).
     pub fn transport(&self) -> &Transport {
         &self.transport
+    }
+
+    /// The stateless reply builder, with the same key as the endpoint's table
+    /// (so the ACK of a stateless non-2xx reply built with it is absorbed).
+    pub fn stateless(&self) -> &StatelessReplies {
+        &self.stateless
+    }
+
+    /// Answers `request` (received from `origin`) with `status` statelessly,
+    /// as Kamailio's `sl` does: no transaction is created or kept, the To tag
+    /// is derived from the request ([`StatelessReplies`]), so a retransmitted
+    /// request gets the same status and tag, and the ACK of a non-2xx reply to
+    /// an INVITE is absorbed by the endpoint. `extra` headers are added (a
+    /// challenge's `WWW-Authenticate`, a `Retry-After`). Sent in the caller's
+    /// task, at most [`EndpointConfig::send_timeout`].
+    pub async fn reply_stateless(
+        &self,
+        request: &Message,
+        origin: &Origin,
+        status: u16,
+        extra: &[(HeaderName, &str)],
+    ) -> Result<()> {
+        let mut b = self.stateless.response(request, status);
+        for (name, value) in extra {
+            b = b.header(*name, value);
+        }
+        let response = b.build()?;
+        self.send_stateless(response, origin).await
+    }
+
+    /// Sends `response`, built with [`stateless`](Self::stateless) (or
+    /// [`StatelessReplies::retag`]ged), to `origin` without a transaction.
+    pub async fn send_stateless(&self, response: Message, origin: &Origin) -> Result<()> {
+        let send = self.transport.send_response(response, Some(origin));
+        match tokio::time::timeout(self.send_timeout, send).await {
+            Ok(r) => r.map(drop).map_err(|e| Error::Transport(e.to_string())),
+            Err(_) => Err(Error::Transport("send timed out".to_owned())),
+        }
     }
 
     /// Starts a client transaction sending `request` (not ACK) to `dest` and
@@ -500,12 +547,40 @@ impl ServerTransactionHandle {
             .send(Command::Respond {
                 id: self.id,
                 response,
+                stateless: false,
                 reply,
             })
             .await
             .map_err(|_| Error::EndpointClosed)?;
         let r = wait.await.map_err(|_| Error::EndpointClosed)?;
         if r.is_ok() && is_final {
+            self.finished = true;
+        }
+        r
+    }
+
+    /// Answers with the final `response` statelessly and ends the transaction
+    /// at once (see [`TransactionTable::handle_stateless_response`]): for a
+    /// challenge (401/407), a refusal (403), an overload (503). Nothing is kept
+    /// for retransmissions: a retransmitted request comes through
+    /// [`ServerRequests`] again, to be answered the same way. The To tag is
+    /// replaced by the stateless tag (out-of-dialog requests), so the ACK of
+    /// an INVITE answered so is absorbed. Errors: [`Error::InvalidState`] for a
+    /// provisional response, a 2xx to an INVITE, or a transaction that already
+    /// sent a final response.
+    pub async fn respond_stateless(&mut self, response: Message) -> Result<()> {
+        let (reply, wait) = oneshot::channel();
+        self.cmd
+            .send(Command::Respond {
+                id: self.id,
+                response,
+                stateless: true,
+                reply,
+            })
+            .await
+            .map_err(|_| Error::EndpointClosed)?;
+        let r = wait.await.map_err(|_| Error::EndpointClosed)?;
+        if r.is_ok() {
             self.finished = true;
         }
         r
@@ -711,9 +786,14 @@ impl Core {
             Command::Respond {
                 id,
                 response,
+                stateless,
                 reply,
             } => {
-                let r = self.table.handle_response(id, &response, now);
+                let r = if stateless {
+                    self.table.handle_stateless_response(id, response, now)
+                } else {
+                    self.table.handle_response(id, &response, now)
+                };
                 let _ = reply.send(r);
             }
             Command::Abandon { id } => {
@@ -738,6 +818,29 @@ impl Core {
     async fn incoming(&mut self, m: Incoming) {
         let Incoming { message, origin } = m;
         let reliable = origin.protocol.is_stream();
+        // A new request that no one can take (the server queue is full, or
+        // shutting down): 503 statelessly, before a transaction exists.
+        if (self.closing || self.server_tx.capacity() == 0)
+            && message.is_request()
+            && !matches!(message.method(), Some(Method::Ack | Method::Cancel))
+            && !self.table.matches_server(&message)
+        {
+            debug!(
+                closing = self.closing,
+                "server request queue full: 503 statelessly"
+            );
+            let retry_after = self.table.config().retry_after;
+            match self
+                .table
+                .stateless_response(&message, 503)
+                .header(HeaderName::RetryAfter, retry_after)
+                .build()
+            {
+                Ok(r) => self.send_stateless(r, &origin).await,
+                Err(e) => debug!(error = %e, "cannot build a 503"),
+            }
+            return;
+        }
         match self
             .table
             .handle_message(message, reliable, self.clock.now())
@@ -766,6 +869,11 @@ impl Core {
                 self.send_stateless(r, &origin).await;
             }
             Received::Merged(r) => self.send_stateless(r, &origin).await,
+            Received::Malformed(r) => {
+                debug!(from = %origin.peer, "malformed request: 400 statelessly");
+                self.send_stateless(r, &origin).await;
+            }
+            Received::Absorbed => debug!(from = %origin.peer, "ACK of a stateless reply absorbed"),
             Received::Invalid(e) => debug!(error = %e, "dropped invalid message"),
         }
         self.drain().await;
@@ -808,6 +916,27 @@ impl Core {
                 }
             }
             Err(e) => warn!(%id, status, error = %e, "cannot build automatic response"),
+        }
+    }
+
+    /// Answers server transaction `id` 503 with Retry-After statelessly and
+    /// forgets it (queued outputs).
+    fn reject_stateless(&mut self, id: TransactionId, request: &Message) {
+        let built = self
+            .table
+            .stateless_response(request, 503)
+            .header(HeaderName::RetryAfter, self.table.config().retry_after)
+            .build();
+        match built {
+            Ok(resp) => {
+                if let Err(e) = self
+                    .table
+                    .handle_stateless_response(id, resp, self.clock.now())
+                {
+                    debug!(%id, error = %e, "stateless 503 refused");
+                }
+            }
+            Err(e) => warn!(%id, error = %e, "cannot build a 503"),
         }
     }
 
@@ -982,7 +1111,7 @@ impl Core {
                     if self.closing {
                         let mut h = handle;
                         h.finished = true;
-                        self.respond_status(id, 503, Some(self.table.config().retry_after));
+                        self.reject_stateless(id, &h.request);
                         return;
                     }
                     if let Err(e) = self.server_tx.try_send(handle) {
@@ -992,7 +1121,7 @@ impl Core {
                         };
                         h.finished = true;
                         debug!(%id, "server request queue full or closed: 503");
-                        self.respond_status(id, 503, Some(self.table.config().retry_after));
+                        self.reject_stateless(id, &h.request);
                     }
                 }
                 TuEvent::Ack(m) => {

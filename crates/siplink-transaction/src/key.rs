@@ -60,23 +60,29 @@ pub enum ServerKey {
         /// Method (INVITE for ACK).
         method: Method,
     },
-    /// Branch without the magic cookie (RFC 3261 §17.2.3, RFC 2543 §17).
-    Rfc2543 {
-        /// Request-URI as written.
-        request_uri: Bytes,
-        /// From tag.
-        from_tag: Option<String>,
-        /// Call-ID.
-        call_id: String,
-        /// CSeq number.
-        cseq: u32,
-        /// CSeq method (INVITE for ACK).
-        method: Method,
-        /// The whole top Via, as written back by [`siplink_message::headers::Via`]'s `Display`.
-        top_via: String,
-        /// To tag.
-        to_tag: Option<String>,
-    },
+    /// Branch without the magic cookie (RFC 3261 §17.2.3, RFC 2543 §17);
+    /// boxed, so that the common key stays small.
+    Rfc2543(Box<Rfc2543Key>),
+}
+
+/// The fields an RFC 2543 request (no magic cookie in its branch) is matched
+/// on (RFC 3261 §17.2.3).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Rfc2543Key {
+    /// Request-URI as written.
+    pub request_uri: Bytes,
+    /// From tag.
+    pub from_tag: Option<String>,
+    /// Call-ID.
+    pub call_id: String,
+    /// CSeq number.
+    pub cseq: u32,
+    /// CSeq method (INVITE for ACK).
+    pub method: Method,
+    /// The whole top Via, as written back by [`siplink_message::headers::Via`]'s `Display`.
+    pub top_via: String,
+    /// To tag.
+    pub to_tag: Option<String>,
 }
 
 impl ServerKey {
@@ -102,7 +108,7 @@ impl ServerKey {
             });
         }
         let cseq = request.cseq()?;
-        Ok(ServerKey::Rfc2543 {
+        Ok(ServerKey::Rfc2543(Box::new(Rfc2543Key {
             request_uri: request
                 .request_uri_bytes()
                 .cloned()
@@ -113,16 +119,15 @@ impl ServerKey {
             method,
             top_via: via.to_string(),
             to_tag: request.to()?.tag().map(str::to_owned),
-        })
+        })))
     }
 
     /// The key of the INVITE that a CANCEL with this key cancels.
     pub fn cancelled_invite(&self) -> ServerKey {
         let mut k = self.clone();
         match &mut k {
-            ServerKey::Rfc3261 { method, .. } | ServerKey::Rfc2543 { method, .. } => {
-                *method = Method::Invite;
-            }
+            ServerKey::Rfc3261 { method, .. } => *method = Method::Invite,
+            ServerKey::Rfc2543(k) => k.method = Method::Invite,
         }
         k
     }
@@ -132,19 +137,17 @@ impl ServerKey {
     pub fn with_to_tag(&self, tag: Option<&str>) -> Option<ServerKey> {
         match self {
             ServerKey::Rfc3261 { .. } => None,
-            ServerKey::Rfc2543 { .. } => {
-                let mut k = self.clone();
-                if let ServerKey::Rfc2543 { to_tag, .. } = &mut k {
-                    *to_tag = tag.map(str::to_owned);
-                }
-                Some(k)
+            ServerKey::Rfc2543(k) => {
+                let mut k = k.clone();
+                k.to_tag = tag.map(str::to_owned);
+                Some(ServerKey::Rfc2543(k))
             }
         }
     }
 
     /// Whether this is an RFC 2543 (no magic cookie) key.
     pub fn is_rfc2543(&self) -> bool {
-        matches!(self, ServerKey::Rfc2543 { .. })
+        matches!(self, ServerKey::Rfc2543(_))
     }
 }
 

@@ -74,12 +74,14 @@
 
 mod branch;
 mod client;
+mod done;
 #[cfg(feature = "tokio")]
 pub mod endpoint;
 mod error;
 mod event;
 mod key;
 mod server;
+mod stateless;
 mod table;
 mod timer;
 
@@ -92,10 +94,11 @@ pub use endpoint::{
 };
 pub use error::{Error, Result};
 pub use event::{Action, TuEvent};
-pub use key::{ClientKey, ServerKey};
+pub use key::{ClientKey, Rfc2543Key, ServerKey};
 pub use server::{ServerState, ServerTransaction};
 /// The drivers' time source, re-exported from `siplink-transport`.
 #[cfg(feature = "tokio")]
 pub use siplink_transport::Clock;
+pub use stateless::StatelessReplies;
 pub use table::{Output, Received, TableConfig, TransactionId, TransactionState, TransactionTable};
 pub use timer::{TRYING_DELAY, TimerKind, Timers};

@@ -6,9 +6,11 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use siplink_message::{Message, Method};
 
+use crate::done::{Done, DoneKey};
 use crate::error::{Error, Result};
 use crate::event::{Action, TuEvent};
 use crate::key::ServerKey;
+use crate::table::TransactionState;
 use crate::timer::{MAX_FIRED, TRYING_DELAY, TimerKind, TimerSet, Timers};
 
 /// The state of a server transaction.
@@ -59,7 +61,9 @@ pub struct ServerTransaction {
     invite: bool,
     state: ServerState,
     key: ServerKey,
-    request: Message,
+    /// The request, until a final response was sent (the 100 Trying and the
+    /// TU's automatic answers are built from it); then dropped.
+    request: Option<Box<Message>>,
     reliable: bool,
     timers: Timers,
     /// Last response sent (what a retransmitted request is answered with).
@@ -103,7 +107,7 @@ impl ServerTransaction {
                 ServerState::Trying
             },
             key,
-            request,
+            request: Some(Box::new(request)),
             reliable,
             timers,
             last_response: None,
@@ -124,9 +128,32 @@ impl ServerTransaction {
         &self.key
     }
 
-    /// The request that created the transaction.
-    pub fn request(&self) -> &Message {
-        &self.request
+    /// The request that created the transaction, while no final response was
+    /// sent (Trying, Proceeding). A transaction that answered keeps only its
+    /// key, what its timers need and the bytes of its last response.
+    pub fn request(&self) -> Option<&Message> {
+        self.request.as_deref()
+    }
+
+    /// Frees what the current state no longer needs: the request once a final
+    /// response was sent, and the action queue once it is drained. The table
+    /// calls it after taking the actions.
+    pub fn compact(&mut self) {
+        if matches!(
+            self.state,
+            ServerState::Completed
+                | ServerState::Confirmed
+                | ServerState::Accepted
+                | ServerState::Terminated
+        ) {
+            self.request = None;
+            if self.out.is_empty() && self.out.capacity() > 0 {
+                self.out = VecDeque::new();
+            }
+        }
+        if matches!(self.state, ServerState::Confirmed | ServerState::Terminated) {
+            self.last_response = None;
+        }
     }
 
     /// Whether this is an INVITE transaction.
@@ -142,6 +169,29 @@ impl ServerTransaction {
     /// The To tag of the final response sent, once one was sent.
     pub fn final_to_tag(&self) -> Option<&str> {
         self.final_to_tag.as_deref()
+    }
+
+    /// Once this transaction only waits out its last timer (non-INVITE
+    /// Completed: timer J; INVITE Confirmed: timer I) and its actions are
+    /// taken: the small record that replaces it in a table.
+    pub(crate) fn linger(&self) -> Option<Done> {
+        if !self.out.is_empty() {
+            return None;
+        }
+        let (resend, until) = match (self.invite, self.state) {
+            (false, ServerState::Completed) => {
+                (self.last_response.clone(), self.armed.get(TimerKind::J)?)
+            }
+            (true, ServerState::Confirmed) => (None, self.armed.get(TimerKind::I)?),
+            _ => return None,
+        };
+        Some(Done::new(
+            DoneKey::Server(self.key.clone()),
+            TransactionState::Server(self.state),
+            self.invite,
+            resend,
+            until,
+        ))
     }
 
     /// The next action to carry out, in order; `None` when there is none.
@@ -316,7 +366,9 @@ impl ServerTransaction {
     fn fire(&mut self, t: TimerKind, now: Instant) {
         match (self.state, t) {
             (ServerState::Proceeding, TimerKind::Trying) if self.last_response.is_none() => {
-                if let Ok(trying) = self.request.response(100).to_bytes() {
+                if let Some(req) = &self.request
+                    && let Ok(trying) = req.response(100).to_bytes()
+                {
                     self.out.push_back(Action::Send(trying.clone()));
                     self.last_response = Some(trying);
                 }

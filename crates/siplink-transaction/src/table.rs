@@ -5,13 +5,15 @@ use std::fmt;
 use std::time::Instant;
 
 use bytes::Bytes;
-use siplink_message::{HeaderName, Message, Method};
+use siplink_message::{HeaderName, Message, MessageBuilder, Method};
 
 use crate::client::{ClientState, ClientTransaction};
+use crate::done::{Done, DoneKey};
 use crate::error::{Error, Result};
 use crate::event::{Action, TuEvent};
 use crate::key::{ClientKey, MergeKey, ServerKey};
 use crate::server::{ServerState, ServerTransaction};
+use crate::stateless::StatelessReplies;
 use crate::timer::Timers;
 
 /// Identifies a transaction in a [`TransactionTable`]; never reused by a table.
@@ -104,14 +106,25 @@ pub enum Received {
     /// A merged request (only with [`TableConfig::detect_merged`]): send this 482
     /// statelessly.
     Merged(Message),
+    /// A new request without what a transaction needs (a From, To, Call-ID or
+    /// CSeq that does not parse, a CSeq method other than the request's):
+    /// send this 400 statelessly. No transaction was created.
+    Malformed(Message),
+    /// The ACK for a stateless non-2xx reply (its To tag is the stateless tag,
+    /// see [`StatelessReplies`]): dropped, nothing created.
+    Absorbed,
     /// The message lacks what matching needs (Via, CSeq, ...); drop it.
     Invalid(Error),
 }
 
+/// A live transaction. Boxed, so that a table slot is small and a finished
+/// transaction ([`Done`]) costs only what it keeps.
 #[derive(Debug)]
 enum Tx {
-    Client(ClientTransaction),
-    Server(ServerTransaction),
+    Client(Box<ClientTransaction>),
+    Server(Box<ServerTransaction>),
+    /// Waiting out its last timer: key, resend bytes, one deadline.
+    Done(Box<Done>),
 }
 
 #[derive(Debug)]
@@ -119,8 +132,8 @@ struct Entry {
     tx: Tx,
     /// The transaction's earliest deadline, as indexed in `deadlines`.
     deadline: Option<Instant>,
-    merge: Option<MergeKey>,
-    ack_key: Option<ServerKey>,
+    merge: Option<Box<MergeKey>>,
+    ack_key: Option<Box<ServerKey>>,
 }
 
 /// The state of a live transaction in a table.
@@ -160,6 +173,7 @@ pub struct TransactionTable {
     deadlines: BTreeSet<(Instant, TransactionId)>,
     out: VecDeque<Output>,
     next_id: u64,
+    stateless: StatelessReplies,
 }
 
 impl TransactionTable {
@@ -174,6 +188,84 @@ impl TransactionTable {
     /// The configuration.
     pub fn config(&self) -> &TableConfig {
         &self.config
+    }
+
+    /// The table's stateless reply builder (its To-tag key); clone it to
+    /// answer statelessly outside the table with the same tags.
+    pub fn stateless(&self) -> &StatelessReplies {
+        &self.stateless
+    }
+
+    /// Starts a stateless response `status` to `request`: no transaction is
+    /// created or kept; the To tag is derived from the request (see
+    /// [`StatelessReplies`]), so a retransmitted request gets the same answer
+    /// and tag, and the ACK of a non-2xx reply to an INVITE is absorbed by
+    /// [`handle_message`](Self::handle_message) ([`Received::Absorbed`]).
+    /// Send what it builds with the request's origin.
+    pub fn stateless_response(&self, request: &Message, status: u16) -> MessageBuilder {
+        self.stateless.response(request, status)
+    }
+
+    /// Answers server transaction `id` (in Trying or Proceeding) statelessly
+    /// with the TU's final `response` and forgets the transaction at once:
+    /// the send is queued as [`Output::Send`] followed by
+    /// [`Output::Terminated`]; nothing is kept to answer retransmissions, which
+    /// create a new transaction and reach the TU again (which answers them the
+    /// same way, e.g. a new 401 challenge). The response's To tag is replaced
+    /// by the stateless tag for an out-of-dialog request, so that the ACK of a
+    /// non-2xx reply to an INVITE is absorbed.
+    ///
+    /// For challenges (401/407), refusals (403) and overload (503), whose
+    /// repetition costs less than keeping a transaction for 64*T1. A 2xx to an
+    /// INVITE, a provisional response, or a transaction past Proceeding is
+    /// [`Error::InvalidState`].
+    pub fn handle_stateless_response(
+        &mut self,
+        id: TransactionId,
+        response: Message,
+        _now: Instant,
+    ) -> Result<()> {
+        let entry = self.entries.get(&id).ok_or(Error::UnknownTransaction)?;
+        let s = match &entry.tx {
+            Tx::Server(s) => s,
+            Tx::Done(d) if d.is_server() => {
+                return Err(Error::InvalidState {
+                    state: "Completed",
+                    what: "sending this response statelessly",
+                });
+            }
+            _ => return Err(Error::WrongRole),
+        };
+        let status = response.status().ok_or(Error::NotAResponse)?;
+        let open = matches!(s.state(), ServerState::Trying | ServerState::Proceeding);
+        let min = if s.is_invite() { 300 } else { 200 };
+        if !open || status < min {
+            return Err(Error::InvalidState {
+                state: if open { "Proceeding" } else { "Completed" },
+                what: "sending this response statelessly",
+            });
+        }
+        let response = match s.request() {
+            Some(req) => self.stateless.retag(req, response),
+            None => response,
+        };
+        self.remove(id);
+        self.out.push_back(Output::Send {
+            id,
+            bytes: response.to_bytes(),
+        });
+        self.out.push_back(Output::Terminated { id });
+        Ok(())
+    }
+
+    /// Whether `request` would match a live server transaction (a
+    /// retransmission, an ACK or CANCEL of one) rather than create one.
+    pub fn matches_server(&self, request: &Message) -> bool {
+        let Ok(key) = ServerKey::of_request(request) else {
+            return false;
+        };
+        self.find_server(&key, request.method() == Some(&Method::Ack))
+            .is_some()
     }
 
     /// Number of live transactions.
@@ -193,6 +285,7 @@ impl TransactionTable {
             .map(|e| match &e.tx {
                 Tx::Client(c) => c.armed_count(),
                 Tx::Server(s) => s.armed_count(),
+                Tx::Done(d) => d.armed_count(),
             })
             .sum()
     }
@@ -202,14 +295,15 @@ impl TransactionTable {
         self.entries.get(&id).map(|e| match &e.tx {
             Tx::Client(c) => TransactionState::Client(c.state()),
             Tx::Server(s) => TransactionState::Server(s.state()),
+            Tx::Done(d) => d.state(),
         })
     }
 
     /// The request of a live server transaction.
     pub fn server_request(&self, id: TransactionId) -> Option<&Message> {
         match &self.entries.get(&id)?.tx {
-            Tx::Server(s) => Some(s.request()),
-            Tx::Client(_) => None,
+            Tx::Server(s) => s.request(),
+            Tx::Client(_) | Tx::Done(_) => None,
         }
     }
 
@@ -251,12 +345,12 @@ impl TransactionTable {
         }
         let id = self.alloc_id();
         self.clients.insert(tx.key().clone(), id);
-        self.insert(id, Tx::Client(tx), None);
+        self.insert(id, Tx::Client(Box::new(tx)), None);
         self.sync(id);
         Ok(id)
     }
 
-    fn insert(&mut self, id: TransactionId, tx: Tx, merge: Option<MergeKey>) {
+    fn insert(&mut self, id: TransactionId, tx: Tx, merge: Option<Box<MergeKey>>) {
         self.entries.insert(
             id,
             Entry {
@@ -282,6 +376,7 @@ impl TransactionTable {
                 Some(&id) => {
                     self.feed(id, |tx| match tx {
                         Tx::Client(c) => c.handle_response(msg, now),
+                        Tx::Done(d) => d.handle_response(msg, now),
                         Tx::Server(_) => {}
                     });
                     Received::Matched { id }
@@ -297,12 +392,22 @@ impl TransactionTable {
         if let Some(id) = self.find_server(&key, is_ack) {
             self.feed(id, |tx| match tx {
                 Tx::Server(s) => s.handle_request(msg, now),
+                Tx::Done(d) => d.handle_request(&msg, now),
                 Tx::Client(_) => {}
             });
             return Received::Matched { id };
         }
         if is_ack {
+            if self.stateless.is_own_ack(&msg) {
+                return Received::Absorbed;
+            }
             return Received::Stray(msg);
+        }
+        if !has_transaction_fields(&msg) {
+            return match self.stateless.response(&msg, 400).build() {
+                Ok(r) => Received::Malformed(r),
+                Err(e) => Received::Invalid(e.into()),
+            };
         }
         let merge = if self.config.detect_merged {
             MergeKey::of_request(&msg)
@@ -312,14 +417,15 @@ impl TransactionTable {
         if let Some(m) = &merge
             && self.merged.contains_key(m)
         {
-            return match msg.response(482).build() {
+            return match self.stateless.response(&msg, 482).build() {
                 Ok(r) => Received::Merged(r),
                 Err(e) => Received::Invalid(e.into()),
             };
         }
         if self.entries.len() >= self.config.max_transactions {
-            return match msg
-                .response(503)
+            return match self
+                .stateless
+                .response(&msg, 503)
                 .header(HeaderName::RetryAfter, self.config.retry_after)
                 .build()
             {
@@ -341,7 +447,7 @@ impl TransactionTable {
         if let Some(m) = &merge {
             self.merged.insert(m.clone(), id);
         }
-        self.insert(id, Tx::Server(tx), merge);
+        self.insert(id, Tx::Server(Box::new(tx)), merge.map(Box::new));
         self.sync(id);
         Received::New { id, cancels }
     }
@@ -374,8 +480,18 @@ impl TransactionTable {
         now: Instant,
     ) -> Result<()> {
         let entry = self.entries.get_mut(&id).ok_or(Error::UnknownTransaction)?;
-        let Tx::Server(s) = &mut entry.tx else {
-            return Err(Error::WrongRole);
+        let s = match &mut entry.tx {
+            Tx::Server(s) => s,
+            Tx::Done(d) => {
+                return Err(match d.state() {
+                    TransactionState::Server(state) => Error::InvalidState {
+                        state: server_state_name(state),
+                        what: "sending this response",
+                    },
+                    TransactionState::Client(_) => Error::WrongRole,
+                });
+            }
+            Tx::Client(_) => return Err(Error::WrongRole),
         };
         let r = s.handle_response(response, now);
         if entry.ack_key.is_none()
@@ -384,7 +500,7 @@ impl TransactionTable {
             && let Some(k) = s.key().with_to_tag(Some(tag))
         {
             self.acks.insert(k.clone(), id);
-            entry.ack_key = Some(k);
+            entry.ack_key = Some(Box::new(k));
         }
         self.sync(id);
         r
@@ -395,6 +511,7 @@ impl TransactionTable {
         self.feed(id, |tx| match tx {
             Tx::Client(c) => c.handle_transport_error(now),
             Tx::Server(s) => s.handle_transport_error(now),
+            Tx::Done(d) => d.handle_transport_error(now),
         });
     }
 
@@ -409,6 +526,7 @@ impl TransactionTable {
             self.feed(id, |tx| match tx {
                 Tx::Client(c) => c.handle_timeout(at),
                 Tx::Server(s) => s.handle_timeout(at),
+                Tx::Done(d) => d.handle_timeout(at),
             });
             // A transaction that re-armed a timer at the same deadline (a zero
             // T1) has fired its bounded share; the rest waits for the next call.
@@ -438,6 +556,7 @@ impl TransactionTable {
             let action = match &mut entry.tx {
                 Tx::Client(c) => c.poll_output(),
                 Tx::Server(s) => s.poll_output(),
+                Tx::Done(d) => d.poll_output(),
             };
             match action {
                 Some(Action::Send(bytes)) => self.out.push_back(Output::Send { id, bytes }),
@@ -446,9 +565,27 @@ impl TransactionTable {
                 None => break,
             }
         }
+        let done = match &mut entry.tx {
+            Tx::Client(c) => {
+                c.compact();
+                c.linger()
+            }
+            Tx::Server(s) => {
+                s.compact();
+                s.linger()
+            }
+            Tx::Done(d) => {
+                d.compact();
+                None
+            }
+        };
+        if let Some(d) = done {
+            entry.tx = Tx::Done(Box::new(d));
+        }
         let deadline = match &entry.tx {
             Tx::Client(c) => c.poll_timeout(),
             Tx::Server(s) => s.poll_timeout(),
+            Tx::Done(d) => d.poll_timeout(),
         };
         if deadline != entry.deadline {
             if let Some(old) = entry.deadline.take() {
@@ -475,6 +612,10 @@ impl TransactionTable {
         match &entry.tx {
             Tx::Client(c) => remove_if(&mut self.clients, c.key(), id),
             Tx::Server(s) => remove_if(&mut self.servers, s.key(), id),
+            Tx::Done(d) => match &d.key {
+                DoneKey::Client(k) => remove_if(&mut self.clients, k, id),
+                DoneKey::Server(k) => remove_if(&mut self.servers, k, id),
+            },
         }
         if let Some(m) = &entry.merge {
             remove_if(&mut self.merged, m, id);
@@ -483,6 +624,29 @@ impl TransactionTable {
             remove_if(&mut self.acks, k, id);
         }
     }
+}
+
+/// The name of a server state in errors.
+fn server_state_name(state: ServerState) -> &'static str {
+    match state {
+        ServerState::Trying => "Trying",
+        ServerState::Proceeding => "Proceeding",
+        ServerState::Completed => "Completed",
+        ServerState::Confirmed => "Confirmed",
+        ServerState::Accepted => "Accepted",
+        ServerState::Terminated => "Terminated",
+    }
+}
+
+/// Whether a request has the headers a transaction and its responses need:
+/// From, To, Call-ID and a CSeq of the request's method. Cheap: From and To
+/// are only looked up (parsing them here would allocate their views in the
+/// request the transaction keeps).
+fn has_transaction_fields(msg: &Message) -> bool {
+    msg.header(HeaderName::From).is_some()
+        && msg.header(HeaderName::To).is_some()
+        && msg.call_id().is_ok()
+        && msg.cseq().is_ok_and(|c| Some(&c.method) == msg.method())
 }
 
 /// Removes `key` from an index if it still points at `id`.

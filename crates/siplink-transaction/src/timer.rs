@@ -86,53 +86,63 @@ pub enum TimerKind {
     Trying,
 }
 
-impl TimerKind {
-    /// Number of timer kinds.
-    pub(crate) const COUNT: usize = 13;
+/// Timers one transaction can have armed at once: at most two in every state
+/// (A+B, E+F, G+H; otherwise one), so four slots never fill.
+const SLOTS: usize = 4;
 
-    /// A dense index in `0..COUNT`.
-    pub(crate) fn index(self) -> usize {
-        self as usize
-    }
-}
-
-/// The armed timers of one transaction: at most one deadline per kind.
+/// The armed timers of one transaction: at most one deadline per kind, in a
+/// few slots (a transaction has at most two armed at once).
 #[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct TimerSet([Option<Instant>; TimerKind::COUNT]);
+pub(crate) struct TimerSet([Option<(Instant, TimerKind)>; SLOTS]);
 
 impl TimerSet {
     /// Arms (or re-arms) `kind` at `at`.
     pub(crate) fn start(&mut self, kind: TimerKind, at: Instant) {
-        self.0[kind.index()] = Some(at);
+        if let Some(slot) = self.0.iter_mut().flatten().find(|(_, k)| *k == kind) {
+            slot.0 = at;
+            return;
+        }
+        if let Some(free) = self.0.iter_mut().find(|s| s.is_none()) {
+            *free = Some((at, kind));
+            return;
+        }
+        // Not reached (see SLOTS); should it be, the latest deadline gives way.
+        if let Some(latest) = self.0.iter_mut().max_by_key(|s| s.map(|(at, _)| at)) {
+            *latest = Some((at, kind));
+        }
     }
 
     /// Disarms `kind`.
     pub(crate) fn cancel(&mut self, kind: TimerKind) {
-        self.0[kind.index()] = None;
+        for s in &mut self.0 {
+            if s.is_some_and(|(_, k)| k == kind) {
+                *s = None;
+            }
+        }
     }
 
     /// Disarms every timer.
     pub(crate) fn clear(&mut self) {
-        self.0 = [None; TimerKind::COUNT];
+        self.0 = [None; SLOTS];
     }
 
     /// The deadline of `kind`, if armed.
     pub(crate) fn get(&self, kind: TimerKind) -> Option<Instant> {
-        self.0[kind.index()]
+        self.0
+            .iter()
+            .flatten()
+            .find(|(_, k)| *k == kind)
+            .map(|&(at, _)| at)
     }
 
     /// The earliest armed timer (ties: the first kind in declaration order).
     pub(crate) fn earliest(&self) -> Option<(Instant, TimerKind)> {
-        self.0
-            .iter()
-            .zip(KINDS)
-            .filter_map(|(at, k)| at.map(|at| (at, k)))
-            .min()
+        self.0.iter().flatten().copied().min()
     }
 
     /// Number of armed timers.
     pub(crate) fn count(&self) -> usize {
-        self.0.iter().filter(|t| t.is_some()).count()
+        self.0.iter().flatten().count()
     }
 
     /// Disarms and returns the earliest timer due at `now`.
@@ -147,20 +157,3 @@ impl TimerSet {
 /// the loop even with a zero T1 (a timer that re-arms itself at its own
 /// deadline); the rest fire at the next call.
 pub(crate) const MAX_FIRED: usize = 64;
-
-/// Every timer kind, in `TimerKind::index` order.
-const KINDS: [TimerKind; TimerKind::COUNT] = [
-    TimerKind::A,
-    TimerKind::B,
-    TimerKind::D,
-    TimerKind::E,
-    TimerKind::F,
-    TimerKind::G,
-    TimerKind::H,
-    TimerKind::I,
-    TimerKind::J,
-    TimerKind::K,
-    TimerKind::L,
-    TimerKind::M,
-    TimerKind::Trying,
-];

@@ -589,3 +589,241 @@ async fn paused_clock_fires_timer_e_and_f_by_advance() {
     );
     client.stop().await;
 }
+
+/// A raw UDP peer's request (no endpoint on that side: the bytes are ours).
+fn raw_request(
+    method: &str,
+    cseq_method: &str,
+    from: SocketAddr,
+    branch: &str,
+    call_id: &str,
+) -> String {
+    format!(
+        "{method} sip:bob@127.0.0.1 SIP/2.0\r\n\
+         Via: SIP/2.0/UDP {from};branch={branch};rport\r\n\
+         Max-Forwards: 70\r\n\
+         To: <sip:bob@127.0.0.1>\r\n\
+         From: <sip:alice@127.0.0.1>;tag=raw1\r\n\
+         Call-ID: {call_id}\r\n\
+         CSeq: 1 {cseq_method}\r\n\
+         Content-Length: 0\r\n\r\n"
+    )
+}
+
+async fn recv_response(sock: &tokio::net::UdpSocket, wait: Duration) -> Option<Message> {
+    let mut buf = vec![0u8; 65_536];
+    let n = tokio::time::timeout(wait, sock.recv(&mut buf))
+        .await
+        .ok()?
+        .ok()?;
+    Some(Message::parse(bytes::Bytes::copy_from_slice(&buf[..n])).expect("a SIP response"))
+}
+
+fn to_tag(m: &Message) -> String {
+    m.to().unwrap().tag().unwrap().to_owned()
+}
+
+/// Past the live-transaction limit a new request gets 503 + Retry-After
+/// statelessly (the same To tag for its retransmission, no transaction); a
+/// malformed request gets 400 the same way; the ACK for a stateless 503 to an
+/// INVITE is absorbed (not a stray).
+#[tokio::test]
+async fn stateless_503_past_the_limit_and_400_for_malformed_over_udp() {
+    let mut server = side(TableConfig {
+        max_transactions: 1,
+        retry_after: 7,
+        ..fast()
+    })
+    .await;
+    let peer = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    peer.connect(server.udp).await.unwrap();
+    let me = peer.local_addr().unwrap();
+    // The one transaction allowed, held by the TU.
+    let send = |text: String| {
+        let peer = &peer;
+        async move { peer.send(text.as_bytes()).await.unwrap() }
+    };
+    send(raw_request("OPTIONS", "OPTIONS", me, "z9hG4bKheld", "held")).await;
+    let held = tokio::time::timeout(Duration::from_secs(2), server.requests.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(server.endpoint.transaction_count().await.unwrap(), 1);
+
+    let mut tags = Vec::new();
+    for _ in 0..2 {
+        send(raw_request(
+            "REGISTER",
+            "REGISTER",
+            me,
+            "z9hG4bKover",
+            "over",
+        ))
+        .await;
+        let r = recv_response(&peer, Duration::from_secs(2))
+            .await
+            .expect("503");
+        assert_eq!(r.status(), Some(503));
+        assert_eq!(r.header(HeaderName::RetryAfter), Some(&b"7"[..]));
+        assert_eq!(r.call_id().unwrap(), "over");
+        tags.push(to_tag(&r));
+    }
+    assert_eq!(tags[0], tags[1], "the retransmission gets the same answer");
+    assert!(tags[0].starts_with("sl"));
+    assert_eq!(server.endpoint.transaction_count().await.unwrap(), 1);
+
+    // An INVITE past the limit: 503; its ACK (same branch, the 503's To) is absorbed.
+    send(raw_request("INVITE", "INVITE", me, "z9hG4bKinv", "inv")).await;
+    let r = recv_response(&peer, Duration::from_secs(2))
+        .await
+        .expect("503");
+    assert_eq!(r.status(), Some(503));
+    let ack = format!(
+        "ACK sip:bob@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bKinv;rport\r\n\
+         Max-Forwards: 70\r\nTo: <sip:bob@127.0.0.1>;tag={}\r\n\
+         From: <sip:alice@127.0.0.1>;tag=raw1\r\nCall-ID: inv\r\nCSeq: 1 ACK\r\n\
+         Content-Length: 0\r\n\r\n",
+        to_tag(&r)
+    );
+    send(ack).await;
+
+    // Malformed (CSeq of another method): 400, twice the same, no transaction.
+    // (The transport's inbound check answers it before the endpoint sees it;
+    // the table's `Received::Malformed` is the same check for other drivers.)
+    let mut answers = Vec::new();
+    for _ in 0..2 {
+        send(raw_request("REGISTER", "INVITE", me, "z9hG4bKbad", "bad")).await;
+        let r = recv_response(&peer, Duration::from_secs(2))
+            .await
+            .expect("400");
+        assert_eq!(r.status(), Some(400));
+        assert_eq!(r.call_id().unwrap(), "bad");
+        answers.push(r.to_bytes());
+    }
+    assert_eq!(answers[0], answers[1]);
+    assert_eq!(server.endpoint.transaction_count().await.unwrap(), 1);
+    // The ACK did not come out as a stray, and nothing else answered.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(server.strays.try_recv().is_err(), "the ACK was absorbed");
+    assert!(
+        recv_response(&peer, Duration::from_millis(50))
+            .await
+            .is_none()
+    );
+    drop(held);
+    server.stop().await;
+}
+
+/// A full server queue: a new request gets 503 statelessly, before any
+/// transaction exists; a retransmission of the queued request is still
+/// matched to its transaction (absorbed, no 503).
+#[tokio::test]
+async fn stateless_503_when_the_server_queue_is_full() {
+    let (transport, incoming) = Transport::new(TransportConfig::default());
+    let udp = transport
+        .listen(Protocol::Udp, "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let config = EndpointConfig {
+        table: TableConfig {
+            retry_after: 3,
+            ..fast()
+        },
+        server_queue: 1,
+        ..EndpointConfig::default()
+    };
+    let (endpoint, mut requests) = Endpoint::start(transport.clone(), incoming, config);
+    let peer = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    peer.connect(udp).await.unwrap();
+    let me = peer.local_addr().unwrap();
+    let queued = raw_request("OPTIONS", "OPTIONS", me, "z9hG4bKq1", "queued");
+    peer.send(queued.as_bytes()).await.unwrap();
+    // Wait until the queued request's transaction exists (the queue is now full).
+    for _ in 0..100 {
+        if endpoint.transaction_count().await.unwrap() == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(endpoint.transaction_count().await.unwrap(), 1);
+    for _ in 0..2 {
+        peer.send(raw_request("OPTIONS", "OPTIONS", me, "z9hG4bKq2", "refused").as_bytes())
+            .await
+            .unwrap();
+        let r = recv_response(&peer, Duration::from_secs(2))
+            .await
+            .expect("503");
+        assert_eq!(r.status(), Some(503));
+        assert_eq!(r.call_id().unwrap(), "refused");
+        assert_eq!(r.header(HeaderName::RetryAfter), Some(&b"3"[..]));
+    }
+    assert_eq!(
+        endpoint.transaction_count().await.unwrap(),
+        1,
+        "no transaction for the 503s"
+    );
+    // The queued request retransmitted: its transaction absorbs it (Trying).
+    peer.send(queued.as_bytes()).await.unwrap();
+    assert!(
+        recv_response(&peer, Duration::from_millis(200))
+            .await
+            .is_none()
+    );
+    // The TU takes it and answers: 200 on its transaction.
+    let mut tx = requests.recv().await.unwrap();
+    assert_eq!(tx.request.call_id().unwrap(), "queued");
+    let ok = tx.request.response(200).build().unwrap();
+    tx.respond(ok).await.unwrap();
+    let r = recv_response(&peer, Duration::from_secs(2))
+        .await
+        .expect("200");
+    assert_eq!(r.status(), Some(200));
+    endpoint.shutdown().await;
+    transport.shutdown().await;
+}
+
+/// `ServerTransactionHandle::respond_stateless`: the challenge goes out, the
+/// transaction is gone at once, and the retransmitted request reaches the TU
+/// again (to be challenged the same way: same To tag).
+#[tokio::test]
+async fn respond_stateless_forgets_the_transaction() {
+    let mut server = side(fast()).await;
+    let peer = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    peer.connect(server.udp).await.unwrap();
+    let me = peer.local_addr().unwrap();
+    let register = raw_request("REGISTER", "REGISTER", me, "z9hG4bKch", "challenge");
+    let mut tags = Vec::new();
+    for _ in 0..2 {
+        peer.send(register.as_bytes()).await.unwrap();
+        let mut tx = tokio::time::timeout(Duration::from_secs(2), server.requests.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        let r401 = tx
+            .request
+            .response(401)
+            .header(
+                HeaderName::WwwAuthenticate,
+                "Digest realm=\"x\", nonce=\"n\"",
+            )
+            .build()
+            .unwrap();
+        tx.respond_stateless(r401).await.unwrap();
+        let r = recv_response(&peer, Duration::from_secs(2))
+            .await
+            .expect("401");
+        assert_eq!(r.status(), Some(401));
+        tags.push(to_tag(&r));
+        assert_eq!(server.endpoint.transaction_count().await.unwrap(), 0);
+        // Refused once the transaction is gone.
+        let again = tx.request.response(401).build().unwrap();
+        assert!(tx.respond(again).await.is_err());
+    }
+    assert_eq!(tags[0], tags[1]);
+    let expected = server
+        .endpoint
+        .stateless()
+        .to_tag(&Message::parse(bytes::Bytes::from(register)).unwrap());
+    assert_eq!(tags[0], expected);
+    server.stop().await;
+}
