@@ -8,7 +8,7 @@ mod support;
 use std::process::Command;
 use std::time::Duration;
 
-use siplink_testkit::{ProcessGroup, free_port, require, work_dir};
+use siplink_testkit::{ProcessGroup, free_port, require, udp_bound, wait_until, work_dir};
 
 fn shipped(name: &str) -> String {
     format!("{}/../../examples/sipp/{name}", env!("CARGO_MANIFEST_DIR"))
@@ -53,7 +53,6 @@ probe = {{ enabled = true, interval = 30 }}
 "#,
         support::head(port)
     );
-    let _proxy = support::proxy(&config).await;
     let pbx_port_s = pbx_port.to_string();
     let mut pbx = sipp(
         &dir,
@@ -72,7 +71,12 @@ probe = {{ enabled = true, interval = 30 }}
             "1",
         ],
     );
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The PBX listens before the proxy starts, so the trunk's first OPTIONS
+    // probe finds it up (a fixed wait failed on a busy machine).
+    wait_until(Duration::from_secs(10), "the SIPp PBX listening", || {
+        udp_bound(pbx_port)
+    });
+    let _proxy = support::proxy(&config).await;
     let proxy_addr = format!("127.0.0.1:{port}");
     let mut phone = sipp(
         &dir,
