@@ -350,10 +350,11 @@ impl Proxy {
         rconfig.min_expires = config.limits.min_expires;
         rconfig.max_expires = config.limits.max_expires;
         rconfig.max_contacts_per_aor = config.limits.max_contacts_per_user;
-        rconfig.flood = (config.limits.register_flood > 0).then(|| siplink_registrar::FloodConfig {
-            max_requests: config.limits.register_flood,
-            ..siplink_registrar::FloodConfig::default()
-        });
+        rconfig.flood =
+            (config.limits.register_flood > 0).then(|| siplink_registrar::FloodConfig {
+                max_requests: config.limits.register_flood,
+                ..siplink_registrar::FloodConfig::default()
+            });
         let registrar = Registrar::new(rconfig, Some(authenticator))
             .map_err(|e| Error::Config(format!("registrar: {e}")))?;
         let registrar = RegistrarService::start(
