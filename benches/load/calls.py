@@ -32,8 +32,8 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(__file__))
-from loadkit import (ROOT, cpu_seconds, free_port, median, peak, pss_kib, sipp,  # noqa: E402
-                     spawn, stop, stop_all, udp_drops, wait_quiet)
+from loadkit import (ROOT, counted_rounds, cpu_seconds, free_port, median,  # noqa: E402
+                     pss_kib, set_peaks, sipp, spawn, stop, stop_all, udp_drops, wait_quiet)
 
 KAM_CFG = os.path.join(os.path.dirname(__file__), "kamailio-calls.cfg.in")
 UAC = os.path.join(os.path.dirname(__file__), "uac_call.xml")
@@ -217,17 +217,11 @@ def main():
                 rnd[name] = fig
                 print(f"round {r + 1} {name}: {json.dumps(fig)}", flush=True)
             if not args.no_ramp:
-                rnd["kamailio"]["peak"] = peak(rnd["kamailio"]["ramp"], rnd["siplink"]["ramp"])
-                rnd["siplink"]["peak"] = peak(rnd["siplink"]["ramp"], rnd["kamailio"]["ramp"])
+                set_peaks(rnd)
             rounds.append(rnd)
     finally:
         stop_all()
-    counted = [r for r in rounds if r["kamailio"]["counted"] and r["siplink"]["counted"]]
-    print(f"\n== calls over {args.transport}: {len(counted)} of {len(rounds)} rounds counted "
-          f"(load average < {args.max_load} at each start); medians over them")
-    if not counted:
-        counted = rounds
-        print("   (no round counted: medians over all rounds, NOT VALID for targets)")
+    counted = counted_rounds(rounds, f"calls over {args.transport}", args.max_load)
     summary = {}
     for name in ("kamailio", "siplink"):
         s = {"cpu_us_per_call": median([r[name]["cpu"]["cpu_us_per_call"] for r in counted]),

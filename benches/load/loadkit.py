@@ -210,3 +210,21 @@ def peak(steps, other):
         if s["rate"] not in both:
             best = s["rate"]
     return best
+
+
+def set_peaks(rnd):
+    """Each server's highest rate with 0 failed, given the other's ramp (shared drops)."""
+    rnd["kamailio"]["peak"] = peak(rnd["kamailio"]["ramp"], rnd["siplink"]["ramp"])
+    rnd["siplink"]["peak"] = peak(rnd["siplink"]["ramp"], rnd["kamailio"]["ramp"])
+
+
+def counted_rounds(rounds, title, max_load):
+    """The rounds whose every run started below max_load (all of them, marked not
+    valid, when none did), after printing how many counted."""
+    counted = [r for r in rounds if r["kamailio"]["counted"] and r["siplink"]["counted"]]
+    print(f"\n== {title}: {len(counted)} of {len(rounds)} rounds counted "
+          f"(load average < {max_load} at each start); medians over them")
+    if not counted:
+        print("   (no round counted: medians over all rounds, NOT VALID for targets)")
+        return rounds
+    return counted

@@ -41,9 +41,9 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(__file__))
-from loadkit import (ROOT, cpu_seconds, free_port, median, options, peak, pss_kib,  # noqa: E402
-                     rss_kib, sipp as run_sipp, spawn, stop, stop_all, udp_drops, wait_listening,
-                     wait_quiet)
+from loadkit import (ROOT, counted_rounds, cpu_seconds, free_port, median,  # noqa: E402
+                     options, pss_kib, rss_kib, set_peaks, sipp as run_sipp, spawn, stop,
+                     stop_all, udp_drops, wait_listening, wait_quiet)
 
 KAM_CFG = os.path.join(ROOT, "crates/siplink-registrar/tests/load/kamailio.cfg.in")
 SCENARIO = os.path.join(ROOT, "crates/siplink-registrar/tests/load/register_once.xml")
@@ -331,18 +331,12 @@ def main():
                 rnd[name] = fig
                 print(f"round {r + 1} {name}: {json.dumps(fig)}", flush=True)
             if not args.no_ramp:
-                rnd["kamailio"]["peak"] = peak(rnd["kamailio"]["ramp"], rnd["siplink"]["ramp"])
-                rnd["siplink"]["peak"] = peak(rnd["siplink"]["ramp"], rnd["kamailio"]["ramp"])
+                set_peaks(rnd)
             rounds.append(rnd)
     finally:
         stop_all()
 
-    counted = [r for r in rounds if r["kamailio"]["counted"] and r["siplink"]["counted"]]
-    print(f"\n== {args.target}: {len(counted)} of {len(rounds)} rounds counted "
-          f"(load average < {args.max_load} at each start); medians over them")
-    if not counted:
-        counted = rounds
-        print("   (no round counted: medians over all rounds, NOT VALID for targets)")
+    counted = counted_rounds(rounds, args.target, args.max_load)
     summary = {}
     for name in ("kamailio", "siplink"):
         s = {"cpu_us_per_reg": median([r[name]["cpu"]["cpu_us_per_reg"] for r in counted]),
