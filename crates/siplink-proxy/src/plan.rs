@@ -62,56 +62,13 @@ use crate::engine::{EngineConfig, PbxSource, View};
 // Errors
 // ---------------------------------------------------------------------------
 
-/// Why a configuration does not make a plan: every problem found, each with
-/// its location, and the file's name when it came from one.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub struct PlanErrors {
-    /// The file, when the configuration came from one.
-    pub file: Option<PathBuf>,
-    /// The problems (at least one), those of [`Config::validate`] first.
-    pub issues: Vec<ConfigIssue>,
-}
+/// Why a configuration does not make a plan: the same value as a
+/// configuration that does not validate (every problem, each with its
+/// location, and the file's name when it came from one), with the problems of
+/// [`Config::validate`] first and the plan's own after them.
+pub type PlanErrors = ConfigError;
 
-impl fmt::Display for PlanErrors {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, issue) in self.issues.iter().enumerate() {
-            if i > 0 {
-                f.write_str("\n")?;
-            }
-            if let Some(file) = &self.file {
-                write!(f, "{}: ", file.display())?;
-            }
-            write!(f, "{issue}")?;
-        }
-        Ok(())
-    }
-}
-
-impl From<ConfigError> for PlanErrors {
-    fn from(e: ConfigError) -> Self {
-        PlanErrors {
-            file: e.file,
-            issues: e.issues,
-        }
-    }
-}
-
-impl From<PlanErrors> for ConfigError {
-    fn from(e: PlanErrors) -> Self {
-        ConfigError {
-            file: e.file,
-            issues: e.issues,
-        }
-    }
-}
-
-impl From<PlanErrors> for crate::Error {
-    fn from(e: PlanErrors) -> Self {
-        crate::Error::Invalid(e.into())
-    }
-}
-
-impl PlanErrors {
+impl ConfigError {
     /// Whether some issue's location is exactly `location`.
     pub fn has(&self, location: &str) -> bool {
         self.issues.iter().any(|i| i.location == location)
