@@ -712,7 +712,7 @@ impl Plan {
                 }],
             })
         })?;
-        let config = Config::from_toml(&text).map_err(|e| named(e.into()))?;
+        let config = Config::from_toml(&text).map_err(named)?;
         Plan::from_config(&config).map_err(named)
     }
 
