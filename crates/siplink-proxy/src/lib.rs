@@ -42,6 +42,8 @@ pub mod core;
 pub mod engine;
 mod error;
 mod gate;
+pub mod media;
+pub mod media_policy;
 pub mod plan;
 mod proxy;
 pub mod redact;
