@@ -15,7 +15,7 @@
 //! | `bridge` | WebRTC | phone answer → PBX | `transport-protocol RTP/AVP`, `ICE=remove`, `rtcp-mux-demux` |
 //!
 //! Every request also carries `call-id`, `from-tag` (the offerer's tag), the
-//! `to-tag` (the answerer's, in an answer), the fork's `via-branch` when given,
+//! `to-tag` (the answerer's: always in an answer, in an offer once known), the fork's `via-branch` when given,
 //! and `direction` (the rtpengine interfaces facing the sender and the
 //! receiver) when the instance names them. With `transcode = true`, a bridged
 //! offer towards the PBX adds `codec-transcode` PCMU and PCMA, and one
@@ -374,7 +374,10 @@ pub fn decide(ev: &SdpEvent<'_>) -> Decision {
         );
     };
     let mut r = if offer {
-        SdpRequest::offer(ev.ids.call_id, from_tag, ev.sdp)
+        // The answerer's tag, when the dialog has one (re-offers, late offers).
+        let mut r = SdpRequest::offer(ev.ids.call_id, from_tag, ev.sdp);
+        r.to_tag = to_tag.map(str::to_owned);
+        r
     } else {
         let Some(to_tag) = to_tag else {
             return reject(

@@ -155,13 +155,10 @@ fn connection_modes_parse_and_reach_the_plan() {
 
 #[test]
 fn an_unknown_mode_is_a_toml_error() {
-    let text = format!(
-        "{}",
-        siplink_proxy::DEMO_CONFIG.replacen(
-            "name = \"office-pbx\"",
-            "name = \"office-pbx\"\nmedia = \"transcode\"",
-            1
-        )
+    let text = siplink_proxy::DEMO_CONFIG.replacen(
+        "name = \"office-pbx\"",
+        "name = \"office-pbx\"\nmedia = \"transcode\"",
+        1,
     );
     assert!(text.contains("media = \"transcode\""));
     let e = Config::from_toml(&text).unwrap_err().to_string();
