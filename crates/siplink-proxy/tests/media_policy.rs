@@ -794,3 +794,79 @@ fn every_end_deletes_at_once_and_a_branch_end_only_its_branch() {
         assert_eq!(v.get("delete-delay").and_then(|x| x.as_int()), Some(0));
     }
 }
+
+mod hostile {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn stage() -> impl Strategy<Value = Stage> {
+        let party = prop_oneof![Just(Party::Phone), Just(Party::Pbx)];
+        prop_oneof![
+            Just(Stage::InviteOffer),
+            Just(Stage::EarlyAnswer),
+            Just(Stage::Answer),
+            Just(Stage::LateOffer),
+            Just(Stage::AckAnswer),
+            party.clone().prop_map(|from| Stage::ReOffer { from }),
+            party.prop_map(|from| Stage::ReAnswer { from }),
+        ]
+    }
+
+    proptest! {
+        /// Any body (mangled real SDPs and arbitrary text), any stage, any
+        /// mode: a decision, never a panic; a request always carries the
+        /// body unchanged and a non-empty from-tag.
+        #[test]
+        fn decide_never_panics(
+            base in 0usize..4,
+            cut in 0usize..2000,
+            noise in "[ -~\r\n]{0,64}",
+            stage in stage(),
+            mode in prop_oneof![Just(MediaMode::Off), Just(MediaMode::Relay), Just(MediaMode::Bridge)],
+            transcode: bool,
+            ws: bool,
+            webrtc: bool,
+            pbx_calls: bool,
+            callee_tag: bool,
+            with_offer: bool,
+        ) {
+            let bodies = [
+                support::chrome_offer(50_000),
+                support::asterisk_pjsip_offer(),
+                support::pjsua_answer(),
+                support::freeswitch_offer(),
+            ];
+            let body = &bodies[base];
+            let mut sdp: String = body.chars().take(cut).collect();
+            sdp.push_str(&noise);
+            let inst = instance();
+            let ev = SdpEvent {
+                media: ConnectionMedia { mode, transcode },
+                direction: if pbx_calls { CallDirection::PbxToPhone } else { CallDirection::PhoneToPbx },
+                stage,
+                phone: PhoneLeg { websocket: ws, webrtc },
+                ids: SdpIds {
+                    call_id: "c",
+                    caller_tag: "a",
+                    callee_tag: callee_tag.then_some("b"),
+                    via_branch: None,
+                },
+                sdp: &sdp,
+                offer: with_offer.then_some(body.as_str()),
+                instance: Some(&inst),
+            };
+            match decide(&ev) {
+                Decision::Pass => prop_assert_eq!(mode, MediaMode::Off),
+                Decision::Ask(a) => {
+                    let (_, r) = sdp_request(&a);
+                    prop_assert_eq!(&r.sdp, &sdp);
+                    prop_assert!(!r.from_tag.is_empty());
+                }
+                Decision::Reject(r) => {
+                    prop_assert!(r.status == 400 || r.status == 488);
+                    prop_assert_eq!(r.respond, stage.answerable());
+                }
+            }
+        }
+    }
+}
