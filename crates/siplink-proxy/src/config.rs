@@ -21,6 +21,8 @@ use serde::{Deserialize, Serialize};
 use siplink_message::uri::Uri;
 use siplink_message::{TargetAddr, Transport};
 
+use crate::media::{MediaConfig, MediaMode};
+
 /// The whole configuration of a proxy.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -43,6 +45,10 @@ pub struct Config {
     /// The failed-attempt policy (TOML: `[security]`).
     #[serde(default)]
     pub security: SecurityConfig,
+    /// Media relays (rtpengine) and their timing (TOML: `[media]`); see
+    /// [`crate::media`]. Not acted on by the running proxy yet.
+    #[serde(default, skip_serializing_if = "MediaConfig::is_default")]
+    pub media: MediaConfig,
 }
 
 /// `[proxy]`: who the proxy is.
@@ -393,6 +399,15 @@ pub struct ConnectionConfig {
     /// addresses'). Test Connection prints the line to add.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls_pin: Option<String>,
+    /// Media handling for this connection's calls: `off` (default), `relay`
+    /// or `bridge` (see [`MediaMode`]); needs `[[media.rtpengine]]`. Not acted
+    /// on by the running proxy yet.
+    #[serde(default, skip_serializing_if = "MediaMode::is_off")]
+    pub media: MediaMode,
+    /// Opus ↔ G.711 transcoding in rtpengine (only with `media = "bridge"`;
+    /// default false).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub transcode: bool,
 }
 
 impl ConnectionConfig {
@@ -417,6 +432,8 @@ impl ConnectionConfig {
             deliver_to: None,
             probe: ProbeOptions::default(),
             tls_pin: None,
+            media: MediaMode::Off,
+            transcode: false,
         }
     }
 
@@ -1016,6 +1033,9 @@ impl Config {
                 w.push(format!("listen[{i}] ({}): port 0 takes a port the system picks at each start, which phones and PBXs cannot be configured for (tests only)", l.address));
             }
         }
+        if !self.media.rtpengine.is_empty() || self.connections.iter().any(|c| !c.media.is_off()) {
+            w.push("[media] and connections' media are checked but not acted on by this version: SDP passes unchanged and media flows end to end".to_owned());
+        }
         if !self.proxy.authenticate_calls {
             w.push("proxy.authenticate_calls = false: anyone who reaches the proxy can call through its connections".to_owned());
         }
@@ -1043,6 +1063,7 @@ impl Config {
         self.check_listeners(&mut v);
         self.check_users(&mut v);
         self.check_connections(&mut v);
+        crate::media::check(self, &mut |location, message| v.push(location, message));
         if v.issues.is_empty() {
             Ok(())
         } else {

@@ -31,7 +31,9 @@
 //! [`routing`] (dial patterns → connections), [`core`] (the RFC 3261 §16
 //! rules, sans-IO), [`engine`] (the sans-IO proxy core that is to replace
 //! the task-per-call proxy; not wired in yet), [`plan`] (the configuration
-//! validated once into a typed plan; not read by the running proxy yet), [`status`] and
+//! validated once into a typed plan; not read by the running proxy yet), [`media`] (the
+//! `[media]` section and connections' media modes) and [`media_policy`] (what to ask
+//! rtpengine at each SDP of a call; neither acted on yet), [`status`] and
 //! [`test`](mod@test) (Test Connection), [`redact`] (SIP text without credentials, for logs
 //! and traces).
 #![forbid(unsafe_code)]
@@ -42,6 +44,8 @@ pub mod core;
 pub mod engine;
 mod error;
 mod gate;
+pub mod media;
+pub mod media_policy;
 pub mod plan;
 mod proxy;
 pub mod redact;

@@ -57,6 +57,7 @@ use crate::config::{
 };
 use crate::core::Local;
 use crate::engine::{EngineConfig, PbxSource, View};
+use crate::media::{ConnectionMedia, MediaPlan};
 
 // ---------------------------------------------------------------------------
 // Errors
@@ -519,6 +520,8 @@ pub struct Common {
     /// The user that requests from this PBX ring when the dialled user is
     /// not one of ours: an index into [`Plan::users`].
     pub deliver_to: Option<usize>,
+    /// Media mode and transcoding (see [`crate::media`]).
+    pub media: ConnectionMedia,
 }
 
 /// A connection's kind, with only the fields that kind uses.
@@ -648,6 +651,8 @@ pub struct Plan {
     pub connections: Vec<ConnectionPlan>,
     /// `[limits]`.
     pub limits: Limits,
+    /// `[media]`: the rtpengine instances and the ng client's timing.
+    pub media: MediaPlan,
     dial_plan: DialPlan<usize>,
     connection_index: HashMap<String, usize>,
     user_index: HashMap<String, usize>,
@@ -831,6 +836,7 @@ impl Plan {
             || old.proxy.status_listen != new.proxy.status_listen;
         d.limits = old.limits != new.limits;
         d.users = users_of(old) != users_of(new);
+        d.media = old.media != new.media;
         d
     }
 }
@@ -914,13 +920,16 @@ pub struct PlanDiff {
     pub limits: bool,
     /// Users or their secrets or allow lists changed (applied on reload).
     pub users: bool,
+    /// `[media]` changed: rtpengine instances or timing (restart needed; a
+    /// connection's own media mode shows as that connection [`changed`](Self::changed)).
+    pub media: bool,
 }
 
 impl PlanDiff {
     /// The parts that take effect only after a restart, named as the
     /// running proxy's reload warning names them: `listen`,
     /// `proxy.domains/realm`, `proxy.digest_algorithms/tls_ca`,
-    /// `proxy.advertise/status_listen`, `limits`.
+    /// `proxy.advertise/status_listen`, `limits`, `media`.
     pub fn restart_needed(&self) -> Vec<&'static str> {
         let mut r = Vec::new();
         if self.listeners {
@@ -937,6 +946,9 @@ impl PlanDiff {
         }
         if self.limits {
             r.push("limits");
+        }
+        if self.media {
+            r.push("media");
         }
         r
     }
@@ -999,6 +1011,7 @@ impl Builder<'_> {
             users: users.into_iter().collect::<Option<Vec<_>>>()?,
             connections: connections.into_iter().collect::<Option<Vec<_>>>()?,
             limits,
+            media: MediaPlan::from_config(&self.config.media),
             dial_plan: dial_plan?,
             connection_index,
             user_index,
@@ -1323,6 +1336,10 @@ impl Builder<'_> {
                 enabled: c.enabled,
                 dial_patterns,
                 deliver_to,
+                media: ConnectionMedia {
+                    mode: c.media,
+                    transcode: c.transcode,
+                },
             },
             kind,
         })

@@ -54,12 +54,22 @@ impl Leg {
     }
 }
 
-/// The media leg of a call (relay or bridge through rtpengine). A placeholder:
-/// the media issue fills it in (rtpengine call and tags, the offer/answer
-/// state); the proxy core only keeps the slot.
+/// The media leg of a call (relay or bridge through rtpengine): what the
+/// later SDP exchanges of the dialog (re-INVITE, UPDATE) and its end (the
+/// rtpengine `delete`) need, as [`crate::media_policy`] decided it. Not
+/// filled in by the core yet.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 #[non_exhaustive]
-pub struct MediaLeg {}
+pub struct MediaLeg {
+    /// The connection's media settings when the call was set up.
+    pub media: crate::media::ConnectionMedia,
+    /// The rtpengine instance holding the call (its ng address).
+    pub instance: Option<std::net::SocketAddr>,
+    /// Whether the phone's leg is WebRTC ([`Ask::phone_webrtc`](crate::media_policy::Ask::phone_webrtc)).
+    pub phone_webrtc: bool,
+    /// The Via branch of the fork that was answered (rtpengine's `via-branch`).
+    pub via_branch: Option<String>,
+}
 
 /// An RFC 4028 session timer on a dialog, watched by the proxy.
 #[derive(Debug, Clone, PartialEq, Eq)]
