@@ -7,6 +7,18 @@
 //! (transactions, default 20,000), `SIPLINK_BENCH_WINDOW` (in flight, default
 //! 64), `SIPLINK_BENCH_LIVE` (live transactions for the memory figure, default
 //! 50,000).
+//!
+//! `SIPLINK_BENCH_MODE=table` runs only an in-memory figure instead (no
+//! sockets, no runtime, one thread): `SIPLINK_BENCH_TX` non-INVITE
+//! transactions, one after another, between two [`TransactionTable`]s — the
+//! client table's request bytes are copied into a fresh buffer and parsed into
+//! the server table, the TU's 200 (built from the delivered request) is sent,
+//! its bytes parsed into the client table — then time jumps past timers J and K
+//! so every transaction also finishes and is freed. So one transaction's whole
+//! CPU cost (request and response building and parsing included) is counted,
+//! and the figure suits `valgrind --tool=callgrind`: run it with two sizes and
+//! divide the difference in instructions by the difference in transactions,
+//! so start-up cancels (docs/benchmarks.md has the commands).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -14,7 +26,8 @@ use std::time::{Duration, Instant};
 
 use siplink_message::{HeaderName, Message, MessageBuilder, Method};
 use siplink_transaction::{
-    ClientEvent, Endpoint, EndpointConfig, Received, TableConfig, TransactionTable, new_branch,
+    ClientEvent, Endpoint, EndpointConfig, Output, Received, TableConfig, TransactionTable,
+    TuEvent, new_branch,
 };
 use siplink_transport::{Protocol, Target, Transport, TransportConfig};
 use tokio::sync::Semaphore;
@@ -166,8 +179,91 @@ fn memory(live: usize) -> Option<(f64, f64)> {
     Some((server, client))
 }
 
+/// Transactions per second (one thread) through two tables in memory: see
+/// the header (`SIPLINK_BENCH_MODE=table`).
+fn in_memory(n: usize) -> f64 {
+    let to: SocketAddr = "192.0.2.20:5060".parse().expect("address");
+    let config = TableConfig {
+        max_transactions: n + 1,
+        ..TableConfig::default()
+    };
+    let mut client = TransactionTable::new(config);
+    let mut server = TransactionTable::new(config);
+    let now = Instant::now();
+    let t0 = Instant::now();
+    for i in 0..n {
+        let req = request(Method::Options, to, i);
+        client.start_client(&req, false, now).expect("client");
+        let mut wire = None;
+        while let Some(out) = client.poll_output() {
+            if let Output::Send { bytes, .. } = out {
+                wire = Some(bytes);
+            }
+        }
+        let wire = wire.expect("request sent");
+        // A fresh buffer, as a socket read hands it over.
+        let msg = Message::parse(bytes::Bytes::copy_from_slice(&wire)).expect("parse request");
+        let Received::New { id, .. } = server.handle_message(msg, false, now) else {
+            panic!("not a new server transaction");
+        };
+        let mut ok = None;
+        while let Some(out) = server.poll_output() {
+            if let Output::Deliver {
+                event: TuEvent::Request(r),
+                ..
+            } = out
+            {
+                ok = Some(r.response(200).build().expect("200"));
+            }
+        }
+        let ok = ok.expect("request delivered");
+        server.handle_response(id, &ok, now).expect("respond");
+        let mut wire = None;
+        while let Some(out) = server.poll_output() {
+            if let Output::Send { bytes, .. } = out {
+                wire = Some(bytes);
+            }
+        }
+        let wire = wire.expect("response sent");
+        let msg = Message::parse(bytes::Bytes::copy_from_slice(&wire)).expect("parse response");
+        assert!(matches!(
+            client.handle_message(msg, false, now),
+            Received::Matched { .. }
+        ));
+        let mut fin = false;
+        while let Some(out) = client.poll_output() {
+            if let Output::Deliver {
+                event: TuEvent::Final(m),
+                ..
+            } = out
+            {
+                fin = m.status() == Some(200);
+            }
+        }
+        assert!(fin, "client got no 200");
+    }
+    // Past timers J (64·T1) and K (T4): every transaction finishes.
+    let later = now + Duration::from_secs(64);
+    client.handle_timeout(later);
+    server.handle_timeout(later);
+    while client.poll_output().is_some() {}
+    while server.poll_output().is_some() {}
+    assert!(client.is_empty() && server.is_empty(), "transactions left");
+    n as f64 / t0.elapsed().as_secs_f64()
+}
+
 fn main() {
     let n = env("SIPLINK_BENCH_TX", 20_000);
+    if std::env::var("SIPLINK_BENCH_MODE").as_deref() == Ok("table") {
+        let tps = in_memory(n);
+        println!("siplink-transaction");
+        println!("| figure | value |");
+        println!("| --- | --- |");
+        println!(
+            "| non-INVITE transactions between two tables in memory, one thread ({n}, parse included, run to the end) | {tps:.0} tx/s |"
+        );
+        return;
+    }
     let window = env("SIPLINK_BENCH_WINDOW", 64);
     let live = env("SIPLINK_BENCH_LIVE", 50_000);
 
