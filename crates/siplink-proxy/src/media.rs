@@ -446,7 +446,8 @@ impl MediaPlan {
     }
 }
 
-/// The issues of [`check`], as [`ConfigIssue`]s (for tests and tools).
+/// The media problems of `config` (the `[media]` section and each connection's
+/// `media`/`transcode`), as [`ConfigIssue`]s (for tests and tools).
 pub fn issues(config: &Config) -> Vec<ConfigIssue> {
     let mut out = Vec::new();
     check(config, &mut |location, message| {
