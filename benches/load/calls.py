@@ -32,7 +32,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(__file__))
-from loadkit import (ROOT, counted_rounds, cpu_seconds, free_port, median,  # noqa: E402
+from loadkit import (EXAMPLES, ROOT, counted_rounds, cpu_seconds, free_port, median,  # noqa: E402
                      pss_kib, set_peaks, sipp, spawn, stop, stop_all, udp_drops, wait_quiet)
 
 KAM_CFG = os.path.join(os.path.dirname(__file__), "kamailio-calls.cfg.in")
@@ -100,7 +100,7 @@ def start_siplink(work, proto, uas, env):
                 f'dial_patterns = ["[0-9]+"]\nprobe = {{ enabled = false }}\n\n'
                 f'[limits]\nmax_calls = 1000000\n\n'
                 f'[security]\nrate_limit = {{ enabled = false }}\n')
-    proc = spawn([os.path.join(ROOT, "target/release/examples/proxy"), "--config", toml],
+    proc = spawn([os.path.join(EXAMPLES, "proxy"), "--config", toml],
                  os.path.join(d, "siplink.log"), env=env)
     if not wait_port(port, proto, proc, limit=60):
         raise SystemExit(f"siplink did not start: {d}/siplink.log")
@@ -198,7 +198,7 @@ def main():
     for tool in ("sipp", "kamailio", "taskset"):
         if subprocess.run(["which", tool], capture_output=True).returncode:
             raise SystemExit(f"missing: {tool}")
-    if not os.path.exists(os.path.join(ROOT, "target/release/examples/proxy")):
+    if not os.path.exists(os.path.join(EXAMPLES, "proxy")):
         raise SystemExit("build it first: cargo build --release --example proxy")
     env = dict(os.environ)
     env.setdefault("RUST_LOG", "warn")

@@ -11,6 +11,9 @@ import time
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 TICK = os.sysconf("SC_CLK_TCK")
+# The release examples (`cargo build --release --examples`), under CARGO_TARGET_DIR if set.
+EXAMPLES = os.path.join(os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target")),
+                        "release", "examples")
 STARTED = []  # process groups to stop on exit
 
 

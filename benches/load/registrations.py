@@ -41,7 +41,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(__file__))
-from loadkit import (ROOT, counted_rounds, cpu_seconds, free_port, median,  # noqa: E402
+from loadkit import (EXAMPLES, ROOT, counted_rounds, cpu_seconds, free_port, median,  # noqa: E402
                      options, pss_kib, rss_kib, set_peaks, sipp as run_sipp, spawn, stop,
                      stop_all, udp_drops, wait_listening, wait_quiet)
 
@@ -95,7 +95,7 @@ def start_siplink(work, target, users_csv, proxy_toml_users, env):
     sdir = os.path.join(work, f"siplink-{port}")
     os.makedirs(sdir)
     if target == "registrar":
-        cmd = [os.path.join(ROOT, "target/release/examples/registrar"), "--domain", DOMAIN,
+        cmd = [os.path.join(EXAMPLES, "registrar"), "--domain", DOMAIN,
                "--domain", "127.0.0.1", "--users", users_csv, "--listen", f"127.0.0.1:{port}",
                "--algorithms", "MD5", "--flood-limit", "0", "--max-transactions", "1000000",
                "--quiet"]
@@ -107,7 +107,7 @@ def start_siplink(work, target, users_csv, proxy_toml_users, env):
                     f'[limits]\nmax_expires = 3600\nregister_flood = 0\n\n'
                     f'[security]\nrate_limit = {{ enabled = false }}\n\n')
             f.write(proxy_toml_users)
-        cmd = [os.path.join(ROOT, "target/release/examples/proxy"), "--config", toml]
+        cmd = [os.path.join(EXAMPLES, "proxy"), "--config", toml]
     proc = spawn(cmd, os.path.join(sdir, "siplink.log"), env=env)
     if not wait_listening(port, proc, DOMAIN, limit=60):
         raise SystemExit(f"siplink did not start: see {sdir}/siplink.log")
@@ -286,7 +286,7 @@ def main():
     for tool in ("sipp", "kamailio", "kamcmd", "taskset"):
         if subprocess.run(["which", tool], capture_output=True).returncode:
             raise SystemExit(f"missing: {tool}")
-    binary = os.path.join(ROOT, "target/release/examples", args.target)
+    binary = os.path.join(EXAMPLES, args.target)
     if not os.path.exists(binary):
         raise SystemExit(f"build it first: cargo build --release --example {args.target}")
 
