@@ -67,11 +67,11 @@ def start_uas(work, proto, cpu):
     return proc, port
 
 
-def start_kamailio(work, proto, uas, children):
+def start_kamailio(work, proto, uas, children, cfg_path=KAM_CFG):
     port = free_port()
     d = os.path.join(work, f"kam-{port}")
     os.makedirs(d)
-    with open(KAM_CFG) as f:
+    with open(cfg_path) as f:
         cfg = f.read()
     for k, v in {"@PORT@": port, "@PROTO@": proto, "@CHILDREN@": children, "@RUNDIR@": d,
                  "@UAS@": f"127.0.0.1:{uas};transport={proto}"}.items():
@@ -119,7 +119,7 @@ def run_calls(port, args, work, tag, rate, calls, hold_ms, sampler=None):
 def measure(name, args, work, env):
     uas, uas_port = start_uas(work, args.transport, args.sipp_cpu)
     if name == "kamailio":
-        proc, port = start_kamailio(work, args.transport, uas_port, args.children)
+        proc, port = start_kamailio(work, args.transport, uas_port, args.children, args.kamailio_cfg)
     else:
         proc, port = start_siplink(work, args.transport, uas_port, env)
     fig = {}
@@ -146,7 +146,7 @@ def measure(name, args, work, env):
     stop(proc)
     if args.memory:
         if name == "kamailio":
-            proc, port = start_kamailio(work, args.transport, uas_port, args.children)
+            proc, port = start_kamailio(work, args.transport, uas_port, args.children, args.kamailio_cfg)
         else:
             proc, port = start_siplink(work, args.transport, uas_port, env)
         idle = pss_kib(proc.pid)
@@ -190,6 +190,8 @@ def main():
     ap.add_argument("--memory-seconds", type=int, default=10)
     ap.add_argument("--memory-hold-ms", type=int, default=10000)
     ap.add_argument("--children", type=int, default=2, help="Kamailio workers")
+    ap.add_argument("--kamailio-cfg", default=KAM_CFG,
+                    help="another Kamailio config template with the same @...@ fields")
     ap.add_argument("--max-load", type=float, default=1.5)
     ap.add_argument("--sipp-cpu", type=int, default=1)
     ap.add_argument("--siplink-env", action="append", default=[])
