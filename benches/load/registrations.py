@@ -90,7 +90,7 @@ def start_kamailio(work):
     return Server("kamailio", proc, port, kdir, os.path.join(kdir, "kamailio_ctl"))
 
 
-def start_siplink(work, target, users_csv, proxy_toml_users, env):
+def start_siplink(work, target, users_csv, proxy_toml_users, env, limiters=False):
     port = free_port()
     sdir = os.path.join(work, f"siplink-{port}")
     os.makedirs(sdir)
@@ -104,8 +104,9 @@ def start_siplink(work, target, users_csv, proxy_toml_users, env):
         with open(toml, "w") as f:
             f.write(f'[proxy]\ndomains = ["{DOMAIN}", "127.0.0.1"]\ndigest_algorithms = ["MD5"]\n\n'
                     f'[[listen]]\ntransport = "udp"\naddress = "127.0.0.1:{port}"\n\n'
-                    f'[limits]\nmax_expires = 3600\nregister_flood = 0\n\n'
-                    f'[security]\nrate_limit = {{ enabled = false }}\n\n')
+                    + ('' if limiters else
+                       '[limits]\nmax_expires = 3600\nregister_flood = 0\n\n'
+                       '[security]\nrate_limit = { enabled = false }\n\n'))
             f.write(proxy_toml_users)
         cmd = [os.path.join(EXAMPLES, "proxy"), "--config", toml]
     proc = spawn(cmd, os.path.join(sdir, "siplink.log"), env=env)
@@ -145,7 +146,7 @@ def probe_latencies(port, count, interval, timeout=2.0):
     """Sends `count` OPTIONS (one every `interval` s) from a socket of its own; returns
     the latency of each answered one (s) and the number unanswered."""
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    s.bind(("127.0.0.1", 0))
+    s.bind(("127.0.0.2", 0))  # another source than SIPp's 127.0.0.1 (per-source limits)
     lp = s.getsockname()[1]
     sent, lat = {}, {}
     s.setblocking(False)
@@ -275,6 +276,8 @@ def main():
     ap.add_argument("--settle", type=int, default=40)
     ap.add_argument("--flood", action="store_true", help="also the flood run (siplink only)")
     ap.add_argument("--flood-count", type=int, default=20_000)
+    ap.add_argument("--flood-limiters", action="store_true",
+                    help="run the flood with the proxy's default limiters on (issue 18)")
     ap.add_argument("--probes", type=int, default=500)
     ap.add_argument("--max-load", type=float, default=1.5)
     ap.add_argument("--sipp-cpu", type=int, default=1)
@@ -325,7 +328,8 @@ def main():
                     fig["memory"] = measure_memory(srv, args, work, f"{name}{r}-mem")
                     stop(srv.proc)
                 if args.flood and name == "siplink":
-                    srv = start_siplink(work, args.target, users_csv, toml_users, env)
+                    srv = start_siplink(work, args.target, users_csv, toml_users, env,
+                                        limiters=args.flood_limiters)
                     fig["flood"] = measure_flood(srv, args, work, f"{name}{r}-flood")
                     stop(srv.proc)
                 rnd[name] = fig
