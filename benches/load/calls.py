@@ -138,7 +138,8 @@ def measure(name, args, work, env):
             r = run_calls(port, args, work, f"{name}-r{rate}", rate, rate * args.ramp_seconds,
                           args.hold_ms)
             steps.append({"rate": rate, "ok": r["ok"], "failed": r["failed"],
-                          "retrans": r["retrans"], "drops": udp_drops(port) - d0})
+                          "retrans": r["retrans"], "drops": udp_drops(port) - d0,
+                          "achieved": round(r["ok"] / max(r["secs"], 0.001))})
             if r["failed"] and not args.full_ramp:
                 break
             rate += step
