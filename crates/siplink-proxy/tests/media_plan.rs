@@ -2,36 +2,18 @@
 //! defaults, every invalid value at its location, the ng client's settings
 //! built from the plan, and reload diffs.
 
+mod plan_support;
+
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
+use plan_support::{assert_issue, errors, plan};
 use siplink_proxy::media::{ConnectionMedia, MediaMode, MediaSide, RtpEngineConfig};
-use siplink_proxy::{Config, Plan, PlanErrors};
+use siplink_proxy::{Config, Plan};
 
 fn demo_with(extra: &str) -> Config {
     let text = format!("{}\n{extra}", siplink_proxy::DEMO_CONFIG);
     Config::from_toml(&text).unwrap_or_else(|e| panic!("{e}"))
-}
-
-fn plan(config: &Config) -> Plan {
-    Plan::from_config(config).unwrap_or_else(|e| panic!("{e}"))
-}
-
-fn errors(config: &Config) -> PlanErrors {
-    match Plan::from_config(config) {
-        Ok(_) => panic!("the configuration was accepted"),
-        Err(e) => e,
-    }
-}
-
-#[track_caller]
-fn assert_issue(e: &PlanErrors, location: &str, text: &str) {
-    assert!(
-        e.issues
-            .iter()
-            .any(|i| i.location == location && i.message.contains(text)),
-        "no issue at {location:?} containing {text:?} in:\n{e}"
-    );
 }
 
 fn conn<'a>(c: &'a mut Config, name: &str) -> &'a mut siplink_proxy::ConnectionConfig {

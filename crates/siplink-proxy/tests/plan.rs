@@ -2,11 +2,14 @@
 //! expected kinds and parsed values; every invalid configuration gives its
 //! error at the right location; reload diffs; the engine's view of a plan.
 
+mod plan_support;
+
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use plan_support::{assert_issue, errors, plan};
 use siplink_auth::{Algorithm, HashFunction, StoredSecret};
 use siplink_message::{Message, Transport};
 use siplink_proxy::Config;
@@ -17,35 +20,11 @@ use siplink_proxy::config::{
 use siplink_proxy::engine::{
     Caller, Engine, Fate, Output, PbxSource, Query, ServerTx, View, dispatch,
 };
-use siplink_proxy::plan::{
-    Accounts, Allowed, Host, Kind, LiveState, Plan, PlanErrors, PlanView, Target,
-};
+use siplink_proxy::plan::{Accounts, Allowed, Host, Kind, LiveState, Plan, PlanView, Target};
 use siplink_transport::{FlowId, Origin};
 
 fn examples() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples")
-}
-
-fn plan(config: &Config) -> Plan {
-    Plan::from_config(config).unwrap_or_else(|e| panic!("{e}"))
-}
-
-fn errors(config: &Config) -> PlanErrors {
-    match Plan::from_config(config) {
-        Ok(_) => panic!("the configuration was accepted"),
-        Err(e) => e,
-    }
-}
-
-/// Asserts an issue at exactly `location` whose message contains `text`.
-#[track_caller]
-fn assert_issue(e: &PlanErrors, location: &str, text: &str) {
-    assert!(
-        e.issues
-            .iter()
-            .any(|i| i.location == location && i.message.contains(text)),
-        "no issue at {location:?} containing {text:?} in:\n{e}"
-    );
 }
 
 fn target(host: &str, port: u16, protocol: Transport) -> Target {
