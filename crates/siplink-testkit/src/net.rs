@@ -40,18 +40,40 @@ pub fn wait_until(limit: Duration, what: &str, mut ready: impl FnMut() -> bool) 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::any::Any;
+
+    /// A closed socket's port can be taken at once by another process (another test
+    /// binary, a server left by an earlier step), so the "gone" half retries on fresh
+    /// ports: it asserts that the check can say no, not that one port stays free.
+    fn seen_then_gone(bind: impl Fn() -> (u16, Box<dyn Any>), seen: impl Fn(u16) -> bool) {
+        let mut gone = false;
+        for _ in 0..20 {
+            let (port, socket) = bind();
+            assert!(seen(port), "port {port} bound but not seen");
+            drop(socket);
+            if !seen(port) {
+                gone = true;
+                break;
+            }
+        }
+        assert!(gone, "a closed port was still seen on 20 fresh ports");
+    }
 
     #[test]
     fn sees_our_own_sockets() {
-        let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = tcp.local_addr().unwrap().port();
-        assert!(tcp_listening(port));
-        drop(tcp);
-        assert!(!tcp_listening(port));
-        let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        let port = udp.local_addr().unwrap().port();
-        assert!(udp_bound(port));
-        drop(udp);
-        assert!(!udp_bound(port));
+        seen_then_gone(
+            || {
+                let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+                (tcp.local_addr().unwrap().port(), Box::new(tcp))
+            },
+            tcp_listening,
+        );
+        seen_then_gone(
+            || {
+                let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+                (udp.local_addr().unwrap().port(), Box::new(udp))
+            },
+            udp_bound,
+        );
     }
 }
