@@ -2,8 +2,15 @@
 //!
 //! ```text
 //! cargo run --example registrar -- --domain example.test --users examples/users.csv \
-//!     [--listen 127.0.0.1:5060] [--algorithms SHA-256,MD5] [--flood-limit 100] [--quiet]
+//!     [--listen 127.0.0.1:5060] [--algorithms SHA-256,MD5] [--flood-limit 100] [--quiet] \
+//!     [--workers 2] [--sharing shared|reuseport] [--udp-through-endpoint]
 //! ```
+//!
+//! UDP is served by the run-to-completion runtime
+//! (`siplink::transaction::runtime`): each datagram is parsed, matched,
+//! decided and answered in the worker that read it. TCP goes through the
+//! `Endpoint`. `--udp-through-endpoint` serves UDP the older way too (for
+//! before/after measurements).
 //!
 //! `users.csv` holds one `user,password` per line (blank lines and lines
 //! starting with `#` are skipped). Every user registers the AORs whose user
@@ -32,8 +39,9 @@ use siplink::registrar::{
     Authenticator, EventKind, FloodConfig, InMemoryStore, LocationStore, Registrar,
     RegistrarConfig, RegistrarService, ServiceConfig,
 };
+use siplink::transaction::runtime::{Runtime, RuntimeConfig};
 use siplink::transaction::{Endpoint, EndpointConfig, TableConfig};
-use siplink::transport::{Protocol, Transport, TransportConfig};
+use siplink::transport::{Protocol, Transport, TransportConfig, UdpSharing};
 use tokio::sync::broadcast::error::RecvError;
 
 /// Run a SIP registrar (RFC 3261 §10.3) with digest authentication over UDP
@@ -65,6 +73,25 @@ struct Args {
     /// Do not print binding changes (load runs).
     #[arg(long)]
     quiet: bool,
+    /// UDP worker tasks (default: the number of CPUs).
+    #[arg(long)]
+    workers: Option<usize>,
+    /// How the UDP workers share the address: `shared` (one socket read by
+    /// every worker) or `reuseport` (a socket each, SO_REUSEPORT).
+    #[arg(long, default_value = "shared", value_parser = parse_sharing)]
+    sharing: UdpSharing,
+    /// Serve UDP through the `Endpoint` task and channels instead of the
+    /// run-to-completion runtime.
+    #[arg(long)]
+    udp_through_endpoint: bool,
+}
+
+fn parse_sharing(s: &str) -> Result<UdpSharing, String> {
+    match s {
+        "shared" => Ok(UdpSharing::Shared),
+        "reuseport" => Ok(UdpSharing::ReusePort),
+        _ => Err(format!("{s}: expected shared or reuseport")),
+    }
 }
 
 /// Most users read from the file, and the largest line (a bound on the input).
@@ -127,7 +154,12 @@ async fn main() -> ExitCode {
         }
     };
     let (transport, incoming) = Transport::new(TransportConfig::default());
-    for protocol in [Protocol::Udp, Protocol::Tcp] {
+    let protocols: &[Protocol] = if args.udp_through_endpoint {
+        &[Protocol::Udp, Protocol::Tcp]
+    } else {
+        &[Protocol::Tcp]
+    };
+    for &protocol in protocols {
         match transport.listen(protocol, args.listen).await {
             Ok(addr) => println!("listening on {protocol} {addr}"),
             Err(e) => {
@@ -148,7 +180,33 @@ async fn main() -> ExitCode {
     };
     let (endpoint, requests) = Endpoint::start(transport.clone(), incoming, endpoint_config);
     let store: Arc<dyn LocationStore> = Arc::new(InMemoryStore::new());
-    let service = RegistrarService::start(registrar, store, transport, ServiceConfig::default());
+    let service = RegistrarService::start(
+        registrar,
+        store,
+        transport.clone(),
+        ServiceConfig::default(),
+    );
+    let mut runtime = None;
+    if !args.udp_through_endpoint {
+        let mut config = RuntimeConfig {
+            sharing: args.sharing,
+            ..RuntimeConfig::default()
+        };
+        if let Some(w) = args.workers {
+            config.workers = w;
+        }
+        config.table.max_transactions = args.max_transactions.div_ceil(config.buckets).max(1);
+        match Runtime::start(&transport, args.listen, config, Arc::new(service.clone())) {
+            Ok(rt) => {
+                println!("listening on udp {}", rt.local_addr());
+                runtime = Some(rt);
+            }
+            Err(e) => {
+                eprintln!("registrar: cannot listen on udp {}: {e}", args.listen);
+                return ExitCode::from(1);
+            }
+        }
+    }
     if !args.quiet {
         let mut events = service.subscribe();
         tokio::spawn(async move {
@@ -181,6 +239,7 @@ async fn main() -> ExitCode {
         });
     }
     service.run(requests).await;
+    drop(runtime);
     endpoint.shutdown().await;
     ExitCode::SUCCESS
 }

@@ -90,7 +90,7 @@ def start_kamailio(work):
     return Server("kamailio", proc, port, kdir, os.path.join(kdir, "kamailio_ctl"))
 
 
-def start_siplink(work, target, users_csv, proxy_toml_users, env, limiters=False):
+def start_siplink(work, target, users_csv, proxy_toml_users, env, limiters=False, extra=()):
     port = free_port()
     sdir = os.path.join(work, f"siplink-{port}")
     os.makedirs(sdir)
@@ -98,7 +98,7 @@ def start_siplink(work, target, users_csv, proxy_toml_users, env, limiters=False
         cmd = [os.path.join(EXAMPLES, "registrar"), "--domain", DOMAIN,
                "--domain", "127.0.0.1", "--users", users_csv, "--listen", f"127.0.0.1:{port}",
                "--algorithms", "MD5", "--flood-limit", "0", "--max-transactions", "1000000",
-               "--quiet"]
+               "--quiet", *extra]
     else:
         toml = os.path.join(sdir, "proxy.toml")
         with open(toml, "w") as f:
@@ -283,6 +283,9 @@ def main():
     ap.add_argument("--sipp-cpu", type=int, default=1)
     ap.add_argument("--siplink-env", action="append", default=[],
                     help="NAME=VALUE for siplink's environment (e.g. worker counts)")
+    ap.add_argument("--siplink-arg", action="append", default=[],
+                    help="one more argument for the registrar example (repeat), e.g. "
+                         "--siplink-arg=--sharing --siplink-arg=reuseport")
     ap.add_argument("--json", help="write every figure to this file")
     args = ap.parse_args()
 
@@ -316,7 +319,7 @@ def main():
                 load = wait_quiet(60, args.max_load)
                 counted = load < args.max_load
                 srv = start_kamailio(work) if name == "kamailio" else \
-                    start_siplink(work, args.target, users_csv, toml_users, env)
+                    start_siplink(work, args.target, users_csv, toml_users, env, extra=args.siplink_arg)
                 fig = {"load_at_start": load, "counted": counted}
                 fig["cpu"] = measure_cpu(srv, args, work, inf, f"{name}{r}-cpu")
                 if not args.no_ramp:
@@ -324,7 +327,7 @@ def main():
                 stop(srv.proc)
                 if args.memory:
                     srv = start_kamailio(work) if name == "kamailio" else \
-                        start_siplink(work, args.target, users_csv, toml_users, env)
+                        start_siplink(work, args.target, users_csv, toml_users, env, extra=args.siplink_arg)
                     fig["memory"] = measure_memory(srv, args, work, f"{name}{r}-mem")
                     stop(srv.proc)
                 if args.flood and name == "siplink":

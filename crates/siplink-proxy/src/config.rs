@@ -152,6 +152,27 @@ pub struct ListenerConfig {
     /// PEM private key (tls, wss).
     #[serde(default)]
     pub private_key: Option<PathBuf>,
+    /// UDP only: how many run-to-completion workers read this address
+    /// (1-256; default: the number of CPUs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workers: Option<usize>,
+    /// UDP only: how the workers share the address: `shared` (one socket
+    /// read by every worker, the default) or `reuseport` (a socket per
+    /// worker, `SO_REUSEPORT`; one peer then always lands on one worker).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sharing: Option<String>,
+}
+
+impl ListenerConfig {
+    /// The UDP workers' sharing (`None` for a value other than `shared` or
+    /// `reuseport`).
+    pub fn udp_sharing(&self) -> Option<siplink_transport::UdpSharing> {
+        match self.sharing.as_deref() {
+            None | Some("shared") => Some(siplink_transport::UdpSharing::Shared),
+            Some("reuseport") => Some(siplink_transport::UdpSharing::ReusePort),
+            Some(_) => None,
+        }
+    }
 }
 
 /// `[[users]]`: a phone account on the proxy.
@@ -1251,6 +1272,15 @@ impl Config {
                     &at,
                     "certificate and private_key only apply to tls and wss".into(),
                 );
+            }
+            if !datagram && (l.workers.is_some() || l.sharing.is_some()) {
+                v.push(&at, "workers and sharing only apply to udp".into());
+            }
+            if l.workers.is_some_and(|w| !(1..=256).contains(&w)) {
+                v.push(&at, "workers must be 1 to 256".into());
+            }
+            if l.udp_sharing().is_none() {
+                v.push(&at, "sharing must be \"shared\" or \"reuseport\"".into());
             }
         }
     }

@@ -125,15 +125,17 @@ impl Gate {
 }
 
 /// Starts the filter task between the transport's queue `from` and the
-/// endpoint; returns the endpoint's queue (`capacity` long).
+/// endpoint; returns the endpoint's queue (`capacity` long) and a sender
+/// into it for messages already screened elsewhere (the UDP workers).
 pub(crate) fn spawn(
     gate: Arc<Gate>,
     transport: Transport,
     mut from: mpsc::Receiver<Incoming>,
     clock: Clock,
     capacity: usize,
-) -> mpsc::Receiver<Incoming> {
+) -> (mpsc::Receiver<Incoming>, mpsc::Sender<Incoming>) {
     let (to, rx) = mpsc::channel(capacity.max(1));
+    let screened = to.clone();
     tokio::spawn(async move {
         while let Some(incoming) = from.recv().await {
             match gate.check(&incoming, clock.now()) {
@@ -147,12 +149,7 @@ pub(crate) fn spawn(
                     // Stateless: nothing is kept, retransmissions are counted
                     // (and dropped) like any request. At most one refusal per
                     // source per second, so these sends are bounded.
-                    let Ok(r) = incoming
-                        .message
-                        .response(503)
-                        .header(HeaderName::RetryAfter, secs)
-                        .build()
-                    else {
+                    let Some(r) = refusal(&incoming.message, secs) else {
                         continue;
                     };
                     let transport = transport.clone();
@@ -165,7 +162,19 @@ pub(crate) fn spawn(
             }
         }
     });
-    rx
+    (rx, screened)
+}
+
+/// The 503 that refuses a rate-limited request.
+pub(crate) fn refusal(
+    request: &siplink_message::Message,
+    secs: u32,
+) -> Option<siplink_message::Message> {
+    request
+        .response(503)
+        .header(HeaderName::RetryAfter, secs)
+        .build()
+        .ok()
 }
 
 #[cfg(test)]

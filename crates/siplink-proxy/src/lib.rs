@@ -43,6 +43,7 @@ pub mod config;
 pub mod core;
 pub mod engine;
 mod error;
+mod front;
 mod gate;
 pub mod media;
 pub mod media_policy;

@@ -17,6 +17,7 @@ use siplink_message::uri::{SipUri, Uri};
 use siplink_message::{Message, Method, Transport as Protocol};
 use siplink_register::{RegistrationConfig, RegistrationId, RegistrationService, State, Status};
 use siplink_registrar::{Aor, Authenticator, Reach, Registrar, RegistrarConfig, RegistrarService};
+use siplink_transaction::runtime::{Runtime as UdpRuntime, RuntimeConfig};
 use siplink_transaction::{
     ClientEvent, Endpoint, EndpointConfig, ServerRequests, ServerTransactionHandle,
 };
@@ -185,7 +186,7 @@ pub(crate) struct Inner {
     /// with the registrar (password guessing through any method counts once).
     limiter: Arc<siplink_auth::FailureLimiter>,
     /// Request-rate limits and the scanner filter (in front of the endpoint).
-    gate: Arc<crate::gate::Gate>,
+    pub(crate) gate: Arc<crate::gate::Gate>,
     pub local: RwLock<Local>,
     pub runtime: RwLock<Arc<Runtime>>,
     dialogs: Mutex<HashMap<String, DialogEntry>>,
@@ -202,6 +203,9 @@ pub(crate) struct Inner {
     pub started: SystemTime,
     /// The status endpoint's token when none is configured (made once).
     pub status_token: std::sync::OnceLock<String>,
+    /// The run-to-completion workers of the UDP listeners (REGISTERs are
+    /// answered there; everything else goes on to the endpoint).
+    pub(crate) udp_workers: Mutex<Vec<UdpRuntime>>,
     /// Every reading of time (the proxy's own and its drivers').
     pub clock: Clock,
 }
@@ -303,11 +307,29 @@ impl Proxy {
         tconfig.udp_mtu_limit = config.limits.udp_mtu_limit;
         let queue = tconfig.inbound_queue;
         let (transport, incoming) = Transport::new(tconfig);
+        // UDP is read by run-to-completion workers (bound now, started once
+        // the registrar exists); streams by the transport's tasks.
+        let mut udp = Vec::new();
         for l in &config.listeners {
-            transport
-                .listen(l.transport, l.address)
-                .await
-                .map_err(|e| Error::Listen(format!("{} {}: {e}", l.transport, l.address)))?;
+            let listen_error = |e: siplink_transport::Error| {
+                Error::Listen(format!("{} {}: {e}", l.transport, l.address))
+            };
+            if l.transport == Protocol::Udp {
+                let workers = l
+                    .workers
+                    .unwrap_or_else(|| RuntimeConfig::default().workers);
+                let sharing = l.udp_sharing().unwrap_or_default();
+                udp.push(
+                    transport
+                        .bind_udp_workers(l.address, workers, sharing)
+                        .map_err(listen_error)?,
+                );
+            } else {
+                transport
+                    .listen(l.transport, l.address)
+                    .await
+                    .map_err(listen_error)?;
+            }
         }
         let (stray_tx, stray_rx) = mpsc::channel::<Incoming>(4096);
         let econfig = EndpointConfig {
@@ -321,7 +343,8 @@ impl Proxy {
         });
         // Rate limits and the scanner filter, before any transaction exists.
         let gate = Arc::new(crate::gate::Gate::new(&config.security));
-        let incoming = crate::gate::spawn(gate.clone(), transport.clone(), incoming, clock, queue);
+        let (incoming, screened) =
+            crate::gate::spawn(gate.clone(), transport.clone(), incoming, clock, queue);
         let (endpoint, requests) = Endpoint::start(transport.clone(), incoming, econfig);
 
         let secrets = Arc::new(RwLock::new(user_secrets(&config)));
@@ -399,11 +422,24 @@ impl Proxy {
             flow_key: RandomState::new(),
             started: clock.wall_now(),
             status_token: std::sync::OnceLock::new(),
+            udp_workers: Mutex::new(Vec::new()),
             clock,
         });
         let proxy = Proxy { inner };
         let connections = proxy.build_connections(&config, &[]).await?;
         proxy.install(config, connections)?;
+        let front = Arc::new(crate::front::Front::new(proxy.inner.clone(), screened));
+        let workers = udp
+            .into_iter()
+            .map(|sockets| {
+                let config = RuntimeConfig {
+                    clock,
+                    ..RuntimeConfig::default()
+                };
+                UdpRuntime::start_on(sockets, config, front.clone())
+            })
+            .collect();
+        *lock(&proxy.inner.udp_workers) = workers;
         tokio::spawn(serve(proxy.inner.clone(), requests));
         tokio::spawn(strays(proxy.inner.clone(), stray_rx));
         tokio::spawn(crate::status::watch_registrations(
@@ -668,6 +704,7 @@ impl Proxy {
     /// Unregisters, stops accepting requests and closes the listeners
     /// (bounded: a few seconds).
     pub async fn shutdown(&self) {
+        lock(&self.inner.udp_workers).clear();
         self.inner.registrations.shutdown().await;
         self.inner.registrar.shutdown();
         self.inner.endpoint.shutdown().await;

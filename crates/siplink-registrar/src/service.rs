@@ -157,13 +157,7 @@ impl RegistrarService {
         if request.method() != Some(&Method::Register) {
             return Err(Error::NotRegister);
         }
-        let ctx = RequestContext {
-            source: origin.peer,
-            transport: origin.protocol,
-            flow: origin.flow,
-            now: self.shared.config.clock.now(),
-            now_system: self.shared.config.clock.wall_now(),
-        };
+        let ctx = self.context(origin);
         let s = &self.shared;
         let d = s
             .registrar
@@ -181,6 +175,64 @@ impl RegistrarService {
             }
         }
         Ok(d)
+    }
+
+    /// [`process`](Self::process) without waiting, when the store is an
+    /// [`InMemoryStore`](crate::InMemoryStore): `None` for a store that must
+    /// be awaited.
+    pub fn process_now(
+        &self,
+        request: &Message,
+        origin: &Origin,
+    ) -> Option<Result<Decision, Error>> {
+        let s = &self.shared;
+        let memory = s.store.as_in_memory()?;
+        if request.method() != Some(&Method::Register) {
+            return Some(Err(Error::NotRegister));
+        }
+        let ctx = self.context(origin);
+        let d = match memory.handle_register(&s.registrar, request, &ctx) {
+            Ok(d) => d,
+            Err(e) => return Some(Err(e)),
+        };
+        if !d.events.is_empty() {
+            s.publish(&d.events);
+            s.arm(&d.events);
+            if let Some(f) = origin.flow
+                && !s.transport.is_flow_alive(f)
+            {
+                // As in `process`; the removal is awaited elsewhere.
+                let this = self.clone();
+                tokio::spawn(async move { this.shared.flow_closed(f).await });
+            }
+        }
+        Some(Ok(d))
+    }
+
+    fn context(&self, origin: &Origin) -> RequestContext {
+        RequestContext {
+            source: origin.peer,
+            transport: origin.protocol,
+            flow: origin.flow,
+            now: self.shared.config.clock.now(),
+            now_system: self.shared.config.clock.wall_now(),
+        }
+    }
+
+    /// The answer to a request that is not a REGISTER, for a standalone
+    /// registrar: 404 for another domain, 200 with `Allow` to OPTIONS, 405
+    /// otherwise.
+    fn answer_other(&self, request: &Message) -> Result<Message, Error> {
+        Ok(if !self.shared.registrar.is_ours(request) {
+            request.response(404).build()?
+        } else if request.method() == Some(&Method::Options) {
+            request
+                .response(200)
+                .header(HeaderName::Allow, ALLOW)
+                .build()?
+        } else {
+            not_allowed(request)?
+        })
     }
 
     /// Answers a REGISTER server transaction (from the endpoint's
@@ -234,16 +286,7 @@ impl RegistrarService {
         if method == Some(Method::Register) {
             return self.handle(tx).await.map(drop);
         }
-        let response = if !self.shared.registrar.is_ours(&tx.request) {
-            tx.request.response(404).build()?
-        } else if method == Some(Method::Options) {
-            tx.request
-                .response(200)
-                .header(HeaderName::Allow, ALLOW)
-                .build()?
-        } else {
-            not_allowed(&tx.request)?
-        };
+        let response = self.answer_other(&tx.request)?;
         tx.respond(response)
             .await
             .map_err(|e| Error::Respond(e.to_string()))
@@ -415,6 +458,73 @@ async fn flow_task(
             }
             Err(broadcast::error::RecvError::Closed) => return,
         }
+    }
+}
+
+/// The registrar as a service of the run-to-completion runtime
+/// ([`siplink_transaction::runtime::Runtime`]), a standalone registrar over
+/// UDP: REGISTERs are processed in the worker that received them when the
+/// store is in memory (deferred to a task for another store); other requests
+/// as [`RegistrarService::run`] answers them.
+impl siplink_transaction::runtime::Service for RegistrarService {
+    fn handle_request(&self, request: siplink_transaction::runtime::Request<'_>) {
+        if request.message().method() != Some(&Method::Register) {
+            match self.answer_other(request.message()) {
+                Ok(r) => {
+                    let _ = request.respond(r);
+                }
+                Err(e) => debug!(error = %e, "answering a request failed"),
+            }
+            return;
+        }
+        let decided = self.process_now(request.message(), request.origin());
+        let Some(decided) = decided else {
+            let deferred = request.defer();
+            let this = self.clone();
+            tokio::spawn(async move {
+                let d = this.process(deferred.message(), deferred.origin()).await;
+                let message = deferred.message().clone();
+                answer(&message, d, |r, stateless| {
+                    if stateless {
+                        deferred.respond_stateless(r)
+                    } else {
+                        deferred.respond(r)
+                    }
+                });
+            });
+            return;
+        };
+        let message = request.message().clone();
+        answer(&message, decided, |r, stateless| {
+            if stateless {
+                request.respond_stateless(r)
+            } else {
+                request.respond(r)
+            }
+        });
+    }
+}
+
+/// Sends a registrar decision through `send` (statelessly for challenges and
+/// refusals); a failure answers 500.
+fn answer(
+    request: &Message,
+    decided: Result<Decision, Error>,
+    send: impl FnOnce(Message, bool) -> siplink_transaction::Result<()>,
+) {
+    let response = match decided {
+        Ok(d) => d.response,
+        Err(e) => {
+            warn!(error = %e, "registrar failure, answering 500");
+            match request.response(500).build() {
+                Ok(r) => r,
+                Err(_) => return,
+            }
+        }
+    };
+    let stateless = response.status().is_some_and(is_stateless);
+    if let Err(e) = send(response, stateless) {
+        debug!(error = %e, "sending the registrar's answer failed");
     }
 }
 

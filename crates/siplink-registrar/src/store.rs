@@ -67,6 +67,14 @@ pub trait LocationStore: Send + Sync {
     fn poll_timeout(&self) -> StoreFuture<'_, Option<Instant>> {
         Box::pin(ready(Ok(None)))
     }
+
+    /// The store as an [`InMemoryStore`], if it is one: a driver then
+    /// processes a REGISTER synchronously, in the task that received it
+    /// ([`InMemoryStore::handle_register`]), instead of through futures.
+    /// `None` by default.
+    fn as_in_memory(&self) -> Option<&InMemoryStore> {
+        None
+    }
 }
 
 /// An AOR's bindings as read from a store, with the version to pass back to
@@ -111,6 +119,20 @@ impl InMemoryStore {
     /// [`handle_timeout`](LocationStore::handle_timeout)).
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.with(|t| t.poll_timeout()).ok().flatten()
+    }
+
+    /// Processes a REGISTER against this store at once, under its lock
+    /// ([`Registrar::handle_register`](crate::Registrar::handle_register)),
+    /// and sends its events to the subscribers.
+    pub fn handle_register(
+        &self,
+        registrar: &crate::Registrar,
+        req: &siplink_message::Message,
+        ctx: &crate::RequestContext,
+    ) -> Result<crate::Decision, Error> {
+        let d = self.with(|t| registrar.handle_register(req, ctx, t))??;
+        self.publish(&d.events);
+        Ok(d)
     }
 
     fn with<T>(&self, f: impl FnOnce(&mut BindingTable) -> T) -> Result<T, Error> {
@@ -191,5 +213,9 @@ impl LocationStore for InMemoryStore {
 
     fn poll_timeout(&self) -> StoreFuture<'_, Option<Instant>> {
         Box::pin(ready(self.with(|t| t.poll_timeout())))
+    }
+
+    fn as_in_memory(&self) -> Option<&InMemoryStore> {
+        Some(self)
     }
 }

@@ -710,3 +710,106 @@ async fn lookup_leaves_out_a_dead_plain_tcp_flow_before_its_removal_is_processed
     s.endpoint.shutdown().await;
     s.transport.shutdown().await;
 }
+
+/// The registrar as a service of the run-to-completion runtime: a challenge
+/// (stateless: no transaction kept), then the digest answer registers, the
+/// binding is looked up, OPTIONS and other methods are answered as the
+/// standalone registrar answers them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registers_through_the_run_to_completion_runtime() {
+    use siplink_auth::{DigestClient, DigestServer, ServerConfig, StoredSecret};
+    use siplink_registrar::Authenticator;
+    use siplink_transaction::runtime::{Runtime, RuntimeConfig};
+    let digest = DigestServer::with_secret(ServerConfig::new("example.com"), b"test secret 0123");
+    let users = |user: &str, _realm: &str, _alg| match user {
+        "alice" => Some(StoredSecret::Password("alice-pw".into())),
+        _ => None,
+    };
+    let registrar = Registrar::new(
+        RegistrarConfig::new(["example.com"]),
+        Some(Authenticator::new(digest, users)),
+    )
+    .unwrap();
+    let (transport, _streams) = Transport::new(TransportConfig::default());
+    let service = RegistrarService::start(
+        registrar,
+        Arc::new(InMemoryStore::new()),
+        transport.clone(),
+        ServiceConfig::default(),
+    );
+    let mut events = service.subscribe();
+    let rt = Runtime::start(
+        &transport,
+        "127.0.0.1:0".parse().unwrap(),
+        RuntimeConfig {
+            workers: 2,
+            ..RuntimeConfig::default()
+        },
+        Arc::new(service.clone()),
+    )
+    .unwrap();
+    let c = client().await;
+    let udp = Target::new(Protocol::Udp, rt.local_addr());
+    let reg = request(Method::Register, "sip:example.com", "alice", 1)
+        .header(HeaderName::Contact, "<sip:alice@192.0.2.7:5062>")
+        .build()
+        .unwrap();
+    let r401 = final_response(&c, reg, udp.clone()).await;
+    assert_eq!(r401.status(), Some(401));
+    assert_eq!(rt.transaction_count(), 0, "the challenge kept nothing");
+    let mut digest = DigestClient::new(
+        "example.com",
+        siplink_auth::ClientCredentials::password("alice", "alice-pw"),
+    );
+    let answers = digest
+        .answer(
+            "example.com",
+            &r401.www_authenticate().unwrap().to_vec(),
+            &[],
+            &siplink_auth::RequestInfo::new("REGISTER", "sip:example.com"),
+        )
+        .unwrap();
+    let mut reg2 = request(Method::Register, "sip:example.com", "alice", 2)
+        .header(HeaderName::Contact, "<sip:alice@192.0.2.7:5062>");
+    for a in answers {
+        reg2 = reg2.header(HeaderName::Authorization, a.credentials.to_string());
+    }
+    let r = final_response(&c, reg2.build().unwrap(), udp.clone()).await;
+    assert_eq!(r.status(), Some(200));
+    assert_eq!(
+        rt.transaction_count(),
+        1,
+        "the 200's transaction waits out timer J"
+    );
+    let e = next_event(&mut events).await;
+    assert_eq!(e.kind, EventKind::Added);
+    let aor = Aor::from_uri(&"sip:alice@example.com".parse().unwrap()).unwrap();
+    let found = service.lookup(&aor).await.unwrap();
+    assert_eq!(found.len(), 1);
+    assert_eq!(
+        found[0].binding.source.port(),
+        c.transport.listeners()[0].1.port()
+    );
+    let options = request(Method::Options, "sip:example.com", "alice", 3)
+        .build()
+        .unwrap();
+    assert_eq!(
+        final_response(&c, options, udp.clone()).await.status(),
+        Some(200)
+    );
+    let info = request(Method::Info, "sip:example.com", "alice", 4)
+        .build()
+        .unwrap();
+    assert_eq!(
+        final_response(&c, info, udp.clone()).await.status(),
+        Some(405)
+    );
+    let other = request(Method::Options, "sip:other.example", "alice", 5)
+        .build()
+        .unwrap();
+    assert_eq!(final_response(&c, other, udp).await.status(), Some(404));
+    c.endpoint.shutdown().await;
+    c.transport.shutdown().await;
+    rt.shutdown();
+    transport.shutdown().await;
+}

@@ -80,6 +80,8 @@ pub mod endpoint;
 mod error;
 mod event;
 mod key;
+#[cfg(feature = "tokio")]
+pub mod runtime;
 mod server;
 mod stateless;
 mod table;

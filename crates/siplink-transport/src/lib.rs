@@ -57,6 +57,7 @@ pub mod table;
 mod tls;
 mod transport;
 mod types;
+mod udp_workers;
 pub mod via;
 
 pub use clock::Clock;
@@ -74,3 +75,4 @@ pub use transport::{Sent, Transport};
 pub use types::{
     Destination, FlowEvent, FlowEventKind, FlowId, Incoming, Origin, Protocol, Target,
 };
+pub use udp_workers::{Ingested, UdpSharing, UdpWorkerSocket, response_addr};

@@ -112,7 +112,7 @@ pub(crate) struct Inner {
     pub(crate) inbound: mpsc::Sender<Incoming>,
     events: broadcast::Sender<FlowEvent>,
     shutdown: watch::Sender<bool>,
-    closing: AtomicBool,
+    pub(crate) closing: AtomicBool,
     tasks: Tasks,
     resolver: Arc<dyn Resolver>,
 }
@@ -127,7 +127,7 @@ pub(crate) struct Inner {
 /// the tasks).
 #[derive(Debug, Clone)]
 pub struct Transport {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
 }
 
 /// What [`Transport::send`] did.
@@ -563,6 +563,13 @@ impl Transport {
 }
 
 impl Inner {
+    /// Adds a UDP socket read by someone else (run-to-completion workers):
+    /// first among the UDP sockets to send from, and listed as a listener.
+    pub(crate) fn add_udp(&self, socket: Arc<UdpSocket>, local: SocketAddr) {
+        lock(&self.udp).insert(0, UdpEntry { socket, local });
+        lock(&self.listeners).push((Protocol::Udp, local));
+    }
+
     pub(crate) fn spawn<F>(self: &Arc<Self>, fut: F)
     where
         F: std::future::Future<Output = ()> + Send + 'static,

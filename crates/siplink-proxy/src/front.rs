@@ -1,0 +1,85 @@
+//! The proxy's front on the run-to-completion UDP runtime: each datagram is
+//! screened by the gate (rate limits, scanner filter) in the worker that read
+//! it; a REGISTER for one of our domains is answered there, start to finish
+//! (the registrar's in-memory store is synchronous); every other message goes
+//! on to the endpoint's queue (the rest of the proxy still runs there).
+
+use std::sync::{Arc, Weak};
+
+use siplink_message::Method;
+use siplink_transaction::runtime::{Reply, Request, Service};
+use siplink_transport::Incoming;
+use tokio::sync::mpsc;
+use tracing::debug;
+
+use crate::gate::{Verdict, refusal};
+use crate::proxy::Inner;
+
+pub(crate) struct Front {
+    inner: Weak<Inner>,
+    endpoint: mpsc::Sender<Incoming>,
+}
+
+impl Front {
+    pub(crate) fn new(inner: Arc<Inner>, endpoint: mpsc::Sender<Incoming>) -> Front {
+        Front {
+            inner: Arc::downgrade(&inner),
+            endpoint,
+        }
+    }
+}
+
+impl Service for Front {
+    fn screen(&self, incoming: Incoming, reply: &Reply<'_>) -> Option<Incoming> {
+        let inner = self.inner.upgrade()?;
+        match inner.gate.check(&incoming, inner.clock.now()) {
+            Verdict::Pass => {}
+            Verdict::Drop => return None,
+            Verdict::Refuse(secs) => {
+                if let Some(r) = refusal(&incoming.message, secs) {
+                    reply.send_response(&r);
+                }
+                return None;
+            }
+        }
+        let m = &incoming.message;
+        if m.method() == Some(&Method::Register) && inner.registrar.registrar().is_ours(m) {
+            return Some(incoming);
+        }
+        if self.endpoint.try_send(incoming).is_err() {
+            // As a full socket buffer would: UDP retransmits.
+            debug!("endpoint queue full: datagram dropped");
+        }
+        None
+    }
+
+    fn handle_request(&self, request: Request<'_>) {
+        let Some(inner) = self.inner.upgrade() else {
+            return;
+        };
+        if let Err(rejection) =
+            request
+                .message()
+                .validate_with(&siplink_message::ValidationOptions {
+                    role: siplink_message::Role::Proxy,
+                    supported: Vec::new(),
+                })
+        {
+            let mut b = request
+                .message()
+                .response(rejection.status)
+                .reason(&rejection.reason);
+            if !rejection.unsupported.is_empty() {
+                b = b.header(
+                    siplink_message::HeaderName::Unsupported,
+                    rejection.unsupported.join(", "),
+                );
+            }
+            if let Ok(r) = b.build() {
+                let _ = request.respond(r);
+            }
+            return;
+        }
+        Service::handle_request(&inner.registrar, request);
+    }
+}

@@ -1,0 +1,626 @@
+//! The run-to-completion runtime for UDP: a datagram goes parse → transaction
+//! match → the service's decision → serialise → send in the worker task that
+//! received it, with no channel, spawned task or boxed future per message or
+//! per transaction.
+//!
+//! * Several workers ([`RuntimeConfig::workers`]), each a tokio task reading a
+//!   UDP socket: one socket per worker with `SO_REUSEPORT`, or one socket
+//!   read by every worker ([`UdpSharing`]).
+//! * The transaction state is split into buckets ([`RuntimeConfig::buckets`]),
+//!   each a [`TransactionTable`] behind its own short lock (as Kamailio's tm
+//!   hash table): a message locks only its bucket, chosen by the top Via
+//!   branch, so a request, its retransmissions, its ACK and its CANCEL meet
+//!   in one table whichever worker reads them.
+//! * Each bucket's timers belong to one worker, which sleeps until the
+//!   earliest of its buckets' deadlines (woken when another worker gives one
+//!   of them an earlier one).
+//! * A [`Service`] answers each new request synchronously in the worker
+//!   ([`Request::respond`], [`Request::respond_stateless`]); a service that
+//!   must wait (an asynchronous store, DNS) takes the transaction with
+//!   [`Request::defer`] and answers later from any task.
+//!
+//! Streams (TCP, TLS, WebSocket) and client transactions still go through the
+//! [`Endpoint`](crate::endpoint::Endpoint); both can serve one
+//! [`Transport`].
+
+use std::hash::{BuildHasher, Hasher};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use siplink_message::{HeaderName, Message};
+use siplink_transport::{
+    Clock, Incoming, Ingested, Origin, Transport, UdpSharing, UdpWorkerSocket, response_addr,
+};
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+use tracing::debug;
+
+use crate::{
+    Error, Output, Received, Result, TableConfig, TransactionId, TransactionTable, TuEvent,
+};
+
+/// Tuning of a [`Runtime`].
+#[derive(Debug, Clone)]
+pub struct RuntimeConfig {
+    /// Worker tasks (default: the number of CPUs).
+    pub workers: usize,
+    /// How the workers share the UDP address (default [`UdpSharing::Shared`];
+    /// see docs/architecture.md for the measurements behind the default).
+    pub sharing: UdpSharing,
+    /// Transaction buckets, each behind its own lock (default 64). The
+    /// table limits of [`TableConfig::max_transactions`] apply per bucket.
+    pub buckets: usize,
+    /// The transaction tables' settings (timers, limits).
+    pub table: TableConfig,
+    /// Datagrams a worker takes in one wake-up before yielding (default 32).
+    pub batch: usize,
+    /// The clock (default [`Clock::new`], tokio's: paused tests drive it).
+    pub clock: Clock,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        RuntimeConfig {
+            workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            sharing: UdpSharing::default(),
+            buckets: 64,
+            table: TableConfig::default(),
+            batch: 32,
+            clock: Clock::new(),
+        }
+    }
+}
+
+/// What a [`Runtime`] does with the requests it receives, called in the
+/// worker that received them. It must not block: answer at once, or
+/// [`Request::defer`] and answer from another task.
+pub trait Service: Send + Sync + 'static {
+    /// Screens each message before any transaction is looked up or created:
+    /// give it back to have it handled here, or keep it (drop it, answer it
+    /// statelessly with `reply`, or hand it to another driver, such as an
+    /// [`Endpoint`](crate::endpoint::Endpoint) that owns other traffic on the
+    /// same transport). Default: everything is handled here.
+    fn screen(&self, incoming: Incoming, reply: &Reply<'_>) -> Option<Incoming> {
+        let _ = reply;
+        Some(incoming)
+    }
+
+    /// A new request: its server transaction exists, and `request` answers it.
+    /// Dropped unanswered, the request is answered 500.
+    fn handle_request(&self, request: Request<'_>);
+
+    /// A response or ACK that matches no transaction (an ACK for a 2xx, a
+    /// response to a request not sent through this runtime). Dropped by
+    /// default.
+    fn handle_stray(&self, message: Message, origin: &Origin) {
+        let _ = (message, origin);
+    }
+}
+
+/// Sends stateless answers from the worker's socket, in
+/// [`Service::screen`].
+#[derive(Debug)]
+pub struct Reply<'a> {
+    socket: &'a UdpWorkerSocket,
+}
+
+impl Reply<'_> {
+    /// Sends `response` where its top Via says (it must answer a request
+    /// received over UDP, whose Via the transport stamped). Returns whether it
+    /// went.
+    pub fn send_response(&self, response: &Message) -> bool {
+        self.socket.send_response(response)
+    }
+}
+
+/// A bucket: one transaction table and where its responses go.
+struct Bucket {
+    table: TransactionTable,
+    /// Where each live server transaction's responses go (from the request's
+    /// stamped Via).
+    dests: std::collections::HashMap<TransactionId, SocketAddr>,
+    /// The deadline the owning worker was told of.
+    armed: Option<Instant>,
+}
+
+struct WorkerTimer {
+    wake: Notify,
+}
+
+struct Shared {
+    buckets: Vec<Mutex<Bucket>>,
+    timers: Vec<WorkerTimer>,
+    sockets: Vec<UdpWorkerSocket>,
+    service: Arc<dyn Service>,
+    hasher: std::collections::hash_map::RandomState,
+    clock: Clock,
+}
+
+/// Tasks aborted when the runtime goes.
+struct Tasks(Vec<JoinHandle<()>>);
+
+impl Drop for Tasks {
+    fn drop(&mut self) {
+        for t in &self.0 {
+            t.abort();
+        }
+    }
+}
+
+/// The run-to-completion UDP runtime (see the [module](self) documentation).
+///
+/// ```no_run
+/// use std::sync::Arc;
+/// use siplink_message::HeaderName;
+/// use siplink_transaction::runtime::{Request, Runtime, RuntimeConfig, Service};
+/// use siplink_transport::{Transport, TransportConfig};
+///
+/// struct Options;
+/// impl Service for Options {
+///     fn handle_request(&self, request: Request<'_>) {
+///         if let Ok(r) = request.message().response(200).header(HeaderName::Allow, "OPTIONS").build() {
+///             request.respond(r);
+///         }
+///     }
+/// }
+///
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// let (transport, _streams) = Transport::new(TransportConfig::default());
+/// let rt = Runtime::start(&transport, "127.0.0.1:5060".parse()?, RuntimeConfig::default(), Arc::new(Options))?;
+/// println!("answering on {}", rt.local_addr());
+/// # Ok(())
+/// # }
+/// ```
+pub struct Runtime {
+    shared: Arc<Shared>,
+    local: SocketAddr,
+    /// The workers, aborted when the runtime is dropped.
+    _tasks: Tasks,
+}
+
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime")
+            .field("local", &self.local)
+            .field("workers", &self.shared.sockets.len())
+            .field("buckets", &self.shared.buckets.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Runtime {
+    /// Binds `addr` for UDP on `transport` (see
+    /// [`Transport::bind_udp_workers`]) and starts the workers. Must be called
+    /// within a tokio runtime.
+    pub fn start(
+        transport: &Transport,
+        addr: SocketAddr,
+        config: RuntimeConfig,
+        service: Arc<dyn Service>,
+    ) -> Result<Runtime> {
+        let sockets = transport
+            .bind_udp_workers(addr, config.workers.max(1), config.sharing)
+            .map_err(|e| Error::Transport(e.to_string()))?;
+        Ok(Runtime::start_on(sockets, config, service))
+    }
+
+    /// Starts a worker per socket of `sockets` (bound earlier with
+    /// [`Transport::bind_udp_workers`], e.g. so that the address is known
+    /// before the service is built; datagrams wait in the sockets meanwhile).
+    /// [`RuntimeConfig::workers`] and [`RuntimeConfig::sharing`] are taken
+    /// from the sockets. Panics if `sockets` is empty.
+    pub fn start_on(
+        sockets: Vec<UdpWorkerSocket>,
+        config: RuntimeConfig,
+        service: Arc<dyn Service>,
+    ) -> Runtime {
+        assert!(!sockets.is_empty(), "a runtime needs a socket");
+        let workers = sockets.len();
+        let local = sockets[0].local_addr();
+        let buckets = config.buckets.max(workers);
+        let shared = Arc::new(Shared {
+            buckets: (0..buckets)
+                .map(|_| {
+                    Mutex::new(Bucket {
+                        table: TransactionTable::new(config.table),
+                        dests: Default::default(),
+                        armed: None,
+                    })
+                })
+                .collect(),
+            timers: (0..workers)
+                .map(|_| WorkerTimer {
+                    wake: Notify::new(),
+                })
+                .collect(),
+            sockets,
+            service,
+            hasher: Default::default(),
+            clock: config.clock,
+        });
+        let batch = config.batch.max(1);
+        let mut tasks = Vec::new();
+        for w in 0..workers {
+            tasks.push(tokio::spawn(reader(shared.clone(), w, batch)));
+            tasks.push(tokio::spawn(timers(shared.clone(), w)));
+        }
+        debug!(%local, workers, buckets, "runtime started");
+        Runtime {
+            shared,
+            local,
+            _tasks: Tasks(tasks),
+        }
+    }
+
+    /// The bound UDP address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+
+    /// Live transactions over all buckets.
+    pub fn transaction_count(&self) -> usize {
+        self.shared
+            .buckets
+            .iter()
+            .map(|b| lock(b).table.len())
+            .sum()
+    }
+
+    /// Stops the workers (the sockets close when the transport's last use
+    /// of them goes).
+    pub fn shutdown(self) {
+        drop(self);
+    }
+}
+
+fn lock(m: &Mutex<Bucket>) -> MutexGuard<'_, Bucket> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A new request, handed to [`Service::handle_request`]: answer it with
+/// [`respond`](Self::respond) or [`respond_stateless`](Self::respond_stateless),
+/// or take it elsewhere with [`defer`](Self::defer).
+pub struct Request<'a> {
+    shared: &'a Arc<Shared>,
+    worker: usize,
+    inner: Pending,
+}
+
+/// A request's transaction, answered later (from [`Request::defer`]); `Send`,
+/// so another task can answer. Dropped unanswered, it answers 500.
+pub struct Deferred {
+    shared: Arc<Shared>,
+    inner: Pending,
+}
+
+struct Pending {
+    bucket: usize,
+    id: TransactionId,
+    message: Message,
+    origin: Origin,
+    answered: bool,
+}
+
+impl Request<'_> {
+    /// The request (its top Via stamped with `received`/`rport`).
+    pub fn message(&self) -> &Message {
+        &self.inner.message
+    }
+
+    /// Where it came from.
+    pub fn origin(&self) -> &Origin {
+        &self.inner.origin
+    }
+
+    /// The transaction.
+    pub fn id(&self) -> TransactionId {
+        self.inner.id
+    }
+
+    /// Answers through the transaction (it keeps the final response for
+    /// retransmissions until its timer ends, RFC 3261 §17.2). A provisional
+    /// response leaves it open: answer again.
+    pub fn respond(mut self, response: Message) -> Result<()> {
+        self.inner
+            .respond(self.shared, self.worker, &response, false)
+    }
+
+    /// Answers statelessly and ends the transaction at once (a 401/407
+    /// challenge, a 403, a 503): a retransmitted request creates a new one
+    /// and is answered again. See
+    /// [`TransactionTable::handle_stateless_response`].
+    pub fn respond_stateless(mut self, response: Message) -> Result<()> {
+        self.inner
+            .respond(self.shared, self.worker, &response, true)
+    }
+
+    /// Takes the transaction out of the worker, to answer it from another task.
+    pub fn defer(mut self) -> Deferred {
+        let placeholder = self.inner.placeholder();
+        let inner = std::mem::replace(&mut self.inner, placeholder);
+        Deferred {
+            shared: self.shared.clone(),
+            inner,
+        }
+    }
+}
+
+impl Drop for Request<'_> {
+    fn drop(&mut self) {
+        self.inner.answer_500(self.shared, self.worker);
+    }
+}
+
+impl Deferred {
+    /// The request.
+    pub fn message(&self) -> &Message {
+        &self.inner.message
+    }
+
+    /// Where it came from.
+    pub fn origin(&self) -> &Origin {
+        &self.inner.origin
+    }
+
+    /// As [`Request::respond`].
+    pub fn respond(mut self, response: Message) -> Result<()> {
+        let w = self.inner.owner(&self.shared);
+        self.inner.respond(&self.shared, w, &response, false)
+    }
+
+    /// As [`Request::respond_stateless`].
+    pub fn respond_stateless(mut self, response: Message) -> Result<()> {
+        let w = self.inner.owner(&self.shared);
+        self.inner.respond(&self.shared, w, &response, true)
+    }
+}
+
+impl Drop for Deferred {
+    fn drop(&mut self) {
+        let w = self.inner.owner(&self.shared);
+        self.inner.answer_500(&self.shared, w);
+    }
+}
+
+impl Pending {
+    fn placeholder(&self) -> Pending {
+        Pending {
+            bucket: self.bucket,
+            id: self.id,
+            message: self.message.clone(),
+            origin: self.origin,
+            answered: true,
+        }
+    }
+
+    fn owner(&self, shared: &Shared) -> usize {
+        self.bucket % shared.sockets.len()
+    }
+
+    fn respond(
+        &mut self,
+        shared: &Shared,
+        worker: usize,
+        response: &Message,
+        stateless: bool,
+    ) -> Result<()> {
+        let now = shared.clock.now();
+        let mut b = lock(&shared.buckets[self.bucket]);
+        let r = if stateless {
+            b.table
+                .handle_stateless_response(self.id, response.clone(), now)
+        } else {
+            b.table.handle_response(self.id, response, now)
+        };
+        if r.is_ok() && response.status().is_some_and(|s| s >= 200) {
+            self.answered = true;
+        }
+        shared.drain(&mut b, self.bucket, worker);
+        r
+    }
+
+    fn answer_500(&mut self, shared: &Shared, worker: usize) {
+        if self.answered {
+            return;
+        }
+        if let Ok(r) = self.message.response(500).build() {
+            let _ = self.respond(shared, worker, &r, false);
+        }
+    }
+}
+
+impl Shared {
+    /// The bucket of a message: the hash of its top Via branch (a request,
+    /// its retransmissions, its ACK and CANCEL, and the responses to a
+    /// request we sent share it), else of its Call-ID.
+    fn bucket_of(&self, msg: &Message) -> usize {
+        let mut h = self.hasher.build_hasher();
+        match msg.top_via().ok().and_then(|v| v.branch()) {
+            Some(b) if b.starts_with("z9hG4bK") => h.write(b.as_bytes()),
+            _ => h.write(msg.header(HeaderName::CallId).unwrap_or_default()),
+        }
+        (h.finish() % self.buckets.len() as u64) as usize
+    }
+
+    /// Carries out a bucket's outputs (sends from `worker`'s socket) and
+    /// tells its timer owner of an earlier deadline.
+    fn drain(&self, b: &mut Bucket, index: usize, worker: usize) {
+        self.drain_outputs(b, worker);
+        let t = b.table.poll_timeout();
+        if let Some(t) = t
+            && b.armed.is_none_or(|a| t < a)
+        {
+            b.armed = Some(t);
+            self.timers[index % self.timers.len()].wake.notify_one();
+        }
+    }
+
+    /// Carries out a bucket's outputs, sending from `worker`'s socket.
+    fn drain_outputs(&self, b: &mut Bucket, worker: usize) {
+        let socket = &self.sockets[worker % self.sockets.len()];
+        while let Some(out) = b.table.poll_output() {
+            match out {
+                Output::Send { id, bytes } => match b.dests.get(&id) {
+                    Some(addr) => {
+                        socket.try_send_to(&bytes, *addr);
+                    }
+                    None => debug!(?id, "no destination for a send, dropped"),
+                },
+                Output::Terminated { id } => {
+                    b.dests.remove(&id);
+                }
+                Output::Deliver { id, event } => match event {
+                    TuEvent::Timeout | TuEvent::TransportError => {
+                        debug!(?id, "server transaction failed")
+                    }
+                    _ => debug!(?id, "event for a transaction without a TU, dropped"),
+                },
+            }
+        }
+    }
+
+    /// One datagram, start to finish.
+    fn handle_datagram(self: &Arc<Self>, worker: usize, data: &[u8], peer: SocketAddr) {
+        let socket = &self.sockets[worker];
+        let incoming = match socket.ingest(data, peer) {
+            Ingested::Message(m) => m,
+            Ingested::Answered | Ingested::Dropped => return,
+        };
+        let Some(incoming) = self.service.screen(incoming, &Reply { socket }) else {
+            return;
+        };
+        let (msg, origin) = (incoming.message, incoming.origin);
+        let index = self.bucket_of(&msg);
+        let now = self.clock.now();
+        let mut b = lock(&self.buckets[index]);
+        let dest = if msg.is_request() {
+            response_addr(&msg)
+        } else {
+            None
+        };
+        match b.table.handle_message(msg, false, now) {
+            Received::New { id, .. } => {
+                if let Some(d) = dest {
+                    b.dests.insert(id, d);
+                }
+                let mut request = None;
+                while let Some(out) = b.table.poll_output() {
+                    match out {
+                        Output::Deliver {
+                            event: TuEvent::Request(m),
+                            ..
+                        } => request = Some(*m),
+                        Output::Send { id, bytes } => {
+                            if let Some(addr) = b.dests.get(&id) {
+                                socket.try_send_to(&bytes, *addr);
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+                self.drain(&mut b, index, worker);
+                drop(b);
+                if let Some(message) = request {
+                    self.service.handle_request(Request {
+                        shared: self,
+                        worker,
+                        inner: Pending {
+                            bucket: index,
+                            id,
+                            message,
+                            origin,
+                            answered: false,
+                        },
+                    });
+                }
+            }
+            Received::Matched { .. } => self.drain(&mut b, index, worker),
+            Received::Stray(m) => {
+                drop(b);
+                self.service.handle_stray(m, &origin);
+            }
+            Received::Rejected(r) | Received::Merged(r) | Received::Malformed(r) => {
+                drop(b);
+                socket.send_response(&r);
+            }
+            Received::Absorbed => {}
+            Received::Invalid(e) => {
+                drop(b);
+                debug!(%peer, error = %e, "message without what matching needs, dropped");
+            }
+        }
+    }
+}
+
+/// A worker's receive loop: waits for the socket, then takes up to `batch`
+/// datagrams without waiting, each handled to the end.
+async fn reader(shared: Arc<Shared>, worker: usize, batch: usize) {
+    let mut buf = vec![0u8; 65_536];
+    let socket = shared.sockets[worker].clone();
+    loop {
+        let (n, peer) = match socket.recv_from(&mut buf).await {
+            Ok(x) => x,
+            Err(e) => {
+                debug!(error = %e, "UDP receive error");
+                continue;
+            }
+        };
+        shared.handle_datagram(worker, &buf[..n], peer);
+        for _ in 1..batch {
+            match socket.try_recv_from(&mut buf) {
+                Ok((n, peer)) => shared.handle_datagram(worker, &buf[..n], peer),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) => {
+                    debug!(error = %e, "UDP receive error");
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// A worker's timers: the buckets `b` with `b % workers == worker`.
+async fn timers(shared: Arc<Shared>, worker: usize) {
+    let n = shared.timers.len();
+    let far = Duration::from_secs(3600);
+    loop {
+        let now = shared.clock.now();
+        let mut next: Option<Instant> = None;
+        for index in (worker..shared.buckets.len()).step_by(n) {
+            let mut b = lock(&shared.buckets[index]);
+            if b.table.poll_timeout().is_some_and(|t| t <= now) {
+                b.table.handle_timeout(now);
+            }
+            shared.drain_outputs(&mut b, worker);
+            b.armed = b.table.poll_timeout();
+            if let Some(t) = b.armed {
+                next = Some(next.map_or(t, |x: Instant| x.min(t)));
+            }
+        }
+        let wait = next.map_or(far, |t| t.saturating_duration_since(now));
+        let until = shared.clock.tokio_now() + wait;
+        tokio::select! {
+            () = tokio::time::sleep_until(until) => {}
+            () = shared.timers[worker].wake.notified() => {}
+        }
+    }
+}
+
+impl std::fmt::Debug for Request<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Request")
+            .field("id", &self.inner.id)
+            .field("origin", &self.inner.origin)
+            .finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for Deferred {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Deferred")
+            .field("id", &self.inner.id)
+            .field("origin", &self.inner.origin)
+            .finish_non_exhaustive()
+    }
+}

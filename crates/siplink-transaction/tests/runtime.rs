@@ -1,0 +1,360 @@
+//! The run-to-completion runtime over real loopback UDP sockets, both ways of
+//! sharing the address, a deferred answer, stateless answers, and its timers
+//! in paused time.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use siplink_message::{HeaderName, Message, MessageBuilder, Method};
+use siplink_transaction::runtime::{Reply, Request, Runtime, RuntimeConfig, Service};
+use siplink_transaction::{TableConfig, Timers};
+use siplink_transport::{Incoming, Transport, TransportConfig, UdpSharing};
+use tokio::net::UdpSocket;
+
+/// Answers by method: OPTIONS 200, REGISTER 401 statelessly, INVITE 486,
+/// MESSAGE 202 from another task (deferred); counts the calls.
+#[derive(Default)]
+struct Answers {
+    calls: AtomicUsize,
+}
+
+impl Service for Answers {
+    /// A scanner's User-Agent is dropped; PUBLISH is refused 503 here,
+    /// before any transaction exists.
+    fn screen(&self, incoming: Incoming, reply: &Reply<'_>) -> Option<Incoming> {
+        let m = &incoming.message;
+        if m.header(HeaderName::UserAgent)
+            .is_some_and(|ua| ua.starts_with(b"friendly-scanner"))
+        {
+            return None;
+        }
+        if m.method() == Some(&Method::Publish) {
+            assert!(reply.send_response(&m.response(503).build().unwrap()));
+            return None;
+        }
+        Some(incoming)
+    }
+
+    fn handle_request(&self, request: Request<'_>) {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        let m = request.message().clone();
+        match m.method() {
+            Some(Method::Options) => {
+                let r = m
+                    .response(200)
+                    .header(HeaderName::Allow, "OPTIONS")
+                    .build()
+                    .unwrap();
+                request.respond(r).unwrap();
+            }
+            Some(Method::Register) => {
+                let r = m
+                    .response(401)
+                    .header(
+                        HeaderName::WwwAuthenticate,
+                        "Digest realm=\"t\", nonce=\"n\"",
+                    )
+                    .build()
+                    .unwrap();
+                request.respond_stateless(r).unwrap();
+            }
+            Some(Method::Invite) => request.respond(m.response(486).build().unwrap()).unwrap(),
+            Some(Method::Message) => {
+                let later = request.defer();
+                tokio::spawn(async move {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    let r = later.message().response(202).build().unwrap();
+                    later.respond(r).unwrap();
+                });
+            }
+            // Anything else is dropped unanswered: the runtime answers 500.
+            _ => {}
+        }
+    }
+}
+
+fn fast() -> TableConfig {
+    TableConfig {
+        timers: Timers {
+            t1: Duration::from_millis(50),
+            t2: Duration::from_millis(400),
+            t4: Duration::from_millis(100),
+        },
+        ..TableConfig::default()
+    }
+}
+
+async fn start(sharing: UdpSharing, workers: usize) -> (Runtime, Arc<Answers>, Transport) {
+    let (transport, _streams) = Transport::new(TransportConfig::default());
+    let service = Arc::new(Answers::default());
+    let config = RuntimeConfig {
+        workers,
+        sharing,
+        buckets: 8,
+        table: fast(),
+        ..RuntimeConfig::default()
+    };
+    let rt = Runtime::start(
+        &transport,
+        "127.0.0.1:0".parse().unwrap(),
+        config,
+        service.clone(),
+    )
+    .unwrap();
+    (rt, service, transport)
+}
+
+fn request(method: Method, from: SocketAddr, branch: &str) -> Message {
+    MessageBuilder::request(method.clone(), "sip:bob@example.test")
+        .header(
+            HeaderName::Via,
+            format!("SIP/2.0/UDP {from};rport;branch=z9hG4bK{branch}"),
+        )
+        .header(HeaderName::From, "<sip:alice@example.test>;tag=a1")
+        .header(HeaderName::To, "<sip:bob@example.test>")
+        .header(HeaderName::CallId, format!("{branch}@test"))
+        .header(HeaderName::CSeq, format!("1 {method}"))
+        .header(HeaderName::MaxForwards, 70)
+        .build()
+        .unwrap()
+}
+
+async fn recv(sock: &UdpSocket, within: Duration) -> Option<Message> {
+    let mut buf = vec![0u8; 65_536];
+    let (n, _) = tokio::time::timeout(within, sock.recv_from(&mut buf))
+        .await
+        .ok()?
+        .ok()?;
+    Message::parse(bytes::Bytes::copy_from_slice(&buf[..n])).ok()
+}
+
+async fn phone() -> (UdpSocket, SocketAddr) {
+    let s = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let a = s.local_addr().unwrap();
+    (s, a)
+}
+
+async fn answers_and_absorbs_retransmissions(sharing: UdpSharing) {
+    let (rt, service, _t) = start(sharing, 2).await;
+    let (sock, me) = phone().await;
+    let options = request(Method::Options, me, "opt1");
+    sock.send_to(&options.to_bytes(), rt.local_addr())
+        .await
+        .unwrap();
+    let r = recv(&sock, Duration::from_secs(2))
+        .await
+        .expect("an answer");
+    assert_eq!(r.status(), Some(200));
+    // The rport was filled with our port and received with our address.
+    let via = r.top_via().unwrap().to_string();
+    assert!(via.contains(&format!("rport={}", me.port())), "{via}");
+    // A retransmission is answered from the completed transaction: the
+    // service is not asked again, the bytes are the same.
+    sock.send_to(&options.to_bytes(), rt.local_addr())
+        .await
+        .unwrap();
+    let again = recv(&sock, Duration::from_secs(2))
+        .await
+        .expect("the same answer");
+    assert_eq!(again.to_bytes(), r.to_bytes());
+    assert_eq!(service.calls.load(Ordering::SeqCst), 1);
+    assert_eq!(
+        rt.transaction_count(),
+        1,
+        "a completed transaction waits out timer J"
+    );
+
+    // Many phones, many transactions, spread over buckets and workers.
+    let mut phones = Vec::new();
+    for i in 0..20 {
+        let (s, a) = phone().await;
+        s.send_to(
+            &request(Method::Options, a, &format!("many{i}")).to_bytes(),
+            rt.local_addr(),
+        )
+        .await
+        .unwrap();
+        phones.push(s);
+    }
+    for s in &phones {
+        assert_eq!(
+            recv(s, Duration::from_secs(2)).await.unwrap().status(),
+            Some(200)
+        );
+    }
+    assert_eq!(service.calls.load(Ordering::SeqCst), 21);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shared_socket_answers_and_absorbs_retransmissions() {
+    answers_and_absorbs_retransmissions(UdpSharing::Shared).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reuseport_sockets_answer_and_absorb_retransmissions() {
+    answers_and_absorbs_retransmissions(UdpSharing::ReusePort).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stateless_answer_keeps_nothing_and_answers_again() {
+    let (rt, service, _t) = start(UdpSharing::Shared, 2).await;
+    let (sock, me) = phone().await;
+    let reg = request(Method::Register, me, "reg1");
+    sock.send_to(&reg.to_bytes(), rt.local_addr())
+        .await
+        .unwrap();
+    let a = recv(&sock, Duration::from_secs(2)).await.unwrap();
+    assert_eq!(a.status(), Some(401));
+    assert_eq!(rt.transaction_count(), 0);
+    sock.send_to(&reg.to_bytes(), rt.local_addr())
+        .await
+        .unwrap();
+    let b = recv(&sock, Duration::from_secs(2)).await.unwrap();
+    assert_eq!(b.status(), Some(401));
+    // The stateless To tag is the same for a retransmission.
+    assert_eq!(a.to().unwrap().tag(), b.to().unwrap().tag());
+    assert!(a.to().unwrap().tag().unwrap().starts_with("sl"));
+    assert_eq!(service.calls.load(Ordering::SeqCst), 2);
+    assert_eq!(rt.transaction_count(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deferred_and_unanswered_requests() {
+    let (rt, _service, _t) = start(UdpSharing::ReusePort, 2).await;
+    let (sock, me) = phone().await;
+    sock.send_to(
+        &request(Method::Message, me, "msg1").to_bytes(),
+        rt.local_addr(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        recv(&sock, Duration::from_secs(2)).await.unwrap().status(),
+        Some(202)
+    );
+    sock.send_to(
+        &request(Method::Info, me, "info1").to_bytes(),
+        rt.local_addr(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        recv(&sock, Duration::from_secs(2)).await.unwrap().status(),
+        Some(500)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_and_garbage_datagrams() {
+    let (rt, service, _t) = start(UdpSharing::Shared, 2).await;
+    let (sock, me) = phone().await;
+    // Garbage and keepalives: nothing comes back, the runtime keeps serving.
+    sock.send_to(b"\r\n\r\n", rt.local_addr()).await.unwrap();
+    sock.send_to(b"NOT SIP AT ALL", rt.local_addr())
+        .await
+        .unwrap();
+    // No CSeq: 400 without a transaction.
+    let bad = format!(
+        "OPTIONS sip:bob@example.test SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bKbad1\r\n\
+         From: <sip:a@example.test>;tag=1\r\nTo: <sip:bob@example.test>\r\nCall-ID: bad1\r\n\
+         Max-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+    );
+    sock.send_to(bad.as_bytes(), rt.local_addr()).await.unwrap();
+    let r = recv(&sock, Duration::from_secs(2)).await.unwrap();
+    assert_eq!(r.status(), Some(400));
+    assert_eq!(service.calls.load(Ordering::SeqCst), 0);
+    sock.send_to(
+        &request(Method::Options, me, "after").to_bytes(),
+        rt.local_addr(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        recv(&sock, Duration::from_secs(2)).await.unwrap().status(),
+        Some(200)
+    );
+}
+
+/// Timer G retransmits a non-2xx final to an INVITE until the ACK comes
+/// (RFC 3261 §17.2.1); the ACK ends the retransmissions; timer I frees the
+/// transaction. Paused time: the clock jumps to each timer while all wait.
+#[tokio::test(start_paused = true)]
+async fn invite_final_retransmitted_until_ack_in_paused_time() {
+    let (rt, _service, _t) = start(UdpSharing::Shared, 1).await;
+    let (sock, me) = phone().await;
+    let invite = request(Method::Invite, me, "inv1");
+    sock.send_to(&invite.to_bytes(), rt.local_addr())
+        .await
+        .unwrap();
+    let first = recv(&sock, Duration::from_secs(1)).await.unwrap();
+    assert_eq!(first.status(), Some(486));
+    let t0 = tokio::time::Instant::now();
+    let again = recv(&sock, Duration::from_secs(1)).await.expect("timer G");
+    assert_eq!(again.to_bytes(), first.to_bytes());
+    // T1 = 50 ms: the first retransmission comes 50 ms after the answer.
+    let waited = t0.elapsed();
+    assert!(waited <= Duration::from_millis(60), "{waited:?}");
+    // ACK the final response (same branch, the To tag of the 486).
+    let ack = MessageBuilder::request(Method::Ack, "sip:bob@example.test")
+        .header(
+            HeaderName::Via,
+            format!("SIP/2.0/UDP {me};rport;branch=z9hG4bKinv1"),
+        )
+        .header(HeaderName::From, "<sip:alice@example.test>;tag=a1")
+        .header(
+            HeaderName::To,
+            format!(
+                "<sip:bob@example.test>;tag={}",
+                first.to().unwrap().tag().unwrap()
+            ),
+        )
+        .header(HeaderName::CallId, "inv1@test")
+        .header(HeaderName::CSeq, "1 ACK")
+        .header(HeaderName::MaxForwards, 70)
+        .build()
+        .unwrap();
+    // Drain what timer G already queued, then ACK.
+    while recv(&sock, Duration::from_millis(1)).await.is_some() {}
+    sock.send_to(&ack.to_bytes(), rt.local_addr())
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    while recv(&sock, Duration::from_millis(1)).await.is_some() {}
+    assert!(
+        recv(&sock, Duration::from_secs(2)).await.is_none(),
+        "no retransmission after the ACK"
+    );
+    assert_eq!(
+        rt.transaction_count(),
+        0,
+        "timer I (T4) freed the transaction"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn screened_messages_never_reach_a_transaction() {
+    let (rt, service, _t) = start(UdpSharing::Shared, 2).await;
+    let (sock, me) = phone().await;
+    let mut scan = request(Method::Options, me, "scan1").to_bytes().to_vec();
+    let at = scan.windows(2).position(|w| w == b"\r\n").unwrap() + 2;
+    scan.splice(at..at, b"User-Agent: friendly-scanner\r\n".iter().copied());
+    sock.send_to(&scan, rt.local_addr()).await.unwrap();
+    assert!(
+        recv(&sock, Duration::from_millis(300)).await.is_none(),
+        "dropped"
+    );
+    sock.send_to(
+        &request(Method::Publish, me, "pub1").to_bytes(),
+        rt.local_addr(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        recv(&sock, Duration::from_secs(2)).await.unwrap().status(),
+        Some(503)
+    );
+    assert_eq!(service.calls.load(Ordering::SeqCst), 0);
+    assert_eq!(rt.transaction_count(), 0);
+}
