@@ -3,7 +3,8 @@
 //! of memory per live transaction in a [`TransactionTable`].
 //!
 //! `cargo bench --bench transaction` (plain `main`, no criterion: throughput
-//! and memory figures, printed as a table). Sizes: `SIPLINK_BENCH_TX`
+//! and memory figures, printed as a table; the throughput twice, the server
+//! on an endpoint and on the run-to-completion runtime). Sizes: `SIPLINK_BENCH_TX`
 //! (transactions, default 20,000), `SIPLINK_BENCH_WINDOW` (in flight, default
 //! 64), `SIPLINK_BENCH_LIVE` (live transactions for the memory figure, default
 //! 50,000).
@@ -25,6 +26,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use siplink_message::{HeaderName, Message, MessageBuilder, Method};
+use siplink_transaction::runtime::{Request, Runtime, RuntimeConfig, Service};
 use siplink_transaction::{
     ClientEvent, Endpoint, EndpointConfig, Output, Received, TableConfig, TransactionTable,
     TuEvent, new_branch,
@@ -79,7 +81,10 @@ fn request(method: Method, to: SocketAddr, n: usize) -> Message {
 /// Transactions per second: `n` OPTIONS from one endpoint to another over
 /// loopback UDP, each answered 200 at once by the server's TU, at most
 /// `window` in flight.
-async fn throughput(n: usize, window: usize) -> (f64, usize) {
+/// With `on_runtime`, the server side is the run-to-completion
+/// [`Runtime`](siplink_transaction::runtime::Runtime) (two workers, one
+/// shared socket) instead of an endpoint.
+async fn throughput(n: usize, window: usize, on_runtime: bool) -> (f64, usize) {
     let table = TableConfig {
         max_transactions: 10_000_000,
         ..TableConfig::default()
@@ -89,17 +94,39 @@ async fn throughput(n: usize, window: usize) -> (f64, usize) {
         ..EndpointConfig::default()
     };
     let (st, st_in) = Transport::new(TransportConfig::default());
-    let saddr = st
-        .listen(Protocol::Udp, "127.0.0.1:0".parse().expect("address"))
-        .await
-        .expect("listen");
-    let (server, mut requests) = Endpoint::start(st.clone(), st_in, config.clone());
-    tokio::spawn(async move {
-        while let Some(mut tx) = requests.recv().await {
-            let ok = tx.request.response(200).build().expect("200");
-            let _ = tx.respond(ok).await;
-        }
-    });
+    let mut server = None;
+    let mut udp_runtime = None;
+    let saddr = if on_runtime {
+        let rc = RuntimeConfig {
+            workers: 2,
+            table,
+            ..RuntimeConfig::default()
+        };
+        let rt = Runtime::start(
+            &st,
+            "127.0.0.1:0".parse().expect("address"),
+            rc,
+            Arc::new(Answer200),
+        )
+        .expect("runtime");
+        let a = rt.local_addr();
+        udp_runtime = Some(rt);
+        a
+    } else {
+        let saddr = st
+            .listen(Protocol::Udp, "127.0.0.1:0".parse().expect("address"))
+            .await
+            .expect("listen");
+        let (endpoint, mut requests) = Endpoint::start(st.clone(), st_in, config.clone());
+        tokio::spawn(async move {
+            while let Some(mut tx) = requests.recv().await {
+                let ok = tx.request.response(200).build().expect("200");
+                let _ = tx.respond(ok).await;
+            }
+        });
+        server = Some(endpoint);
+        saddr
+    };
     let (ct, ct_in) = Transport::new(TransportConfig::default());
     ct.listen(Protocol::Udp, "127.0.0.1:0".parse().expect("address"))
         .await
@@ -134,10 +161,24 @@ async fn throughput(n: usize, window: usize) -> (f64, usize) {
     }
     let secs = t0.elapsed().as_secs_f64();
     client.shutdown().await;
-    server.shutdown().await;
+    if let Some(server) = server {
+        server.shutdown().await;
+    }
+    drop(udp_runtime);
     ct.shutdown().await;
     st.shutdown().await;
     (n as f64 / secs, failed)
+}
+
+/// The runtime's TU: 200 to everything, at once.
+struct Answer200;
+
+impl Service for Answer200 {
+    fn handle_request(&self, request: Request<'_>) {
+        if let Ok(ok) = request.message().response(200).build() {
+            let _ = request.respond(ok);
+        }
+    }
 }
 
 /// Bytes per live server INVITE transaction (Proceeding, its request kept)
@@ -273,7 +314,8 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
-    let (tps, failed) = rt.block_on(throughput(n, window));
+    let (tps, failed) = rt.block_on(throughput(n, window, false));
+    let (rtps, rfailed) = rt.block_on(throughput(n, window, true));
     rt.shutdown_timeout(Duration::from_secs(1));
 
     println!("siplink-transaction");
@@ -281,6 +323,9 @@ fn main() {
     println!("| --- | --- |");
     println!(
         "| non-INVITE transactions over loopback UDP, two endpoints ({n}, <= {window} in flight) | {tps:.0} tx/s ({failed} failed) |"
+    );
+    println!(
+        "| the same, the server on the run-to-completion runtime (2 workers, shared socket) | {rtps:.0} tx/s ({rfailed} failed) |"
     );
     println!(
         "| memory per live server INVITE transaction ({live} live, request kept) | {server_bytes:.0} B |"

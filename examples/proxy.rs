@@ -11,6 +11,10 @@
 //! Logs go to stderr (`RUST_LOG=debug` for more). SIGHUP reloads the file;
 //! Ctrl-C unregisters and stops.
 
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 

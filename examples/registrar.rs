@@ -26,6 +26,10 @@
 //! Other requests: OPTIONS to the domain 200, other methods 405, other
 //! domains 404. Stop it with Ctrl-C (or any signal).
 
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
