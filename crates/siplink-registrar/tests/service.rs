@@ -764,7 +764,7 @@ async fn registers_through_the_run_to_completion_runtime() {
     let answers = digest
         .answer(
             "example.com",
-            &r401.www_authenticate().unwrap().to_vec(),
+            r401.www_authenticate().unwrap(),
             &[],
             &siplink_auth::RequestInfo::new("REGISTER", "sip:example.com"),
         )
