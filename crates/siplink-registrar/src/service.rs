@@ -483,49 +483,44 @@ impl siplink_transaction::runtime::Service for RegistrarService {
             let this = self.clone();
             tokio::spawn(async move {
                 let d = this.process(deferred.message(), deferred.origin()).await;
-                let message = deferred.message().clone();
-                answer(&message, d, |r, stateless| {
-                    if stateless {
+                if let Some((r, stateless)) = answer(deferred.message(), d) {
+                    let sent = if stateless {
                         deferred.respond_stateless(r)
                     } else {
                         deferred.respond(r)
+                    };
+                    if let Err(e) = sent {
+                        debug!(error = %e, "sending the registrar's answer failed");
                     }
-                });
+                }
             });
             return;
         };
-        let message = request.message().clone();
-        answer(&message, decided, |r, stateless| {
-            if stateless {
+        if let Some((r, stateless)) = answer(request.message(), decided) {
+            let sent = if stateless {
                 request.respond_stateless(r)
             } else {
                 request.respond(r)
+            };
+            if let Err(e) = sent {
+                debug!(error = %e, "sending the registrar's answer failed");
             }
-        });
+        }
     }
 }
 
-/// Sends a registrar decision through `send` (statelessly for challenges and
-/// refusals); a failure answers 500.
-fn answer(
-    request: &Message,
-    decided: Result<Decision, Error>,
-    send: impl FnOnce(Message, bool) -> siplink_transaction::Result<()>,
-) {
+/// The response to send for a registrar decision, and whether it goes
+/// statelessly (challenges and refusals); a failure answers 500.
+fn answer(request: &Message, decided: Result<Decision, Error>) -> Option<(Message, bool)> {
     let response = match decided {
         Ok(d) => d.response,
         Err(e) => {
             warn!(error = %e, "registrar failure, answering 500");
-            match request.response(500).build() {
-                Ok(r) => r,
-                Err(_) => return,
-            }
+            request.response(500).build().ok()?
         }
     };
     let stateless = response.status().is_some_and(is_stateless);
-    if let Err(e) = send(response, stateless) {
-        debug!(error = %e, "sending the registrar's answer failed");
-    }
+    Some((response, stateless))
 }
 
 /// Whether a registrar answer is sent statelessly: challenges and refusals.

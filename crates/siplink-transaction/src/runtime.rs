@@ -323,7 +323,7 @@ impl Request<'_> {
     /// response leaves it open: answer again.
     pub fn respond(mut self, response: Message) -> Result<()> {
         self.inner
-            .respond(self.shared, self.worker, &response, false)
+            .respond(self.shared, self.worker, response, false)
     }
 
     /// Answers statelessly and ends the transaction at once (a 401/407
@@ -332,7 +332,7 @@ impl Request<'_> {
     /// [`TransactionTable::handle_stateless_response`].
     pub fn respond_stateless(mut self, response: Message) -> Result<()> {
         self.inner
-            .respond(self.shared, self.worker, &response, true)
+            .respond(self.shared, self.worker, response, true)
     }
 
     /// Takes the transaction out of the worker, to answer it from another task.
@@ -366,13 +366,13 @@ impl Deferred {
     /// As [`Request::respond`].
     pub fn respond(mut self, response: Message) -> Result<()> {
         let w = self.inner.owner(&self.shared);
-        self.inner.respond(&self.shared, w, &response, false)
+        self.inner.respond(&self.shared, w, response, false)
     }
 
     /// As [`Request::respond_stateless`].
     pub fn respond_stateless(mut self, response: Message) -> Result<()> {
         let w = self.inner.owner(&self.shared);
-        self.inner.respond(&self.shared, w, &response, true)
+        self.inner.respond(&self.shared, w, response, true)
     }
 }
 
@@ -402,18 +402,18 @@ impl Pending {
         &mut self,
         shared: &Shared,
         worker: usize,
-        response: &Message,
+        response: Message,
         stateless: bool,
     ) -> Result<()> {
         let now = shared.clock.now();
+        let is_final = response.status().is_some_and(|s| s >= 200);
         let mut b = lock(&shared.buckets[self.bucket]);
         let r = if stateless {
-            b.table
-                .handle_stateless_response(self.id, response.clone(), now)
+            b.table.handle_stateless_response(self.id, response, now)
         } else {
-            b.table.handle_response(self.id, response, now)
+            b.table.handle_response(self.id, &response, now)
         };
-        if r.is_ok() && response.status().is_some_and(|s| s >= 200) {
+        if r.is_ok() && is_final {
             self.answered = true;
         }
         shared.drain(&mut b, self.bucket, worker);
@@ -425,7 +425,7 @@ impl Pending {
             return;
         }
         if let Ok(r) = self.message.response(500).build() {
-            let _ = self.respond(shared, worker, &r, false);
+            let _ = self.respond(shared, worker, r, false);
         }
     }
 }
