@@ -508,3 +508,52 @@ tls_pin = {other:?}
         "{i:?}"
     );
 }
+
+#[test]
+fn udp_workers_and_sharing_are_checked() {
+    let ok = Config::from_toml(
+        r#"
+        [proxy]
+        domains = ["a.test"]
+        [[listen]]
+        transport = "udp"
+        address = "127.0.0.1:5060"
+        workers = 4
+        sharing = "reuseport"
+        "#,
+    )
+    .unwrap();
+    assert_eq!(ok.listeners[0].workers, Some(4));
+    assert_eq!(
+        ok.listeners[0].udp_sharing(),
+        Some(siplink_transport::UdpSharing::ReusePort)
+    );
+    let i = issues(
+        r#"
+        [proxy]
+        domains = ["a.test"]
+        [[listen]]
+        transport = "udp"
+        address = "127.0.0.1:5060"
+        workers = 0
+        sharing = "spread"
+        [[listen]]
+        transport = "tcp"
+        address = "127.0.0.1:5060"
+        workers = 2
+        "#,
+    );
+    let text = i.join("\n");
+    assert!(
+        text.contains("listen[0] (UDP 127.0.0.1:5060): workers must be 1 to 256"),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"listen[0] (UDP 127.0.0.1:5060): sharing must be "shared" or "reuseport""#),
+        "{text}"
+    );
+    assert!(
+        text.contains("listen[1] (TCP 127.0.0.1:5060): workers and sharing only apply to udp"),
+        "{text}"
+    );
+}

@@ -331,8 +331,7 @@ impl Request<'_> {
     /// and is answered again. See
     /// [`TransactionTable::handle_stateless_response`].
     pub fn respond_stateless(mut self, response: Message) -> Result<()> {
-        self.inner
-            .respond(self.shared, self.worker, response, true)
+        self.inner.respond(self.shared, self.worker, response, true)
     }
 
     /// Takes the transaction out of the worker, to answer it from another task.
