@@ -3,6 +3,7 @@
 // The page does nothing by itself: the test calls
 //   window.siplinkStart({ wsUrl, uri, password, authorizationUser, debug })
 //   window.siplinkCall(targetUri)
+//   window.siplinkDropConnection()   (the WebSocket closes under the call)
 // and reads window.siplinkState. Every transition is appended to
 // siplinkState.events and, when the test has exposed it, pushed to
 // window.siplinkReport(event).
@@ -160,6 +161,12 @@
 
   window.siplinkStop = function () {
     if (ua) ua.stop();
+  };
+
+  // Closes the WebSocket under the call, as a closed tab or a lost network
+  // would: no BYE, no un-REGISTER; JsSIP does not reconnect after it.
+  window.siplinkDropConnection = function () {
+    if (ua) ua._transport.disconnect();
   };
 
   record('page:ready', { jssip: JsSIP.version });

@@ -170,6 +170,11 @@ struct DialogEntry {
     dialog: TrunkDialog,
     caller_tag: String,
     created: std::time::Instant,
+    /// The connection the caller's INVITE came over (TCP, TLS, WebSocket):
+    /// when it closes, the call is hung up towards the trunk with `bye`.
+    caller_flow: Option<FlowId>,
+    /// A BYE in the caller's view (built at the answer), for that hang-up.
+    bye: Option<Message>,
 }
 
 pub(crate) struct Inner {
@@ -442,6 +447,7 @@ impl Proxy {
         *lock(&proxy.inner.udp_workers) = workers;
         tokio::spawn(serve(proxy.inner.clone(), requests));
         tokio::spawn(strays(proxy.inner.clone(), stray_rx));
+        tokio::spawn(hang_up_on_flow_loss(proxy.inner.clone()));
         tokio::spawn(crate::status::watch_registrations(
             proxy.inner.clone(),
             reg_events,
@@ -1599,7 +1605,22 @@ async fn via_trunk(
                             return Attempt::Failover(format!("{}: {f}", cand.name));
                         }
                         if let Some(d) = dialog {
-                            inner.remember_dialog(&call_id, d, &caller_tag);
+                            // A caller on a connection: the BYE that ends the
+                            // PBX leg if that connection dies mid-call.
+                            let bye = origin
+                                .flow
+                                .filter(|_| (200..300).contains(&status))
+                                .and_then(|_| {
+                                    let cseq = tx.request.cseq().ok()?.seq;
+                                    siplink_trunk::in_dialog_request(
+                                        Method::Bye,
+                                        &tx.request,
+                                        &response,
+                                        cseq.saturating_add(1),
+                                    )
+                                    .ok()
+                                });
+                            inner.remember_dialog(&call_id, d, &caller_tag, origin.flow, bye);
                         }
                         let _ = tx.respond(response).await;
                         slot.take();
@@ -1633,7 +1654,14 @@ fn relayed_final(_tx: &ServerTransactionHandle) -> bool {
 }
 
 impl Inner {
-    fn remember_dialog(&self, call_id: &str, dialog: TrunkDialog, caller_tag: &str) {
+    fn remember_dialog(
+        &self,
+        call_id: &str,
+        dialog: TrunkDialog,
+        caller_tag: &str,
+        caller_flow: Option<FlowId>,
+        bye: Option<Message>,
+    ) {
         let mut d = lock(&self.dialogs);
         if d.len() >= MAX_DIALOGS {
             let now = self.clock.now();
@@ -1649,6 +1677,8 @@ impl Inner {
                 dialog,
                 caller_tag: caller_tag.to_owned(),
                 created: self.clock.now(),
+                caller_flow,
+                bye,
             },
         );
     }
@@ -2034,6 +2064,52 @@ fn fix_response(dialog: &Option<(TrunkDialog, String)>, r: Message) -> Message {
 
 /// ACKs for 2xx and stray responses (RFC 3261 §16.7, §16.11): forwarded
 /// without a transaction.
+/// Ends the trunk leg of every answered call whose caller's connection
+/// closed (a browser tab closed, a phone's TCP/TLS connection lost): the PBX
+/// gets a BYE instead of a call up until its own timers end it.
+async fn hang_up_on_flow_loss(inner: Arc<Inner>) {
+    let mut events = inner.transport.subscribe();
+    loop {
+        let flow = match events.recv().await {
+            Ok(e) => match e.kind {
+                siplink_transport::FlowEventKind::Closed(_) => e.flow,
+                _ => continue,
+            },
+            Err(broadcast::error::RecvError::Lagged(n)) => {
+                warn!(
+                    missed = n,
+                    "hang-up on flow loss fell behind the flow events"
+                );
+                continue;
+            }
+            Err(broadcast::error::RecvError::Closed) => return,
+        };
+        let ended: Vec<(String, DialogEntry)> = {
+            let mut d = lock(&inner.dialogs);
+            let ids: Vec<String> = d
+                .iter()
+                .filter(|(_, e)| e.caller_flow == Some(flow))
+                .map(|(k, _)| k.clone())
+                .collect();
+            ids.into_iter().filter_map(|k| d.remove_entry(&k)).collect()
+        };
+        for (call_id, entry) in ended {
+            let Some(bye) = entry.bye else { continue };
+            info!(%flow, call_id = %call_id, "caller's connection closed mid-call: BYE to the trunk");
+            tokio::spawn(async move {
+                match entry.dialog.send_request(bye).await {
+                    Ok(mut r) => {
+                        if let Err(e) = r.final_response().await {
+                            debug!("BYE after flow loss: {e}");
+                        }
+                    }
+                    Err(e) => debug!("BYE after flow loss not sent: {e}"),
+                }
+            });
+        }
+    }
+}
+
 async fn strays(inner: Arc<Inner>, mut rx: mpsc::Receiver<Incoming>) {
     while let Some(m) = rx.recv().await {
         let inner = inner.clone();

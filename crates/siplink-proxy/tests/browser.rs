@@ -5,7 +5,9 @@
 //! answer and hangs up with a BYE after 2 s. Passes only for registered →
 //! confirmed (the browser applied the answer) → ended by the remote BYE, and
 //! SIPp's call completed, with Chromium on the testkit's launcher driven over
-//! the DevTools protocol.
+//! the DevTools protocol. A second test closes the page's WebSocket mid-call
+//! and passes only when the UAS (`uas_webrtc_flow_lost.xml`) gets the BYE the
+//! proxy sends for the lost caller.
 //!
 //! Needs `node` (the page's server, `serve.mjs`, bundles JsSIP from
 //! `interop/browser/node_modules`: `npm ci` there), `chromium` and `sipp`.
@@ -126,13 +128,30 @@ impl Page {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn browser_phone_registers_calls_and_is_hung_up_on() {
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// What a browser call test runs on, up to a confirmed call.
+struct Call {
+    _turn: tokio::sync::MutexGuard<'static, ()>,
+    proxy: siplink_proxy::Proxy,
+    pbx: siplink_testkit::Sipp,
+    _server: ProcessGroup,
+    browser: Chromium,
+    page: Page,
+}
+
+/// The proxy (a WebSocket listener, user alice, 1000 over a trunk to the
+/// UAS), the SIPp UAS running `scenario` with `uas_args`, the page's server,
+/// Chromium; alice registers and calls 1000, and the call is confirmed with a
+/// WebRTC answer applied. `None` when a program is missing (a skip).
+async fn confirmed_call(name: &str, scenario: &str, uas_args: &[&str]) -> Option<Call> {
+    // One browser call at a time (each starts Chromium, SIPp and a server).
+    let turn = SERIAL.lock().await;
     if !require("node", "--version", "nodejs")
         || !require("chromium", "--version", "chromium")
         || !require("sipp", "-v", "sip-tester")
     {
-        return;
+        return None;
     }
     let page_dir = browser_dir();
     if !page_dir.join("node_modules/jssip").exists() {
@@ -141,9 +160,9 @@ async fn browser_phone_registers_calls_and_is_hung_up_on() {
             "SIPLINK_INTEROP is set but interop/browser/node_modules is missing (npm ci there)"
         );
         println!("SKIPPED: no interop/browser/node_modules (npm ci there)");
-        return;
+        return None;
     }
-    let dir = work_dir("browser");
+    let dir = work_dir(name);
     let (sip, ws, uas, media, http) = (
         free_port(),
         free_port(),
@@ -180,8 +199,8 @@ probe = {{ enabled = false }}
     ))
     .await;
 
-    let mut pbx = Sipp::builder(&dir, "uas")
-        .scenario(page_dir.join("uas_webrtc.xml"))
+    let pbx = Sipp::builder(&dir, "uas")
+        .scenario(page_dir.join(scenario))
         .port(uas)
         .timeout(Duration::from_secs(50))
         .args([
@@ -191,7 +210,7 @@ probe = {{ enabled = false }}
             "rtp_port",
             &media.to_string(),
         ])
-        .args(["-d", &PAUSE_MS.to_string()])
+        .args(uas_args.iter().copied())
         .spawn_listening();
 
     // The page's server (it bundles JsSIP from node_modules at start-up).
@@ -274,6 +293,30 @@ probe = {{ enabled = false }}
             && media["remoteHasFingerprint"] == true,
         "confirmed, but the remote answer is not a WebRTC answer: {media}"
     );
+    Some(Call {
+        _turn: turn,
+        proxy,
+        pbx,
+        _server: server,
+        browser,
+        page,
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browser_phone_registers_calls_and_is_hung_up_on() {
+    let pause = PAUSE_MS.to_string();
+    let Some(Call {
+        _turn,
+        proxy,
+        mut pbx,
+        _server,
+        browser,
+        mut page,
+    }) = confirmed_call("browser", "uas_webrtc.xml", &["-d", &pause]).await
+    else {
+        return;
+    };
     println!("STEP 2/3 OK: call confirmed, the browser applied the SDP answer");
 
     let ended = page
@@ -294,6 +337,44 @@ probe = {{ enabled = false }}
 
     // Unregister politely; not part of the verdict.
     let _ = page.eval("window.siplinkStop()").await;
+    drop(browser);
+    proxy.shutdown().await;
+}
+
+/// A browser phone's WebSocket closes mid-call (a closed tab, a lost
+/// network): the proxy sends the PBX a BYE (the SIPp UAS waits for it and
+/// fails without it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_websocket_mid_call_hangs_up_the_pbx_leg() {
+    let Some(Call {
+        _turn,
+        proxy,
+        mut pbx,
+        _server,
+        browser,
+        mut page,
+    }) = confirmed_call("browser-flow-lost", "uas_webrtc_flow_lost.xml", &[]).await
+    else {
+        return;
+    };
+    println!("STEP 2/3 OK: call confirmed");
+    page.eval("window.siplinkDropConnection()").await.unwrap();
+    // JsSIP keeps a confirmed call when its transport goes (no transaction
+    // was open): the page's call stays "confirmed"; only the UA says so.
+    let t0 = Instant::now();
+    while page
+        .eval("window.siplinkState.events.some((e) => e.kind === 'ws:disconnected')")
+        .await
+        != Ok(Value::Bool(true))
+    {
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "the page's WebSocket did not close"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    println!("STEP 3/3: the page's connection is closed; the PBX must get a BYE");
+    pbx.expect_success(Duration::from_secs(15)).await;
     drop(browser);
     proxy.shutdown().await;
 }
