@@ -444,8 +444,9 @@ impl Shared {
 
     /// Carries out a bucket's outputs (sends from `worker`'s socket) and
     /// tells its timer owner of an earlier deadline.
-    fn drain(&self, b: &mut Bucket, index: usize, worker: usize) {
-        self.drain_outputs(b, worker);
+    /// Returns the request a new server transaction delivered, if any.
+    fn drain(&self, b: &mut Bucket, index: usize, worker: usize) -> Option<Message> {
+        let request = self.drain_outputs(b, worker);
         let t = b.table.poll_timeout();
         if let Some(t) = t
             && b.armed.is_none_or(|a| t < a)
@@ -453,11 +454,14 @@ impl Shared {
             b.armed = Some(t);
             self.timers[index % self.timers.len()].wake.notify_one();
         }
+        request
     }
 
     /// Carries out a bucket's outputs, sending from `worker`'s socket.
-    fn drain_outputs(&self, b: &mut Bucket, worker: usize) {
+    /// Returns the request a new server transaction delivered, if any.
+    fn drain_outputs(&self, b: &mut Bucket, worker: usize) -> Option<Message> {
         let socket = &self.sockets[worker % self.sockets.len()];
+        let mut request = None;
         while let Some(out) = b.table.poll_output() {
             match out {
                 Output::Send { id, bytes } => match b.dests.get(&id) {
@@ -470,6 +474,7 @@ impl Shared {
                     b.dests.remove(&id);
                 }
                 Output::Deliver { id, event } => match event {
+                    TuEvent::Request(m) => request = Some(*m),
                     TuEvent::Timeout | TuEvent::TransportError => {
                         debug!(?id, "server transaction failed")
                     }
@@ -477,6 +482,7 @@ impl Shared {
                 },
             }
         }
+        request
     }
 
     /// One datagram, start to finish.
@@ -493,32 +499,14 @@ impl Shared {
         let index = self.bucket_of(&msg);
         let now = self.clock.now();
         let mut b = lock(&self.buckets[index]);
-        let dest = if msg.is_request() {
-            response_addr(&msg)
-        } else {
-            None
-        };
         match b.table.handle_message(msg, false, now) {
             Received::New { id, .. } => {
-                if let Some(d) = dest {
+                // Where its responses go, from the stamped Via of the request
+                // the table keeps (only for a new transaction, not per message).
+                if let Some(d) = b.table.server_request(id).and_then(response_addr) {
                     b.dests.insert(id, d);
                 }
-                let mut request = None;
-                while let Some(out) = b.table.poll_output() {
-                    match out {
-                        Output::Deliver {
-                            event: TuEvent::Request(m),
-                            ..
-                        } => request = Some(*m),
-                        Output::Send { id, bytes } => {
-                            if let Some(addr) = b.dests.get(&id) {
-                                socket.try_send_to(&bytes, *addr);
-                            }
-                        }
-                        _ => {}
-                    }
-                }
-                self.drain(&mut b, index, worker);
+                let request = self.drain(&mut b, index, worker);
                 drop(b);
                 if let Some(message) = request {
                     self.service.handle_request(Request {
@@ -534,7 +522,9 @@ impl Shared {
                     });
                 }
             }
-            Received::Matched { .. } => self.drain(&mut b, index, worker),
+            Received::Matched { .. } => {
+                self.drain(&mut b, index, worker);
+            }
             Received::Stray(m) => {
                 drop(b);
                 self.service.handle_stray(m, &origin);
