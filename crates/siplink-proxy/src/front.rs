@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 use tracing::debug;
 
 use crate::gate::{Verdict, refusal};
-use crate::proxy::Inner;
+use crate::proxy::{Inner, check_request};
 
 pub(crate) struct Front {
     inner: Weak<Inner>,
@@ -57,26 +57,9 @@ impl Service for Front {
         let Some(inner) = self.inner.upgrade() else {
             return;
         };
-        if let Err(rejection) =
-            request
-                .message()
-                .validate_with(&siplink_message::ValidationOptions {
-                    role: siplink_message::Role::Proxy,
-                    supported: Vec::new(),
-                })
-        {
-            let mut b = request
-                .message()
-                .response(rejection.status)
-                .reason(&rejection.reason);
-            if !rejection.unsupported.is_empty() {
-                b = b.header(
-                    siplink_message::HeaderName::Unsupported,
-                    rejection.unsupported.join(", "),
-                );
-            }
-            if let Ok(r) = b.build() {
-                let _ = request.respond(r);
+        if let Err(answer) = check_request(request.message()) {
+            if let Some(r) = answer {
+                let _ = request.respond(*r);
             }
             return;
         }

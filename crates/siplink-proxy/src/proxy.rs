@@ -1062,6 +1062,23 @@ enum Caller {
     Phone,
 }
 
+/// RFC 3261 §16.3 request validation as a proxy: `Err` with the answer to
+/// send (400-class, with `Unsupported` for a Proxy-Require we lack; `None`
+/// when it cannot be built) for a request that fails it.
+pub(crate) fn check_request(request: &Message) -> Result<(), Option<Box<Message>>> {
+    let Err(rejection) = request.validate_with(&siplink_message::ValidationOptions {
+        role: siplink_message::Role::Proxy,
+        supported: Vec::new(),
+    }) else {
+        return Ok(());
+    };
+    let mut b = request.response(rejection.status).reason(&rejection.reason);
+    if !rejection.unsupported.is_empty() {
+        b = b.header(HeaderName::Unsupported, rejection.unsupported.join(", "));
+    }
+    Err(b.build().ok().map(Box::new))
+}
+
 async fn handle(inner: Arc<Inner>, mut tx: ServerTransactionHandle) {
     tracing::trace!(
         from = %tx.origin.peer,
@@ -1070,22 +1087,9 @@ async fn handle(inner: Arc<Inner>, mut tx: ServerTransactionHandle) {
     );
     let method = tx.request.method().cloned();
     let Some(method) = method else { return };
-    if let Err(rejection) = tx
-        .request
-        .validate_with(&siplink_message::ValidationOptions {
-            role: siplink_message::Role::Proxy,
-            supported: Vec::new(),
-        })
-    {
-        let mut b = tx
-            .request
-            .response(rejection.status)
-            .reason(&rejection.reason);
-        if !rejection.unsupported.is_empty() {
-            b = b.header(HeaderName::Unsupported, rejection.unsupported.join(", "));
-        }
-        if let Ok(r) = b.build() {
-            let _ = tx.respond(r).await;
+    if let Err(answer) = check_request(&tx.request) {
+        if let Some(r) = answer {
+            let _ = tx.respond(*r).await;
         }
         return;
     }

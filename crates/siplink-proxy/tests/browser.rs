@@ -90,6 +90,15 @@ impl Page {
         }
     }
 
+    /// Polls `expression` until it is `true`; panics with `failure` after 10 s.
+    async fn wait_true(&mut self, expression: &str, failure: &str) {
+        let t0 = Instant::now();
+        while self.eval(expression).await != Ok(Value::Bool(true)) {
+            assert!(t0.elapsed() < Duration::from_secs(10), "{failure}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// The page's state (`window.siplinkState`).
     async fn state(&mut self) -> Value {
         self.eval(
@@ -230,18 +239,11 @@ probe = {{ enabled = false }}
 
     let browser = Chromium::builder(&dir).start(&format!("http://127.0.0.1:{http}/"));
     let mut page = Page::attach(&browser).await;
-    let t0 = Instant::now();
-    while page
-        .eval("typeof window.siplinkStart === 'function' && !!window.JsSIP")
-        .await
-        != Ok(Value::Bool(true))
-    {
-        assert!(
-            t0.elapsed() < Duration::from_secs(10),
-            "the page did not load"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    page.wait_true(
+        "typeof window.siplinkStart === 'function' && !!window.JsSIP",
+        "the page did not load",
+    )
+    .await;
 
     let cfg = json!({
         "wsUrl": format!("ws://127.0.0.1:{ws}"),
@@ -361,18 +363,11 @@ async fn a_closed_websocket_mid_call_hangs_up_the_pbx_leg() {
     page.eval("window.siplinkDropConnection()").await.unwrap();
     // JsSIP keeps a confirmed call when its transport goes (no transaction
     // was open): the page's call stays "confirmed"; only the UA says so.
-    let t0 = Instant::now();
-    while page
-        .eval("window.siplinkState.events.some((e) => e.kind === 'ws:disconnected')")
-        .await
-        != Ok(Value::Bool(true))
-    {
-        assert!(
-            t0.elapsed() < Duration::from_secs(10),
-            "the page's WebSocket did not close"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    page.wait_true(
+        "window.siplinkState.events.some((e) => e.kind === 'ws:disconnected')",
+        "the page's WebSocket did not close",
+    )
+    .await;
     println!("STEP 3/3: the page's connection is closed; the PBX must get a BYE");
     pbx.expect_success(Duration::from_secs(15)).await;
     drop(browser);

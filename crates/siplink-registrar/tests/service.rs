@@ -109,6 +109,46 @@ async fn final_response(c: &Client, req: Message, dest: Target) -> Message {
     }
 }
 
+/// A registrar for example.com with digest authentication; alice's password
+/// is `alice-pw`.
+fn digest_registrar() -> Registrar {
+    use siplink_auth::{DigestServer, ServerConfig, StoredSecret};
+    use siplink_registrar::Authenticator;
+    let digest = DigestServer::with_secret(ServerConfig::new("example.com"), b"test secret 0123");
+    let users = |user: &str, _realm: &str, _alg| match user {
+        "alice" => Some(StoredSecret::Password("alice-pw".into())),
+        _ => None,
+    };
+    Registrar::new(
+        RegistrarConfig::new(["example.com"]),
+        Some(Authenticator::new(digest, users)),
+    )
+    .unwrap()
+}
+
+/// alice's second REGISTER (CSeq 2), answering the challenge in `r401` with
+/// `password`.
+fn answered_register(r401: &Message, password: &str) -> Message {
+    let mut digest = siplink_auth::DigestClient::new(
+        "example.com",
+        siplink_auth::ClientCredentials::password("alice", password),
+    );
+    let answers = digest
+        .answer(
+            "example.com",
+            r401.www_authenticate().unwrap(),
+            &[],
+            &siplink_auth::RequestInfo::new("REGISTER", "sip:example.com"),
+        )
+        .unwrap();
+    let mut reg = request(Method::Register, "sip:example.com", "alice", 2)
+        .header(HeaderName::Contact, "<sip:alice@192.0.2.7:5062>");
+    for a in answers {
+        reg = reg.header(HeaderName::Authorization, a.credentials.to_string());
+    }
+    reg.build().unwrap()
+}
+
 async fn next_event(rx: &mut broadcast::Receiver<BindingEvent>) -> BindingEvent {
     next_event_within(rx, Duration::from_secs(10)).await
 }
@@ -192,18 +232,7 @@ async fn register_over_tcp_then_reach_the_client_over_its_flow_until_it_closes()
 /// the 401's To tag is the endpoint's stateless tag for the REGISTER.
 #[tokio::test]
 async fn challenges_and_refusals_are_stateless() {
-    use siplink_auth::{DigestClient, DigestServer, ServerConfig, StoredSecret};
-    use siplink_registrar::Authenticator;
-    let digest = DigestServer::with_secret(ServerConfig::new("example.com"), b"test secret 0123");
-    let users = |user: &str, _realm: &str, _alg| match user {
-        "alice" => Some(StoredSecret::Password("alice-pw".into())),
-        _ => None,
-    };
-    let registrar = Registrar::new(
-        RegistrarConfig::new(["example.com"]),
-        Some(Authenticator::new(digest, users)),
-    )
-    .unwrap();
+    let registrar = digest_registrar();
     let s = server_with(registrar).await;
     let c = client().await;
     let udp = Target::new(Protocol::Udp, s.udp);
@@ -224,25 +253,7 @@ async fn challenges_and_refusals_are_stateless() {
     );
     assert_eq!(s.endpoint.transaction_count().await.unwrap(), 0);
     // Answer the challenge with a wrong password: 403, statelessly too.
-    let mut digest = DigestClient::new(
-        "example.com",
-        siplink_auth::ClientCredentials::password("alice", "wrong"),
-    );
-    let www = r401.www_authenticate().unwrap().to_vec();
-    let answers = digest
-        .answer(
-            "example.com",
-            &www,
-            &[],
-            &siplink_auth::RequestInfo::new("REGISTER", "sip:example.com"),
-        )
-        .unwrap();
-    let mut reg2 = request(Method::Register, "sip:example.com", "alice", 2)
-        .header(HeaderName::Contact, "<sip:alice@192.0.2.7:5062>");
-    for a in answers {
-        reg2 = reg2.header(HeaderName::Authorization, a.credentials.to_string());
-    }
-    let reg2 = reg2.build().unwrap();
+    let reg2 = answered_register(&r401, "wrong");
     let r = final_response(&c, reg2, udp).await;
     assert_eq!(r.status(), Some(403));
     assert_eq!(s.endpoint.transaction_count().await.unwrap(), 0);
@@ -717,19 +728,8 @@ async fn lookup_leaves_out_a_dead_plain_tcp_flow_before_its_removal_is_processed
 /// standalone registrar answers them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn registers_through_the_run_to_completion_runtime() {
-    use siplink_auth::{DigestClient, DigestServer, ServerConfig, StoredSecret};
-    use siplink_registrar::Authenticator;
     use siplink_transaction::runtime::{Runtime, RuntimeConfig};
-    let digest = DigestServer::with_secret(ServerConfig::new("example.com"), b"test secret 0123");
-    let users = |user: &str, _realm: &str, _alg| match user {
-        "alice" => Some(StoredSecret::Password("alice-pw".into())),
-        _ => None,
-    };
-    let registrar = Registrar::new(
-        RegistrarConfig::new(["example.com"]),
-        Some(Authenticator::new(digest, users)),
-    )
-    .unwrap();
+    let registrar = digest_registrar();
     let (transport, _streams) = Transport::new(TransportConfig::default());
     let service = RegistrarService::start(
         registrar,
@@ -757,24 +757,8 @@ async fn registers_through_the_run_to_completion_runtime() {
     let r401 = final_response(&c, reg, udp.clone()).await;
     assert_eq!(r401.status(), Some(401));
     assert_eq!(rt.transaction_count(), 0, "the challenge kept nothing");
-    let mut digest = DigestClient::new(
-        "example.com",
-        siplink_auth::ClientCredentials::password("alice", "alice-pw"),
-    );
-    let answers = digest
-        .answer(
-            "example.com",
-            r401.www_authenticate().unwrap(),
-            &[],
-            &siplink_auth::RequestInfo::new("REGISTER", "sip:example.com"),
-        )
-        .unwrap();
-    let mut reg2 = request(Method::Register, "sip:example.com", "alice", 2)
-        .header(HeaderName::Contact, "<sip:alice@192.0.2.7:5062>");
-    for a in answers {
-        reg2 = reg2.header(HeaderName::Authorization, a.credentials.to_string());
-    }
-    let r = final_response(&c, reg2.build().unwrap(), udp.clone()).await;
+    let reg2 = answered_register(&r401, "alice-pw");
+    let r = final_response(&c, reg2, udp.clone()).await;
     assert_eq!(r.status(), Some(200));
     assert_eq!(
         rt.transaction_count(),
