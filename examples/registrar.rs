@@ -3,14 +3,14 @@
 //! ```text
 //! cargo run --example registrar -- --domain example.test --users examples/users.csv \
 //!     [--listen 127.0.0.1:5060] [--algorithms SHA-256,MD5] [--flood-limit 100] [--quiet] \
-//!     [--workers 2] [--sharing shared|reuseport] [--udp-through-endpoint]
+//!     [--workers 2] [--sharing shared|reuseport|threads] [--udp-through-endpoint]
 //! ```
 //!
-//! UDP is served by the run-to-completion runtime
+//! UDP and TCP are served by the run-to-completion runtime
 //! (`siplink::transaction::runtime`): each datagram is parsed, matched,
-//! decided and answered in the worker that read it. TCP goes through the
-//! `Endpoint`. `--udp-through-endpoint` serves UDP the older way too (for
-//! before/after measurements).
+//! decided and answered in the worker that read it, each TCP message in its
+//! connection's task. `--udp-through-endpoint` serves both the older way,
+//! through the `Endpoint` task and channels (for before/after measurements).
 //!
 //! `users.csv` holds one `user,password` per line (blank lines and lines
 //! starting with `#` are skipped). Every user registers the AORs whose user
@@ -81,11 +81,12 @@ struct Args {
     #[arg(long)]
     workers: Option<usize>,
     /// How the UDP workers share the address: `shared` (one socket read by
-    /// every worker) or `reuseport` (a socket each, SO_REUSEPORT).
+    /// every worker task), `reuseport` (a socket each, SO_REUSEPORT) or
+    /// `threads` (one socket, an OS thread per worker blocked in recvfrom).
     #[arg(long, default_value = "shared", value_parser = parse_sharing)]
     sharing: UdpSharing,
-    /// Serve UDP through the `Endpoint` task and channels instead of the
-    /// run-to-completion runtime.
+    /// Serve UDP and TCP through the `Endpoint` task and channels instead
+    /// of the run-to-completion runtime.
     #[arg(long)]
     udp_through_endpoint: bool,
 }
@@ -94,7 +95,8 @@ fn parse_sharing(s: &str) -> Result<UdpSharing, String> {
     match s {
         "shared" => Ok(UdpSharing::Shared),
         "reuseport" => Ok(UdpSharing::ReusePort),
-        _ => Err(format!("{s}: expected shared or reuseport")),
+        "threads" => Ok(UdpSharing::Threads),
+        _ => Err(format!("{s}: expected shared, reuseport or threads")),
     }
 }
 
@@ -203,6 +205,7 @@ async fn main() -> ExitCode {
         match Runtime::start(&transport, args.listen, config, Arc::new(service.clone())) {
             Ok(rt) => {
                 println!("listening on udp {}", rt.local_addr());
+                rt.take_streams(&transport);
                 runtime = Some(rt);
             }
             Err(e) => {

@@ -157,19 +157,22 @@ pub struct ListenerConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workers: Option<usize>,
     /// UDP only: how the workers share the address: `shared` (one socket
-    /// read by every worker, the default) or `reuseport` (a socket per
-    /// worker, `SO_REUSEPORT`; one peer then always lands on one worker).
+    /// read by every worker task, the default), `reuseport` (a socket per
+    /// worker, `SO_REUSEPORT`; one peer then always lands on one worker) or
+    /// `threads` (one socket read by an OS thread per worker blocked in
+    /// `recvfrom`, Kamailio's model).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sharing: Option<String>,
 }
 
 impl ListenerConfig {
-    /// The UDP workers' sharing (`None` for a value other than `shared` or
-    /// `reuseport`).
+    /// The UDP workers' sharing (`None` for a value other than `shared`,
+    /// `reuseport` or `threads`).
     pub fn udp_sharing(&self) -> Option<siplink_transport::UdpSharing> {
         match self.sharing.as_deref() {
             None | Some("shared") => Some(siplink_transport::UdpSharing::Shared),
             Some("reuseport") => Some(siplink_transport::UdpSharing::ReusePort),
+            Some("threads") => Some(siplink_transport::UdpSharing::Threads),
             Some(_) => None,
         }
     }
@@ -1280,7 +1283,10 @@ impl Config {
                 v.push(&at, "workers must be 1 to 256".into());
             }
             if l.udp_sharing().is_none() {
-                v.push(&at, "sharing must be \"shared\" or \"reuseport\"".into());
+                v.push(
+                    &at,
+                    "sharing must be \"shared\", \"reuseport\" or \"threads\"".into(),
+                );
             }
         }
     }

@@ -549,7 +549,9 @@ fn udp_workers_and_sharing_are_checked() {
         "{text}"
     );
     assert!(
-        text.contains(r#"listen[0] (UDP 127.0.0.1:5060): sharing must be "shared" or "reuseport""#),
+        text.contains(
+            r#"listen[0] (UDP 127.0.0.1:5060): sharing must be "shared", "reuseport" or "threads""#
+        ),
         "{text}"
     );
     assert!(

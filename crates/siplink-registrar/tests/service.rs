@@ -797,3 +797,61 @@ async fn registers_through_the_run_to_completion_runtime() {
     rt.shutdown();
     transport.shutdown().await;
 }
+
+/// A phone's REGISTERs over TCP handled in the connection's own task by the
+/// runtime ([`Runtime::take_streams`]): challenged, registered, reached over
+/// its connection, and unbound when the connection closes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registers_over_tcp_through_the_run_to_completion_runtime() {
+    use siplink_transaction::runtime::{Runtime, RuntimeConfig};
+    let (transport, _queue) = Transport::new(TransportConfig::default());
+    let service = RegistrarService::start(
+        digest_registrar(),
+        Arc::new(InMemoryStore::new()),
+        transport.clone(),
+        ServiceConfig::default(),
+    );
+    let mut events = service.subscribe();
+    let rt = Runtime::start(
+        &transport,
+        "127.0.0.1:0".parse().unwrap(),
+        RuntimeConfig {
+            workers: 2,
+            ..RuntimeConfig::default()
+        },
+        Arc::new(service.clone()),
+    )
+    .unwrap();
+    assert!(rt.take_streams(&transport));
+    let tcp_addr = transport
+        .listen(Protocol::Tcp, "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let c = client().await;
+    let tcp = Target::new(Protocol::Tcp, tcp_addr);
+    let reg = request(Method::Register, "sip:example.com", "alice", 1)
+        .header(
+            HeaderName::Contact,
+            "<sip:alice@192.0.2.8:5062;transport=tcp>",
+        )
+        .build()
+        .unwrap();
+    let r401 = final_response(&c, reg, tcp.clone()).await;
+    assert_eq!(r401.status(), Some(401));
+    let r = final_response(&c, answered_register(&r401, "alice-pw"), tcp.clone()).await;
+    assert_eq!(r.status(), Some(200));
+    assert_eq!(next_event(&mut events).await.kind, EventKind::Added);
+    let aor = Aor::from_uri(&"sip:alice@example.com".parse().unwrap()).unwrap();
+    let found = service.lookup(&aor).await.unwrap();
+    assert_eq!(found.len(), 1);
+    let flow = found[0].binding.flow.expect("registered over a connection");
+    assert!(matches!(found[0].reach, Reach::Flow(f) if f == flow));
+    // The phone's connection closes: the binding goes with it.
+    c.transport.shutdown().await;
+    let e = next_event(&mut events).await;
+    assert_eq!(e.kind, EventKind::Removed(RemoveReason::FlowClosed));
+    assert!(service.lookup(&aor).await.unwrap().is_empty());
+    c.endpoint.shutdown().await;
+    rt.shutdown();
+    transport.shutdown().await;
+}

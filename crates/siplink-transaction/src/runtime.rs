@@ -5,7 +5,8 @@
 //!
 //! * Several workers ([`RuntimeConfig::workers`]), each a tokio task reading a
 //!   UDP socket: one socket per worker with `SO_REUSEPORT`, or one socket
-//!   read by every worker ([`UdpSharing`]).
+//!   read by every worker; or each an OS thread blocked in `recvfrom` on one
+//!   shared socket, Kamailio's model ([`UdpSharing`]).
 //! * The transaction state is split into buckets ([`RuntimeConfig::buckets`]),
 //!   each a [`TransactionTable`] behind its own short lock (as Kamailio's tm
 //!   hash table): a message locks only its bucket, chosen by the top Via
@@ -19,7 +20,11 @@
 //!   must wait (an asynchronous store, DNS) takes the transaction with
 //!   [`Request::defer`] and answers later from any task.
 //!
-//! Streams (TCP, TLS, WebSocket) and client transactions still go through the
+//! * Messages over connections (TCP, TLS, WebSocket) take the same path in
+//!   their connection's own task once [`Runtime::take_streams`] is called,
+//!   and their answers are queued on the connection.
+//!
+//! Client transactions still go through the
 //! [`Endpoint`](crate::endpoint::Endpoint); both can serve one
 //! [`Transport`].
 
@@ -30,7 +35,8 @@ use std::time::{Duration, Instant};
 
 use siplink_message::{HeaderName, Message};
 use siplink_transport::{
-    Clock, Incoming, Ingested, Origin, Transport, UdpSharing, UdpWorkerSocket, response_addr,
+    Clock, FlowId, Incoming, Ingested, Origin, Transport, UdpSharing, UdpWorkerSocket,
+    response_addr,
 };
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
@@ -103,23 +109,39 @@ pub trait Service: Send + Sync + 'static {
 #[derive(Debug)]
 pub struct Reply<'a> {
     socket: &'a UdpWorkerSocket,
+    /// Set for a message that came over a connection: answers go back on it.
+    flow: Option<(FlowId, &'a Transport)>,
 }
 
 impl Reply<'_> {
-    /// Sends `response` where its top Via says (it must answer a request
-    /// received over UDP, whose Via the transport stamped). Returns whether it
-    /// went.
+    /// Sends `response` back the way its request came: over its connection,
+    /// or over UDP where its top Via says (the transport stamped it).
+    /// Returns whether it went.
     pub fn send_response(&self, response: &Message) -> bool {
-        self.socket.send_response(response)
+        match self.flow {
+            Some((flow, transport)) => transport
+                .try_send_bytes_on_flow(flow, response.to_bytes())
+                .is_ok(),
+            None => self.socket.send_response(response),
+        }
     }
+}
+
+/// Where a server transaction's responses go.
+#[derive(Debug, Clone, Copy)]
+enum Dest {
+    /// A UDP address (from the request's stamped Via).
+    Udp(SocketAddr),
+    /// The connection the request came over.
+    Flow(FlowId),
 }
 
 /// A bucket: one transaction table and where its responses go.
 struct Bucket {
     table: TransactionTable,
-    /// Where each live server transaction's responses go (from the request's
-    /// stamped Via).
-    dests: std::collections::HashMap<TransactionId, SocketAddr>,
+    /// Where each live server transaction's responses go (the request's
+    /// stamped Via, or its connection).
+    dests: std::collections::HashMap<TransactionId, Dest>,
     /// The deadline the owning worker was told of.
     armed: Option<Instant>,
 }
@@ -129,12 +151,17 @@ struct WorkerTimer {
 }
 
 struct Shared {
+    /// Set when the runtime goes: reader threads stop at their next wake-up.
+    stop: std::sync::atomic::AtomicBool,
     buckets: Vec<Mutex<Bucket>>,
     timers: Vec<WorkerTimer>,
     sockets: Vec<UdpWorkerSocket>,
     service: Arc<dyn Service>,
     hasher: std::collections::hash_map::RandomState,
     clock: Clock,
+    /// The transport whose connections' messages this runtime takes
+    /// ([`Runtime::take_streams`]).
+    streams: std::sync::OnceLock<Transport>,
 }
 
 /// Tasks aborted when the runtime goes.
@@ -179,6 +206,17 @@ pub struct Runtime {
     _tasks: Tasks,
 }
 
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        self.shared
+            .stop
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.shared.streams.get() {
+            t.set_stream_sink(None);
+        }
+    }
+}
+
 impl std::fmt::Debug for Runtime {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Runtime")
@@ -220,6 +258,7 @@ impl Runtime {
         let local = sockets[0].local_addr();
         let buckets = config.buckets.max(workers);
         let shared = Arc::new(Shared {
+            stop: Default::default(),
             buckets: (0..buckets)
                 .map(|_| {
                     Mutex::new(Bucket {
@@ -238,11 +277,26 @@ impl Runtime {
             service,
             hasher: Default::default(),
             clock: config.clock,
+            streams: std::sync::OnceLock::new(),
         });
         let batch = config.batch.max(1);
         let mut tasks = Vec::new();
         for w in 0..workers {
-            tasks.push(tokio::spawn(reader(shared.clone(), w, batch)));
+            if shared.sockets[w].is_blocking() {
+                let (shared, handle) = (shared.clone(), tokio::runtime::Handle::current());
+                let spawned = std::thread::Builder::new()
+                    .name(format!("sip-udp-{w}"))
+                    .spawn(move || {
+                        // Services may spawn tasks or read tokio's clock.
+                        let _entered = handle.enter();
+                        blocking_reader(&shared, w);
+                    });
+                if let Err(e) = spawned {
+                    tracing::error!(error = %e, "cannot start a UDP reader thread");
+                }
+            } else {
+                tasks.push(tokio::spawn(reader(shared.clone(), w, batch)));
+            }
             tasks.push(tokio::spawn(timers(shared.clone(), w)));
         }
         debug!(%local, workers, buckets, "runtime started");
@@ -251,6 +305,31 @@ impl Runtime {
             local,
             _tasks: Tasks(tasks),
         }
+    }
+
+    /// Takes the messages that arrive over `transport`'s connections (TCP,
+    /// TLS, WS, WSS) too: each is handled to the end in its connection's own
+    /// task (parse → transaction → the service → the answer queued on the
+    /// connection), as a datagram is in a worker; the service's
+    /// [`screen`](Service::screen) sees it first. Without this, stream
+    /// messages go to the transport's inbound queue. Call it once (later
+    /// calls change nothing and return `false`); dropping the runtime gives
+    /// the connections' messages back to the queue.
+    pub fn take_streams(&self, transport: &Transport) -> bool {
+        if self.shared.streams.set(transport.clone()).is_err() {
+            return false;
+        }
+        let weak = Arc::downgrade(&self.shared);
+        transport.set_stream_sink(Some(Arc::new(move |incoming: Incoming| {
+            match weak.upgrade() {
+                Some(shared) => {
+                    shared.handle_stream(incoming);
+                    None
+                }
+                None => Some(incoming),
+            }
+        })));
+        true
     }
 
     /// The bound UDP address.
@@ -465,8 +544,15 @@ impl Shared {
         while let Some(out) = b.table.poll_output() {
             match out {
                 Output::Send { id, bytes } => match b.dests.get(&id) {
-                    Some(addr) => {
+                    Some(Dest::Udp(addr)) => {
                         socket.try_send_to(&bytes, *addr);
+                    }
+                    Some(Dest::Flow(flow)) => {
+                        if let Some(t) = self.streams.get()
+                            && let Err(e) = t.try_send_bytes_on_flow(*flow, bytes)
+                        {
+                            debug!(%flow, error = %e, "send on a connection dropped");
+                        }
                     }
                     None => debug!(?id, "no destination for a send, dropped"),
                 },
@@ -492,18 +578,49 @@ impl Shared {
             Ingested::Message(m) => m,
             Ingested::Answered | Ingested::Dropped => return,
         };
-        let Some(incoming) = self.service.screen(incoming, &Reply { socket }) else {
+        self.handle_incoming(worker, incoming, None);
+    }
+
+    /// One message from a connection, start to finish, in the connection's
+    /// task (its bucket's timer owner sends any retransmission-free answer
+    /// over the connection).
+    fn handle_stream(self: &Arc<Self>, incoming: Incoming) {
+        let Some(flow) = incoming.origin.flow else {
+            return;
+        };
+        let worker = self.bucket_of(&incoming.message) % self.sockets.len();
+        self.handle_incoming(worker, incoming, Some(flow));
+    }
+
+    /// A checked message: the service's screen, the transaction table, the
+    /// service's decision, the sends.
+    fn handle_incoming(self: &Arc<Self>, worker: usize, incoming: Incoming, flow: Option<FlowId>) {
+        let socket = &self.sockets[worker];
+        let reply = Reply {
+            socket,
+            flow: flow.zip(self.streams.get()),
+        };
+        let Some(incoming) = self.service.screen(incoming, &reply) else {
             return;
         };
         let (msg, origin) = (incoming.message, incoming.origin);
         let index = self.bucket_of(&msg);
         let now = self.clock.now();
         let mut b = lock(&self.buckets[index]);
-        match b.table.handle_message(msg, false, now) {
+        match b.table.handle_message(msg, flow.is_some(), now) {
             Received::New { id, .. } => {
-                // Where its responses go, from the stamped Via of the request
-                // the table keeps (only for a new transaction, not per message).
-                if let Some(d) = b.table.server_request(id).and_then(response_addr) {
+                // Where its responses go: its connection, or the stamped Via
+                // of the request the table keeps (only for a new transaction,
+                // not per message).
+                let dest = match flow {
+                    Some(f) => Some(Dest::Flow(f)),
+                    None => b
+                        .table
+                        .server_request(id)
+                        .and_then(response_addr)
+                        .map(Dest::Udp),
+                };
+                if let Some(d) = dest {
                     b.dests.insert(id, d);
                 }
                 let request = self.drain(&mut b, index, worker);
@@ -531,15 +648,42 @@ impl Shared {
             }
             Received::Rejected(r) | Received::Merged(r) | Received::Malformed(r) => {
                 drop(b);
-                socket.send_response(&r);
+                reply.send_response(&r);
             }
             Received::Absorbed => {}
             Received::Invalid(e) => {
                 drop(b);
-                debug!(%peer, error = %e, "message without what matching needs, dropped");
+                debug!(peer = %origin.peer, error = %e, "message without what matching needs, dropped");
             }
         }
     }
+}
+
+/// A reader thread's loop ([`UdpSharing::Threads`]): blocked in `recvfrom`
+/// until the kernel hands this thread a datagram, which it handles to the
+/// end; it looks at the stop flag at least every
+/// [`siplink_transport::BLOCKING_RECV_TIMEOUT`].
+fn blocking_reader(shared: &Arc<Shared>, worker: usize) {
+    use std::io::ErrorKind;
+    use std::sync::atomic::Ordering;
+    let mut buf = vec![0u8; 65_536];
+    let socket = shared.sockets[worker].clone();
+    while !shared.stop.load(Ordering::Relaxed) {
+        match socket.recv_blocking(&mut buf) {
+            Ok((n, peer)) => shared.handle_datagram(worker, &buf[..n], peer),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted
+                ) => {}
+            Err(e) => {
+                debug!(error = %e, "UDP receive error");
+                // A persistent error must not spin.
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+    }
+    debug!(worker, "UDP reader thread stopped");
 }
 
 /// A worker's receive loop: waits for the socket, then takes up to `batch`

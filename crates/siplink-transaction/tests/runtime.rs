@@ -358,3 +358,145 @@ async fn screened_messages_never_reach_a_transaction() {
     assert_eq!(service.calls.load(Ordering::SeqCst), 0);
     assert_eq!(rt.transaction_count(), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reader_threads_answer_and_absorb_retransmissions() {
+    answers_and_absorbs_retransmissions(UdpSharing::Threads).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reader_threads_stop_with_the_runtime_and_the_transport_still_sends() {
+    let (rt, service, transport) = start(UdpSharing::Threads, 2).await;
+    let addr = rt.local_addr();
+    // The transport sends from the blocking socket too (the runtime's
+    // address is the source), e.g. a proxy's client transactions.
+    let (sock, me) = phone().await;
+    let sent = transport
+        .send(
+            siplink_transport::Target::new(siplink_transport::Protocol::Udp, me),
+            request(Method::Options, addr, "out1"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(sent.local, addr);
+    let mut buf = vec![0u8; 65_536];
+    let (_, from) = tokio::time::timeout(Duration::from_secs(2), sock.recv_from(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(from, addr);
+    // Once the runtime and the transport are gone, the reader threads see
+    // the stop flag within their receive timeout and let the socket go:
+    // the address can be bound again.
+    drop(rt);
+    transport.shutdown().await;
+    drop(transport);
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    let mut rebound = None;
+    while rebound.is_none() && std::time::Instant::now() < deadline {
+        rebound = std::net::UdpSocket::bind(addr).ok();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(rebound.is_some(), "the reader threads kept {addr} open");
+    assert_eq!(service.calls.load(Ordering::SeqCst), 0);
+}
+
+/// Reads one message from a TCP connection (the answers here have no body).
+async fn read_tcp(conn: &mut tokio::net::TcpStream, pending: &mut Vec<u8>) -> Option<Message> {
+    use tokio::io::AsyncReadExt;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+    loop {
+        if let Some(end) = pending.windows(4).position(|w| w == b"\r\n\r\n") {
+            let rest = pending.split_off(end + 4);
+            let one = std::mem::replace(pending, rest);
+            return Message::parse(bytes::Bytes::from(one)).ok();
+        }
+        let mut buf = [0u8; 4096];
+        let n = tokio::time::timeout_at(deadline, conn.read(&mut buf))
+            .await
+            .ok()?
+            .ok()?;
+        if n == 0 {
+            return None;
+        }
+        pending.extend_from_slice(&buf[..n]);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_messages_run_to_completion_in_their_task() {
+    use tokio::io::AsyncWriteExt;
+    let (transport, mut inbound) = Transport::new(TransportConfig::default());
+    let service = Arc::new(Answers::default());
+    let config = RuntimeConfig {
+        workers: 2,
+        buckets: 8,
+        table: fast(),
+        ..RuntimeConfig::default()
+    };
+    let rt = Runtime::start(
+        &transport,
+        "127.0.0.1:0".parse().unwrap(),
+        config,
+        service.clone(),
+    )
+    .unwrap();
+    assert!(rt.take_streams(&transport));
+    assert!(!rt.take_streams(&transport), "once");
+    let tcp = transport
+        .listen(
+            siplink_transport::Protocol::Tcp,
+            "127.0.0.1:0".parse().unwrap(),
+        )
+        .await
+        .unwrap();
+    let mut conn = tokio::net::TcpStream::connect(tcp).await.unwrap();
+    let me = conn.local_addr().unwrap();
+    let over_tcp = |method: Method, branch: &str| {
+        let text = request(method, me, branch).to_bytes().to_vec();
+        String::from_utf8(text)
+            .unwrap()
+            .replace("SIP/2.0/UDP", "SIP/2.0/TCP")
+    };
+    let mut pending = Vec::new();
+    for (method, branch, status) in [
+        (Method::Options, "t-opt", 200),
+        (Method::Invite, "t-inv", 486),
+        (Method::Register, "t-reg", 401),
+        (Method::Publish, "t-pub", 503),
+        (Method::Message, "t-msg", 202),
+        (Method::Info, "t-info", 500),
+    ] {
+        conn.write_all(over_tcp(method.clone(), branch).as_bytes())
+            .await
+            .unwrap();
+        let r = read_tcp(&mut conn, &mut pending)
+            .await
+            .unwrap_or_else(|| panic!("an answer to {method} over the connection"));
+        assert_eq!(r.status(), Some(status), "{method}");
+        assert!(
+            r.top_via().unwrap().to_string().contains(branch),
+            "{method}"
+        );
+    }
+    // PUBLISH was screened: the service saw the other five.
+    assert_eq!(service.calls.load(Ordering::SeqCst), 5);
+    // Over a reliable transport a completed non-INVITE transaction ends at
+    // once (timer J/K are zero); the rejected INVITE waits for its ACK.
+    assert!(rt.transaction_count() <= 1, "{}", rt.transaction_count());
+    assert!(
+        inbound.try_recv().is_err(),
+        "nothing went through the transport's inbound queue"
+    );
+    // Without the runtime, the connection's messages go to the queue again.
+    drop(rt);
+    conn.write_all(over_tcp(Method::Options, "t-after").as_bytes())
+        .await
+        .unwrap();
+    let queued = tokio::time::timeout(Duration::from_secs(2), inbound.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(queued.message.method(), Some(&Method::Options));
+    assert!(queued.origin.flow.is_some());
+}

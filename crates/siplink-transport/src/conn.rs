@@ -449,18 +449,27 @@ async fn deliver<W: Writer>(
     bytes: Bytes,
 ) -> std::result::Result<(), String> {
     match ctx.inner.process(bytes, ctx.origin()) {
-        Ok(Processed::Deliver(incoming)) => loop {
-            tokio::select! {
-                permit = ctx.inner.inbound.reserve() => {
-                    match permit {
-                        Ok(p) => p.send(incoming),
-                        Err(_) => debug!("inbound receiver dropped"),
+        Ok(Processed::Deliver(incoming)) => {
+            let incoming = match ctx.inner.stream_sink() {
+                Some(sink) => match sink(incoming) {
+                    Some(back) => back,
+                    None => return Ok(()),
+                },
+                None => incoming,
+            };
+            loop {
+                tokio::select! {
+                    permit = ctx.inner.inbound.reserve() => {
+                        match permit {
+                            Ok(p) => p.send(incoming),
+                            Err(_) => debug!("inbound receiver dropped"),
+                        }
+                        return Ok(());
                     }
-                    return Ok(());
+                    Some(out) = ctx.rx.recv() => w.write(out).await?,
                 }
-                Some(out) = ctx.rx.recv() => w.write(out).await?,
             }
-        },
+        }
         Ok(Processed::Reply(resp)) => w.write(resp.to_bytes()).await,
         Ok(Processed::Drop) => Ok(()),
         Err(reason) => {

@@ -71,8 +71,11 @@ pub use tls::{
     ClientAuth, Fingerprints, Pin, PinKind, Roots, TlsClientConfig, TlsFailure, TlsPeer,
     TlsProblem, TlsServerConfig,
 };
-pub use transport::{Sent, Transport};
+pub use transport::{Sent, StreamSink, Transport};
 pub use types::{
     Destination, FlowEvent, FlowEventKind, FlowId, Incoming, Origin, Protocol, Target,
 };
-pub use udp_workers::{Ingested, UdpSharing, UdpWorkerSocket, response_addr};
+pub use udp_workers::{
+    BLOCKING_RECV_TIMEOUT, BLOCKING_SEND_TIMEOUT, Ingested, UdpSharing, UdpWorkerSocket,
+    response_addr,
+};

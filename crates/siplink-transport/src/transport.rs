@@ -76,8 +76,45 @@ pub(crate) struct ConnHandle {
 
 #[derive(Debug)]
 struct UdpEntry {
-    socket: Arc<UdpSocket>,
+    socket: UdpSock,
     local: SocketAddr,
+}
+
+/// A UDP socket the transport sends from: a tokio socket, or the blocking
+/// socket that run-to-completion reader threads share
+/// ([`UdpSharing::Threads`](crate::UdpSharing::Threads)). A UDP send on a
+/// blocking socket returns at once unless the socket's send buffer is full,
+/// and waits at most the socket's send timeout then.
+#[derive(Debug, Clone)]
+pub(crate) enum UdpSock {
+    /// Registered with tokio (non-blocking).
+    Async(Arc<UdpSocket>),
+    /// In blocking mode, read by OS threads.
+    Blocking(Arc<std::net::UdpSocket>),
+}
+
+impl UdpSock {
+    pub(crate) fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        match self {
+            UdpSock::Async(s) => s.local_addr(),
+            UdpSock::Blocking(s) => s.local_addr(),
+        }
+    }
+
+    pub(crate) async fn send_to(&self, bytes: &[u8], peer: SocketAddr) -> std::io::Result<usize> {
+        match self {
+            UdpSock::Async(s) => s.send_to(bytes, peer).await,
+            UdpSock::Blocking(s) => s.send_to(bytes, peer),
+        }
+    }
+
+    /// Sends now, or fails with `WouldBlock` (a full send buffer).
+    pub(crate) fn try_send_to(&self, bytes: &[u8], peer: SocketAddr) -> std::io::Result<usize> {
+        match self {
+            UdpSock::Async(s) => s.try_send_to(bytes, peer),
+            UdpSock::Blocking(s) => s.send_to(bytes, peer),
+        }
+    }
 }
 
 /// Serialises connection attempts to one `(protocol, peer)`.
@@ -100,6 +137,22 @@ impl Drop for TaskGuard {
     }
 }
 
+/// The installed [`StreamSink`] (a wrapper for `Debug`).
+#[derive(Clone)]
+pub(crate) struct SinkSlot(StreamSink);
+
+impl std::fmt::Debug for SinkSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StreamSink")
+    }
+}
+
+/// Takes each message that arrives over a connection (TCP, TLS, WS, WSS)
+/// in that connection's own task, before the inbound queue: it returns
+/// `None` when it has dealt with the message, or gives it back for the
+/// queue. See [`Transport::set_stream_sink`].
+pub type StreamSink = Arc<dyn Fn(Incoming) -> Option<Incoming> + Send + Sync>;
+
 #[derive(Debug)]
 pub(crate) struct Inner {
     pub(crate) config: TransportConfig,
@@ -110,6 +163,9 @@ pub(crate) struct Inner {
     /// One connection attempt at a time per `(protocol, peer)`.
     connecting: Mutex<HashMap<(Protocol, SocketAddr), ConnectGate>>,
     pub(crate) inbound: mpsc::Sender<Incoming>,
+    /// Takes stream messages in their connection's task, before the inbound
+    /// queue ([`Transport::set_stream_sink`]).
+    stream_sink: std::sync::RwLock<Option<SinkSlot>>,
     events: broadcast::Sender<FlowEvent>,
     shutdown: watch::Sender<bool>,
     pub(crate) closing: AtomicBool,
@@ -184,6 +240,7 @@ impl Transport {
             source_ips: Mutex::new(HashMap::new()),
             connecting: Mutex::new(HashMap::new()),
             inbound: tx,
+            stream_sink: std::sync::RwLock::new(None),
             events,
             shutdown,
             closing: AtomicBool::new(false),
@@ -224,7 +281,7 @@ impl Transport {
             lock(&self.inner.udp).insert(
                 0,
                 UdpEntry {
-                    socket: socket.clone(),
+                    socket: UdpSock::Async(socket.clone()),
                     local,
                 },
             );
@@ -377,6 +434,32 @@ impl Transport {
     }
 
     /// The protocol, peer, local address and queue of an open flow.
+    /// Hands every message that arrives over a connection to `sink`, in the
+    /// connection's own task and before the inbound queue (run to
+    /// completion: no hop through a channel and another task); what the sink
+    /// gives back goes to the queue as before. `None` removes the sink.
+    /// UDP datagrams are not affected (see [`Transport::bind_udp_workers`]).
+    pub fn set_stream_sink(&self, sink: Option<StreamSink>) {
+        *self
+            .inner
+            .stream_sink
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = sink.map(SinkSlot);
+    }
+
+    /// Queues bytes already serialised for a connection (a response whose
+    /// Via needs nothing more) without waiting: `Err(FlowGone)` when the
+    /// flow is closed, `Err(Limit)` when its write queue is full (the
+    /// connection is not keeping up; the bytes are dropped).
+    pub fn try_send_bytes_on_flow(&self, flow: FlowId, bytes: Bytes) -> Result<()> {
+        let (_, _, _, handle) = self.open_flow(flow)?;
+        self.inner.check_size(&bytes)?;
+        handle.tx.try_send(bytes).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => Error::Limit("connection write queue full"),
+            mpsc::error::TrySendError::Closed(_) => Error::FlowGone(flow),
+        })
+    }
+
     fn open_flow(&self, flow: FlowId) -> Result<(Protocol, SocketAddr, SocketAddr, ConnHandle)> {
         let t = lock(&self.inner.table);
         let e = t.get(flow).ok_or(Error::FlowGone(flow))?;
@@ -565,7 +648,7 @@ impl Transport {
 impl Inner {
     /// Adds a UDP socket read by someone else (run-to-completion workers):
     /// first among the UDP sockets to send from, and listed as a listener.
-    pub(crate) fn add_udp(&self, socket: Arc<UdpSocket>, local: SocketAddr) {
+    pub(crate) fn add_udp(&self, socket: UdpSock, local: SocketAddr) {
         lock(&self.udp).insert(0, UdpEntry { socket, local });
         lock(&self.listeners).push((Protocol::Udp, local));
     }
@@ -643,7 +726,7 @@ impl Inner {
         self: &Arc<Self>,
         peer: SocketAddr,
         from: Option<SocketAddr>,
-    ) -> Result<Arc<UdpSocket>> {
+    ) -> Result<UdpSock> {
         {
             let udp = lock(&self.udp);
             if let Some(from) = from
@@ -668,11 +751,11 @@ impl Inner {
             .local_addr()
             .map_err(|e| Error::io("UDP local address", e))?;
         lock(&self.udp).push(UdpEntry {
-            socket: socket.clone(),
+            socket: UdpSock::Async(socket.clone()),
             local,
         });
         self.spawn(udp_reader(self.clone(), socket.clone(), local));
-        Ok(socket)
+        Ok(UdpSock::Async(socket))
     }
 
     /// [`route_source_ip`], cached per peer address.
@@ -689,7 +772,7 @@ impl Inner {
         Some(ip)
     }
 
-    async fn send_udp(&self, socket: &UdpSocket, bytes: Bytes, peer: SocketAddr) -> Result<Sent> {
+    async fn send_udp(&self, socket: &UdpSock, bytes: Bytes, peer: SocketAddr) -> Result<Sent> {
         self.check_size(&bytes)?;
         let local = socket
             .local_addr()
@@ -799,6 +882,15 @@ impl Inner {
     /// Turns raw bytes from a peer into an [`Incoming`], a 400 to send back, or
     /// nothing (logged). `Err` means the bytes are not SIP at all (a stream
     /// connection is then closed).
+    /// The stream sink, if one is set.
+    pub(crate) fn stream_sink(&self) -> Option<StreamSink> {
+        self.stream_sink
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .map(|s| s.0.clone())
+    }
+
     pub(crate) fn process(&self, bytes: Bytes, origin: Origin) -> Result<Processed, String> {
         let opts = self.config.parse_options();
         let mut msg = match Message::parse_with(bytes, &opts) {

@@ -14,7 +14,7 @@ use siplink_message::Message;
 use tokio::net::UdpSocket;
 use tracing::{debug, warn};
 
-use crate::transport::{Inner, Processed};
+use crate::transport::{Inner, Processed, UdpSock};
 use crate::via::{self, ResponseRoute};
 use crate::{Error, Incoming, Origin, Protocol, Result, Transport};
 
@@ -26,12 +26,29 @@ pub enum UdpSharing {
     /// peer always lands on the same socket (one worker), and many peers are
     /// spread over all of them. Linux and the BSDs.
     ReusePort,
-    /// One socket read by every worker (Kamailio's model: several readers on
-    /// one socket, shared state behind short locks). One busy peer keeps every
-    /// worker busy.
+    /// One socket read by every worker task (several readers on one
+    /// socket, shared state behind short locks). One busy peer keeps every
+    /// worker busy. Readiness is an epoll event, so a datagram may wake
+    /// every waiting worker while one of them gets it.
     #[default]
     Shared,
+    /// Kamailio's model: one socket in blocking mode, read by one OS thread
+    /// per worker blocked in `recvfrom`; the kernel wakes one waiting reader
+    /// per datagram. Read it with [`UdpWorkerSocket::recv_blocking`]; the
+    /// async reads fail on it. The transport's own sends from it are plain
+    /// `sendto` calls, which wait only when the send buffer is full (at
+    /// most [`BLOCKING_SEND_TIMEOUT`]).
+    Threads,
 }
+
+/// How long a send on a [`UdpSharing::Threads`] socket may wait for room in
+/// a full send buffer before the datagram is dropped (UDP may lose it; the
+/// transaction layer retransmits).
+pub const BLOCKING_SEND_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// How long [`UdpWorkerSocket::recv_blocking`] waits before it returns
+/// `WouldBlock`/`TimedOut`, so that reader threads can see a stop flag.
+pub const BLOCKING_RECV_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(200);
 
 /// What [`UdpWorkerSocket::ingest`] made of a datagram.
 // Returned and matched at once, never stored: boxing the message would add
@@ -55,7 +72,7 @@ pub enum Ingested {
 /// responses sent through [`Transport::send`] to UDP peers leave from it too.
 #[derive(Debug, Clone)]
 pub struct UdpWorkerSocket {
-    socket: Arc<UdpSocket>,
+    socket: UdpSock,
     local: SocketAddr,
     inner: Arc<Inner>,
 }
@@ -66,15 +83,40 @@ impl UdpWorkerSocket {
         self.local
     }
 
-    /// Waits for the next datagram into `buf`.
+    /// Whether this is a [`UdpSharing::Threads`] socket (read with
+    /// [`recv_blocking`](Self::recv_blocking) from an OS thread).
+    pub fn is_blocking(&self) -> bool {
+        matches!(self.socket, UdpSock::Blocking(_))
+    }
+
+    /// Waits for the next datagram into `buf` (not on a
+    /// [`UdpSharing::Threads`] socket: `ErrorKind::Unsupported`).
     pub async fn recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
-        self.socket.recv_from(buf).await
+        match &self.socket {
+            UdpSock::Async(s) => s.recv_from(buf).await,
+            UdpSock::Blocking(_) => Err(io::ErrorKind::Unsupported.into()),
+        }
     }
 
     /// The next datagram if one is queued, without waiting
-    /// (`ErrorKind::WouldBlock` when none is).
+    /// (`ErrorKind::WouldBlock` when none is; not on a
+    /// [`UdpSharing::Threads`] socket: `ErrorKind::Unsupported`).
     pub fn try_recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
-        self.socket.try_recv_from(buf)
+        match &self.socket {
+            UdpSock::Async(s) => s.try_recv_from(buf),
+            UdpSock::Blocking(_) => Err(io::ErrorKind::Unsupported.into()),
+        }
+    }
+
+    /// Blocks the calling thread until the next datagram, or until
+    /// [`BLOCKING_RECV_TIMEOUT`] passes (`WouldBlock` or `TimedOut`). Only
+    /// on a [`UdpSharing::Threads`] socket (else `ErrorKind::Unsupported`),
+    /// and never from an async task.
+    pub fn recv_blocking(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
+        match &self.socket {
+            UdpSock::Blocking(s) => s.recv_from(buf),
+            UdpSock::Async(_) => Err(io::ErrorKind::Unsupported.into()),
+        }
     }
 
     /// Parses and checks one datagram from `peer`, as the transport's own
@@ -186,7 +228,7 @@ impl Transport {
         let workers = workers.max(1);
         let sockets = match sharing {
             UdpSharing::Shared => {
-                let s = Arc::new(bind(addr, false)?);
+                let s = UdpSock::Async(Arc::new(bind(addr, false)?));
                 vec![s; workers]
             }
             UdpSharing::ReusePort => {
@@ -195,11 +237,18 @@ impl Transport {
                     .local_addr()
                     .map_err(|e| Error::io("UDP local address", e))?
                     .port();
-                let mut v = vec![Arc::new(first)];
+                let mut v = vec![UdpSock::Async(Arc::new(first))];
                 for _ in 1..workers {
-                    v.push(Arc::new(bind(SocketAddr::new(addr.ip(), port), true)?));
+                    v.push(UdpSock::Async(Arc::new(bind(
+                        SocketAddr::new(addr.ip(), port),
+                        true,
+                    )?)));
                 }
                 v
+            }
+            UdpSharing::Threads => {
+                let s = UdpSock::Blocking(Arc::new(bind_blocking(addr)?));
+                vec![s; workers]
             }
         };
         let local = sockets[0]
@@ -219,6 +268,26 @@ impl Transport {
 }
 
 fn bind(addr: SocketAddr, reuse_port: bool) -> Result<UdpSocket> {
+    let s = socket(addr, reuse_port)?;
+    let err = |e| Error::io(format!("bind UDP {addr}"), e);
+    s.set_nonblocking(true).map_err(err)?;
+    s.bind(&addr.into()).map_err(err)?;
+    UdpSocket::from_std(s.into()).map_err(err)
+}
+
+/// A blocking socket for reader threads, with receive and send timeouts.
+fn bind_blocking(addr: SocketAddr) -> Result<std::net::UdpSocket> {
+    let s = socket(addr, false)?;
+    let err = |e| Error::io(format!("bind UDP {addr}"), e);
+    s.set_read_timeout(Some(BLOCKING_RECV_TIMEOUT))
+        .map_err(err)?;
+    s.set_write_timeout(Some(BLOCKING_SEND_TIMEOUT))
+        .map_err(err)?;
+    s.bind(&addr.into()).map_err(err)?;
+    Ok(s.into())
+}
+
+fn socket(addr: SocketAddr, reuse_port: bool) -> Result<socket2::Socket> {
     use socket2::{Domain, Socket, Type};
     let err = |e| Error::io(format!("bind UDP {addr}"), e);
     let s = Socket::new(Domain::for_address(addr), Type::DGRAM, None).map_err(err)?;
@@ -228,7 +297,5 @@ fn bind(addr: SocketAddr, reuse_port: bool) -> Result<UdpSocket> {
     if reuse_port {
         s.set_reuse_port(true).map_err(err)?;
     }
-    s.set_nonblocking(true).map_err(err)?;
-    s.bind(&addr.into()).map_err(err)?;
-    UdpSocket::from_std(s.into()).map_err(err)
+    Ok(s)
 }
