@@ -2239,8 +2239,7 @@ impl Inner {
                             b.transport,
                             crate::status::ago(b.registered_at, self.clock.wall_now())
                         );
-                        if b.transport.is_reliable() && !b.outbound && b.flow.is_none() {
-                            // Kept by `contact_fallback` after its connection closed.
+                        if crate::status::kept_after_flow_loss(b) {
                             line.push_str(&format!(
                                 "; its connection closed, reached at its Contact {}",
                                 b.contact.uri

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use siplink_auth::{ClientCredentials, DigestClient, RequestInfo};
 use siplink_message::Message;
 use siplink_proxy::{ConnectionState, ConnectionStatus, Proxy};
-use siplink_registrar::{Aor, Reach};
+use siplink_registrar::{Aor, LocationStore, Reach};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 
@@ -80,23 +80,28 @@ struct TcpPbx {
     stream: TcpStream,
     buf: Vec<u8>,
     local: SocketAddr,
+    user: String,
 }
 
 impl TcpPbx {
     async fn register(port: u16, contact_port: u16) -> TcpPbx {
+        TcpPbx::register_as(port, contact_port, "branch", "branch-secret").await
+    }
+
+    /// Registers `user` (a PBX or a phone) with `password` over TCP.
+    async fn register_as(port: u16, contact_port: u16, user: &str, password: &str) -> TcpPbx {
         let stream = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
         let local = stream.local_addr().unwrap();
         let mut pbx = TcpPbx {
             stream,
             buf: Vec::new(),
             local,
+            user: user.to_owned(),
         };
         let first = pbx.send_register(1, contact_port, None).await;
         assert_eq!(first.status(), Some(401), "{first}");
-        let mut digest = DigestClient::new(
-            "siplink.test",
-            ClientCredentials::password("branch", "branch-secret"),
-        );
+        let mut digest =
+            DigestClient::new("siplink.test", ClientCredentials::password(user, password));
         let answers = digest
             .answer(
                 "siplink.test",
@@ -117,15 +122,16 @@ impl TcpPbx {
             "REGISTER sip:siplink.test SIP/2.0\r\n\
              Via: SIP/2.0/TCP {local};branch=z9hG4bK-pbx-{cseq}\r\n\
              Max-Forwards: 70\r\n\
-             From: <sip:branch@siplink.test>;tag=pbx\r\n\
-             To: <sip:branch@siplink.test>\r\n\
-             Call-ID: pbx-register@loopback\r\n\
+             From: <sip:{user}@siplink.test>;tag=pbx\r\n\
+             To: <sip:{user}@siplink.test>\r\n\
+             Call-ID: {user}-register@loopback\r\n\
              CSeq: {cseq} REGISTER\r\n\
-             Contact: <sip:branch@127.0.0.1:{contact_port};transport=tcp>\r\n\
+             Contact: <sip:{user}@127.0.0.1:{contact_port};transport=tcp>\r\n\
              Expires: 300\r\n\
              {auth}\
              Content-Length: 0\r\n\r\n",
-            local = self.local
+            local = self.local,
+            user = self.user
         );
         self.stream.write_all(text.as_bytes()).await.unwrap();
         loop {
@@ -224,6 +230,28 @@ async fn a_closed_tcp_connection_takes_the_pbx_down_with_the_reason_within_a_sec
         "{json}"
     );
 
+    // A phone's binding over TCP goes with its connection as well.
+    let phone = TcpPbx::register_as(port, support::free_port(), "1001", "pw1001").await;
+    let user = Aor::parse("sip:1001@siplink.test").unwrap();
+    assert_eq!(proxy.registrar().lookup(&user).await.unwrap().len(), 1);
+    drop(phone);
+    // Removed from the store (not only left out of lookups) within 1 s.
+    let store = proxy.registrar().store().clone();
+    let t0 = Instant::now();
+    while !store
+        .lookup(&user, Instant::now())
+        .await
+        .unwrap()
+        .is_empty()
+    {
+        assert!(
+            t0.elapsed() < Duration::from_secs(1),
+            "the phone's binding outlived its connection"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(proxy.registrar().lookup(&user).await.unwrap().is_empty());
+
     // Back on a new connection: up again, the reason gone.
     let _pbx = TcpPbx::register(port, support::free_port()).await;
     let again = branch(&proxy).await;
@@ -241,6 +269,8 @@ async fn with_contact_fallback_the_pbx_stays_registered_at_its_contact() {
     let proxy = support::proxy(&config(port, support::free_port(), true)).await;
     let contact_port = support::free_port();
     let pbx = TcpPbx::register(port, contact_port).await;
+    let phone_contact_port = support::free_port();
+    let phone = TcpPbx::register_as(port, phone_contact_port, "1001", "pw1001").await;
     let mut events = proxy.subscribe();
     drop(pbx);
     // The registrar reports the lost connection; the binding stays.
@@ -268,6 +298,24 @@ async fn with_contact_fallback_the_pbx_stays_registered_at_its_contact() {
             "; its connection closed, reached at its Contact {contact}"
         ))),
         "{status}"
+    );
+    // A phone's binding follows the same rule, and says so in the status.
+    drop(phone);
+    let phone_line =
+        format!("sip:1001@127.0.0.1:{phone_contact_port};transport=tcp via TCP 127.0.0.1:");
+    let mut json = String::new();
+    let t0 = Instant::now();
+    while t0.elapsed() < Duration::from_secs(1) {
+        json = proxy.status_json().await;
+        if json.contains("(its connection closed; reached at its Contact)") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(json.contains(&phone_line), "{json}");
+    assert!(
+        json.contains("(its connection closed; reached at its Contact)"),
+        "{json}"
     );
     proxy.shutdown().await;
 }
