@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use siplink_auth::{ClientCredentials, DigestClient, RequestInfo};
 use siplink_message::Message;
 use siplink_proxy::{ConnectionState, ConnectionStatus, Proxy};
-use siplink_registrar::{Aor, LocationStore, Reach};
+use siplink_registrar::{Aor, Reach};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 
