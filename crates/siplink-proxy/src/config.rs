@@ -96,6 +96,16 @@ pub struct ProxySection {
     /// (default: the Mozilla roots).
     #[serde(default)]
     pub tls_ca: Option<PathBuf>,
+    /// What happens to a phone's or an inbound PBX's binding registered over
+    /// TCP, TLS, WS or WSS without RFC 5626 Outbound when that connection
+    /// closes. `false` (the default): it is removed at once, as Kamailio's
+    /// `handle_lost_tcp` does (an inbound-registration connection goes down
+    /// and its calls fail over). `true`: it is kept until it expires and
+    /// reached at its Contact URI, for PBXs and phones that listen on their
+    /// Contact address (a public IP, no NAT). RFC 5626 bindings are removed
+    /// and UDP bindings kept either way.
+    #[serde(default)]
+    pub contact_fallback: bool,
 }
 
 impl Default for ProxySection {
@@ -111,6 +121,7 @@ impl Default for ProxySection {
             status_token_env: None,
             tls_ca: None,
             digest_algorithms: default_algorithms(),
+            contact_fallback: false,
         }
     }
 }
@@ -999,7 +1010,23 @@ impl Config {
             let location = match e.span() {
                 Some(span) => {
                     let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
-                    format!("line {line}")
+                    // The field, when the line is `key = value` (a value of
+                    // the wrong type: "line 3 (contact_fallback)").
+                    let key = text
+                        .lines()
+                        .nth(line - 1)
+                        .and_then(|l| l.split_once('='))
+                        .map(|(k, _)| k.trim())
+                        .filter(|k| {
+                            !k.is_empty()
+                                && k.len() <= 64
+                                && k.chars()
+                                    .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c))
+                        });
+                    match key {
+                        Some(k) => format!("line {line} ({k})"),
+                        None => format!("line {line}"),
+                    }
                 }
                 None => "toml".to_owned(),
             };
@@ -1059,6 +1086,10 @@ impl Config {
         }
         if !self.media.rtpengine.is_empty() || self.connections.iter().any(|c| !c.media.is_off()) {
             w.push("[media] and connections' media are checked but not acted on by this version: SDP passes unchanged and media flows end to end".to_owned());
+        }
+        if self.proxy.contact_fallback && !self.listeners.iter().any(|l| l.transport.is_reliable())
+        {
+            w.push("proxy.contact_fallback = true has no effect: no listener is TCP, TLS, WS or WSS (bindings over UDP keep their Contact anyway)".to_owned());
         }
         if !self.proxy.authenticate_calls {
             w.push("proxy.authenticate_calls = false: anyone who reaches the proxy can call through its connections".to_owned());

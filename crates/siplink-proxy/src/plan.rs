@@ -402,6 +402,9 @@ pub struct ProxyPlan {
     pub digest_algorithms: Vec<Algorithm>,
     /// CA certificates for TLS to PBXs (`None`: the Mozilla roots).
     pub tls_ca: Option<PathBuf>,
+    /// A plain binding over TCP/TLS/WS/WSS is kept with its Contact when
+    /// its connection closes (`false`: removed at once).
+    pub contact_fallback: bool,
 }
 
 /// One listening socket.
@@ -835,6 +838,7 @@ impl Plan {
         d.advertise_or_status = old.proxy.advertise != new.proxy.advertise
             || old.proxy.status_listen != new.proxy.status_listen;
         d.limits = old.limits != new.limits;
+        d.contact_fallback = old.proxy.contact_fallback != new.proxy.contact_fallback;
         d.users = users_of(old) != users_of(new);
         d.media = old.media != new.media;
         d
@@ -918,6 +922,9 @@ pub struct PlanDiff {
     pub advertise_or_status: bool,
     /// The limits changed (restart needed).
     pub limits: bool,
+    /// `proxy.contact_fallback` changed (restart needed: the registrar
+    /// keeps the rule it started with).
+    pub contact_fallback: bool,
     /// Users or their secrets or allow lists changed (applied on reload).
     pub users: bool,
     /// `[media]` changed: rtpengine instances or timing (restart needed; a
@@ -929,7 +936,8 @@ impl PlanDiff {
     /// The parts that take effect only after a restart, named as the
     /// running proxy's reload warning names them: `listen`,
     /// `proxy.domains/realm`, `proxy.digest_algorithms/tls_ca`,
-    /// `proxy.advertise/status_listen`, `limits`, `media`.
+    /// `proxy.advertise/status_listen`, `proxy.contact_fallback`, `limits`,
+    /// `media`.
     pub fn restart_needed(&self) -> Vec<&'static str> {
         let mut r = Vec::new();
         if self.listeners {
@@ -943,6 +951,9 @@ impl PlanDiff {
         }
         if self.advertise_or_status {
             r.push("proxy.advertise/status_listen");
+        }
+        if self.contact_fallback {
+            r.push("proxy.contact_fallback");
         }
         if self.limits {
             r.push("limits");
@@ -1091,6 +1102,7 @@ impl Builder<'_> {
             status_listen: p.status_listen,
             digest_algorithms,
             tls_ca: p.tls_ca.clone(),
+            contact_fallback: p.contact_fallback,
         }
     }
 

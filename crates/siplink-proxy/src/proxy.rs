@@ -378,6 +378,10 @@ impl Proxy {
         rconfig.min_expires = config.limits.min_expires;
         rconfig.max_expires = config.limits.max_expires;
         rconfig.max_contacts_per_aor = config.limits.max_contacts_per_user;
+        // A binding whose connection closed is not routed to (removed, its
+        // inbound connection down and its calls failing over) unless the
+        // configuration asks for its Contact instead.
+        rconfig.contact_fallback = config.proxy.contact_fallback;
         rconfig.flood =
             (config.limits.register_flood > 0).then(|| siplink_registrar::FloodConfig {
                 max_requests: config.limits.register_flood,
@@ -514,6 +518,9 @@ impl Proxy {
         if a.proxy.advertise != b.proxy.advertise || a.proxy.status_listen != b.proxy.status_listen
         {
             restart.push("proxy.advertise/status_listen");
+        }
+        if a.proxy.contact_fallback != b.proxy.contact_fallback {
+            restart.push("proxy.contact_fallback");
         }
         if a.limits != b.limits {
             restart.push("limits");
@@ -2225,12 +2232,20 @@ impl Inner {
                 }
                 ConnectionKind::InboundRegistration => {
                     for t in self.pbx_targets(c).await.unwrap_or_default() {
-                        detail.push(format!(
+                        let b = &t.binding;
+                        let mut line = format!(
                             "registered from {} over {} since {}",
-                            t.binding.source,
-                            t.binding.transport,
-                            crate::status::ago(t.binding.registered_at, self.clock.wall_now())
-                        ));
+                            b.source,
+                            b.transport,
+                            crate::status::ago(b.registered_at, self.clock.wall_now())
+                        );
+                        if crate::status::kept_after_flow_loss(b) {
+                            line.push_str(&format!(
+                                "; its connection closed, reached at its Contact {}",
+                                b.contact.uri
+                            ));
+                        }
+                        detail.push(line);
                     }
                     if !up {
                         detail.push(match self.down_reason(&c.config.name) {

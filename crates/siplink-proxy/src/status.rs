@@ -267,6 +267,12 @@ pub(crate) async fn watch_bindings(inner: Arc<Inner>) {
     }
 }
 
+/// Whether `b` is a plain binding over TCP/TLS/WS/WSS whose connection
+/// closed and that `[proxy] contact_fallback` kept, reached at its Contact.
+pub(crate) fn kept_after_flow_loss(b: &siplink_registrar::Binding) -> bool {
+    b.transport.is_reliable() && !b.outbound && b.flow.is_none()
+}
+
 /// An inbound-registration PBX's binding changed: remember why it went
 /// away (shown in the status while the connection is down) and say so in the
 /// log when the connection is down now, the PBX's calls failing over.
@@ -322,11 +328,16 @@ impl Proxy {
             let mut bindings = Vec::new();
             for t in inner.bindings_of(&u.name, None).await {
                 bindings.push(format!(
-                    "{} via {} {} since {}",
+                    "{} via {} {} since {}{}",
                     t.binding.contact.uri,
                     t.binding.transport,
                     t.binding.source,
-                    ago(t.binding.registered_at, inner.clock.wall_now())
+                    ago(t.binding.registered_at, inner.clock.wall_now()),
+                    if kept_after_flow_loss(&t.binding) {
+                        " (its connection closed; reached at its Contact)"
+                    } else {
+                        ""
+                    }
                 ));
             }
             users.push(UserDoc {

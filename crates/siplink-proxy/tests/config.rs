@@ -559,3 +559,40 @@ fn udp_workers_and_sharing_are_checked() {
         "{text}"
     );
 }
+
+#[test]
+fn contact_fallback_is_off_by_default_a_boolean_and_warned_without_a_stream_listener() {
+    // Off unless written: a binding goes with its TCP/TLS/WS connection.
+    let c = Config::from_toml(HEAD).unwrap();
+    assert!(!c.proxy.contact_fallback);
+    assert!(
+        Config::demo()
+            .proxy
+            .contact_fallback
+            .then_some(())
+            .is_none()
+    );
+    let on = HEAD.replace("[proxy]\n", "[proxy]\ncontact_fallback = true\n");
+    let c = Config::from_toml(&on).unwrap();
+    assert!(c.proxy.contact_fallback);
+    c.validate().unwrap();
+    // Only UDP listens: nothing can lose a connection, so it does nothing.
+    let w = c.warnings().join("\n");
+    assert!(
+        w.contains("proxy.contact_fallback = true has no effect: no listener is TCP"),
+        "{w}"
+    );
+    let with_tcp = format!("{on}[[listen]]\ntransport = \"tcp\"\naddress = \"127.0.0.1:5060\"\n");
+    let w = Config::from_toml(&with_tcp).unwrap().warnings().join("\n");
+    assert!(!w.contains("contact_fallback"), "{w}");
+    // Anything but a boolean is refused, naming the field and its line.
+    for bad in ["\"yes\"", "1", "\"keep\""] {
+        let text = HEAD.replace("[proxy]\n", &format!("[proxy]\ncontact_fallback = {bad}\n"));
+        let e = Config::from_toml(&text).unwrap_err().to_string();
+        assert!(e.contains("contact_fallback"), "{bad}: {e}");
+        assert!(e.contains("line 3"), "{bad}: {e}");
+    }
+    // It survives the round trip through TOML.
+    let again = Config::from_toml(&c.to_toml()).unwrap();
+    assert!(again.proxy.contact_fallback);
+}

@@ -452,13 +452,15 @@ probe = {{ enabled = false }}
         format!("sip:branch@127.0.0.1:{k}")
     );
 
-    // The PBX crashes: its TCP connection drops with 300 s of expiry left.
+    // The PBX crashes (`kill -KILL -- -PGID`): its TCP connection drops
+    // with 300 s of expiry left. The second counts from the signal.
     let mut changes = proxy.subscribe();
-    kam.kill();
     let t0 = std::time::Instant::now();
+    kam.kill();
+    let killed = t0.elapsed();
     // Down, with the reason (the status task hears of the removal a moment
     // after routing stops using the dead flow).
-    let down = eventually(Duration::from_secs(1), || {
+    let down = eventually(Duration::from_secs(1).saturating_sub(killed), || {
         let proxy = proxy.clone();
         async move {
             let s = branch(proxy).await;
@@ -472,7 +474,10 @@ probe = {{ enabled = false }}
         down,
         "not down with the reason a second after the PBX died: {status}"
     );
-    println!("down {:?} after the kill: {status}", t0.elapsed());
+    println!(
+        "down {:?} after the KILL (the kill itself took {killed:?}): {status}",
+        t0.elapsed()
+    );
     assert!(
         status.detail.iter().any(
             |d| d.starts_with("down: connection closed (TCP from 127.0.0.1:")
@@ -536,12 +541,44 @@ probe = {{ enabled = false }}
     assert!(seen.contains("INVITE sip:5001@127.0.0.1"), "{seen}");
 
     // The PBX comes back: it registers again over a new connection.
-    let _kam = uac_pbx(&dir, k, p, "branch", "branch-secret");
+    let mut kam = uac_pbx(&dir, k, p, "branch", "branch-secret");
     let back = eventually(Duration::from_secs(15), || {
         let proxy = proxy.clone();
         async move { branch(proxy).await.state == ConnectionState::Registered }
     })
     .await;
     assert!(back, "{}", branch(proxy.clone()).await);
+    assert!(
+        !branch(proxy.clone())
+            .await
+            .detail
+            .iter()
+            .any(|d| d.starts_with("down:")),
+        "the old reason is gone once registered again"
+    );
+
+    // Now it is stopped cleanly (`kill -TERM -- -PGID`, the testkit's
+    // ProcessGroup; uac does not unregister on the way out): down again, with
+    // the new connection's reason, within a second of the signal.
+    let t0 = std::time::Instant::now();
+    let stopping = tokio::task::spawn_blocking(move || {
+        kam.stop();
+        kam
+    });
+    let down = eventually(Duration::from_secs(1), || {
+        let proxy = proxy.clone();
+        async move {
+            let s = branch(proxy).await;
+            s.state == ConnectionState::Down
+                && s.detail
+                    .iter()
+                    .any(|d| d.starts_with("down: connection closed (TCP from 127.0.0.1:"))
+        }
+    })
+    .await;
+    let status = branch(proxy.clone()).await;
+    assert!(down, "not down a second after TERM: {status}");
+    println!("down {:?} after the TERM: {status}", t0.elapsed());
+    let _kam = stopping.await.unwrap();
     proxy.shutdown().await;
 }

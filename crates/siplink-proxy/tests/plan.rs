@@ -674,6 +674,16 @@ fn the_diff_says_what_a_reload_keeps_rebuilds_and_cannot_apply() {
     c.proxy.realm = None;
     assert!(Plan::diff(&old, &plan(&c)).is_empty());
 
+    // The registrar keeps the flow-loss rule it started with.
+    let mut c = Config::demo();
+    c.proxy.contact_fallback = true;
+    let new = plan(&c);
+    assert!(new.proxy.contact_fallback && !old.proxy.contact_fallback);
+    let d = Plan::diff(&old, &new);
+    assert!(d.contact_fallback);
+    assert_eq!(d.restart_needed(), ["proxy.contact_fallback"]);
+    assert!(!d.is_empty());
+
     // Order matters for routing.
     let mut c = Config::demo();
     c.connections.swap(0, 1);
