@@ -448,7 +448,7 @@ impl Endpoint {
 }
 
 /// The local IP the system routes `peer` from (no packet is sent).
-fn source_ip(peer: SocketAddr, fallback: IpAddr) -> IpAddr {
+pub(crate) fn source_ip(peer: SocketAddr, fallback: IpAddr) -> IpAddr {
     if peer.ip().is_loopback() {
         return peer.ip();
     }

@@ -24,9 +24,12 @@
 //!   their connection's own task once [`Runtime::take_streams`] is called,
 //!   and their answers are queued on the connection.
 //!
-//! Client transactions still go through the
-//! [`Endpoint`](crate::endpoint::Endpoint); both can serve one
-//! [`Transport`].
+//! * Client transactions run there too ([`Handle::send_request`]): the
+//!   response is matched in its bucket by the worker that reads it and handed
+//!   to [`Service::handle_client_event`] in the same pass.
+//!
+//! The [`Endpoint`](crate::endpoint::Endpoint) (a task and channels) can
+//! serve the same [`Transport`] beside it.
 
 use std::hash::{BuildHasher, Hasher};
 use std::net::SocketAddr;
@@ -102,6 +105,107 @@ pub trait Service: Send + Sync + 'static {
     fn handle_stray(&self, message: Message, origin: &Origin) {
         let _ = (message, origin);
     }
+
+    /// What happened to a client transaction started with
+    /// [`Handle::send_request`]: a provisional or final response, a further
+    /// 2xx (RFC 6026), a timeout or a transport error. Called in the worker
+    /// (or connection task) that received the response, or in the timer
+    /// task for a timeout, with no lock held: it may start transactions or
+    /// answer requests. Dropped by default.
+    fn handle_client_event(&self, id: TransactionId, event: TuEvent) {
+        let _ = (id, event);
+    }
+}
+
+/// Where a client transaction started on the runtime sends its request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientDest {
+    /// To this address over UDP, from the runtime's socket (its responses
+    /// come back to the workers).
+    Udp(SocketAddr),
+    /// Over this open connection (its responses come back in the
+    /// connection's task: call [`Runtime::take_streams`] first).
+    Flow(FlowId),
+}
+
+/// Starts client transactions on a [`Runtime`] from anywhere (a service's
+/// handler, another task). Cheap to clone.
+#[derive(Clone)]
+pub struct Handle {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Handle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Handle").finish_non_exhaustive()
+    }
+}
+
+impl Handle {
+    /// Starts a client transaction (RFC 3261 §17.1) sending `request` (not
+    /// an ACK) to `dest`, run to completion: the top Via gets a fresh branch
+    /// (unless it has an RFC 3261 one) and this runtime's sent-by, the
+    /// request is sent at once, retransmitted by the bucket's timers over
+    /// UDP, and what happens to it reaches
+    /// [`Service::handle_client_event`] with the returned id.
+    pub fn send_request(&self, mut request: Message, dest: ClientDest) -> Result<TransactionId> {
+        let shared = &self.shared;
+        if request
+            .method()
+            .is_none_or(|m| *m == siplink_message::Method::Ack)
+        {
+            return Err(Error::NotARequest);
+        }
+        let mut via = request.top_via()?.clone();
+        if !via.has_magic_cookie() {
+            via.params.set("branch", Some(&crate::new_branch()));
+            request.replace_first_value(HeaderName::Via, via.to_string());
+        }
+        let (protocol, sent_by, target) = match dest {
+            ClientDest::Udp(peer) => {
+                let local = shared.sockets[0].local_addr();
+                let ip = if local.ip().is_unspecified() {
+                    crate::endpoint::source_ip(peer, local.ip())
+                } else {
+                    local.ip()
+                };
+                (
+                    siplink_transport::Protocol::Udp,
+                    SocketAddr::new(ip, local.port()),
+                    Dest::Udp(peer),
+                )
+            }
+            ClientDest::Flow(flow) => {
+                let (protocol, _, local) = shared
+                    .transport
+                    .flow_info(flow)
+                    .ok_or_else(|| Error::Transport(format!("flow {flow} is gone")))?;
+                (
+                    protocol,
+                    shared.transport.sent_by(protocol, local),
+                    Dest::Flow(flow),
+                )
+            }
+        };
+        siplink_transport::via::stamp_sent_by(&mut request, protocol, sent_by)?;
+        let index = shared.bucket_of(&request);
+        let worker = index % shared.sockets.len();
+        let now = shared.clock.now();
+        let mut b = lock(&shared.buckets[index]);
+        let id = b.table.start_client(&request, protocol.is_stream(), now)?;
+        b.dests.insert(
+            id,
+            Route {
+                to: target,
+                client: true,
+            },
+        );
+        let mut events = Vec::new();
+        shared.drain(&mut b, index, worker, &mut events);
+        drop(b);
+        shared.deliver(events);
+        Ok(id)
+    }
 }
 
 /// Sends stateless answers from the worker's socket, in
@@ -127,7 +231,16 @@ impl Reply<'_> {
     }
 }
 
-/// Where a server transaction's responses go.
+/// Where a transaction sends, and whose it is.
+#[derive(Debug, Clone, Copy)]
+struct Route {
+    to: Dest,
+    /// A client transaction (its events go to
+    /// [`Service::handle_client_event`]).
+    client: bool,
+}
+
+/// Where a transaction's messages go.
 #[derive(Debug, Clone, Copy)]
 enum Dest {
     /// A UDP address (from the request's stamped Via).
@@ -139,9 +252,10 @@ enum Dest {
 /// A bucket: one transaction table and where its responses go.
 struct Bucket {
     table: TransactionTable,
-    /// Where each live server transaction's responses go (the request's
-    /// stamped Via, or its connection).
-    dests: std::collections::HashMap<TransactionId, Dest>,
+    /// Where each live transaction sends: a server transaction's responses
+    /// (the request's stamped Via, or its connection), a client
+    /// transaction's request.
+    dests: std::collections::HashMap<TransactionId, Route>,
     /// The deadline the owning worker was told of.
     armed: Option<Instant>,
 }
@@ -162,6 +276,8 @@ struct Shared {
     /// The transport whose connections' messages this runtime takes
     /// ([`Runtime::take_streams`]).
     streams: std::sync::OnceLock<Transport>,
+    /// The sockets' transport (sends over connections).
+    transport: Transport,
 }
 
 /// Tasks aborted when the runtime goes.
@@ -255,14 +371,21 @@ impl Runtime {
     ) -> Runtime {
         assert!(!sockets.is_empty(), "a runtime needs a socket");
         let workers = sockets.len();
+        let sockets_transport = sockets[0].transport();
         let local = sockets[0].local_addr();
         let buckets = config.buckets.max(workers);
         let shared = Arc::new(Shared {
             stop: Default::default(),
             buckets: (0..buckets)
-                .map(|_| {
+                .map(|i| {
                     Mutex::new(Bucket {
-                        table: TransactionTable::new(config.table),
+                        // Ids unique over all buckets: client events carry
+                        // only the id.
+                        table: TransactionTable::with_id_space(
+                            config.table,
+                            i as u64,
+                            buckets as u64,
+                        ),
                         dests: Default::default(),
                         armed: None,
                     })
@@ -278,6 +401,7 @@ impl Runtime {
             hasher: Default::default(),
             clock: config.clock,
             streams: std::sync::OnceLock::new(),
+            transport: sockets_transport,
         });
         let batch = config.batch.max(1);
         let mut tasks = Vec::new();
@@ -330,6 +454,13 @@ impl Runtime {
             }
         })));
         true
+    }
+
+    /// A handle that starts client transactions on this runtime.
+    pub fn handle(&self) -> Handle {
+        Handle {
+            shared: self.shared.clone(),
+        }
     }
 
     /// The bound UDP address.
@@ -395,6 +526,14 @@ impl Request<'_> {
     /// The transaction.
     pub fn id(&self) -> TransactionId {
         self.inner.id
+    }
+
+    /// The runtime's handle (to start client transactions, e.g. to forward
+    /// the request).
+    pub fn handle(&self) -> Handle {
+        Handle {
+            shared: self.shared.clone(),
+        }
     }
 
     /// Answers through the transaction (it keeps the final response for
@@ -494,7 +633,10 @@ impl Pending {
         if r.is_ok() && is_final {
             self.answered = true;
         }
-        shared.drain(&mut b, self.bucket, worker);
+        let mut events = Vec::new();
+        shared.drain(&mut b, self.bucket, worker, &mut events);
+        drop(b);
+        shared.deliver(events);
         r
     }
 
@@ -524,8 +666,14 @@ impl Shared {
     /// Carries out a bucket's outputs (sends from `worker`'s socket) and
     /// tells its timer owner of an earlier deadline.
     /// Returns the request a new server transaction delivered, if any.
-    fn drain(&self, b: &mut Bucket, index: usize, worker: usize) -> Option<Message> {
-        let request = self.drain_outputs(b, worker);
+    fn drain(
+        &self,
+        b: &mut Bucket,
+        index: usize,
+        worker: usize,
+        events: &mut Vec<(TransactionId, TuEvent)>,
+    ) -> Option<Message> {
+        let request = self.drain_outputs(b, worker, events);
         let t = b.table.poll_timeout();
         if let Some(t) = t
             && b.armed.is_none_or(|a| t < a)
@@ -537,20 +685,25 @@ impl Shared {
     }
 
     /// Carries out a bucket's outputs, sending from `worker`'s socket.
-    /// Returns the request a new server transaction delivered, if any.
-    fn drain_outputs(&self, b: &mut Bucket, worker: usize) -> Option<Message> {
+    /// Returns the request a new server transaction delivered, if any;
+    /// client transactions' events are added to `events`, for
+    /// [`deliver`](Self::deliver) once the bucket is unlocked.
+    fn drain_outputs(
+        &self,
+        b: &mut Bucket,
+        worker: usize,
+        events: &mut Vec<(TransactionId, TuEvent)>,
+    ) -> Option<Message> {
         let socket = &self.sockets[worker % self.sockets.len()];
         let mut request = None;
         while let Some(out) = b.table.poll_output() {
             match out {
-                Output::Send { id, bytes } => match b.dests.get(&id) {
+                Output::Send { id, bytes } => match b.dests.get(&id).map(|r| r.to) {
                     Some(Dest::Udp(addr)) => {
-                        socket.try_send_to(&bytes, *addr);
+                        socket.try_send_to(&bytes, addr);
                     }
                     Some(Dest::Flow(flow)) => {
-                        if let Some(t) = self.streams.get()
-                            && let Err(e) = t.try_send_bytes_on_flow(*flow, bytes)
-                        {
+                        if let Err(e) = self.transport.try_send_bytes_on_flow(flow, bytes) {
                             debug!(%flow, error = %e, "send on a connection dropped");
                         }
                     }
@@ -561,6 +714,8 @@ impl Shared {
                 }
                 Output::Deliver { id, event } => match event {
                     TuEvent::Request(m) => request = Some(*m),
+                    TuEvent::Ack(_) => debug!(?id, "ACK for an accepted INVITE, dropped"),
+                    event if b.dests.get(&id).is_some_and(|r| r.client) => events.push((id, event)),
                     TuEvent::Timeout | TuEvent::TransportError => {
                         debug!(?id, "server transaction failed")
                     }
@@ -569,6 +724,13 @@ impl Shared {
             }
         }
         request
+    }
+
+    /// Hands client transactions' events to the service (no lock held).
+    fn deliver(&self, events: Vec<(TransactionId, TuEvent)>) {
+        for (id, event) in events {
+            self.service.handle_client_event(id, event);
+        }
     }
 
     /// One datagram, start to finish.
@@ -620,11 +782,13 @@ impl Shared {
                         .and_then(response_addr)
                         .map(Dest::Udp),
                 };
-                if let Some(d) = dest {
-                    b.dests.insert(id, d);
+                if let Some(to) = dest {
+                    b.dests.insert(id, Route { to, client: false });
                 }
-                let request = self.drain(&mut b, index, worker);
+                let mut events = Vec::new();
+                let request = self.drain(&mut b, index, worker, &mut events);
                 drop(b);
+                self.deliver(events);
                 if let Some(message) = request {
                     self.service.handle_request(Request {
                         shared: self,
@@ -640,7 +804,10 @@ impl Shared {
                 }
             }
             Received::Matched { .. } => {
-                self.drain(&mut b, index, worker);
+                let mut events = Vec::new();
+                self.drain(&mut b, index, worker, &mut events);
+                drop(b);
+                self.deliver(events);
             }
             Received::Stray(m) => {
                 drop(b);
@@ -720,16 +887,19 @@ async fn timers(shared: Arc<Shared>, worker: usize) {
     loop {
         let now = shared.clock.now();
         let mut next: Option<Instant> = None;
+        let mut events = Vec::new();
         for index in (worker..shared.buckets.len()).step_by(n) {
             let mut b = lock(&shared.buckets[index]);
             if b.table.poll_timeout().is_some_and(|t| t <= now) {
                 b.table.handle_timeout(now);
             }
-            shared.drain_outputs(&mut b, worker);
+            shared.drain_outputs(&mut b, worker, &mut events);
             b.armed = b.table.poll_timeout();
             if let Some(t) = b.armed {
                 next = Some(next.map_or(t, |x: Instant| x.min(t)));
             }
+            drop(b);
+            shared.deliver(std::mem::take(&mut events));
         }
         let wait = next.map_or(far, |t| t.saturating_duration_since(now));
         let until = shared.clock.tokio_now() + wait;

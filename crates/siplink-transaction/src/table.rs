@@ -173,6 +173,9 @@ pub struct TransactionTable {
     deadlines: BTreeSet<(Instant, TransactionId)>,
     out: VecDeque<Output>,
     next_id: u64,
+    /// What `next_id` grows by (1, or the number of tables sharing one id
+    /// space, see [`TransactionTable::with_id_space`]).
+    id_step: u64,
     stateless: StatelessReplies,
 }
 
@@ -181,6 +184,20 @@ impl TransactionTable {
     pub fn new(config: TableConfig) -> TransactionTable {
         TransactionTable {
             config,
+            ..TransactionTable::default()
+        }
+    }
+
+    /// An empty table that is table `index` of `count` sharing one id
+    /// space: its ids are `index + k·count` (k ≥ 1), so that ids from
+    /// several tables (a runtime's buckets) never collide. `index` must be
+    /// below `count`.
+    pub fn with_id_space(config: TableConfig, index: u64, count: u64) -> TransactionTable {
+        debug_assert!(index < count.max(1));
+        TransactionTable {
+            config,
+            next_id: index,
+            id_step: count.max(1),
             ..TransactionTable::default()
         }
     }
@@ -318,7 +335,7 @@ impl TransactionTable {
     }
 
     fn alloc_id(&mut self) -> TransactionId {
-        self.next_id += 1;
+        self.next_id += self.id_step.max(1);
         TransactionId(self.next_id)
     }
 

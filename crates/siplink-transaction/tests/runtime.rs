@@ -500,3 +500,155 @@ async fn connection_messages_run_to_completion_in_their_task() {
     assert_eq!(queued.message.method(), Some(&Method::Options));
     assert!(queued.origin.flow.is_some());
 }
+
+/// Records what happens to the client transactions it starts.
+#[derive(Default)]
+struct Client {
+    events: std::sync::Mutex<Vec<(siplink_transaction::TransactionId, String)>>,
+    notify: tokio::sync::Notify,
+}
+
+impl Service for Client {
+    fn handle_request(&self, _request: Request<'_>) {}
+
+    fn handle_client_event(
+        &self,
+        id: siplink_transaction::TransactionId,
+        event: siplink_transaction::TuEvent,
+    ) {
+        use siplink_transaction::TuEvent;
+        let what = match &event {
+            TuEvent::Provisional(m) => format!("provisional {}", m.status().unwrap()),
+            TuEvent::Final(m) => format!("final {}", m.status().unwrap()),
+            TuEvent::Additional2xx(_) => "additional 2xx".into(),
+            TuEvent::Timeout => "timeout".into(),
+            TuEvent::TransportError => "transport error".into(),
+            other => format!("{other:?}"),
+        };
+        self.events.lock().unwrap().push((id, what));
+        self.notify.notify_one();
+    }
+}
+
+impl Client {
+    async fn wait_for(&self, id: siplink_transaction::TransactionId, within: Duration) -> String {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let notified = self.notify.notified();
+            if let Some((_, e)) = self.events.lock().unwrap().iter().find(|(i, _)| *i == id) {
+                return e.clone();
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return "nothing".into();
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_transactions_run_to_completion_over_udp_and_a_connection() {
+    use siplink_transaction::runtime::ClientDest;
+    // B answers (Answers: OPTIONS 200, INVITE 486, ...), over UDP and TCP.
+    let (server_rt, _answers, server_transport) = start(UdpSharing::Threads, 2).await;
+    assert!(server_rt.take_streams(&server_transport));
+    let server_tcp = server_transport
+        .listen(
+            siplink_transport::Protocol::Tcp,
+            "127.0.0.1:0".parse().unwrap(),
+        )
+        .await
+        .unwrap();
+    // A sends through its own runtime.
+    let (transport, _queue) = Transport::new(TransportConfig::default());
+    let client = Arc::new(Client::default());
+    let rt = Runtime::start(
+        &transport,
+        "127.0.0.1:0".parse().unwrap(),
+        RuntimeConfig {
+            workers: 2,
+            buckets: 8,
+            table: fast(),
+            ..RuntimeConfig::default()
+        },
+        client.clone(),
+    )
+    .unwrap();
+    assert!(rt.take_streams(&transport));
+    let h = rt.handle();
+    let to = ClientDest::Udp(server_rt.local_addr());
+
+    let id = h
+        .send_request(request(Method::Options, rt.local_addr(), "c-opt"), to)
+        .unwrap();
+    assert_eq!(
+        client.wait_for(id, Duration::from_secs(2)).await,
+        "final 200"
+    );
+    // An INVITE's 486: the client transaction ACKs it (the server's
+    // transaction ends at the ACK, not at timer H).
+    let id = h
+        .send_request(request(Method::Invite, rt.local_addr(), "c-inv"), to)
+        .unwrap();
+    assert_eq!(
+        client.wait_for(id, Duration::from_secs(2)).await,
+        "final 486"
+    );
+    // A request without an RFC 3261 branch gets one.
+    let mut old = request(Method::Options, rt.local_addr(), "x");
+    old.replace_first_value(HeaderName::Via, format!("SIP/2.0/UDP {}", rt.local_addr()));
+    let id = h.send_request(old, to).unwrap();
+    assert_eq!(
+        client.wait_for(id, Duration::from_secs(2)).await,
+        "final 200"
+    );
+    assert!(
+        h.send_request(request(Method::Ack, rt.local_addr(), "c-ack"), to)
+            .is_err(),
+        "an ACK is no transaction"
+    );
+
+    // Nobody answers: timer F after 64·T1 (T1 = 50 ms here) of retransmissions.
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let id = h
+        .send_request(
+            request(Method::Options, rt.local_addr(), "c-silent"),
+            ClientDest::Udp(silent.local_addr().unwrap()),
+        )
+        .unwrap();
+    assert_eq!(client.wait_for(id, Duration::from_secs(6)).await, "timeout");
+    silent.set_nonblocking(true).unwrap();
+    let mut copies = 0;
+    let mut buf = [0u8; 4096];
+    while silent.recv_from(&mut buf).is_ok() {
+        copies += 1;
+    }
+    assert!(copies >= 7, "retransmitted by the timers: {copies} copies");
+
+    // Over a connection: the response comes back in the connection's task.
+    let sent = transport
+        .send_bytes(
+            siplink_transport::Target::new(siplink_transport::Protocol::Tcp, server_tcp),
+            bytes::Bytes::new(),
+        )
+        .await
+        .unwrap();
+    let flow = sent.flow.unwrap();
+    let id = h
+        .send_request(
+            request(Method::Options, rt.local_addr(), "c-tcp"),
+            ClientDest::Flow(flow),
+        )
+        .unwrap();
+    assert_eq!(
+        client.wait_for(id, Duration::from_secs(2)).await,
+        "final 200"
+    );
+    assert!(
+        h.send_request(
+            request(Method::Options, rt.local_addr(), "c-gone"),
+            ClientDest::Flow(siplink_transport::FlowId::from_raw(999_999)),
+        )
+        .is_err(),
+        "a closed flow is refused at once"
+    );
+}

@@ -83,6 +83,13 @@ impl UdpWorkerSocket {
         self.local
     }
 
+    /// The transport this socket belongs to.
+    pub fn transport(&self) -> Transport {
+        Transport {
+            inner: self.inner.clone(),
+        }
+    }
+
     /// Whether this is a [`UdpSharing::Threads`] socket (read with
     /// [`recv_blocking`](Self::recv_blocking) from an OS thread).
     pub fn is_blocking(&self) -> bool {
