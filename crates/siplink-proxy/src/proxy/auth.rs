@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 
 use siplink_auth::{Algorithm, Outcome, RequestInfo, StoredSecret};
+use siplink_message::Message;
 use siplink_message::headers::HeaderName;
 use siplink_transaction::ServerTransactionHandle;
 use tracing::{debug, warn};
@@ -11,6 +12,13 @@ use tracing::{debug, warn};
 use crate::config::{Config, ConnectionKind};
 
 use super::{Inner, respond, respond_stateless};
+
+/// Removes the credentials for our realm (the digest answer checked here)
+/// from a request about to be forwarded, on every path (RFC 3261 §22.3);
+/// other realms' `Proxy-Authorization` values go on.
+pub(super) fn remove_own_credentials(inner: &Inner, request: &mut Message) {
+    crate::core::remove_own_credentials(request, &inner.digest.config().realm);
+}
 
 pub(super) fn secret_of(password: Option<&str>, ha1: Option<&str>) -> Option<StoredSecret> {
     password

@@ -13,7 +13,7 @@ use crate::config::ConnectionKind;
 use crate::core;
 use crate::routing::dialled_number;
 
-use super::auth::{Authenticated, authenticate};
+use super::auth::{Authenticated, authenticate, remove_own_credentials};
 use super::calls::route_call;
 use super::fork::deliver_to_user;
 use super::indialog::in_dialog;
@@ -152,6 +152,8 @@ pub(super) async fn handle(inner: Arc<Inner>, mut tx: ServerTransactionHandle) {
             None => return,
         }
     }
+    // Checked (or not needed): our realm's credentials stop here.
+    remove_own_credentials(&inner, &mut tx.request);
     match caller {
         Caller::Pbx(conn, deliver) => {
             let target = ruri_user

@@ -14,6 +14,7 @@ use tracing::debug;
 
 use crate::core::{self, Check};
 
+use super::auth::remove_own_credentials;
 use super::fork::resolve_uri;
 use super::{ALLOW, Inner, lock, respond};
 
@@ -45,6 +46,7 @@ pub(super) async fn in_dialog(inner: &Arc<Inner>, mut tx: ServerTransactionHandl
         .unwrap_or_else(|e| e.into_inner())
         .clone();
     let consumed = core::consume_own_routes(&mut tx.request, &local);
+    remove_own_credentials(inner, &mut tx.request);
     if consumed.routes.is_empty() && !consumed.strict_fixed {
         // Not through us: we never record-routed this dialog.
         let to_us = tx
@@ -203,6 +205,7 @@ pub(super) async fn stray(inner: &Arc<Inner>, incoming: Incoming) {
         .unwrap_or_else(|e| e.into_inner())
         .clone();
     let consumed = core::consume_own_routes(&mut msg, &local);
+    remove_own_credentials(inner, &mut msg);
     if consumed.routes.is_empty() && !consumed.strict_fixed {
         return;
     }
