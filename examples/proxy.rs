@@ -212,7 +212,7 @@ async fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::TestConnection { name } => {
-            match siplink::proxy::test::test_connection(&config, &name).await {
+            match siplink::proxy::connection_test::test_connection(&config, &name).await {
                 Ok(report) => {
                     println!("{report}");
                     if report.is_ok() {

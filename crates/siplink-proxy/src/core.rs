@@ -135,6 +135,31 @@ pub fn consume_own_routes(request: &mut Message, local: &Local) -> Consumed {
     consumed
 }
 
+/// RFC 3261 §22.3: the `Proxy-Authorization` values for our own `realm`
+/// (a phone's digest answer to our 407) are consumed by us and removed
+/// before the request is forwarded; values for other realms (a proxy
+/// further on) are left, in their order. Returns how many were removed.
+///
+/// A value whose realm cannot be read is left as it is.
+pub fn remove_own_credentials(request: &mut Message, realm: &str) -> usize {
+    let ours = |value: &[u8]| {
+        siplink_message::headers::Credentials::parse(Bytes::copy_from_slice(value))
+            .is_ok_and(|c| c.realm() == Some(realm))
+    };
+    let values: Vec<Bytes> = request
+        .header_values(HeaderName::ProxyAuthorization)
+        .map(Bytes::copy_from_slice)
+        .collect();
+    let removed = values.iter().filter(|v| ours(v)).count();
+    if removed > 0 {
+        request.remove_header(HeaderName::ProxyAuthorization);
+        for v in values.into_iter().filter(|v| !ours(v)) {
+            request.append_header(HeaderName::ProxyAuthorization, v);
+        }
+    }
+    removed
+}
+
 /// The loop-detection part of our branch (RFC 3261 §16.6 step 8, RFC 5393
 /// §4.2): a hash over what decides where the request goes (Request-URI,
 /// Route, Proxy-Require, Call-ID, From/To tags, CSeq number). A request that

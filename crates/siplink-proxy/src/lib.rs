@@ -34,16 +34,16 @@
 //! validated once into a typed plan; not read by the running proxy yet), [`media`] (the
 //! `[media]` section and connections' media modes) and [`media_policy`] (what to ask
 //! rtpengine at each SDP of a call; neither acted on yet), [`status`] and
-//! [`test`](mod@test) (Test Connection), [`redact`] (SIP text without credentials, for logs
-//! and traces).
+//! [`connection_test`] (Test Connection), [`redact`] (SIP text without credentials, for
+//! logs and traces).
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
 pub mod config;
+pub mod connection_test;
 pub mod core;
 pub mod engine;
 mod error;
-mod front;
 mod gate;
 pub mod media;
 pub mod media_policy;
@@ -52,14 +52,13 @@ mod proxy;
 pub mod redact;
 pub mod routing;
 pub mod status;
-pub mod test;
 
 pub use config::{
     Config, ConfigError, ConnectionConfig, ConnectionKind, DEMO_CONFIG, RateLimitConfig,
     SecurityConfig,
 };
+pub use connection_test::{Report, Step, StepResult};
 pub use error::Error;
 pub use plan::{Plan, PlanDiff, PlanErrors, PlanView};
 pub use proxy::Proxy;
 pub use status::{ConnectionState, ConnectionStatus, StatusEvent};
-pub use test::{Report, Step, StepResult};

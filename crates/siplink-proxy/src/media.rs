@@ -361,17 +361,6 @@ pub struct RtpEngineInstance {
     pub external: MediaSide,
 }
 
-impl RtpEngineInstance {
-    /// The side facing `party`: [`internal`](Self::internal) for the PBX,
-    /// [`external`](Self::external) for the phone.
-    pub fn side(&self, party: crate::media_policy::Party) -> &MediaSide {
-        match party {
-            crate::media_policy::Party::Pbx => &self.internal,
-            crate::media_policy::Party::Phone => &self.external,
-        }
-    }
-}
-
 /// A connection's media settings in its plan.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
 pub struct ConnectionMedia {

@@ -54,7 +54,7 @@ use std::net::IpAddr;
 use siplink_media::{CodecOptions, DeleteRequest, Ice, Replace, Request, RtcpMux, Sdp, SdpRequest};
 use siplink_message::Transport;
 
-use crate::media::{ConnectionMedia, MediaMode, RtpEngineInstance};
+use crate::media::{ConnectionMedia, MediaMode, MediaSide, RtpEngineInstance};
 
 /// Codecs every browser's WebRTC stack decodes (case-insensitive names).
 pub const BROWSER_CODECS: [&str; 4] = ["opus", "G722", "PCMU", "PCMA"];
@@ -74,6 +74,17 @@ impl Party {
         match self {
             Party::Phone => Party::Pbx,
             Party::Pbx => Party::Phone,
+        }
+    }
+}
+
+impl RtpEngineInstance {
+    /// The side facing `party`: [`internal`](Self::internal) for the PBX,
+    /// [`external`](Self::external) for the phone.
+    pub fn side(&self, party: Party) -> &MediaSide {
+        match party {
+            Party::Pbx => &self.internal,
+            Party::Phone => &self.external,
         }
     }
 }

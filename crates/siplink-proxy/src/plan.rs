@@ -2035,6 +2035,10 @@ impl<L: LiveState> View for PlanView<L> {
         self.plan.proxy.authenticate_calls
     }
 
+    fn realm(&self) -> &str {
+        &self.plan.proxy.realm
+    }
+
     fn face(&self, protocol: Transport, local: Option<SocketAddr>) -> (String, u16) {
         self.plan.face(protocol, local)
     }

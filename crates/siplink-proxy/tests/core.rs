@@ -3,7 +3,8 @@
 use siplink_message::{HeaderName, Message};
 use siplink_proxy::core::{
     BestResponse, Check, Local, branch, consume_own_routes, decrement_max_forwards, is_loop,
-    loop_cookie, pop_via, push_via, record_route_value, routed_by_us, stateless_branch,
+    loop_cookie, pop_via, push_via, record_route_value, remove_own_credentials, routed_by_us,
+    stateless_branch,
 };
 
 fn msg(text: &str) -> Message {
@@ -232,4 +233,35 @@ fn a_retransmitted_ack_gets_the_same_branch() {
     assert_eq!(stateless_branch(&a, &cookie), stateless_branch(&b, &cookie));
     assert_ne!(stateless_branch(&a, &cookie), stateless_branch(&c, &cookie));
     assert!(stateless_branch(&a, &cookie).starts_with("z9hG4bK"));
+}
+
+#[test]
+fn our_realms_credentials_are_removed_and_others_kept() {
+    let ours = "Proxy-Authorization: Digest username=\"1001\", realm=\"a.test\", nonce=\"n1\", uri=\"sip:4001@a.test\", response=\"0123456789abcdef0123456789abcdef\"\n";
+    let theirs = "Proxy-Authorization: Digest username=\"1001\", realm=\"upstream.test\", nonce=\"n2\", uri=\"sip:4001@a.test\", response=\"fedcba9876543210fedcba9876543210\"\n";
+    let realms = |m: &Message| -> Vec<String> {
+        m.proxy_authorization()
+            .unwrap()
+            .iter()
+            .map(|c| c.realm().unwrap_or_default().to_owned())
+            .collect()
+    };
+    // Ours between two of another realm: only ours goes, the order stays.
+    let mut m = invite(&format!("{theirs}{ours}{}", theirs.replace("n2", "n3")));
+    assert_eq!(remove_own_credentials(&mut m, "a.test"), 1);
+    let m = m.reparse().unwrap();
+    assert_eq!(realms(&m), ["upstream.test", "upstream.test"]);
+    assert_eq!(m.proxy_authorization().unwrap()[1].nonce(), Some("n3"));
+    // Only ours: no Proxy-Authorization left.
+    let mut m = invite(ours);
+    assert_eq!(remove_own_credentials(&mut m, "a.test"), 1);
+    assert_eq!(
+        m.reparse().unwrap().count(HeaderName::ProxyAuthorization),
+        0
+    );
+    // None of ours (the realm is compared as written): nothing changes.
+    let mut m = invite(theirs);
+    assert_eq!(remove_own_credentials(&mut m, "A.TEST"), 0);
+    assert_eq!(remove_own_credentials(&mut m, "a.test"), 0);
+    assert_eq!(m.reparse().unwrap().to_bytes(), invite(theirs).to_bytes());
 }

@@ -242,6 +242,33 @@ fn a_bye_through_the_proxy_ends_the_record() {
 }
 
 #[test]
+fn a_phones_credentials_for_our_realm_stay_here_inside_a_dialog_too() {
+    // JsSIP repeats its last Proxy-Authorization on in-dialog requests.
+    let mut h = Harness::new();
+    let (_, _, ok) = browser_call(&mut h, "d-creds");
+    let mut bye = in_dialog("BYE", &ok, true, 6136);
+    bye.append_header(
+        HeaderName::ProxyAuthorization,
+        "Digest username=\"1002\", realm=\"proxy.example.com\", nonce=\"n1\", uri=\"sip:4001@proxy.example.com\", response=\"0123456789abcdef0123456789abcdef\"",
+    );
+    bye.append_header(
+        HeaderName::ProxyAuthorization,
+        "Digest username=\"alice\", realm=\"upstream.example\", nonce=\"u1\", uri=\"sip:4001@proxy.example.com\", response=\"fedcba9876543210fedcba9876543210\"",
+    );
+    let bye = bye.reparse().unwrap();
+    h.request(bye, wss_phone());
+    let s = sends(&h.outputs());
+    let realms: Vec<_> = s[0]
+        .request
+        .proxy_authorization()
+        .unwrap()
+        .iter()
+        .map(|c| c.realm().unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(realms, ["upstream.example"], "{}", s[0].request);
+}
+
+#[test]
 fn the_phone_flow_closing_mid_call_byes_the_pbx() {
     let mut h = Harness::new();
     let (_, _, _) = browser_call(&mut h, "d-flow");

@@ -610,12 +610,23 @@ fn authentication_comes_first_when_configured() {
     assert!(events(&out).is_empty(), "a challenged attempt is no call");
     let r = responses(&out);
     assert_eq!((r[0].0, r[0].1.status()), (tx, Some(407)));
-    // With credentials: the route lookup carries the user.
+    // With credentials (ours, and another proxy's further on): the driver
+    // checks ours, the route lookup carries the user.
+    let ours = "Proxy-Authorization: Digest username=\"1001\", realm=\"proxy.example.com\", nonce=\"n1\", uri=\"sip:4001@proxy.example.com\", response=\"0123456789abcdef0123456789abcdef\", qop=auth, nc=00000001, cnonce=\"c1\"\n";
+    let theirs = "Proxy-Authorization: Digest username=\"alice\", realm=\"upstream.example\", nonce=\"u1\", uri=\"sip:4001@proxy.example.com\", response=\"fedcba9876543210fedcba9876543210\"\n";
     h.request(
-        baresip_invite("sip:4001@proxy.example.com", "c-auth-ok", ""),
+        baresip_invite(
+            "sip:4001@proxy.example.com",
+            "c-auth-ok",
+            &format!("{ours}{theirs}"),
+        ),
         udp_from("192.0.2.10:5060"),
     );
-    let token = lookups(&h.outputs())[0].0;
+    let (token, query) = lookups(&h.outputs()).remove(0);
+    let Query::Authenticate { request, .. } = query else {
+        panic!("{query:?}")
+    };
+    assert_eq!(request.proxy_authorization().unwrap().len(), 2);
     h.lookup(
         token,
         LookupResult::Authenticated {
@@ -627,8 +638,23 @@ fn authentication_comes_first_when_configured() {
         events(&out).as_slice(),
         [Event::CallStarted { user: Some(u), .. }] if u == "1001"
     ));
-    let (_, query) = lookups(&out).remove(0);
+    let (token, query) = lookups(&out).remove(0);
     assert!(matches!(query, Query::Route { user: Some(ref u), .. } if u == "1001"));
+    // RFC 3261 §22.3: our realm's answer is not forwarded; the other realm's
+    // is.
+    h.lookup(
+        token,
+        LookupResult::Routes(vec![group("office-pbx", vec![target(PBX, 5060)])]),
+    );
+    let sent = sends(&h.outputs());
+    let realms: Vec<_> = sent[0]
+        .request
+        .proxy_authorization()
+        .unwrap()
+        .iter()
+        .map(|c| c.realm().unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(realms, ["upstream.example"], "{}", sent[0].request);
 }
 
 #[test]

@@ -320,6 +320,19 @@ async fn with_contact_fallback_the_pbx_stays_registered_at_its_contact() {
     proxy.shutdown().await;
 }
 
+/// Credentials a phone sends for a proxy beyond ours (another realm).
+const FOREIGN_CREDENTIALS: &str = "Proxy-Authorization: Digest username=\"1001\", realm=\"upstream.example\", nonce=\"abc\", uri=\"sip:upstream.example\", response=\"00112233445566778899aabbccddeeff\"";
+
+/// The realms of a forwarded request's `Proxy-Authorization` values.
+fn credential_realms(forwarded: &Message) -> Vec<String> {
+    forwarded
+        .proxy_authorization()
+        .unwrap()
+        .iter()
+        .map(|c| c.realm().unwrap_or_default().to_owned())
+        .collect()
+}
+
 /// A phone on UDP placing authenticated calls.
 struct Phone {
     sock: UdpSocket,
@@ -355,7 +368,13 @@ impl Phone {
                 &RequestInfo::new("INVITE", &uri),
             )
             .unwrap();
-        let line = format!("{}: {}", answers[0].header_name(), answers[0].credentials);
+        // Our realm's answer, and credentials for another proxy further on
+        // (which must pass through untouched).
+        let line = format!(
+            "{}: {}\r\n{FOREIGN_CREDENTIALS}",
+            answers[0].header_name(),
+            answers[0].credentials
+        );
         let taken = self.invite(number, call_id, Some(&line), false).await;
         assert!(taken.status().is_some_and(|s| s < 200), "{taken}");
     }
@@ -432,6 +451,9 @@ async fn calls_go_to_the_next_connection_once_the_pbx_connection_closed() {
             .starts_with(&format!("sip:5001@127.0.0.1:{contact_port}")),
         "{invite}"
     );
+    // RFC 3261 §22.3: the phone's answer for our realm is consumed here, not
+    // forwarded to the PBX; another realm's credentials go on.
+    assert_eq!(credential_realms(&invite), ["upstream.example"], "{invite}");
     let busy = invite.response(486).to_bytes().unwrap();
     pbx.stream.write_all(&busy).await.unwrap();
 
@@ -458,6 +480,9 @@ async fn calls_go_to_the_next_connection_once_the_pbx_connection_closed() {
             .starts_with(&format!("sip:5002@127.0.0.1:{standby_port}")),
         "{at_standby}"
     );
+    // A trunk sends none of the caller's credentials (it answers the PBX's
+    // challenges with its own).
+    assert!(credential_realms(&at_standby).is_empty(), "{at_standby}");
     let status = branch(&proxy).await;
     assert!(
         status

@@ -197,7 +197,7 @@ async fn test_connection_reports_wrong_credentials_and_a_stopped_pbx() {
 
     // Wrong password: reachable, but the REGISTER is rejected.
     let config = Config::from_toml(&office_config(p, k, "not-the-password")).unwrap();
-    let report = siplink_proxy::test::test_connection(&config, "office")
+    let report = siplink_proxy::connection_test::test_connection(&config, "office")
         .await
         .unwrap();
     assert!(!report.is_ok(), "{report}");
@@ -209,14 +209,14 @@ async fn test_connection_reports_wrong_credentials_and_a_stopped_pbx() {
 
     // Healthy, standalone (no running proxy): OK.
     let config = Config::from_toml(&office_config(p, k, PASSWORD)).unwrap();
-    let report = siplink_proxy::test::test_connection(&config, "office")
+    let report = siplink_proxy::connection_test::test_connection(&config, "office")
         .await
         .unwrap();
     assert!(report.is_ok(), "{report}");
 
     // The PBX stopped: OPTIONS times out; the fix names an offline PBX.
     kam.stop();
-    let report = siplink_proxy::test::test_connection(&config, "office")
+    let report = siplink_proxy::connection_test::test_connection(&config, "office")
         .await
         .unwrap();
     assert!(!report.is_ok(), "{report}");

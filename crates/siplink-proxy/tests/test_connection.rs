@@ -67,7 +67,7 @@ dial_patterns = [".*"]
 async fn a_wrong_port_is_refused_and_says_so() {
     let port = free_port(); // nothing listens there
     let config = trunk_config(free_port(), &format!("127.0.0.1:{port}"), "tcp", None);
-    let report = siplink_proxy::test::test_connection(&config, "carrier")
+    let report = siplink_proxy::connection_test::test_connection(&config, "carrier")
         .await
         .unwrap();
     assert!(!report.is_ok(), "{report}");
@@ -104,7 +104,7 @@ private_key = "{}"
     let address = format!("127.0.0.1:{tls_port}");
     // The proxy trusts only the public roots: the handshake fails.
     let config = trunk_config(free_port(), &address, "tls", None);
-    let report = siplink_proxy::test::test_connection(&config, "carrier")
+    let report = siplink_proxy::connection_test::test_connection(&config, "carrier")
         .await
         .unwrap();
     assert!(!report.is_ok(), "{report}");
@@ -122,7 +122,7 @@ private_key = "{}"
 
     // With the PBX's CA trusted: connect, TLS and OPTIONS pass.
     let config = trunk_config(free_port(), &address, "tls", Some(&pki.ca));
-    let report = siplink_proxy::test::test_connection(&config, "carrier")
+    let report = siplink_proxy::connection_test::test_connection(&config, "carrier")
         .await
         .unwrap();
     assert!(report.is_ok(), "{report}");
@@ -213,7 +213,7 @@ private_key = "{}"
 
     // Unpinned, public roots: refused as a CA certificate (webpki checks
     // that before looking for an issuer), with the fingerprint and the line.
-    let report = siplink_proxy::test::test_connection(
+    let report = siplink_proxy::connection_test::test_connection(
         &trunk_config_with(free_port(), &address, None, ""),
         "carrier",
     )
@@ -235,7 +235,7 @@ private_key = "{}"
 
     // The certificate as tls_ca (what people try): CA used as end entity.
     let ca = dir.join("self.pem").display().to_string();
-    let report = siplink_proxy::test::test_connection(
+    let report = siplink_proxy::connection_test::test_connection(
         &trunk_config_with(free_port(), &address, Some(&ca), ""),
         "carrier",
     )
@@ -253,7 +253,7 @@ private_key = "{}"
         pinned.connections[0].tls_pin.as_deref(),
         Some(fingerprint.as_str())
     );
-    let report = siplink_proxy::test::test_connection(&pinned, "carrier")
+    let report = siplink_proxy::connection_test::test_connection(&pinned, "carrier")
         .await
         .unwrap();
     println!("{report}");
@@ -266,7 +266,7 @@ private_key = "{}"
     let spki = siplink_transport::Fingerprints::of(&der)
         .public_key_pin()
         .unwrap();
-    let report = siplink_proxy::test::test_connection(
+    let report = siplink_proxy::connection_test::test_connection(
         &trunk_config_with(
             free_port(),
             &address,
@@ -334,7 +334,7 @@ async fn a_server_with_the_pinned_certificate_but_another_key_is_refused() {
         None,
         &format!("tls_pin = \"{pin}\""),
     );
-    let report = siplink_proxy::test::test_connection(&config, "carrier")
+    let report = siplink_proxy::connection_test::test_connection(&config, "carrier")
         .await
         .unwrap();
     println!("{report}");

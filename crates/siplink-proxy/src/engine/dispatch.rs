@@ -34,6 +34,10 @@ pub trait View {
     fn connection_of(&self, origin: &Origin, request_user: Option<&str>) -> Option<PbxSource>;
     /// Whether phones must authenticate (digest) what they send through us.
     fn authenticate_calls(&self) -> bool;
+    /// The digest realm phones authenticate in: `Proxy-Authorization` values
+    /// for it are ours and are removed before a request is forwarded (RFC
+    /// 3261 §22.3); other realms' values go on.
+    fn realm(&self) -> &str;
     /// The host and port we advertise in a Record-Route for `protocol`
     /// (`local`: the address a request arrived at, when known).
     fn face(&self, protocol: Transport, local: Option<SocketAddr>) -> (String, u16);
@@ -252,6 +256,8 @@ pub struct StaticView {
     pub pbx_addresses: Vec<(std::net::IpAddr, PbxSource)>,
     /// Whether phones authenticate.
     pub authenticate: bool,
+    /// The digest realm phones authenticate in.
+    pub realm: String,
     /// The host and port advertised per protocol (the first entry when the
     /// protocol is missing; `127.0.0.1:5060` when empty).
     pub faces: Vec<(Transport, String, u16)>,
@@ -287,6 +293,9 @@ impl View for StaticView {
     }
     fn authenticate_calls(&self) -> bool {
         self.authenticate
+    }
+    fn realm(&self) -> &str {
+        &self.realm
     }
     fn face(&self, protocol: Transport, _local: Option<SocketAddr>) -> (String, u16) {
         self.faces

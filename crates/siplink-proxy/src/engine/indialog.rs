@@ -51,6 +51,7 @@ impl<V: View> Engine<V> {
             return self.respond(tx, &request, status, reason);
         }
         let consumed = core::consume_own_routes(&mut request, self.view.local());
+        core::remove_own_credentials(&mut request, self.view.realm());
         let call_id = request.call_id().unwrap_or_default().to_owned();
         let from_tag = request
             .from_tag()

@@ -767,6 +767,9 @@ impl<V: View> Engine<V> {
     }
 
     fn route_lookup(&mut self, mut p: Pending, now: Instant) {
+        // Authenticated (or no authentication needed): our realm's
+        // credentials stop here (RFC 3261 §22.3).
+        core::remove_own_credentials(&mut p.request, self.view.realm());
         if !p.started && p.request.method() == Some(&Method::Invite) {
             p.started = true;
             self.out.push_back(Output::Event(Event::CallStarted {

@@ -43,6 +43,7 @@ pub fn view() -> StaticView {
             },
         )],
         authenticate: false,
+        realm: "proxy.example.com".to_owned(),
         faces: vec![
             (Transport::Udp, "192.0.2.1".to_owned(), 5060),
             (Transport::Tcp, "192.0.2.1".to_owned(), 5060),

@@ -13,7 +13,9 @@ use tokio::sync::mpsc;
 use tracing::debug;
 
 use crate::gate::{Verdict, refusal};
-use crate::proxy::{Inner, check_request};
+
+use super::Inner;
+use super::dispatch::check_request;
 
 pub(crate) struct Front {
     inner: Weak<Inner>,

@@ -1,18 +1,5 @@
-//! Test Connection: is the PBX reachable, and do the credentials work?
-//!
-//! For each kind:
-//!
-//! * **trunk**: for each address, name resolution, TCP connect and TLS
-//!   handshake (with the certificate check), OPTIONS, and, when the PBX
-//!   challenges, our digest answer (the trunk's own network test,
-//!   `siplink_trunk::test_connection`);
-//! * **outbound registration**: the same reachability steps, then a real
-//!   REGISTER with the configured credentials and an unregister right after;
-//! * **inbound registration**: whether the PBX is registered to us now, since
-//!   when, from where.
-//!
-//! Every failed step says why and what the user can fix (PBX offline,
-//! address or port wrong, firewall, credentials, TLS).
+//! Test Connection: is the PBX reachable, and do the credentials work? (The
+//! public face is `siplink_proxy::connection_test`, which re-exports it.)
 
 use std::fmt;
 use std::time::Duration;
@@ -20,8 +7,10 @@ use std::time::Duration;
 use serde::Serialize;
 use siplink_register::{FailureReason, State};
 
+use super::Proxy;
+use super::connections::{test_registration, tls_client, trunk_config_for_test};
 use crate::config::{ConnectionConfig, ConnectionKind};
-use crate::proxy::Proxy;
+use crate::error::Error;
 
 /// How one step went.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -134,6 +123,23 @@ impl fmt::Display for Report {
     }
 }
 
+impl Proxy {
+    /// Test Connection for the connection called `name` on this running proxy
+    /// (for inbound registration it reports the PBX's binding).
+    pub async fn test_connection(&self, name: &str) -> Result<Report, Error> {
+        let rt = self.inner.runtime();
+        let Some(c) = rt
+            .connections
+            .iter()
+            .find(|c| c.config.name == name)
+            .cloned()
+        else {
+            return Err(Error::UnknownConnection(name.to_owned()));
+        };
+        Ok(run_on(self, &c.config).await)
+    }
+}
+
 /// Runs the test for `c` with the proxy's endpoint and registration service.
 pub(crate) async fn run_on(proxy: &Proxy, c: &ConnectionConfig) -> Report {
     let mut report = Report {
@@ -164,13 +170,13 @@ pub(crate) async fn run_on(proxy: &Proxy, c: &ConnectionConfig) -> Report {
 
 /// Resolution, transport, OPTIONS (and its challenge) for each address.
 /// Returns whether at least one address passed.
-async fn reachability(proxy: &Proxy, c: &ConnectionConfig, report: &mut Report) -> bool {
+pub(super) async fn reachability(proxy: &Proxy, c: &ConnectionConfig, report: &mut Report) -> bool {
     let config = proxy.config();
-    let trunk_config = crate::proxy::trunk_config_for_test(c, &config);
+    let trunk_config = trunk_config_for_test(c, &config);
     let mut any_ok = false;
     for (i, target) in trunk_config.targets.iter().enumerate() {
         let mut options = siplink_trunk::TestOptions::default();
-        if let Ok(Some(tls)) = crate::proxy::tls_client(&config) {
+        if let Ok(Some(tls)) = tls_client(&config) {
             options.transport.tls_client = Some(tls);
         }
         let r = match siplink_trunk::test_connection(&trunk_config, i, options).await {
@@ -203,9 +209,9 @@ async fn reachability(proxy: &Proxy, c: &ConnectionConfig, report: &mut Report) 
 
 /// Registers with the connection's credentials, waits for the outcome,
 /// unregisters.
-async fn register(proxy: &Proxy, c: &ConnectionConfig, report: &mut Report) {
+pub(super) async fn register(proxy: &Proxy, c: &ConnectionConfig, report: &mut Report) {
     let config = proxy.config();
-    let Some(rc) = crate::proxy::test_registration(proxy, c, &config) else {
+    let Some(rc) = test_registration(proxy, c, &config) else {
         report.fail(
             "register",
             "the connection has no account to register",
@@ -283,7 +289,7 @@ async fn register(proxy: &Proxy, c: &ConnectionConfig, report: &mut Report) {
     }
 }
 
-async fn inbound(proxy: &Proxy, c: &ConnectionConfig, report: &mut Report) {
+pub(super) async fn inbound(proxy: &Proxy, c: &ConnectionConfig, report: &mut Report) {
     let inner = &proxy.inner;
     let Some(user) = c.username.as_deref() else {
         report.fail("binding", "the connection has no username", "set username");
