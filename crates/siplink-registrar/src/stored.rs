@@ -478,6 +478,7 @@ mod tests {
     #[test]
     fn the_record_is_small() {
         assert_eq!(std::mem::size_of::<Stored>(), 80);
+        assert_eq!(std::mem::size_of::<Aor>(), 32);
         let b = binding("192.0.2.4:5060", false);
         let s = Stored::new(&b, b.refreshed_at);
         // source 7, display name 1, URI 1 + 38, params 1, Call-ID 1 + 27,

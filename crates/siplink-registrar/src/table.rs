@@ -1,6 +1,7 @@
 //! The in-memory binding table: a synchronous, sans-IO index with ordered expiry.
 
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::sync::Arc;
 use std::time::Instant;
 
 use crate::binding::{
@@ -35,8 +36,8 @@ use crate::stored::{Stored, at, since};
 #[derive(Debug, Default)]
 pub struct BindingTable {
     aors: HashMap<Aor, AorSet>,
-    /// The AOR of each binding (the same shared text as the key of `aors`).
-    index: HashMap<BindingId, Aor>,
+    /// The AOR of each binding: the shared text of its key in `aors`.
+    index: HashMap<BindingId, Arc<str>>,
     /// `(expiry in nanoseconds from epoch, id)`, in expiry order.
     expiry: BTreeSet<(i64, BindingId)>,
     flows: HashMap<FlowId, HashSet<BindingId>>,
@@ -121,7 +122,7 @@ impl BindingTable {
     /// The binding with this id (built from the stored record).
     pub fn get(&self, id: BindingId) -> Option<Binding> {
         let aor = self.index.get(&id)?;
-        let (key, set) = self.aors.get_key_value(aor)?;
+        let (key, set) = self.aors.get_key_value(&**aor)?;
         let s = set.list.iter().find(|s| s.id() == id)?;
         Some(s.binding(key, self.epoch?))
     }
@@ -244,7 +245,12 @@ impl BindingTable {
         let mut ids: Vec<BindingId> = ids.into_iter().collect();
         ids.sort();
         for id in ids {
-            let Some(aor) = self.index.get(&id).cloned() else {
+            let Some(aor) = self
+                .index
+                .get(&id)
+                .and_then(|t| self.aors.get_key_value(&**t))
+                .map(|(key, _)| key.clone())
+            else {
                 continue;
             };
             let Some((remove, expired)) = self
@@ -308,7 +314,7 @@ impl BindingTable {
             Some((key, _)) => key.clone(),
             None => b.aor.clone(),
         };
-        self.index.insert(b.id, key.clone());
+        self.index.insert(b.id, key.shared_text().clone());
         let set = self.aors.entry(key).or_insert(AorSet {
             version: 0,
             list: Box::default(),
@@ -322,18 +328,16 @@ impl BindingTable {
 
     /// Removes a binding's record; returns it with its AOR.
     fn take(&mut self, id: BindingId) -> Option<(Aor, Stored)> {
-        let aor = self.index.remove(&id)?;
+        let text = self.index.remove(&id)?;
+        let aor = self.aors.get_key_value(&*text)?.0.clone();
         let set = self.aors.get_mut(&aor)?;
         let k = set.list.iter().position(|s| s.id() == id)?;
         let mut list = std::mem::take(&mut set.list).into_vec();
         let s = list.swap_remove(k);
         set.list = list.into_boxed_slice();
-        let aor = if set.list.is_empty() {
-            // The map's key is the text the index shared: hand that one back.
-            self.aors.remove_entry(&aor).map_or(aor, |(key, _)| key)
-        } else {
-            aor
-        };
+        if set.list.is_empty() {
+            self.aors.remove(&aor);
+        }
         self.expiry.remove(&(s.expires_at(), id));
         if let Some(f) = s.flow()
             && let Some(set) = self.flows.get_mut(&f)
