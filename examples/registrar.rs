@@ -33,8 +33,16 @@
 //! freed (what the program asked for, without the allocator's own overhead).
 //! `benches/load/registrations.py --heap-stats` reads it.
 
-#[cfg(all(feature = "mimalloc", feature = "heap-stats"))]
-compile_error!("the features `mimalloc` and `heap-stats` each set the global allocator");
+#[cfg(any(
+    all(feature = "mimalloc", feature = "heap-stats"),
+    all(feature = "mimalloc", feature = "jemalloc"),
+    all(feature = "jemalloc", feature = "heap-stats"),
+))]
+compile_error!("the features `mimalloc`, `jemalloc` and `heap-stats` each set the global allocator");
+
+#[cfg(feature = "jemalloc")]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 #[cfg(feature = "mimalloc")]
 #[global_allocator]
