@@ -38,7 +38,9 @@
     all(feature = "mimalloc", feature = "jemalloc"),
     all(feature = "jemalloc", feature = "heap-stats"),
 ))]
-compile_error!("the features `mimalloc`, `jemalloc` and `heap-stats` each set the global allocator");
+compile_error!(
+    "the features `mimalloc`, `jemalloc` and `heap-stats` each set the global allocator"
+);
 
 #[cfg(feature = "jemalloc")]
 #[global_allocator]
