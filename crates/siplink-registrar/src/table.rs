@@ -364,3 +364,64 @@ impl BindingTable {
         shrink(&mut self.flows);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, SystemTime};
+
+    use siplink_message::Uri;
+    use siplink_message::headers::NameAddr;
+
+    use super::*;
+    use crate::binding::Transport;
+
+    fn binding(i: u64, now: Instant) -> Binding {
+        let wall = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let uri = format!("sip:user{i}@192.0.2.4:5060");
+        Binding {
+            id: BindingId(i),
+            aor: Aor::parse(&format!("sip:user{i}@example.com")).unwrap(),
+            contact: NameAddr::new(Uri::parse(uri).unwrap()),
+            expires_at: now + Duration::from_secs(60 + i % 7),
+            expires_at_wall: wall + Duration::from_secs(60),
+            q: None,
+            call_id: format!("{i:032x}"),
+            cseq: 1,
+            path: Vec::new(),
+            instance: None,
+            reg_id: None,
+            outbound: false,
+            flow: Some(FlowId::from_raw(i % 3)),
+            source: "192.0.2.4:5060".parse().unwrap(),
+            transport: Transport::Tcp,
+            user_agent: None,
+            registered_at: wall,
+            refreshed_at: now,
+        }
+    }
+
+    #[test]
+    fn the_maps_give_a_burst_back() {
+        let now = Instant::now();
+        let mut t = BindingTable::new();
+        let changes = (0..10_000)
+            .map(|i| Change::Insert(binding(i, now)))
+            .collect();
+        assert_eq!(t.apply(changes).len(), 10_000);
+        let full = (t.aors.capacity(), t.index.capacity());
+        assert!(full.0 >= 10_000 && full.1 >= 10_000);
+        assert_eq!(t.get(BindingId(7)), Some(binding(7, now)));
+        t.handle_timeout(now + Duration::from_secs(3600));
+        assert_eq!(std::iter::from_fn(|| t.poll_output()).count(), 10_000);
+        assert_eq!(t.usage(), Usage::default());
+        assert!(
+            t.aors.capacity() < 2 * MIN_CAPACITY,
+            "{}",
+            t.aors.capacity()
+        );
+        assert!(t.index.capacity() < 2 * MIN_CAPACITY);
+        assert!(t.flows.is_empty() && t.flows.capacity() < 2 * MIN_CAPACITY);
+        assert_eq!(t.out.capacity(), 0);
+        assert_eq!(t.poll_timeout(), None);
+    }
+}
