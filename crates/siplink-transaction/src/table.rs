@@ -643,8 +643,10 @@ impl TransactionTable {
     }
 }
 
-/// Maps keep at least this capacity (no shrinking for small tables).
-const MIN_CAPACITY: usize = 64;
+/// Maps keep at least this capacity (no shrinking for small tables). Small:
+/// a runtime has 64 tables of five maps each, all shrunk to this floor after
+/// a burst.
+const MIN_CAPACITY: usize = 16;
 
 /// Shrinks `map` to twice its length once it holds less than a quarter of its
 /// capacity. The hysteresis keeps a map that hovers around one size from being
