@@ -3,7 +3,8 @@
 //! ```text
 //! cargo run --example registrar -- --domain example.test --users examples/users.csv \
 //!     [--listen 127.0.0.1:5060] [--algorithms SHA-256,MD5] [--flood-limit 100] [--quiet] \
-//!     [--workers 2] [--sharing shared|reuseport|threads] [--udp-through-endpoint]
+//!     [--workers 2] [--sharing shared|reuseport|threads] [--udp-through-endpoint] \
+//!     [--heap-stats FILE]
 //! ```
 //!
 //! UDP and TCP are served by the run-to-completion runtime
@@ -25,10 +26,33 @@
 //!
 //! Other requests: OPTIONS to the domain 200, other methods 405, other
 //! domains 404. Stop it with Ctrl-C (or any signal).
+//!
+//! Built with `--features heap-stats`, the system allocator is wrapped by a
+//! counting one (`stats_alloc`) and `--heap-stats FILE` rewrites FILE every
+//! second with one line `heap_allocated=N`: the bytes allocated and not yet
+//! freed (what the program asked for, without the allocator's own overhead).
+//! `benches/load/registrations.py --heap-stats` reads it.
+
+#[cfg(any(
+    all(feature = "mimalloc", feature = "heap-stats"),
+    all(feature = "mimalloc", feature = "jemalloc"),
+    all(feature = "jemalloc", feature = "heap-stats"),
+))]
+compile_error!(
+    "the features `mimalloc`, `jemalloc` and `heap-stats` each set the global allocator"
+);
+
+#[cfg(feature = "jemalloc")]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 #[cfg(feature = "mimalloc")]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+#[cfg(feature = "heap-stats")]
+#[global_allocator]
+static ALLOCATOR: &stats_alloc::StatsAlloc<std::alloc::System> = &stats_alloc::INSTRUMENTED_SYSTEM;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -89,6 +113,38 @@ struct Args {
     /// of the run-to-completion runtime.
     #[arg(long)]
     udp_through_endpoint: bool,
+    /// Rewrite FILE every second with `heap_allocated=N`, the heap bytes in
+    /// use (needs a build with `--features heap-stats`).
+    #[arg(long, value_name = "FILE")]
+    heap_stats: Option<PathBuf>,
+}
+
+/// Heap bytes allocated and not freed so far (`stats_alloc` counts a
+/// reallocation's growth as allocated and its shrinking as freed).
+#[cfg(feature = "heap-stats")]
+fn heap_allocated() -> Option<usize> {
+    let s = ALLOCATOR.stats();
+    Some(s.bytes_allocated.saturating_sub(s.bytes_deallocated))
+}
+
+#[cfg(not(feature = "heap-stats"))]
+fn heap_allocated() -> Option<usize> {
+    None
+}
+
+/// Writes `heap_allocated=N` to `path` every second (through a temporary file
+/// and a rename, so a reader never sees half a line).
+fn spawn_heap_stats(path: PathBuf) {
+    tokio::spawn(async move {
+        let tmp = path.with_extension("tmp");
+        loop {
+            if let Some(n) = heap_allocated() {
+                let _ = std::fs::write(&tmp, format!("heap_allocated={n}\n"))
+                    .and_then(|()| std::fs::rename(&tmp, &path));
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    });
 }
 
 fn parse_sharing(s: &str) -> Result<UdpSharing, String> {
@@ -152,6 +208,13 @@ fn registrar(args: &Args, users: HashMap<String, String>) -> Result<Registrar, S
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
+    if let Some(path) = &args.heap_stats {
+        if heap_allocated().is_none() {
+            eprintln!("registrar: --heap-stats needs a build with `--features heap-stats`");
+            return ExitCode::from(2);
+        }
+        spawn_heap_stats(path.clone());
+    }
     let registrar = match load_users(&args.users).and_then(|u| registrar(&args, u)) {
         Ok(r) => r,
         Err(e) => {

@@ -13,7 +13,11 @@ REGISTER -> 401 -> REGISTER with MD5 digest -> 200. Per server and round it repo
           where both servers show UDP receive drops does not count toward a peak);
   memory  (with --memory) bytes per binding at --users bindings: PSS growth of
           the process tree, and for Kamailio also its shm `used` growth; RSS
-          growth 40 s after a --burst burst, compared with idle.
+          growth 40 s after a --burst burst, compared with idle. With --heap-stats
+          (the registrar example built with `--features heap-stats`) also siplink's
+          heap bytes in use per binding (what it allocated and did not free, the
+          figure to hold against Kamailio's shm `used`) and its heap growth after
+          the burst.
   flood   (with --flood) 20,000 REGISTERs in 10 s with random users from one
           source while a second source sends OPTIONS probes: answered flood
           REGISTERs, RSS growth, probe latency p50/p99/max, unanswered probes.
@@ -26,6 +30,8 @@ server's socket(s) are read from /proc/net/udp.
   cargo build --release --examples
   python3 benches/load/registrations.py --target registrar
   python3 benches/load/registrations.py --target proxy --rounds 3 --memory --flood
+  cargo build --release --features heap-stats --example registrar
+  python3 benches/load/registrations.py --target registrar --memory --heap-stats
 
 Loopback only; every process started here is stopped on exit (by process group).
 """
@@ -56,11 +62,27 @@ DOMAIN = "example.test"
 # ---------------------------------------------------------------------------
 
 class Server:
-    def __init__(self, name, proc, port, work, kam_ctl=None):
+    def __init__(self, name, proc, port, work, kam_ctl=None, heap_file=None):
         self.name, self.proc, self.port, self.work, self.kam_ctl = name, proc, port, work, kam_ctl
+        self.heap_file = heap_file
 
     def alive(self):
         return self.proc.poll() is None
+
+    def heap_allocated(self):
+        """siplink's heap bytes in use (`--heap-stats`), after its next write."""
+        if not self.heap_file:
+            return None
+        t0 = os.path.getmtime(self.heap_file) if os.path.exists(self.heap_file) else 0
+        for _ in range(50):  # the example rewrites it every second
+            time.sleep(0.1)
+            if os.path.exists(self.heap_file) and os.path.getmtime(self.heap_file) != t0:
+                break
+        with open(self.heap_file) as f:
+            for line in f:
+                if line.startswith("heap_allocated="):
+                    return int(line.split("=", 1)[1])
+        return None
 
     def shm_used(self):
         """Kamailio's shared memory (used, real_used) in bytes."""
@@ -90,15 +112,20 @@ def start_kamailio(work):
     return Server("kamailio", proc, port, kdir, os.path.join(kdir, "kamailio_ctl"))
 
 
-def start_siplink(work, target, users_csv, proxy_toml_users, env, limiters=False, extra=()):
+def start_siplink(work, target, users_csv, proxy_toml_users, env, limiters=False, extra=(),
+                  heap_stats=False):
     port = free_port()
     sdir = os.path.join(work, f"siplink-{port}")
     os.makedirs(sdir)
+    heap_file = None
     if target == "registrar":
         cmd = [os.path.join(EXAMPLES, "registrar"), "--domain", DOMAIN,
                "--domain", "127.0.0.1", "--users", users_csv, "--listen", f"127.0.0.1:{port}",
                "--algorithms", "MD5", "--flood-limit", "0", "--max-transactions", "1000000",
                "--quiet", *extra]
+        if heap_stats:
+            heap_file = os.path.join(sdir, "heap")
+            cmd += ["--heap-stats", heap_file]
     else:
         toml = os.path.join(sdir, "proxy.toml")
         with open(toml, "w") as f:
@@ -112,7 +139,7 @@ def start_siplink(work, target, users_csv, proxy_toml_users, env, limiters=False
     proc = spawn(cmd, os.path.join(sdir, "siplink.log"), env=env)
     if not wait_listening(port, proc, DOMAIN, limit=60):
         raise SystemExit(f"siplink did not start: see {sdir}/siplink.log")
-    return Server("siplink", proc, port, sdir)
+    return Server("siplink", proc, port, sdir, heap_file=heap_file)
 
 
 # ---------------------------------------------------------------------------
@@ -214,6 +241,7 @@ def measure_memory(srv, args, work, tag):
     res = {}
     idle_rss, idle_pss = rss_kib(srv.proc.pid), pss_kib(srv.proc.pid)
     shm0 = srv.shm_used() if srv.kam_ctl else None
+    heap0 = srv.heap_allocated()
     inf = sipp_inf(work, args.burst)
     ok, failed, _ = sipp(srv, SCENARIO, inf, args.burst, args.rate, 5000, args.sipp_cpu, work,
                          f"{tag}-burst", 300)
@@ -221,6 +249,9 @@ def measure_memory(srv, args, work, tag):
     res["burst"] = {"ok": ok, "failed": failed, "idle_rss_kib": idle_rss,
                     "rss_after_settle_kib": rss_kib(srv.proc.pid),
                     "rss_growth_mib": round((rss_kib(srv.proc.pid) - idle_rss) / 1024, 1)}
+    if heap0 is not None:
+        heap_burst = srv.heap_allocated()
+        res["burst"]["heap_growth_mib"] = round((heap_burst - heap0) / (1 << 20), 1)
     inf = sipp_inf(work, args.users)
     ok, failed, _ = sipp(srv, SCENARIO, inf, args.users, args.rate, 5000, args.sipp_cpu, work,
                          f"{tag}-users", 900)
@@ -228,6 +259,9 @@ def measure_memory(srv, args, work, tag):
     pss = pss_kib(srv.proc.pid)
     res["bindings"] = {"ok": ok, "failed": failed,
                        "pss_bytes_per_binding": round((pss - idle_pss) * 1024 / max(ok, 1))}
+    if heap0 is not None:
+        # As for PSS and shm: idle to --users bindings (the burst's users are among them).
+        res["bindings"]["heap_bytes_per_binding"] = round((srv.heap_allocated() - heap0) / max(ok, 1))
     if shm0:
         used, real = srv.shm_used()
         res["bindings"]["shm_used_per_binding"] = round((used - shm0[0]) / max(ok, 1))
@@ -286,6 +320,9 @@ def main():
     ap.add_argument("--siplink-arg", action="append", default=[],
                     help="one more argument for the registrar example (repeat), e.g. "
                          "--siplink-arg=--sharing --siplink-arg=reuseport")
+    ap.add_argument("--heap-stats", action="store_true",
+                    help="siplink's heap bytes per binding too (registrar example built with "
+                         "--features heap-stats)")
     ap.add_argument("--json", help="write every figure to this file")
     args = ap.parse_args()
 
@@ -295,6 +332,8 @@ def main():
     binary = os.path.join(EXAMPLES, args.target)
     if not os.path.exists(binary):
         raise SystemExit(f"build it first: cargo build --release --example {args.target}")
+    if args.heap_stats and args.target != "registrar":
+        raise SystemExit("--heap-stats: the registrar example only")
 
     work = tempfile.mkdtemp(prefix="siplink-regload-")
     users = max(args.users, args.rate * args.cpu_seconds, args.ramp[1] * args.ramp_seconds)
@@ -319,7 +358,8 @@ def main():
                 load = wait_quiet(60, args.max_load)
                 counted = load < args.max_load
                 srv = start_kamailio(work) if name == "kamailio" else \
-                    start_siplink(work, args.target, users_csv, toml_users, env, extra=args.siplink_arg)
+                    start_siplink(work, args.target, users_csv, toml_users, env, extra=args.siplink_arg,
+                                      heap_stats=args.heap_stats)
                 fig = {"load_at_start": load, "counted": counted}
                 fig["cpu"] = measure_cpu(srv, args, work, inf, f"{name}{r}-cpu")
                 if not args.no_ramp:
@@ -327,7 +367,8 @@ def main():
                 stop(srv.proc)
                 if args.memory:
                     srv = start_kamailio(work) if name == "kamailio" else \
-                        start_siplink(work, args.target, users_csv, toml_users, env, extra=args.siplink_arg)
+                        start_siplink(work, args.target, users_csv, toml_users, env, extra=args.siplink_arg,
+                                      heap_stats=args.heap_stats)
                     fig["memory"] = measure_memory(srv, args, work, f"{name}{r}-mem")
                     stop(srv.proc)
                 if args.flood and name == "siplink":
@@ -353,12 +394,18 @@ def main():
         if args.memory:
             s["pss_bytes_per_binding"] = median([r[name]["memory"]["bindings"]["pss_bytes_per_binding"] for r in counted])
             s["burst_rss_growth_mib"] = median([r[name]["memory"]["burst"]["rss_growth_mib"] for r in counted])
+            if name == "siplink" and args.heap_stats:
+                s["heap_bytes_per_binding"] = median([r[name]["memory"]["bindings"]["heap_bytes_per_binding"] for r in counted])
+                s["burst_heap_growth_mib"] = median([r[name]["memory"]["burst"]["heap_growth_mib"] for r in counted])
             if name == "kamailio":
                 s["shm_used_per_binding"] = median([r[name]["memory"]["bindings"]["shm_used_per_binding"] for r in counted])
         summary[name] = s
         print(f"   {name:9} {json.dumps(s)}")
     k, s = summary["kamailio"], summary["siplink"]
     print(f"   CPU per registration siplink/kamailio: {s['cpu_us_per_reg'] / k['cpu_us_per_reg']:.2f} (target <= 0.7)")
+    if args.memory and "heap_bytes_per_binding" in s:
+        print(f"   heap bytes per binding siplink / Kamailio shm used: {s['heap_bytes_per_binding']} / "
+              f"{k['shm_used_per_binding']} (target <= 1.0: {s['heap_bytes_per_binding'] / max(k['shm_used_per_binding'], 1):.2f})")
     if not args.no_ramp and k.get("peak_rate"):
         print(f"   highest rate with 0 failed siplink/kamailio: {(s['peak_rate'] or 0) / k['peak_rate']:.2f} (target >= 0.95)")
     if args.flood:

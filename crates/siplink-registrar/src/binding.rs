@@ -46,14 +46,17 @@ impl fmt::Display for BindingId {
 /// assert_eq!(a.host(), "example.com");
 /// # Ok::<(), siplink_registrar::Error>(())
 /// ```
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+/// Equality, hashing and order are those of the canonical text (the offsets
+/// follow from it), so a map keyed by `Aor` can be searched with a `&str`.
+#[derive(Debug, Clone)]
 pub struct Aor {
-    /// Shared: the table keeps an AOR per binding, per index entry and per map
-    /// key; clones share one allocation.
+    /// Shared: the table keeps the AOR as a map key and in its id index;
+    /// clones share one allocation.
     text: Arc<str>,
-    user_end: Option<usize>,
-    host_start: usize,
-    host_end: usize,
+    /// Offsets into `text` (32 bits: an AOR is a key in two maps per binding).
+    user_end: Option<u32>,
+    host_start: u32,
+    host_end: u32,
 }
 
 impl Aor {
@@ -87,11 +90,15 @@ impl Aor {
         if let Some(p) = sip.port() {
             text.push_str(&format!(":{p}"));
         }
+        let offset = |n: usize| u32::try_from(n).ok();
         Some(Aor {
+            user_end: match user_end {
+                Some(e) => Some(offset(e)?),
+                None => None,
+            },
+            host_start: offset(host_start)?,
+            host_end: offset(host_end)?,
             text: Arc::from(text),
-            user_end,
-            host_start,
-            host_end,
         })
     }
 
@@ -109,12 +116,52 @@ impl Aor {
     /// The user part, escapes decoded (`None` for a host-only AOR).
     pub fn user(&self) -> Option<&str> {
         let scheme_end = self.text.find(':').map_or(0, |k| k + 1);
-        self.user_end.map(|e| &self.text[scheme_end..e])
+        self.user_end.map(|e| &self.text[scheme_end..e as usize])
     }
 
     /// The host, in lower case (IPv6 references keep their brackets).
     pub fn host(&self) -> &str {
-        &self.text[self.host_start..self.host_end]
+        &self.text[self.host_start as usize..self.host_end as usize]
+    }
+}
+
+impl PartialEq for Aor {
+    fn eq(&self, other: &Aor) -> bool {
+        self.text == other.text
+    }
+}
+
+impl Eq for Aor {}
+
+impl std::hash::Hash for Aor {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        // As `str` hashes: what `Borrow<str>` requires.
+        self.as_str().hash(state);
+    }
+}
+
+impl PartialOrd for Aor {
+    fn partial_cmp(&self, other: &Aor) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Aor {
+    fn cmp(&self, other: &Aor) -> std::cmp::Ordering {
+        self.text.cmp(&other.text)
+    }
+}
+
+impl std::borrow::Borrow<str> for Aor {
+    fn borrow(&self) -> &str {
+        &self.text
+    }
+}
+
+impl Aor {
+    /// The shared canonical text (what the table's id index keeps).
+    pub(crate) fn shared_text(&self) -> &Arc<str> {
+        &self.text
     }
 }
 

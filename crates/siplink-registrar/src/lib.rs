@@ -90,6 +90,7 @@ mod registrar;
 #[cfg(feature = "tokio")]
 mod service;
 mod store;
+mod stored;
 mod table;
 
 pub use auth::Authenticator;

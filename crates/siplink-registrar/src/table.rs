@@ -1,12 +1,14 @@
 //! The in-memory binding table: a synchronous, sans-IO index with ordered expiry.
 
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::sync::Arc;
 use std::time::Instant;
 
 use crate::binding::{
     Aor, Binding, BindingEvent, BindingId, Change, EventKind, FlowId, RemoveReason, Target, Usage,
     order_bindings,
 };
+use crate::stored::{Stored, at, since};
 
 /// Bindings indexed by AOR, by expiry time and by flow.
 ///
@@ -23,12 +25,25 @@ use crate::binding::{
 /// [`LocationStore`](crate::LocationStore) interface;
 /// [`Registrar::handle_register`](crate::Registrar::handle_register) drives one
 /// directly.
+///
+/// Memory: a binding is kept in a compact record (fixed fields and one byte
+/// buffer for its strings, about 80 + 100 bytes for a phone's binding) under
+/// its AOR, which is stored once per AOR and shared by the id index; the
+/// public [`Binding`] value is built when one is read. Maps shrink when they
+/// fall well below their capacity, so memory taken by a burst of bindings is
+/// given back once they are gone. `docs/registrar.md` has the measured
+/// bytes per binding.
 #[derive(Debug, Default)]
 pub struct BindingTable {
     aors: HashMap<Aor, AorSet>,
-    index: HashMap<BindingId, Aor>,
-    expiry: BTreeSet<(Instant, BindingId)>,
+    /// The AOR of each binding: the shared text of its key in `aors`.
+    index: HashMap<BindingId, Arc<str>>,
+    /// `(expiry in nanoseconds from epoch, id)`, in expiry order.
+    expiry: BTreeSet<(i64, BindingId)>,
     flows: HashMap<FlowId, HashSet<BindingId>>,
+    /// What the records' instants count from: the `refreshed_at` of the first
+    /// binding ever put (`None` before).
+    epoch: Option<Instant>,
     seq: u64,
     /// Expiry events not yet taken by `poll_output`.
     out: VecDeque<BindingEvent>,
@@ -39,7 +54,22 @@ pub struct BindingTable {
 #[derive(Debug)]
 struct AorSet {
     version: u64,
-    list: Vec<Binding>,
+    /// Exactly as long as needed: most AORs hold one binding.
+    list: Box<[Stored]>,
+}
+
+/// Maps keep at least this capacity (no shrinking for small tables).
+const MIN_CAPACITY: usize = 64;
+
+/// Shrinks `map` to twice its length once it holds less than a quarter of its
+/// capacity: the memory of a burst goes back once the burst is gone, and a map
+/// that hovers around one size is not rehashed again and again (after a shrink
+/// it must lose half its entries, or double, before the next rehash).
+fn shrink<K: std::hash::Hash + Eq, V>(map: &mut HashMap<K, V>) {
+    let cap = map.capacity();
+    if cap > MIN_CAPACITY && map.len() < cap / 4 {
+        map.shrink_to((map.len() * 2).max(MIN_CAPACITY));
+    }
 }
 
 impl BindingTable {
@@ -60,10 +90,12 @@ impl BindingTable {
     /// The bindings of `aor`, expired ones included (the registrar removes
     /// those itself), in no particular order.
     pub fn bindings(&self, aor: &Aor) -> Vec<Binding> {
-        self.aors
-            .get(aor)
-            .map(|e| e.list.clone())
-            .unwrap_or_default()
+        match (self.aors.get_key_value(aor), self.epoch) {
+            (Some((key, set)), Some(epoch)) => {
+                set.list.iter().map(|s| s.binding(key, epoch)).collect()
+            }
+            _ => Vec::new(),
+        }
     }
 
     /// The version of `aor`'s binding set: it changes whenever one of its
@@ -87,26 +119,27 @@ impl BindingTable {
         Ok(self.apply(changes))
     }
 
-    /// The binding with this id.
-    pub fn get(&self, id: BindingId) -> Option<&Binding> {
+    /// The binding with this id (built from the stored record).
+    pub fn get(&self, id: BindingId) -> Option<Binding> {
         let aor = self.index.get(&id)?;
-        self.aors.get(aor)?.list.iter().find(|b| b.id == id)
+        let (key, set) = self.aors.get_key_value(&**aor)?;
+        let s = set.list.iter().find(|s| s.id() == id)?;
+        Some(s.binding(key, self.epoch?))
     }
 
     /// The live contacts of `aor` at `now` for routing: `q` descending, then
     /// most recently refreshed first; each with how to reach it.
     pub fn lookup(&self, aor: &Aor, now: Instant) -> Vec<Target> {
-        let mut v: Vec<Binding> = self
-            .aors
-            .get(aor)
-            .map(|l| {
-                l.list
-                    .iter()
-                    .filter(|b| !b.is_expired(now))
-                    .cloned()
-                    .collect()
-            })
-            .unwrap_or_default();
+        let (Some((key, set)), Some(epoch)) = (self.aors.get_key_value(aor), self.epoch) else {
+            return Vec::new();
+        };
+        let now = since(epoch, now);
+        let mut v: Vec<Binding> = set
+            .list
+            .iter()
+            .filter(|s| s.expires_at() > now)
+            .map(|s| s.binding(key, epoch))
+            .collect();
         order_bindings(&mut v);
         v.into_iter()
             .map(|b| Target {
@@ -127,11 +160,11 @@ impl BindingTable {
                         Some(_) => EventKind::Refreshed,
                         None => EventKind::Added,
                     };
-                    self.put(b.clone());
+                    self.put(&b);
                     events.push(BindingEvent { kind, binding: b });
                 }
                 Change::Remove { id, reason, .. } => {
-                    if let Some(b) = self.take(id) {
+                    if let Some(b) = self.take_binding(id) {
                         events.push(BindingEvent {
                             kind: EventKind::Removed(reason),
                             binding: b,
@@ -140,6 +173,7 @@ impl BindingTable {
                 }
             }
         }
+        self.shrink();
         events
     }
 
@@ -147,28 +181,39 @@ impl BindingTable {
     /// [`RemoveReason::Expired`] events are queued for
     /// [`poll_output`](Self::poll_output).
     pub fn handle_timeout(&mut self, now: Instant) {
+        let Some(epoch) = self.epoch else {
+            return;
+        };
+        let now = since(epoch, now);
         while let Some(&(at, id)) = self.expiry.first() {
             if at > now {
                 break;
             }
             self.expiry.pop_first();
-            if let Some(b) = self.take(id) {
+            if let Some(b) = self.take_binding(id) {
                 self.out.push_back(BindingEvent {
                     kind: EventKind::Removed(RemoveReason::Expired),
                     binding: b,
                 });
             }
         }
+        self.shrink();
     }
 
     /// The next expiry event, in order; `None` when there is none.
     pub fn poll_output(&mut self) -> Option<BindingEvent> {
-        self.out.pop_front()
+        let e = self.out.pop_front();
+        if e.is_none() && self.out.capacity() > MIN_CAPACITY {
+            // A mass expiry's queue: give it back once drained.
+            self.out = VecDeque::new();
+        }
+        e
     }
 
     /// When the next binding expires.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.expiry.first().map(|(at, _)| *at)
+        let epoch = self.epoch?;
+        self.expiry.first().map(|&(n, _)| at(epoch, n))
     }
 
     /// The connection `flow` closed at `now`. What happens to each binding
@@ -193,28 +238,34 @@ impl BindingTable {
         contact_fallback: bool,
     ) -> Vec<BindingEvent> {
         let mut events = Vec::new();
-        let Some(ids) = self.flows.remove(&flow) else {
+        let (Some(ids), Some(epoch)) = (self.flows.remove(&flow), self.epoch) else {
             return events;
         };
+        let now = since(epoch, now);
         let mut ids: Vec<BindingId> = ids.into_iter().collect();
         ids.sort();
         for id in ids {
-            let Some(aor) = self.index.get(&id).cloned() else {
+            let Some(aor) = self
+                .index
+                .get(&id)
+                .and_then(|t| self.aors.get_key_value(&**t))
+                .map(|(key, _)| key.clone())
+            else {
                 continue;
             };
             let Some((remove, expired)) = self
                 .aors
                 .get(&aor)
-                .and_then(|l| l.list.iter().find(|b| b.id == id))
-                .map(|b| {
-                    let remove = b.outbound || (b.transport.is_reliable() && !contact_fallback);
-                    (remove, b.is_expired(now))
+                .and_then(|l| l.list.iter().find(|s| s.id() == id))
+                .map(|s| {
+                    let remove = s.outbound() || (s.transport().is_reliable() && !contact_fallback);
+                    (remove, s.expires_at() <= now)
                 })
             else {
                 continue;
             };
             if remove || expired {
-                if let Some(b) = self.take(id) {
+                if let Some(b) = self.take_binding(id) {
                     let reason = if expired {
                         RemoveReason::Expired
                     } else {
@@ -225,16 +276,14 @@ impl BindingTable {
                         binding: b,
                     });
                 }
-            } else if let Some(b) = self
-                .aors
-                .get_mut(&aor)
-                .and_then(|l| l.list.iter_mut().find(|b| b.id == id))
+            } else if let Some(set) = self.aors.get_mut(&aor)
+                && let Some(s) = set.list.iter_mut().find(|s| s.id() == id)
             {
-                b.flow = None;
-                let lost = b.transport.is_reliable();
-                let binding = b.clone();
+                s.clear_flow();
+                let lost = s.transport().is_reliable();
+                let binding = lost.then(|| s.binding(&aor, epoch));
                 self.bump(&aor);
-                if lost {
+                if let Some(binding) = binding {
                     events.push(BindingEvent {
                         kind: EventKind::FlowLost,
                         binding,
@@ -242,6 +291,7 @@ impl BindingTable {
                 }
             }
         }
+        self.shrink();
         events
     }
 
@@ -252,43 +302,126 @@ impl BindingTable {
         }
     }
 
-    fn put(&mut self, b: Binding) {
-        self.index.insert(b.id, b.aor.clone());
-        self.expiry.insert((b.expires_at, b.id));
+    fn put(&mut self, b: &Binding) {
+        let epoch = *self.epoch.get_or_insert(b.refreshed_at);
+        let s = Stored::new(b, epoch);
+        self.expiry.insert((s.expires_at(), b.id));
         if let Some(f) = b.flow {
             self.flows.entry(f).or_default().insert(b.id);
         }
-        let aor = b.aor.clone();
-        // Most AORs hold one binding: no spare capacity on the first.
-        self.aors
-            .entry(aor.clone())
-            .or_insert_with(|| AorSet {
-                version: 0,
-                list: Vec::with_capacity(1),
-            })
-            .list
-            .push(b);
-        self.bump(&aor);
+        // One shared AOR text: the map key, and the index's value.
+        let key = match self.aors.get_key_value(&b.aor) {
+            Some((key, _)) => key.clone(),
+            None => b.aor.clone(),
+        };
+        self.index.insert(b.id, key.shared_text().clone());
+        let set = self.aors.entry(key).or_insert(AorSet {
+            version: 0,
+            list: Box::default(),
+        });
+        let mut list = std::mem::take(&mut set.list).into_vec();
+        list.reserve_exact(1);
+        list.push(s);
+        set.list = list.into_boxed_slice();
+        self.bump(&b.aor);
     }
 
-    fn take(&mut self, id: BindingId) -> Option<Binding> {
-        let aor = self.index.remove(&id)?;
-        let list = &mut self.aors.get_mut(&aor)?.list;
-        let k = list.iter().position(|b| b.id == id)?;
-        let b = list.swap_remove(k);
-        if list.is_empty() {
+    /// Removes a binding's record; returns it with its AOR.
+    fn take(&mut self, id: BindingId) -> Option<(Aor, Stored)> {
+        let text = self.index.remove(&id)?;
+        let aor = self.aors.get_key_value(&*text)?.0.clone();
+        let set = self.aors.get_mut(&aor)?;
+        let k = set.list.iter().position(|s| s.id() == id)?;
+        let mut list = std::mem::take(&mut set.list).into_vec();
+        let s = list.swap_remove(k);
+        set.list = list.into_boxed_slice();
+        if set.list.is_empty() {
             self.aors.remove(&aor);
         }
-        self.expiry.remove(&(b.expires_at, b.id));
-        if let Some(f) = b.flow
+        self.expiry.remove(&(s.expires_at(), id));
+        if let Some(f) = s.flow()
             && let Some(set) = self.flows.get_mut(&f)
         {
-            set.remove(&b.id);
+            set.remove(&id);
             if set.is_empty() {
                 self.flows.remove(&f);
             }
         }
         self.bump(&aor);
-        Some(b)
+        Some((aor, s))
+    }
+
+    /// Removes a binding; returns its last state.
+    fn take_binding(&mut self, id: BindingId) -> Option<Binding> {
+        let epoch = self.epoch?;
+        self.take(id).map(|(aor, s)| s.binding(&aor, epoch))
+    }
+
+    /// Gives back the memory of maps that fell well below their capacity.
+    fn shrink(&mut self) {
+        shrink(&mut self.aors);
+        shrink(&mut self.index);
+        shrink(&mut self.flows);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, SystemTime};
+
+    use siplink_message::Uri;
+    use siplink_message::headers::NameAddr;
+
+    use super::*;
+    use crate::binding::Transport;
+
+    fn binding(i: u64, now: Instant) -> Binding {
+        let wall = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let uri = format!("sip:user{i}@192.0.2.4:5060");
+        Binding {
+            id: BindingId(i),
+            aor: Aor::parse(&format!("sip:user{i}@example.com")).unwrap(),
+            contact: NameAddr::new(Uri::parse(uri).unwrap()),
+            expires_at: now + Duration::from_secs(60 + i % 7),
+            expires_at_wall: wall + Duration::from_secs(60),
+            q: None,
+            call_id: format!("{i:032x}"),
+            cseq: 1,
+            path: Vec::new(),
+            instance: None,
+            reg_id: None,
+            outbound: false,
+            flow: Some(FlowId::from_raw(i % 3)),
+            source: "192.0.2.4:5060".parse().unwrap(),
+            transport: Transport::Tcp,
+            user_agent: None,
+            registered_at: wall,
+            refreshed_at: now,
+        }
+    }
+
+    #[test]
+    fn the_maps_give_a_burst_back() {
+        let now = Instant::now();
+        let mut t = BindingTable::new();
+        let changes = (0..10_000)
+            .map(|i| Change::Insert(binding(i, now)))
+            .collect();
+        assert_eq!(t.apply(changes).len(), 10_000);
+        let full = (t.aors.capacity(), t.index.capacity());
+        assert!(full.0 >= 10_000 && full.1 >= 10_000);
+        assert_eq!(t.get(BindingId(7)), Some(binding(7, now)));
+        t.handle_timeout(now + Duration::from_secs(3600));
+        assert_eq!(std::iter::from_fn(|| t.poll_output()).count(), 10_000);
+        assert_eq!(t.usage(), Usage::default());
+        assert!(
+            t.aors.capacity() < 2 * MIN_CAPACITY,
+            "{}",
+            t.aors.capacity()
+        );
+        assert!(t.index.capacity() < 2 * MIN_CAPACITY);
+        assert!(t.flows.is_empty() && t.flows.capacity() < 2 * MIN_CAPACITY);
+        assert_eq!(t.out.capacity(), 0);
+        assert_eq!(t.poll_timeout(), None);
     }
 }

@@ -326,7 +326,12 @@ impl TransactionTable {
 
     /// The next output to carry out, in order; `None` when there is none.
     pub fn poll_output(&mut self) -> Option<Output> {
-        self.out.pop_front()
+        let o = self.out.pop_front();
+        if o.is_none() && self.out.capacity() > MIN_CAPACITY {
+            // What a burst queued: give it back once drained.
+            self.out = VecDeque::new();
+        }
+        o
     }
 
     /// The earliest timer deadline of any live transaction.
@@ -640,6 +645,35 @@ impl TransactionTable {
         if let Some(k) = &entry.ack_key {
             remove_if(&mut self.acks, k, id);
         }
+        self.shrink();
+    }
+
+    /// Gives back the memory of maps that fell well below their capacity (a
+    /// `HashMap` never shrinks by itself: after a burst of 10,000
+    /// transactions the maps would keep their size for the process's life).
+    fn shrink(&mut self) {
+        shrink(&mut self.entries);
+        shrink(&mut self.clients);
+        shrink(&mut self.servers);
+        shrink(&mut self.acks);
+        shrink(&mut self.merged);
+    }
+}
+
+/// Maps keep at least this capacity (no shrinking for small tables). Small:
+/// a runtime has 64 tables of five maps each, all shrunk to this floor after
+/// a burst.
+const MIN_CAPACITY: usize = 16;
+
+/// Shrinks `map` to twice its length once it holds less than a quarter of its
+/// capacity. The hysteresis keeps a map that hovers around one size from being
+/// rehashed again and again: after a shrink it must lose half its entries, or
+/// double, before the next rehash, so the cost is amortised over those
+/// removals.
+fn shrink<K: std::hash::Hash + Eq, V>(map: &mut HashMap<K, V>) {
+    let cap = map.capacity();
+    if cap > MIN_CAPACITY && map.len() < cap / 4 {
+        map.shrink_to((map.len() * 2).max(MIN_CAPACITY));
     }
 }
 
@@ -674,5 +708,48 @@ fn remove_if<K: std::hash::Hash + Eq>(
 ) {
     if map.get(key) == Some(&id) {
         map.remove(key);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn maps_shrink_after_a_burst_with_hysteresis() {
+        let mut m: HashMap<u64, u64> = (0..10_000).map(|i| (i, i)).collect();
+        let full = m.capacity();
+        // Down to a third of the capacity: no rehash yet.
+        while m.len() > full / 3 {
+            let k = m.len() as u64 - 1;
+            m.remove(&k);
+            shrink(&mut m);
+        }
+        // (`capacity()` counts removed slots not yet reusable as taken.)
+        assert!(m.capacity() > full / 2, "{} of {full}", m.capacity());
+        // Below a quarter (of what `capacity()` reports): shrunk to about
+        // twice the length, once.
+        let mut rehashes = 0;
+        while m.capacity() > full / 2 {
+            let k = m.len() as u64 - 1;
+            m.remove(&k);
+            let before = m.capacity();
+            shrink(&mut m);
+            rehashes += usize::from(m.capacity() != before);
+        }
+        assert_eq!(rehashes, 1);
+        assert!(m.len() < full / 4 && m.len() > full / 16, "{}", m.len());
+        assert!(
+            m.capacity() <= 4 * m.len(),
+            "{} for {}",
+            m.capacity(),
+            m.len()
+        );
+        // Emptied: down to the minimum, never below.
+        while let Some(&k) = m.keys().next() {
+            m.remove(&k);
+            shrink(&mut m);
+        }
+        assert!(m.capacity() >= MIN_CAPACITY && m.capacity() < 2 * MIN_CAPACITY);
     }
 }
