@@ -711,6 +711,9 @@ impl Shared {
                 },
                 Output::Terminated { id } => {
                     b.dests.remove(&id);
+                    // After a burst the map gives its capacity back, as the
+                    // table's own maps do.
+                    crate::table::shrink(&mut b.dests);
                 }
                 Output::Deliver { id, event } => match event {
                     TuEvent::Request(m) => request = Some(*m),

@@ -670,7 +670,7 @@ const MIN_CAPACITY: usize = 16;
 /// rehashed again and again: after a shrink it must lose half its entries, or
 /// double, before the next rehash, so the cost is amortised over those
 /// removals.
-fn shrink<K: std::hash::Hash + Eq, V>(map: &mut HashMap<K, V>) {
+pub(crate) fn shrink<K: std::hash::Hash + Eq, V>(map: &mut HashMap<K, V>) {
     let cap = map.capacity();
     if cap > MIN_CAPACITY && map.len() < cap / 4 {
         map.shrink_to((map.len() * 2).max(MIN_CAPACITY));
