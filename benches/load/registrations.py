@@ -128,9 +128,16 @@ def start_siplink(work, target, users_csv, proxy_toml_users, env, limiters=False
             cmd += ["--heap-stats", heap_file]
     else:
         toml = os.path.join(sdir, "proxy.toml")
+        # --siplink-arg=--sharing --siplink-arg=X (and --workers N) become the
+        # UDP listener's `sharing` / `workers` for the proxy.
+        listen_extra = ""
+        for flag, key, quote in (("--sharing", "sharing", True), ("--workers", "workers", False)):
+            if flag in extra and extra.index(flag) + 1 < len(extra):
+                value = extra[extra.index(flag) + 1]
+                listen_extra += f'{key} = "{value}"\n' if quote else f"{key} = {value}\n"
         with open(toml, "w") as f:
             f.write(f'[proxy]\ndomains = ["{DOMAIN}", "127.0.0.1"]\ndigest_algorithms = ["MD5"]\n\n'
-                    f'[[listen]]\ntransport = "udp"\naddress = "127.0.0.1:{port}"\n\n'
+                    f'[[listen]]\ntransport = "udp"\naddress = "127.0.0.1:{port}"\n{listen_extra}\n'
                     + ('' if limiters else
                        '[limits]\nmax_expires = 3600\nregister_flood = 0\n\n'
                        '[security]\nrate_limit = { enabled = false }\n\n'))
@@ -319,7 +326,8 @@ def main():
                     help="NAME=VALUE for siplink's environment (e.g. worker counts)")
     ap.add_argument("--siplink-arg", action="append", default=[],
                     help="one more argument for the registrar example (repeat), e.g. "
-                         "--siplink-arg=--sharing --siplink-arg=reuseport")
+                         "--siplink-arg=--sharing --siplink-arg=reuseport; with --target proxy, "
+                         "--sharing and --workers go into the UDP listener's section")
     ap.add_argument("--heap-stats", action="store_true",
                     help="siplink's heap bytes per binding too (registrar example built with "
                          "--features heap-stats)")
