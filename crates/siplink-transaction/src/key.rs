@@ -1,5 +1,7 @@
 //! Transaction matching keys (RFC 3261 §17.1.3, §17.2.3).
 
+use std::fmt::Write as _;
+
 use bytes::Bytes;
 use siplink_message::{Message, Method};
 
@@ -96,10 +98,12 @@ impl ServerKey {
         };
         let via = request.top_via()?;
         if via.has_magic_cookie() {
-            let mut sent_by = via.host.to_string().to_ascii_lowercase();
+            // One allocation: the host, lower-cased in place, and the port.
+            let mut sent_by = String::with_capacity(64);
+            let _ = write!(sent_by, "{}", via.host);
+            sent_by.make_ascii_lowercase();
             if let Some(p) = via.port {
-                sent_by.push(':');
-                sent_by.push_str(&p.to_string());
+                let _ = write!(sent_by, ":{p}");
             }
             return Ok(ServerKey::Rfc3261 {
                 branch: via.branch().unwrap_or_default().to_owned(),
