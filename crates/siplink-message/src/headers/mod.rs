@@ -71,10 +71,20 @@ impl Message {
     /// Every Via value, top first.
     pub fn via(&self) -> Result<&[Via]> {
         cached!(self.via, {
+            // The top value, if already parsed, is not parsed again.
+            let mut top = self
+                .cache()
+                .top_via
+                .get()
+                .and_then(|v| v.as_ref().ok())
+                .cloned();
             let mut out = Vec::new();
             self.for_each_value(HeaderName::Via, |src, v| {
                 for part in crate::grammar::split_commas(v) {
-                    out.push(Via::parse_src(src, part)?);
+                    match top.take() {
+                        Some(t) if out.is_empty() => out.push(t),
+                        _ => out.push(Via::parse_src(src, part)?),
+                    }
                 }
                 Ok(())
             })
