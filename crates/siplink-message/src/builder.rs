@@ -132,9 +132,15 @@ impl MessageBuilder {
 
     /// Writes the message bytes (with Content-Length from the body).
     pub fn to_bytes(&self) -> Result<Bytes> {
-        let mut out = BytesMut::with_capacity(
-            self.start.len() + self.body.len() + 64 + self.headers.len() * 48,
-        );
+        // The exact size (Content-Length lines given by the caller are
+        // counted too: a few bytes too many at worst), so the buffer never
+        // grows while written.
+        let lines: usize = self
+            .headers
+            .iter()
+            .map(|(n, v)| n.len() + v.len() + 4)
+            .sum();
+        let mut out = BytesMut::with_capacity(self.start.len() + lines + self.body.len() + 42);
         if let Some(k) = self.start.bytes().position(|c| c == b'\r' || c == b'\n') {
             return Err(Error::Syntax {
                 offset: k,
@@ -145,7 +151,7 @@ impl MessageBuilder {
         out.put_slice(self.start.as_bytes());
         out.put_slice(b"\r\n");
         for (name, value) in &self.headers {
-            if HeaderName::ContentLength.matches(name) {
+            if is_content_length(name) {
                 continue;
             }
             if let Some(k) = memchr::memchr2(b'\r', b'\n', value) {
@@ -186,6 +192,12 @@ impl MessageBuilder {
             },
         )
     }
+}
+
+/// Whether `name` is `Content-Length` (or its compact form `l`): only names
+/// of those lengths are looked at further.
+fn is_content_length(name: &[u8]) -> bool {
+    matches!(name.len(), 1 | 14) && HeaderName::ContentLength.matches(name)
 }
 
 /// `n` in decimal, written at the end of `buf` (no allocation).
