@@ -177,57 +177,82 @@ typed_cache! {
 }
 
 impl Cache {
-    /// Forgets the views read from the lines of `name` (after an edit of them).
+    /// Forgets the views read from the lines of `name` (after an edit of
+    /// them). Every field is named here: a view added to the cache without
+    /// saying which header it reads does not compile.
     fn forget(&mut self, name: HeaderName) {
         use HeaderName as H;
+        let Cache {
+            request_uri: _,
+            via,
+            top_via,
+            to_tag,
+            from_tag,
+            route,
+            cseq,
+            cold,
+        } = self;
         match name {
             H::Via => {
-                self.via.take();
-                self.top_via.take();
+                via.take();
+                top_via.take();
             }
-            H::To => {
-                self.to_tag.take();
-            }
-            H::From => {
-                self.from_tag.take();
-            }
-            H::Route => {
-                self.route.take();
-            }
-            H::CSeq => {
-                self.cseq.take();
-            }
+            H::To => drop(to_tag.take()),
+            H::From => drop(from_tag.take()),
+            H::Route => drop(route.take()),
+            H::CSeq => drop(cseq.take()),
             _ => {}
         }
-        if let Some(cold) = self.cold.get_mut() {
+        if let Some(cold) = cold.get_mut() {
             cold.forget(name);
         }
     }
 }
 
 impl ColdCache {
-    /// Forgets the views read from the lines of `name` (after an edit of them).
+    /// Forgets the views read from the lines of `name` (after an edit of
+    /// them); every field is named, as in [`Cache::forget`].
     fn forget(&mut self, name: HeaderName) {
         use HeaderName as H;
+        let ColdCache {
+            from,
+            to,
+            contact,
+            record_route,
+            path,
+            expires,
+            min_expires,
+            content_type,
+            www_authenticate,
+            proxy_authenticate,
+            authorization,
+            proxy_authorization,
+            allow,
+            supported,
+            require,
+            proxy_require,
+            unsupported,
+            retry_after,
+        } = self;
         match name {
-            H::From => drop(self.from.take()),
-            H::To => drop(self.to.take()),
-            H::Contact => drop(self.contact.take()),
-            H::RecordRoute => drop(self.record_route.take()),
-            H::Path => drop(self.path.take()),
-            H::Expires => drop(self.expires.take()),
-            H::MinExpires => drop(self.min_expires.take()),
-            H::ContentType => drop(self.content_type.take()),
-            H::WwwAuthenticate => drop(self.www_authenticate.take()),
-            H::ProxyAuthenticate => drop(self.proxy_authenticate.take()),
-            H::Authorization => drop(self.authorization.take()),
-            H::ProxyAuthorization => drop(self.proxy_authorization.take()),
-            H::Allow => drop(self.allow.take()),
-            H::Supported => drop(self.supported.take()),
-            H::Require => drop(self.require.take()),
-            H::ProxyRequire => drop(self.proxy_require.take()),
-            H::Unsupported => drop(self.unsupported.take()),
-            H::RetryAfter => drop(self.retry_after.take()),
+            H::From => drop(from.take()),
+            H::To => drop(to.take()),
+            H::Contact => drop(contact.take()),
+            H::RecordRoute => drop(record_route.take()),
+            H::Path => drop(path.take()),
+            H::Expires => drop(expires.take()),
+            H::MinExpires => drop(min_expires.take()),
+            H::ContentType => drop(content_type.take()),
+            H::WwwAuthenticate => drop(www_authenticate.take()),
+            H::ProxyAuthenticate => drop(proxy_authenticate.take()),
+            H::Authorization => drop(authorization.take()),
+            H::ProxyAuthorization => drop(proxy_authorization.take()),
+            H::Allow => drop(allow.take()),
+            H::Supported => drop(supported.take()),
+            H::Require => drop(require.take()),
+            H::ProxyRequire => drop(proxy_require.take()),
+            H::Unsupported => drop(unsupported.take()),
+            H::RetryAfter => drop(retry_after.take()),
             _ => {}
         }
     }
@@ -746,9 +771,9 @@ impl Message {
         }
     }
 
-    /// The value of header line `e`, sharing the buffer (no copy).
-    pub(crate) fn value_bytes(&self, e_at: usize) -> Bytes {
-        let e = &self.headers[e_at];
+    /// The value of header line `at`, sharing the buffer (no copy).
+    pub(crate) fn value_bytes(&self, at: usize) -> Bytes {
+        let e = &self.headers[at];
         match self.edited(e) {
             Some(nv) => nv.1.clone(),
             None => self.buf.slice(e.value.start as usize..e.value.end as usize),
