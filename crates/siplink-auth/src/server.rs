@@ -643,23 +643,26 @@ impl DigestServer {
             .map(|q| q.as_str())
             .collect::<Vec<_>>()
             .join(",");
+        let qop = ByteString::from(qop);
         let realm = ByteString::from(self.config.realm.as_str());
+        // Static names: no copy of them per challenge.
+        let name = ByteString::from_static;
         self.config
             .algorithms
             .iter()
             .map(|a| {
                 let mut c = Challenge::digest()
-                    .with("realm", realm.clone())
-                    .with("nonce", nonce.clone())
-                    .with("algorithm", ByteString::from_static(a.as_str()));
+                    .with(name("realm"), realm.clone())
+                    .with(name("nonce"), nonce.clone())
+                    .with(name("algorithm"), ByteString::from_static(a.as_str()));
                 if !qop.is_empty() {
-                    c.push("qop", qop.as_str());
+                    c.push(name("qop"), qop.clone());
                 }
                 if stale {
-                    c.push("stale", ByteString::from_static("true"));
+                    c.push(name("stale"), ByteString::from_static("true"));
                 }
                 if self.config.userhash {
-                    c.push("userhash", ByteString::from_static("true"));
+                    c.push(name("userhash"), ByteString::from_static("true"));
                 }
                 c
             })

@@ -1,6 +1,6 @@
 //! Building requests and responses.
 
-use std::fmt::Display;
+use std::fmt::{Display, Write as _};
 
 use bytes::{BufMut, Bytes, BytesMut};
 
@@ -65,12 +65,13 @@ impl MessageBuilder {
 
     /// Starts a status line with the given reason phrase (line breaks are removed).
     pub fn response_with_reason(status: u16, reason: &str) -> MessageBuilder {
-        let reason: String = reason
-            .chars()
-            .filter(|c| *c != '\r' && *c != '\n')
-            .collect();
+        let mut start = String::with_capacity(12 + reason.len());
+        start.push_str("SIP/2.0 ");
+        start.push_str(decimal(u64::from(status), &mut [0; 20]));
+        start.push(' ');
+        start.extend(reason.chars().filter(|c| *c != '\r' && *c != '\n'));
         MessageBuilder {
-            start: format!("SIP/2.0 {status} {reason}"),
+            start,
             headers: Vec::with_capacity(12),
             body: Bytes::new(),
         }
@@ -94,8 +95,11 @@ impl MessageBuilder {
 
     /// Adds a header line.
     pub fn header(mut self, name: HeaderName, value: impl Display) -> MessageBuilder {
-        self.headers
-            .push((header_name_bytes(name), Bytes::from(value.to_string())));
+        // Room for most values at once (`to_string` grows from nothing, one
+        // allocation per doubling: six for a digest challenge).
+        let mut v = String::with_capacity(128);
+        let _ = write!(v, "{value}");
+        self.headers.push((header_name_bytes(name), Bytes::from(v)));
         self
     }
 
@@ -128,9 +132,15 @@ impl MessageBuilder {
 
     /// Writes the message bytes (with Content-Length from the body).
     pub fn to_bytes(&self) -> Result<Bytes> {
-        let mut out = BytesMut::with_capacity(
-            self.start.len() + self.body.len() + 64 + self.headers.len() * 48,
-        );
+        // The exact size (Content-Length lines given by the caller are
+        // counted too: a few bytes too many at worst), so the buffer never
+        // grows while written.
+        let lines: usize = self
+            .headers
+            .iter()
+            .map(|(n, v)| n.len() + v.len() + 4)
+            .sum();
+        let mut out = BytesMut::with_capacity(self.start.len() + lines + self.body.len() + 42);
         if let Some(k) = self.start.bytes().position(|c| c == b'\r' || c == b'\n') {
             return Err(Error::Syntax {
                 offset: k,
@@ -141,10 +151,10 @@ impl MessageBuilder {
         out.put_slice(self.start.as_bytes());
         out.put_slice(b"\r\n");
         for (name, value) in &self.headers {
-            if HeaderName::ContentLength.matches(name) {
+            if is_content_length(name) {
                 continue;
             }
-            if let Some(k) = value.iter().position(|&c| c == b'\r' || c == b'\n') {
+            if let Some(k) = memchr::memchr2(b'\r', b'\n', value) {
                 return Err(Error::Syntax {
                     offset: k,
                     context: "header value",
@@ -164,7 +174,7 @@ impl MessageBuilder {
             out.put_slice(b"\r\n");
         }
         out.put_slice(b"Content-Length: ");
-        out.put_slice(self.body.len().to_string().as_bytes());
+        out.put_slice(decimal(self.body.len() as u64, &mut [0; 20]).as_bytes());
         out.put_slice(b"\r\n\r\n");
         out.put_slice(&self.body);
         Ok(out.freeze())
@@ -184,15 +194,31 @@ impl MessageBuilder {
     }
 }
 
-/// Copies a received header value with its folded line breaks turned into spaces
-/// (the value means the same; the builder writes one line per header).
-fn copy_unfolded(v: &[u8]) -> Bytes {
-    crate::unfold(Bytes::copy_from_slice(v))
+/// Whether `name` is `Content-Length` (or its compact form `l`): only names
+/// of those lengths are looked at further.
+fn is_content_length(name: &[u8]) -> bool {
+    matches!(name.len(), 1 | 14) && HeaderName::ContentLength.matches(name)
 }
 
-/// A random token suitable for a To tag.
-fn new_tag() -> String {
+/// `n` in decimal, written at the end of `buf` (no allocation).
+fn decimal(n: u64, buf: &mut [u8; 20]) -> &str {
+    let mut k = buf.len();
+    let mut n = n;
+    loop {
+        k -= 1;
+        buf[k] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    std::str::from_utf8(&buf[k..]).unwrap_or_default()
+}
+
+/// Appends a random token suitable for a To tag (24 hexadecimal digits).
+fn push_new_tag(out: &mut Vec<u8>) {
     use std::hash::{BuildHasher, Hasher};
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     // RandomState is seeded from the OS per instance; two hashes give 64 bits each.
     let a = std::collections::hash_map::RandomState::new()
         .build_hasher()
@@ -200,7 +226,12 @@ fn new_tag() -> String {
     let b = std::collections::hash_map::RandomState::new()
         .build_hasher()
         .finish();
-    format!("{a:016x}{b:08x}", b = b as u32)
+    for i in (0..16).rev() {
+        out.push(HEX[((a >> (4 * i)) & 0xf) as usize]);
+    }
+    for i in (0..8).rev() {
+        out.push(HEX[((b >> (4 * i)) & 0xf) as usize]);
+    }
 }
 
 impl Message {
@@ -216,23 +247,30 @@ impl Message {
     /// stable across retransmissions or dialog responses).
     pub fn response_with_tag(&self, status: u16, tag: Option<&str>) -> MessageBuilder {
         let mut b = MessageBuilder::response(status);
-        for h in self.headers() {
+        // Values are taken from the request's buffer (no copy) with folded
+        // line breaks turned into spaces (the value means the same; the
+        // builder writes one line per header).
+        for (at, h) in self.headers().enumerate() {
             match h.name() {
                 HeaderName::Via | HeaderName::From | HeaderName::CallId | HeaderName::CSeq => {
-                    b = b.header_bytes(h.name(), copy_unfolded(h.value()));
+                    b = b.header_bytes(h.name(), crate::unfold(self.value_bytes(at)));
                 }
                 HeaderName::Timestamp if status == 100 => {
-                    b = b.header_bytes(h.name(), copy_unfolded(h.value()));
+                    b = b.header_bytes(h.name(), crate::unfold(self.value_bytes(at)));
                 }
                 HeaderName::To => {
+                    let value = crate::unfold(self.value_bytes(at));
                     let has_tag = self.to().map(|t| t.tag().is_some()).unwrap_or(true);
-                    let mut v = copy_unfolded(h.value()).to_vec();
-                    if !has_tag && status != 100 {
-                        v.extend_from_slice(b";tag=");
-                        match tag {
-                            Some(t) => v.extend_from_slice(t.as_bytes()),
-                            None => v.extend_from_slice(new_tag().as_bytes()),
-                        }
+                    if has_tag || status == 100 {
+                        b = b.header_bytes(h.name(), value);
+                        continue;
+                    }
+                    let mut v = Vec::with_capacity(value.len() + 30);
+                    v.extend_from_slice(&value);
+                    v.extend_from_slice(b";tag=");
+                    match tag {
+                        Some(t) => v.extend_from_slice(t.as_bytes()),
+                        None => push_new_tag(&mut v),
                     }
                     b = b.header_bytes(h.name(), Bytes::from(v));
                 }

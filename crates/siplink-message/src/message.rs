@@ -1,8 +1,8 @@
 //! The parsed message: a `Bytes` buffer plus an index of its start line and headers.
 
 use std::fmt;
-use std::sync::OnceLock;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use bytes::{BufMut, Bytes, BytesMut};
 use memchr::memchr;
@@ -176,6 +176,88 @@ typed_cache! {
     }
 }
 
+impl Cache {
+    /// Forgets the views read from the lines of `name` (after an edit of
+    /// them). Every field is named here: a view added to the cache without
+    /// saying which header it reads does not compile.
+    fn forget(&mut self, name: HeaderName) {
+        use HeaderName as H;
+        let Cache {
+            request_uri: _,
+            via,
+            top_via,
+            to_tag,
+            from_tag,
+            route,
+            cseq,
+            cold,
+        } = self;
+        match name {
+            H::Via => {
+                via.take();
+                top_via.take();
+            }
+            H::To => drop(to_tag.take()),
+            H::From => drop(from_tag.take()),
+            H::Route => drop(route.take()),
+            H::CSeq => drop(cseq.take()),
+            _ => {}
+        }
+        if let Some(cold) = cold.get_mut() {
+            cold.forget(name);
+        }
+    }
+}
+
+impl ColdCache {
+    /// Forgets the views read from the lines of `name` (after an edit of
+    /// them); every field is named, as in [`Cache::forget`].
+    fn forget(&mut self, name: HeaderName) {
+        use HeaderName as H;
+        let ColdCache {
+            from,
+            to,
+            contact,
+            record_route,
+            path,
+            expires,
+            min_expires,
+            content_type,
+            www_authenticate,
+            proxy_authenticate,
+            authorization,
+            proxy_authorization,
+            allow,
+            supported,
+            require,
+            proxy_require,
+            unsupported,
+            retry_after,
+        } = self;
+        match name {
+            H::From => drop(from.take()),
+            H::To => drop(to.take()),
+            H::Contact => drop(contact.take()),
+            H::RecordRoute => drop(record_route.take()),
+            H::Path => drop(path.take()),
+            H::Expires => drop(expires.take()),
+            H::MinExpires => drop(min_expires.take()),
+            H::ContentType => drop(content_type.take()),
+            H::WwwAuthenticate => drop(www_authenticate.take()),
+            H::ProxyAuthenticate => drop(proxy_authenticate.take()),
+            H::Authorization => drop(authorization.take()),
+            H::ProxyAuthorization => drop(proxy_authorization.take()),
+            H::Allow => drop(allow.take()),
+            H::Supported => drop(supported.take()),
+            H::Require => drop(require.take()),
+            H::ProxyRequire => drop(proxy_require.take()),
+            H::Unsupported => drop(unsupported.take()),
+            H::RetryAfter => drop(retry_after.take()),
+            _ => {}
+        }
+    }
+}
+
 /// A SIP request or response.
 ///
 /// The message owns its buffer ([`Bytes`]); parsing indexes the start line and
@@ -218,10 +300,14 @@ pub struct Message {
     /// read from its line without another check (a view that needs no
     /// allocation and no reference on the buffer).
     pub(crate) call_id_checked: AtomicBool,
-    cache: OnceLock<Box<Cache>>,
+    /// Shared by the clones of a message (they read the same lines, so they
+    /// have the same views); an edit of a clone detaches it.
+    cache: OnceLock<Arc<Cache>>,
 }
 
 impl Clone for Message {
+    /// A clone shares the buffer, and the typed views already parsed (and
+    /// those parsed later by either copy, until one of them is edited).
     fn clone(&self) -> Self {
         Message {
             buf: self.buf.clone(),
@@ -233,11 +319,14 @@ impl Clone for Message {
             content_length: self.content_length,
             trailing: self.trailing,
             edited: self.edited,
-            call_id_checked: AtomicBool::new(false),
-            cache: OnceLock::new(),
+            call_id_checked: AtomicBool::new(self.call_id_checked.load(Ordering::Relaxed)),
+            cache: self.cache.clone(),
         }
     }
 }
+
+/// How many header names there are ([`HeaderName::Other`] included).
+pub(crate) const HEADER_NAMES: usize = HeaderName::ALL.len() + 1;
 
 const CTX_START: &str = "start line";
 const CTX_HEADER: &str = "header line";
@@ -252,7 +341,7 @@ const CTX_HEADER: &str = "header line";
 /// assert_eq!(siplink_message::unfold(Bytes::from_static(b"a;\r\n  b=1")), "a; b=1");
 /// ```
 pub fn unfold(value: Bytes) -> Bytes {
-    if !value.iter().any(|&c| c == b'\r' || c == b'\n') {
+    if memchr::memchr2(b'\r', b'\n', &value).is_none() {
         return value;
     }
     let mut out = Vec::with_capacity(value.len());
@@ -569,7 +658,7 @@ impl Message {
     /// typed header pays nothing for it.
     #[inline]
     pub(crate) fn cache(&self) -> &Cache {
-        self.cache.get_or_init(Box::default)
+        self.cache.get_or_init(Arc::default)
     }
 
     /// The second-level cache of less used views.
@@ -671,6 +760,26 @@ impl Message {
         }
     }
 
+    /// The name of header line `at` as written, sharing the buffer (no copy).
+    fn raw_name_bytes(&self, at: usize) -> Bytes {
+        let e = &self.headers[at];
+        match self.edited(e) {
+            Some(nv) => nv.0.clone(),
+            None => self
+                .buf
+                .slice(e.raw_name.start as usize..e.raw_name.end as usize),
+        }
+    }
+
+    /// The value of header line `at`, sharing the buffer (no copy).
+    pub(crate) fn value_bytes(&self, at: usize) -> Bytes {
+        let e = &self.headers[at];
+        match self.edited(e) {
+            Some(nv) => nv.1.clone(),
+            None => self.buf.slice(e.value.start as usize..e.value.end as usize),
+        }
+    }
+
     fn header_ref<'a>(&'a self, e: &'a Entry) -> Header<'a> {
         match self.edited(e) {
             Some(nv) => Header {
@@ -716,6 +825,17 @@ impl Message {
     /// Number of header lines with this name.
     pub fn count(&self, name: HeaderName) -> usize {
         self.headers.iter().filter(|e| e.name == name).count()
+    }
+
+    /// The number of lines of every header name, in one pass (indexed by
+    /// `HeaderName as usize`; saturates at `u16::MAX`).
+    pub(crate) fn header_counts(&self) -> [u16; HEADER_NAMES] {
+        let mut counts = [0u16; HEADER_NAMES];
+        for e in &self.headers {
+            let c = &mut counts[e.name as usize];
+            *c = c.saturating_add(1);
+        }
+        counts
     }
 
     /// Calls `f` with a [`Src`] and the value slice of every line of `name`,
@@ -812,6 +932,24 @@ impl Message {
         self.cache = OnceLock::new();
     }
 
+    /// After an edit of the lines of `name` only: forgets the views of that
+    /// header (the views of the others read lines that did not change, in a
+    /// buffer that did not change either). A cache shared with a clone is
+    /// dropped whole instead (the clone keeps it).
+    fn touch_header(&mut self, name: HeaderName) {
+        self.edited = true;
+        if name == HeaderName::CallId {
+            self.call_id_checked = AtomicBool::new(false);
+        }
+        let Some(cache) = self.cache.get_mut() else {
+            return;
+        };
+        match Arc::get_mut(cache) {
+            Some(c) => c.forget(name),
+            None => self.cache = OnceLock::new(),
+        }
+    }
+
     /// A line written by an edit (its name and value are kept in `edits`).
     fn new_entry(&mut self, name: HeaderName, raw_name: Bytes, value: Bytes) -> Entry {
         // Lines replaced or removed leave their edits behind: drop those once
@@ -856,14 +994,14 @@ impl Message {
             .unwrap_or(0);
         let entry = self.new_entry(name, Self::name_bytes(name, None), value.into());
         self.headers.insert(at, entry);
-        self.touch();
+        self.touch_header(name);
     }
 
     /// Appends a header line after the last header.
     pub fn append_header(&mut self, name: HeaderName, value: impl Into<Bytes>) {
         let entry = self.new_entry(name, Self::name_bytes(name, None), value.into());
         self.headers.push(entry);
-        self.touch();
+        self.touch_header(name);
     }
 
     /// Appends an extension header line with the given name.
@@ -875,7 +1013,7 @@ impl Message {
             value.into(),
         );
         self.headers.push(entry);
-        self.touch();
+        self.touch_header(classified);
     }
 
     /// Replaces every line of `name` by one line with `value`, at the position of
@@ -893,7 +1031,7 @@ impl Message {
             }
             None => self.headers.push(entry),
         }
-        self.touch();
+        self.touch_header(name);
     }
 
     /// Removes every line of `name`; returns how many were removed.
@@ -902,7 +1040,7 @@ impl Message {
         self.headers.retain(|e| e.name != name);
         let n = before - self.headers.len();
         if n > 0 {
-            self.touch();
+            self.touch_header(name);
         }
         n
     }
@@ -923,10 +1061,10 @@ impl Message {
             self.headers.remove(at);
         } else {
             let joined = rest.join(&b", "[..]);
-            let raw_name = Bytes::copy_from_slice(self.header_ref(&self.headers[at]).raw_name);
+            let raw_name = self.raw_name_bytes(at);
             self.headers[at] = self.new_entry(name, raw_name, Bytes::from(joined));
         }
-        self.touch();
+        self.touch_header(name);
         true
     }
 
@@ -937,17 +1075,24 @@ impl Message {
             return false;
         };
         let value: Bytes = value.into();
-        let old = self.header_ref(&self.headers[at]).value;
-        let mut parts = crate::grammar::split_commas(old);
-        parts.next();
-        let mut joined = value.to_vec();
-        for p in parts {
-            joined.extend_from_slice(b", ");
-            joined.extend_from_slice(p);
-        }
-        let raw_name = Bytes::copy_from_slice(self.header_ref(&self.headers[at]).raw_name);
-        self.headers[at] = self.new_entry(name, raw_name, Bytes::from(joined));
-        self.touch();
+        let line = {
+            let old = self.header_ref(&self.headers[at]).value;
+            let mut parts = crate::grammar::split_commas(old).skip(1).peekable();
+            // The usual line holds one value: the new value is the line's (no copy).
+            if parts.peek().is_none() {
+                value
+            } else {
+                let mut joined = value.to_vec();
+                for p in parts {
+                    joined.extend_from_slice(b", ");
+                    joined.extend_from_slice(p);
+                }
+                Bytes::from(joined)
+            }
+        };
+        let raw_name = self.raw_name_bytes(at);
+        self.headers[at] = self.new_entry(name, raw_name, line);
+        self.touch_header(name);
         true
     }
 

@@ -118,13 +118,14 @@ impl Message {
         if !self.version().eq_ignore_ascii_case(b"SIP/2.0") {
             return Err(Rejection::new(505, "Version Not Supported (only SIP/2.0)"));
         }
+        let counts = self.header_counts();
         for &h in MANDATORY {
-            if self.count(h) == 0 {
+            if counts[h as usize] == 0 {
                 return Err(Rejection::new(400, format!("Missing {h} header")));
             }
         }
         for &h in SINGLE {
-            if self.count(h) > 1 {
+            if counts[h as usize] > 1 {
                 return Err(Rejection::new(400, format!("More than one {h} header")));
             }
         }

@@ -1626,3 +1626,57 @@ fn cseq_without_method_is_an_error() {
         assert!(m.cseq().is_err(), "{value:?} accepted");
     }
 }
+
+#[test]
+fn an_edit_forgets_only_the_views_of_the_header_it_edits() {
+    let mut msg = parse(&options(""));
+    let from = msg.from().unwrap().clone();
+    assert_eq!(
+        msg.top_via().unwrap().host,
+        Host::Domain("pc33.example.com".into())
+    );
+    // A clone shares what was parsed, and then goes its own way.
+    let mut copy = msg.clone();
+    assert_eq!(copy.from().unwrap(), &from);
+
+    assert!(msg.replace_first_value(HeaderName::Via, "SIP/2.0/UDP 192.0.2.9;branch=z9hG4bK2"));
+    assert_eq!(msg.top_via().unwrap().branch(), Some("z9hG4bK2"));
+    assert_eq!(msg.via().unwrap().len(), 1);
+    assert_eq!(msg.from().unwrap(), &from);
+    // The clone still reads its own Via.
+    assert_eq!(
+        copy.top_via().unwrap().host,
+        Host::Domain("pc33.example.com".into())
+    );
+
+    msg.set_header(HeaderName::To, "<sip:b@example.com>;tag=t9");
+    assert_eq!(msg.to_tag().unwrap(), Some("t9"));
+    assert_eq!(msg.to().unwrap().tag(), Some("t9"));
+    msg.set_header(HeaderName::From, "<sip:c@example.com>;tag=f2");
+    assert_eq!(msg.from_tag().unwrap(), Some("f2"));
+    assert_eq!(msg.from().unwrap().uri.as_str(), "sip:c@example.com");
+    msg.set_header(HeaderName::CallId, "bad id with spaces");
+    assert!(msg.call_id().is_err());
+    msg.set_header(HeaderName::CSeq, "7 OPTIONS");
+    assert_eq!(msg.cseq().unwrap().seq, 7);
+    msg.append_header(HeaderName::Contact, "<sip:c@192.0.2.9>");
+    assert!(matches!(msg.contact().unwrap(), Contacts::List(l) if l.len() == 1));
+    msg.append_header(HeaderName::Expires, "60");
+    assert_eq!(msg.expires().unwrap(), Some(60));
+    assert_eq!(msg.remove_header(HeaderName::Expires), 1);
+    assert_eq!(msg.expires().unwrap(), None);
+
+    // The clone was edited after the original: its views are its own.
+    copy.set_header(HeaderName::CSeq, "9 OPTIONS");
+    assert_eq!(copy.cseq().unwrap().seq, 9);
+    assert_eq!(msg.cseq().unwrap().seq, 7);
+    assert_eq!(copy.from().unwrap(), &from);
+    // And the edited messages still read the same once written and parsed again.
+    for m in [&msg, &copy] {
+        let again = m.reparse().unwrap();
+        assert_eq!(again.from().unwrap(), m.from().unwrap());
+        assert_eq!(again.cseq().unwrap(), m.cseq().unwrap());
+        assert_eq!(again.top_via().unwrap(), m.top_via().unwrap());
+        assert_eq!(again.to().unwrap(), m.to().unwrap());
+    }
+}

@@ -769,3 +769,18 @@ fn repeated_parameters_stay_reflexive_and_symmetric() {
     assert!(eq("tel:+1;a=1;a=2", "TEL:+1;a=1;a=2"));
     assert!(eq("sip:h?a=1&a=2", "SIP:h?a=2&a=1"));
 }
+
+#[test]
+fn ipv4_host_writes_as_the_standard_library_does() {
+    for a in [
+        [0, 0, 0, 0],
+        [127, 0, 0, 1],
+        [192, 0, 2, 9],
+        [10, 99, 100, 255],
+        [255, 255, 255, 255],
+        [1, 20, 200, 9],
+    ] {
+        let ip = Ipv4Addr::from(a);
+        assert_eq!(Host::Ipv4(ip).to_string(), ip.to_string());
+    }
+}

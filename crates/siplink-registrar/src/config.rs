@@ -116,6 +116,22 @@ impl RegistrarConfig {
         })
     }
 
+    /// [`is_our_domain`](Self::is_our_domain) for a parsed host, without
+    /// writing it out: an IPv4 address matches the domains that read as it
+    /// (Rust's parser takes only the canonical dotted quad, which is what
+    /// the address writes as).
+    pub(crate) fn is_our_host(&self, host: &siplink_message::uri::Host) -> bool {
+        use siplink_message::uri::Host;
+        match host {
+            Host::Domain(d) => self.is_our_domain(d),
+            Host::Ipv6 { text, .. } => self.is_our_domain(text),
+            Host::Ipv4(a) => self.domains.iter().any(|d| {
+                let d = d.strip_suffix('.').unwrap_or(d);
+                d.parse::<std::net::Ipv4Addr>().is_ok_and(|d| d == *a)
+            }),
+        }
+    }
+
     pub(crate) fn check(&self) -> Result<(), crate::Error> {
         if self.domains.is_empty() {
             return Err(crate::Error::Config("no domains"));

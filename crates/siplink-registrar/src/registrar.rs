@@ -186,7 +186,7 @@ impl Registrar {
         req.request_uri()
             .ok()
             .and_then(|u| u.as_sip())
-            .is_some_and(|s| self.config.is_our_domain(&s.host().to_string()))
+            .is_some_and(|s| self.config.is_our_host(s.host()))
     }
 
     /// Processes a REGISTER against an in-memory [`BindingTable`]: both phases
@@ -353,8 +353,7 @@ impl Registrar {
         let Some(rsip) = ruri.as_sip() else {
             return self.respond(req, 416, |b| b);
         };
-        let rhost = rsip.host().to_string();
-        if !self.config.is_our_domain(&rhost) {
+        if !self.config.is_our_host(rsip.host()) {
             return self.respond(req, 404, |b| b);
         }
         // Step 2: Require.
@@ -399,7 +398,11 @@ impl Registrar {
                     .verify(c, &info, ip, ctx.now_system, &*a.credentials),
                 None => Outcome::Challenge(a.server.challenge(ip, ctx.now_system, false)),
             };
-            let bound = a.server.failure_counts(selected, source, ctx.now_system);
+            // Only a refusal can count as a failure (`FailurePolicy::record`):
+            // the nonce is opened a second time only then, not for every
+            // accepted REGISTER.
+            let bound = matches!(outcome, Outcome::Forbidden(_))
+                && a.server.failure_counts(selected, source, ctx.now_system);
             let counted = a
                 .limiter
                 .record(&outcome, source, claimed, bound, ctx.now_system);

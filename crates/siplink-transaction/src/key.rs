@@ -1,5 +1,8 @@
 //! Transaction matching keys (RFC 3261 §17.1.3, §17.2.3).
 
+use std::fmt::Write as _;
+use std::hash::{Hash, Hasher};
+
 use bytes::Bytes;
 use siplink_message::{Message, Method};
 
@@ -49,7 +52,7 @@ impl ClientKey {
 /// With the RFC 2543 key an ACK's To tag is the tag of the final response, so a
 /// [`TransactionTable`](crate::TransactionTable) indexes INVITE transactions a
 /// second time under that tag once they send a final response.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ServerKey {
     /// Branch with the magic cookie: branch, sent-by and method.
     Rfc3261 {
@@ -63,6 +66,21 @@ pub enum ServerKey {
     /// Branch without the magic cookie (RFC 3261 §17.2.3, RFC 2543 §17);
     /// boxed, so that the common key stays small.
     Rfc2543(Box<Rfc2543Key>),
+}
+
+/// Hashes only the branch of an RFC 3261 key (it tells transactions apart:
+/// RFC 3261 §8.1.1.7), so that every table lookup reads fewer bytes; the
+/// sent-by and the method are compared by `Eq` (equal keys still hash alike).
+impl Hash for ServerKey {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        match self {
+            ServerKey::Rfc3261 { branch, .. } => state.write(branch.as_bytes()),
+            ServerKey::Rfc2543(k) => {
+                state.write_u8(0xff);
+                k.hash(state);
+            }
+        }
+    }
 }
 
 /// The fields an RFC 2543 request (no magic cookie in its branch) is matched
@@ -96,10 +114,12 @@ impl ServerKey {
         };
         let via = request.top_via()?;
         if via.has_magic_cookie() {
-            let mut sent_by = via.host.to_string().to_ascii_lowercase();
+            // One allocation: the host, lower-cased in place, and the port.
+            let mut sent_by = String::with_capacity(64);
+            let _ = write!(sent_by, "{}", via.host);
+            sent_by.make_ascii_lowercase();
             if let Some(p) = via.port {
-                sent_by.push(':');
-                sent_by.push_str(&p.to_string());
+                let _ = write!(sent_by, ":{p}");
             }
             return Ok(ServerKey::Rfc3261 {
                 branch: via.branch().unwrap_or_default().to_owned(),

@@ -88,6 +88,18 @@ impl ServerTransaction {
         now: Instant,
     ) -> Result<ServerTransaction> {
         let key = ServerKey::of_request(&request)?;
+        ServerTransaction::with_key(request, key, reliable, timers, now)
+    }
+
+    /// [`new`](Self::new) with the request's key already computed (the table
+    /// computes it to look the request up first).
+    pub(crate) fn with_key(
+        request: Message,
+        key: ServerKey,
+        reliable: bool,
+        timers: Timers,
+        now: Instant,
+    ) -> Result<ServerTransaction> {
         let method = request.method().ok_or(Error::NotARequest)?;
         if *method == Method::Ack {
             return Err(Error::AckIsNotATransaction);

@@ -95,11 +95,15 @@ impl StatelessReplies {
             return response;
         }
         let tag = self.to_tag(request);
-        if response.to().ok().and_then(|t| t.tag()) == Some(tag.as_str()) {
+        // Only the tag is read (not the whole To of the response).
+        if response.to_tag().ok().flatten() == Some(tag.as_str()) {
             return response;
         }
         if let Some(to) = request.header(HeaderName::To) {
-            let mut v = siplink_message::unfold(bytes::Bytes::copy_from_slice(to)).to_vec();
+            // One allocation: the request's To (folds made spaces by the
+            // edit) and the tag.
+            let mut v = Vec::with_capacity(to.len() + 5 + tag.len());
+            v.extend_from_slice(to);
             v.extend_from_slice(b";tag=");
             v.extend_from_slice(tag.as_bytes());
             response.replace_first_value(HeaderName::To, v);

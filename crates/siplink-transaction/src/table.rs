@@ -460,7 +460,13 @@ impl TransactionTable {
         } else {
             None
         };
-        let tx = match ServerTransaction::new(msg, reliable, self.config.timers, now) {
+        let tx = match ServerTransaction::with_key(
+            msg,
+            key.clone(),
+            reliable,
+            self.config.timers,
+            now,
+        ) {
             Ok(t) => t,
             Err(e) => return Received::Invalid(e),
         };

@@ -387,7 +387,9 @@ fn parse_auth(src: &Src<'_>, value: &[u8], ctx: &'static str) -> Result<Parsed> 
     if !is_digest && is_token68(i) {
         return Ok((scheme_text, Params::default(), Some(src.text(i, ctx)?)));
     }
-    let mut out: Vec<Param> = Vec::new();
+    // Room for the usual digest credentials (username, realm, nonce, uri,
+    // response, algorithm, cnonce, qop, nc, opaque) in one allocation.
+    let mut out: Vec<Param> = Vec::with_capacity(10);
     loop {
         // Skip empty list elements.
         i = sws(i);

@@ -2,10 +2,13 @@
 //!
 //! Typed views are parsed from the message's header slices the first time they
 //! are asked for (through the accessors on [`Message`]) and the result, success or
-//! error, is cached until the message is edited. Two reads keep no copy: the
+//! error, is cached until a line of that header is edited (clones share the
+//! views; an edit of one detaches it). Two reads keep no copy: the
 //! Call-ID is checked once and then read from its line, and Max-Forwards is read
-//! from its line on each call. Header lines that hold several comma-separated
-//! values and the same header on several lines read as one list.
+//! from its line on each call. A header the message does not have needs no
+//! view: its empty list (or `None`) is returned without one. Header lines that
+//! hold several comma-separated values and the same header on several lines
+//! read as one list.
 
 mod addr;
 pub mod auth;
@@ -68,10 +71,20 @@ impl Message {
     /// Every Via value, top first.
     pub fn via(&self) -> Result<&[Via]> {
         cached!(self.via, {
+            // The top value, if already parsed, is not parsed again.
+            let mut top = self
+                .cache()
+                .top_via
+                .get()
+                .and_then(|v| v.as_ref().ok())
+                .cloned();
             let mut out = Vec::new();
             self.for_each_value(HeaderName::Via, |src, v| {
                 for part in crate::grammar::split_commas(v) {
-                    out.push(Via::parse_src(src, part)?);
+                    match top.take() {
+                        Some(t) if out.is_empty() => out.push(t),
+                        _ => out.push(Via::parse_src(src, part)?),
+                    }
                 }
                 Ok(())
             })
@@ -165,6 +178,10 @@ impl Message {
 
     /// The Contact header(s): `*` or the list of contacts (empty when absent).
     pub fn contact(&self) -> Result<&Contacts> {
+        static NONE: Contacts = Contacts::List(Vec::new());
+        if !self.has_header(HeaderName::Contact) {
+            return Ok(&NONE);
+        }
         cached!(cold self.contact, addr::parse_contacts(self))
     }
 
@@ -183,6 +200,9 @@ impl Message {
 
     /// Record-Route values in order.
     pub fn record_route(&self) -> Result<&[NameAddr]> {
+        if !self.has_header(HeaderName::RecordRoute) {
+            return Ok(&[]);
+        }
         cached!(cold self.record_route,
             addr::parse_list(self, HeaderName::RecordRoute, "Record-Route header")
         )
@@ -191,6 +211,9 @@ impl Message {
 
     /// Path values in order (RFC 3327).
     pub fn path(&self) -> Result<&[NameAddr]> {
+        if !self.has_header(HeaderName::Path) {
+            return Ok(&[]);
+        }
         cached!(cold self.path,
             addr::parse_list(self, HeaderName::Path, "Path header")
         )
@@ -232,6 +255,9 @@ impl Message {
 
     /// Expires in seconds, `None` when absent.
     pub fn expires(&self) -> Result<Option<u32>> {
+        if !self.has_header(HeaderName::Expires) {
+            return Ok(None);
+        }
         cached!(cold self.expires, {
             self.first_value(HeaderName::Expires, |src, v| {
                 simple::parse_number(src, v, u64::from(u32::MAX), "Expires header", "0 to 2^32-1")
@@ -243,6 +269,9 @@ impl Message {
 
     /// Min-Expires in seconds, `None` when absent.
     pub fn min_expires(&self) -> Result<Option<u32>> {
+        if !self.has_header(HeaderName::MinExpires) {
+            return Ok(None);
+        }
         cached!(cold self.min_expires, {
             self.first_value(HeaderName::MinExpires, |src, v| {
                 simple::parse_number(
@@ -260,6 +289,9 @@ impl Message {
 
     /// Content-Type, `None` when absent.
     pub fn content_type(&self) -> Result<Option<&MediaType>> {
+        if !self.has_header(HeaderName::ContentType) {
+            return Ok(None);
+        }
         cached!(cold self.content_type, {
             self.first_value(HeaderName::ContentType, MediaType::parse_src)
         })
@@ -268,6 +300,9 @@ impl Message {
 
     /// WWW-Authenticate challenges (one per header line).
     pub fn www_authenticate(&self) -> Result<&[Challenge]> {
+        if !self.has_header(HeaderName::WwwAuthenticate) {
+            return Ok(&[]);
+        }
         cached!(cold self.www_authenticate, {
             self.for_each_value(HeaderName::WwwAuthenticate, Challenge::parse_src)
         })
@@ -276,6 +311,9 @@ impl Message {
 
     /// Proxy-Authenticate challenges (one per header line).
     pub fn proxy_authenticate(&self) -> Result<&[Challenge]> {
+        if !self.has_header(HeaderName::ProxyAuthenticate) {
+            return Ok(&[]);
+        }
         cached!(cold self.proxy_authenticate, {
             self.for_each_value(HeaderName::ProxyAuthenticate, Challenge::parse_src)
         })
@@ -284,6 +322,9 @@ impl Message {
 
     /// Authorization credentials (one per header line).
     pub fn authorization(&self) -> Result<&[Credentials]> {
+        if !self.has_header(HeaderName::Authorization) {
+            return Ok(&[]);
+        }
         cached!(cold self.authorization, {
             self.for_each_value(HeaderName::Authorization, Credentials::parse_src)
         })
@@ -292,6 +333,9 @@ impl Message {
 
     /// Proxy-Authorization credentials (one per header line).
     pub fn proxy_authorization(&self) -> Result<&[Credentials]> {
+        if !self.has_header(HeaderName::ProxyAuthorization) {
+            return Ok(&[]);
+        }
         cached!(cold self.proxy_authorization, {
             self.for_each_value(HeaderName::ProxyAuthorization, Credentials::parse_src)
         })
@@ -300,6 +344,9 @@ impl Message {
 
     /// Allow: the methods listed.
     pub fn allow(&self) -> Result<&[ByteString]> {
+        if !self.has_header(HeaderName::Allow) {
+            return Ok(&[]);
+        }
         cached!(cold self.allow,
             simple::parse_tokens(self, HeaderName::Allow, "Allow header")
         )
@@ -308,6 +355,9 @@ impl Message {
 
     /// Supported: option tags.
     pub fn supported(&self) -> Result<&[ByteString]> {
+        if !self.has_header(HeaderName::Supported) {
+            return Ok(&[]);
+        }
         cached!(cold self.supported,
             simple::parse_tokens(self, HeaderName::Supported, "Supported header")
         )
@@ -316,6 +366,9 @@ impl Message {
 
     /// Require: option tags.
     pub fn require(&self) -> Result<&[ByteString]> {
+        if !self.has_header(HeaderName::Require) {
+            return Ok(&[]);
+        }
         cached!(cold self.require,
             simple::parse_tokens(self, HeaderName::Require, "Require header")
         )
@@ -324,6 +377,9 @@ impl Message {
 
     /// Proxy-Require: option tags.
     pub fn proxy_require(&self) -> Result<&[ByteString]> {
+        if !self.has_header(HeaderName::ProxyRequire) {
+            return Ok(&[]);
+        }
         cached!(cold self.proxy_require,
             simple::parse_tokens(self, HeaderName::ProxyRequire, "Proxy-Require header")
         )
@@ -332,6 +388,9 @@ impl Message {
 
     /// Unsupported: option tags.
     pub fn unsupported(&self) -> Result<&[ByteString]> {
+        if !self.has_header(HeaderName::Unsupported) {
+            return Ok(&[]);
+        }
         cached!(cold self.unsupported,
             simple::parse_tokens(self, HeaderName::Unsupported, "Unsupported header")
         )
@@ -340,6 +399,9 @@ impl Message {
 
     /// Retry-After, `None` when absent.
     pub fn retry_after(&self) -> Result<Option<&RetryAfter>> {
+        if !self.has_header(HeaderName::RetryAfter) {
+            return Ok(None);
+        }
         cached!(cold self.retry_after, {
             self.first_value(HeaderName::RetryAfter, RetryAfter::parse_src)
         })

@@ -164,7 +164,30 @@ impl fmt::Display for Host {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Host::Domain(d) => f.write_str(d),
-            Host::Ipv4(a) => write!(f, "{a}"),
+            Host::Ipv4(a) => {
+                // The dotted quad written by hand: `Ipv4Addr`'s `Display`
+                // goes through the formatting machinery once per octet
+                // (transaction keys write the sent-by of every request).
+                let mut buf = [0u8; 15];
+                let mut n = 0;
+                for (k, o) in a.octets().into_iter().enumerate() {
+                    if k > 0 {
+                        buf[n] = b'.';
+                        n += 1;
+                    }
+                    if o >= 100 {
+                        buf[n] = b'0' + o / 100;
+                        n += 1;
+                    }
+                    if o >= 10 {
+                        buf[n] = b'0' + o / 10 % 10;
+                        n += 1;
+                    }
+                    buf[n] = b'0' + o % 10;
+                    n += 1;
+                }
+                f.write_str(std::str::from_utf8(&buf[..n]).map_err(|_| fmt::Error)?)
+            }
             Host::Ipv6 { text, .. } => f.write_str(text),
         }
     }
