@@ -722,22 +722,21 @@ async fn lookup_leaves_out_a_dead_plain_tcp_flow_before_its_removal_is_processed
     s.transport.shutdown().await;
 }
 
-/// The registrar as a service of the run-to-completion runtime: a challenge
-/// (stateless: no transaction kept), then the digest answer registers, the
-/// binding is looked up, OPTIONS and other methods are answered as the
-/// standalone registrar answers them.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn registers_through_the_run_to_completion_runtime() {
+/// The digest registrar (`digest_registrar`) with an in-memory store, served
+/// on UDP by a two-worker run-to-completion runtime on loopback.
+fn digest_registrar_on_runtime() -> (
+    Transport,
+    RegistrarService,
+    siplink_transaction::runtime::Runtime,
+) {
     use siplink_transaction::runtime::{Runtime, RuntimeConfig};
-    let registrar = digest_registrar();
-    let (transport, _streams) = Transport::new(TransportConfig::default());
+    let (transport, _queue) = Transport::new(TransportConfig::default());
     let service = RegistrarService::start(
-        registrar,
+        digest_registrar(),
         Arc::new(InMemoryStore::new()),
         transport.clone(),
         ServiceConfig::default(),
     );
-    let mut events = service.subscribe();
     let rt = Runtime::start(
         &transport,
         "127.0.0.1:0".parse().unwrap(),
@@ -748,6 +747,17 @@ async fn registers_through_the_run_to_completion_runtime() {
         Arc::new(service.clone()),
     )
     .unwrap();
+    (transport, service, rt)
+}
+
+/// The registrar as a service of the run-to-completion runtime: a challenge
+/// (stateless: no transaction kept), then the digest answer registers, the
+/// binding is looked up, OPTIONS and other methods are answered as the
+/// standalone registrar answers them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registers_through_the_run_to_completion_runtime() {
+    let (transport, service, rt) = digest_registrar_on_runtime();
+    let mut events = service.subscribe();
     let c = client().await;
     let udp = Target::new(Protocol::Udp, rt.local_addr());
     let reg = request(Method::Register, "sip:example.com", "alice", 1)
@@ -803,25 +813,8 @@ async fn registers_through_the_run_to_completion_runtime() {
 /// its connection, and unbound when the connection closes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn registers_over_tcp_through_the_run_to_completion_runtime() {
-    use siplink_transaction::runtime::{Runtime, RuntimeConfig};
-    let (transport, _queue) = Transport::new(TransportConfig::default());
-    let service = RegistrarService::start(
-        digest_registrar(),
-        Arc::new(InMemoryStore::new()),
-        transport.clone(),
-        ServiceConfig::default(),
-    );
+    let (transport, service, rt) = digest_registrar_on_runtime();
     let mut events = service.subscribe();
-    let rt = Runtime::start(
-        &transport,
-        "127.0.0.1:0".parse().unwrap(),
-        RuntimeConfig {
-            workers: 2,
-            ..RuntimeConfig::default()
-        },
-        Arc::new(service.clone()),
-    )
-    .unwrap();
     assert!(rt.take_streams(&transport));
     let tcp_addr = transport
         .listen(Protocol::Tcp, "127.0.0.1:0".parse().unwrap())

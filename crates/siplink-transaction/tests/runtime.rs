@@ -89,6 +89,18 @@ fn fast() -> TableConfig {
 async fn start(sharing: UdpSharing, workers: usize) -> (Runtime, Arc<Answers>, Transport) {
     let (transport, _streams) = Transport::new(TransportConfig::default());
     let service = Arc::new(Answers::default());
+    let rt = runtime_on(&transport, sharing, workers, service.clone());
+    (rt, service, transport)
+}
+
+/// A runtime on loopback for `transport` with the tests' short timers and 8
+/// buckets.
+fn runtime_on(
+    transport: &Transport,
+    sharing: UdpSharing,
+    workers: usize,
+    service: Arc<dyn Service>,
+) -> Runtime {
     let config = RuntimeConfig {
         workers,
         sharing,
@@ -96,14 +108,7 @@ async fn start(sharing: UdpSharing, workers: usize) -> (Runtime, Arc<Answers>, T
         table: fast(),
         ..RuntimeConfig::default()
     };
-    let rt = Runtime::start(
-        &transport,
-        "127.0.0.1:0".parse().unwrap(),
-        config,
-        service.clone(),
-    )
-    .unwrap();
-    (rt, service, transport)
+    Runtime::start(transport, "127.0.0.1:0".parse().unwrap(), config, service).unwrap()
 }
 
 fn request(method: Method, from: SocketAddr, branch: &str) -> Message {
@@ -428,19 +433,7 @@ async fn connection_messages_run_to_completion_in_their_task() {
     use tokio::io::AsyncWriteExt;
     let (transport, mut inbound) = Transport::new(TransportConfig::default());
     let service = Arc::new(Answers::default());
-    let config = RuntimeConfig {
-        workers: 2,
-        buckets: 8,
-        table: fast(),
-        ..RuntimeConfig::default()
-    };
-    let rt = Runtime::start(
-        &transport,
-        "127.0.0.1:0".parse().unwrap(),
-        config,
-        service.clone(),
-    )
-    .unwrap();
+    let rt = runtime_on(&transport, UdpSharing::Shared, 2, service.clone());
     assert!(rt.take_streams(&transport));
     assert!(!rt.take_streams(&transport), "once");
     let tcp = transport
@@ -561,18 +554,7 @@ async fn client_transactions_run_to_completion_over_udp_and_a_connection() {
     // A sends through its own runtime.
     let (transport, _queue) = Transport::new(TransportConfig::default());
     let client = Arc::new(Client::default());
-    let rt = Runtime::start(
-        &transport,
-        "127.0.0.1:0".parse().unwrap(),
-        RuntimeConfig {
-            workers: 2,
-            buckets: 8,
-            table: fast(),
-            ..RuntimeConfig::default()
-        },
-        client.clone(),
-    )
-    .unwrap();
+    let rt = runtime_on(&transport, UdpSharing::Shared, 2, client.clone());
     assert!(rt.take_streams(&transport));
     let h = rt.handle();
     let to = ClientDest::Udp(server_rt.local_addr());
