@@ -56,30 +56,19 @@ pub(super) fn record_route(
         && out_token.is_none()
         && in_host == out_host
         && in_port == out_port;
-    if single {
-        req.prepend_header(
-            HeaderName::RecordRoute,
-            core::record_route_value(
-                &in_host,
-                in_port,
-                in_origin.protocol.via_token(),
-                None,
-                Some(&mac),
-            ),
-        );
-    } else {
-        // RFC 5658: the caller's face first (it ends up second), then ours
-        // towards the callee on top.
-        req.prepend_header(
-            HeaderName::RecordRoute,
-            core::record_route_value(
-                &in_host,
-                in_port,
-                in_origin.protocol.via_token(),
-                in_token.as_deref(),
-                Some(&mac),
-            ),
-        );
+    // The caller's face (a single entry has no token); with RFC 5658 double
+    // Record-Route it ends up second, under ours towards the callee.
+    req.prepend_header(
+        HeaderName::RecordRoute,
+        core::record_route_value(
+            &in_host,
+            in_port,
+            in_origin.protocol.via_token(),
+            in_token.as_deref(),
+            Some(&mac),
+        ),
+    );
+    if !single {
         req.prepend_header(
             HeaderName::RecordRoute,
             core::record_route_value(
