@@ -304,7 +304,13 @@ impl Proxy {
                 };
                 UdpRuntime::start_on(sockets, config, front.clone())
             })
-            .collect();
+            .collect::<Vec<UdpRuntime>>();
+        // Messages over TCP/TLS/WS/WSS run to completion in their
+        // connection's task too (the first UDP runtime's buckets and
+        // service); without a UDP listener they stay on the endpoint's queue.
+        if let Some(first) = workers.first() {
+            first.take_streams(&proxy.inner.transport);
+        }
         *lock(&proxy.inner.udp_workers) = workers;
         tokio::spawn(serve(proxy.inner.clone(), requests));
         tokio::spawn(strays(proxy.inner.clone(), stray_rx));
