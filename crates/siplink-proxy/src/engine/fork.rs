@@ -549,7 +549,7 @@ impl<V: View> Engine<V> {
         let Some(fork) = self.forks.remove(&id) else {
             return;
         };
-        self.media_fork_done(id, fork.cancelled || fork.caller_gone);
+        let unavailable = self.media_fork_done(id, fork.cancelled || fork.caller_gone);
         if let Some(k) = &fork.cancel_key {
             self.calls.remove(k);
             if self.early.get(&k.0) == Some(&id) {
@@ -564,6 +564,7 @@ impl<V: View> Engine<V> {
             .take(&fork.request)
             .or_else(|| core::local_response(&fork.request, 500, "No Response From Any Branch"));
         let Some(response) = response else { return };
+        let response = Self::media_final(&fork.request, response, unavailable);
         let status = response.status().unwrap_or(500);
         if fork.caller.is_some() && fork.invite {
             self.out.push_back(Output::Event(Event::CallEnded {

@@ -128,6 +128,9 @@ struct ForkMedia {
     caller_tag: String,
     /// Whether the relay was asked anything (then it holds state to delete).
     asked: bool,
+    /// The relay was unavailable for a branch: what the caller is told when
+    /// no branch answers (rather than the 500 a downstream 503 becomes).
+    unavailable: Option<String>,
 }
 
 /// Media of one fork branch.
@@ -322,6 +325,7 @@ impl<V: View> Engine<V> {
             call_id,
             caller_tag,
             asked: false,
+            unavailable: None,
         });
         entry.media = media;
         entry.direction = direction;
@@ -735,14 +739,24 @@ impl<V: View> Engine<V> {
         self.media.branches.remove(&branch);
     }
 
+    fn note_unavailable(&mut self, branch: BranchId, status: u16, reason: &str) {
+        if status != 503 {
+            return;
+        }
+        if let Some(BranchSlot::Fork(b)) = self.branches.get(&branch)
+            && let Some(fm) = self.media.forks.get_mut(&b.fork)
+        {
+            fm.unavailable = Some(reason.to_owned());
+        }
+    }
+
     /// An initial INVITE's fork is over: when no dialog took its media over
-    /// (no 2xx, or one refused), the relay's call is deleted.
-    pub(super) fn media_fork_done(&mut self, id: u64, cancelled: bool) {
-        let Some(fm) = self.media.forks.remove(&id) else {
-            return;
-        };
+    /// (no 2xx, or one refused), the relay's call is deleted. Returns the
+    /// relay's unavailability when a branch failed for it.
+    pub(super) fn media_fork_done(&mut self, id: u64, cancelled: bool) -> Option<String> {
+        let fm = self.media.forks.remove(&id)?;
         if !fm.asked {
-            return;
+            return None;
         }
         let answered = self
             .dialogs
@@ -755,6 +769,23 @@ impl<V: View> Engine<V> {
                 MediaEnd::Failure
             };
             self.ask_delete(fm.media, &fm.call_id, &fm.caller_tag, end);
+        }
+        fm.unavailable
+    }
+
+    /// The final response of a fork whose best response is a 5xx while the
+    /// relay was unavailable for a branch: 503 with the relay's reason (the
+    /// proxy's own condition, not a downstream 503 turned 500).
+    pub(super) fn media_final(
+        request: &Message,
+        response: Message,
+        unavailable: Option<String>,
+    ) -> Message {
+        match unavailable {
+            Some(reason) if response.status().is_some_and(|s| (500..600).contains(&s)) => {
+                core::local_response(request, 503, &reason).unwrap_or(response)
+            }
+            _ => response,
         }
     }
 
@@ -851,13 +882,16 @@ impl<V: View> Engine<V> {
                         });
                     }
                     Some(false) => {
-                        // Cancelled while the relay was asked: never sent.
+                        // Cancelled while the relay was asked: never sent
+                        // (the fork's end deletes the relay's call).
                         self.fail_branch(branch, 487, "Request Terminated", now);
                     }
-                    None => {}
-                }
-                if !self.media_call_alive(&w.call_id) {
-                    self.ask_delete(w.media, &w.call_id, &w.caller_tag, MediaEnd::Cancel);
+                    None => {
+                        // The call went meanwhile: nothing deletes this.
+                        if !self.media_call_alive(&w.call_id) {
+                            self.ask_delete(w.media, &w.call_id, &w.caller_tag, MediaEnd::Cancel);
+                        }
+                    }
                 }
             }
             Op::Response {
@@ -920,7 +954,10 @@ impl<V: View> Engine<V> {
     fn media_failed(&mut self, w: Waiting, status: u16, reason: String, now: std::time::Instant) {
         let (status, reason) = phrase(status, &reason);
         match w.op {
-            Op::Offer { branch, .. } => self.fail_branch(branch, status, &reason, now),
+            Op::Offer { branch, .. } => {
+                self.note_unavailable(branch, status, &reason);
+                self.fail_branch(branch, status, &reason, now)
+            }
             Op::Response {
                 branch, response, ..
             } => self.media_response_failed(branch, response, status, &reason, now),
@@ -945,6 +982,7 @@ impl<V: View> Engine<V> {
         if response.status().unwrap_or(0) < 200 {
             return;
         }
+        self.note_unavailable(branch, status, reason);
         let Some(BranchSlot::Fork(b)) = self.branches.get(&branch) else {
             return;
         };
