@@ -1157,3 +1157,332 @@ mod real {
         drop(r);
     }
 }
+
+// ---------------------------------------------------------------------------
+// Random call histories with media on: whatever the order of responses,
+// relay answers and failures, CANCELs, closed flows, BYEs, media timeouts and
+// time, the relay holds no call at the end and the engine holds nothing.
+// ---------------------------------------------------------------------------
+
+mod model {
+    use super::*;
+    use proptest::prelude::*;
+    use siplink_message::Transport;
+    use siplink_proxy::engine::{BranchId, RouteGroup};
+    use siplink_transport::Origin;
+    use std::collections::{HashMap, HashSet};
+
+    #[derive(Debug, Clone)]
+    enum Step {
+        Call {
+            groups: Vec<u8>,
+            ws: bool,
+            sdp: bool,
+        },
+        Respond {
+            pick: usize,
+            status: u16,
+            sdp: bool,
+        },
+        Fail {
+            pick: usize,
+            timeout: bool,
+        },
+        Relay {
+            pick: usize,
+            ok: bool,
+        },
+        Cancel {
+            pick: usize,
+        },
+        CloseFlow {
+            pick: usize,
+        },
+        Bye {
+            pick: usize,
+        },
+        MediaTimeout {
+            pick: usize,
+        },
+        Advance {
+            secs: u16,
+        },
+    }
+
+    fn step() -> impl Strategy<Value = Step> {
+        prop_oneof![
+            2 => (prop::collection::vec(1u8..3, 1..3), any::<bool>(), any::<bool>())
+                .prop_map(|(groups, ws, sdp)| Step::Call { groups, ws, sdp }),
+            5 => (any::<usize>(), prop::sample::select(vec![180u16, 183, 200, 486, 487, 503]), any::<bool>())
+                .prop_map(|(pick, status, sdp)| Step::Respond { pick, status, sdp }),
+            5 => (any::<usize>(), prop::bool::weighted(0.8))
+                .prop_map(|(pick, ok)| Step::Relay { pick, ok }),
+            1 => (any::<usize>(), any::<bool>()).prop_map(|(pick, timeout)| Step::Fail { pick, timeout }),
+            1 => any::<usize>().prop_map(|pick| Step::Cancel { pick }),
+            1 => any::<usize>().prop_map(|pick| Step::CloseFlow { pick }),
+            1 => any::<usize>().prop_map(|pick| Step::Bye { pick }),
+            1 => any::<usize>().prop_map(|pick| Step::MediaTimeout { pick }),
+            1 => (0u16..400).prop_map(|secs| Step::Advance { secs }),
+        ]
+    }
+
+    struct Call {
+        tx: ServerTx,
+        invite: Message,
+        origin: Origin,
+        answered: Option<Message>,
+    }
+
+    #[derive(Default)]
+    struct World {
+        open: Vec<(BranchId, Message)>,
+        asked: Vec<(MediaToken, Request)>,
+        /// The calls the relay holds.
+        relay: HashSet<String>,
+        calls: Vec<Call>,
+        got: HashMap<ServerTx, Vec<u16>>,
+    }
+
+    impl World {
+        fn collect(&mut self, h: &mut Harness) {
+            for o in h.outputs() {
+                match o {
+                    Output::Send {
+                        branch, request, ..
+                    } => self.open.push((branch, request)),
+                    Output::Media { token, request } => self.asked.push((token, request)),
+                    Output::Respond { tx, response } => {
+                        let status = response.status().unwrap();
+                        self.got.entry(tx).or_default().push(status);
+                        if (200..300).contains(&status)
+                            && let Some(c) = self.calls.iter_mut().find(|c| c.tx == tx)
+                            && c.answered.is_none()
+                        {
+                            c.answered = Some(response);
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+
+        fn respond(&mut self, h: &mut Harness, i: usize, status: u16, sdp: bool) {
+            let (branch, request) = self.open[i].clone();
+            let invite = request.method() == Some(&Method::Invite);
+            let status = if invite { status } else { 200 };
+            let mut r = pbx_reply(&request, status, &format!("t{}", branch.get()), "");
+            if invite && sdp && status < 300 {
+                r = with_sdp(r, &sdp_vectors::sipp_pcmu_offer(6000));
+            }
+            h.respond(branch, r);
+            if status >= 200 {
+                self.open.remove(i);
+            }
+            self.collect(h);
+        }
+
+        fn relay(&mut self, h: &mut Harness, i: usize, ok: bool) {
+            let (token, request) = self.asked.remove(i);
+            let call_id = request.call_id().unwrap_or_default().to_owned();
+            let result = match command(&request) {
+                "delete" => {
+                    self.relay.remove(&call_id);
+                    MediaResult::Deleted
+                }
+                _ if ok => {
+                    self.relay.insert(call_id);
+                    MediaResult::Sdp(relay_sdp("relay"))
+                }
+                _ => MediaResult::Failed(MediaFailure {
+                    status: 503,
+                    reason: "Media Relay Timeout".into(),
+                }),
+            };
+            h.engine.handle_media(token, result, h.now);
+            self.collect(h);
+        }
+    }
+
+    fn run(steps: Vec<Step>) {
+        let mut v = view();
+        for (name, mode) in [("c0", MediaMode::Bridge), ("c1", MediaMode::Relay)] {
+            v.media.push((
+                name.to_owned(),
+                ConnectionMedia {
+                    mode,
+                    transcode: false,
+                },
+            ));
+        }
+        let mut h = Harness::new();
+        h.engine = Engine::new(v, EngineConfig::default());
+        let mut w = World::default();
+        let mut next = 0u64;
+        for s in steps {
+            match s {
+                Step::Call { groups, ws, sdp } => {
+                    next += 1;
+                    let call_id = format!("mm{next}");
+                    let origin = if ws {
+                        Origin {
+                            flow: Some(FlowId::from_raw(1000 + next)),
+                            ..wss_phone()
+                        }
+                    } else {
+                        udp_from("192.0.2.10:5060")
+                    };
+                    let mut invite = baresip_invite("sip:4001@proxy.example.com", &call_id, "");
+                    if !sdp {
+                        invite.set_body(None, bytes::Bytes::new());
+                        invite.remove_header(HeaderName::ContentType);
+                    }
+                    let tx = h.request(invite.clone(), origin);
+                    let token = lookups(&h.outputs())[0].0;
+                    let groups: Vec<RouteGroup> = groups
+                        .iter()
+                        .enumerate()
+                        .map(|(g, n)| {
+                            group(
+                                &format!("c{g}"),
+                                (0..*n)
+                                    .map(|k| {
+                                        target(
+                                            &format!("192.0.2.{}", 100 + g * 10 + k as usize),
+                                            5060,
+                                        )
+                                    })
+                                    .collect(),
+                            )
+                        })
+                        .collect();
+                    h.lookup(token, LookupResult::Routes(groups));
+                    w.calls.push(Call {
+                        tx,
+                        invite,
+                        origin,
+                        answered: None,
+                    });
+                    w.collect(&mut h);
+                }
+                Step::Respond { pick, status, sdp } if !w.open.is_empty() => {
+                    let i = pick % w.open.len();
+                    w.respond(&mut h, i, status, sdp);
+                }
+                Step::Relay { pick, ok } if !w.asked.is_empty() => {
+                    let i = pick % w.asked.len();
+                    w.relay(&mut h, i, ok);
+                }
+                Step::Fail { pick, timeout } if !w.open.is_empty() => {
+                    let (branch, _) = w.open.remove(pick % w.open.len());
+                    h.engine.handle_branch_failure(branch, timeout, h.now);
+                    w.collect(&mut h);
+                }
+                Step::Cancel { pick } if !w.calls.is_empty() => {
+                    let c = &w.calls[pick % w.calls.len()];
+                    let via = header(&c.invite, HeaderName::Via)[0].clone();
+                    let cancel = msg(&format!(
+                        "CANCEL sip:4001@proxy.example.com SIP/2.0\nVia: {via}\nMax-Forwards: 70\n\
+                         To: <sip:4001@proxy.example.com>\nFrom: \"Alice\" <sip:1001@proxy.example.com>;tag=8d7e4ca2c7f2e1b1\n\
+                         Call-ID: {}\nCSeq: 23456 CANCEL\nContent-Length: 0\n\n",
+                        c.invite.call_id().unwrap()
+                    ));
+                    let origin = c.origin;
+                    h.request(cancel, origin);
+                    w.collect(&mut h);
+                }
+                Step::CloseFlow { pick } if !w.calls.is_empty() => {
+                    if let Some(flow) = w.calls[pick % w.calls.len()].origin.flow {
+                        h.engine.handle_flow_closed(flow, h.now);
+                        w.collect(&mut h);
+                    }
+                }
+                Step::Bye { pick } if !w.calls.is_empty() => {
+                    let c = &w.calls[pick % w.calls.len()];
+                    let Some(ok) = &c.answered else {
+                        continue;
+                    };
+                    let rr = header(ok, HeaderName::RecordRoute);
+                    let to_tag = ok.to_tag().unwrap().unwrap().to_owned();
+                    let routes: String = rr.iter().rev().map(|r| format!("Route: {r}\n")).collect();
+                    let proto = if c.origin.protocol == Transport::Udp {
+                        "UDP"
+                    } else {
+                        "WSS"
+                    };
+                    let bye = msg(&format!(
+                        "BYE sip:{PBX}:5060 SIP/2.0\nVia: SIP/2.0/{proto} 192.0.2.99:5060;branch=z9hG4bKbye{next}\n\
+                         Max-Forwards: 70\n{routes}From: <sip:1001@proxy.example.com>;tag=8d7e4ca2c7f2e1b1\n\
+                         To: <sip:4001@proxy.example.com>;tag={to_tag}\nCall-ID: {}\nCSeq: 99999 BYE\nContent-Length: 0\n\n",
+                        ok.call_id().unwrap()
+                    ));
+                    next += 1;
+                    let origin = c.origin;
+                    h.request(bye, origin);
+                    w.collect(&mut h);
+                }
+                Step::MediaTimeout { pick } if !w.calls.is_empty() => {
+                    let call_id = w.calls[pick % w.calls.len()]
+                        .invite
+                        .call_id()
+                        .unwrap()
+                        .to_owned();
+                    h.engine.handle_media_timeout(&call_id, h.now);
+                    w.collect(&mut h);
+                }
+                Step::Advance { secs } => {
+                    h.advance(Duration::from_secs(u64::from(secs)));
+                    w.collect(&mut h);
+                }
+                _ => {}
+            }
+        }
+        // The relay answers everything, every transaction ends, time runs on.
+        for _ in 0..6 {
+            for _ in 0..256 {
+                if w.asked.is_empty() && w.open.is_empty() {
+                    break;
+                }
+                if !w.asked.is_empty() {
+                    w.relay(&mut h, 0, true);
+                } else {
+                    w.respond(&mut h, 0, 487, false);
+                }
+            }
+            h.advance(Duration::from_secs(5 * 3600));
+            w.collect(&mut h);
+        }
+        assert!(w.open.is_empty() && w.asked.is_empty());
+        assert!(w.relay.is_empty(), "calls left on the relay: {:?}", w.relay);
+        assert_eq!(h.engine.media_waiting(), 0);
+        assert!(
+            h.engine.is_idle(),
+            "the engine holds {:?}",
+            h.engine.sizes()
+        );
+        for c in &w.calls {
+            let got = w.got.get(&c.tx).cloned().unwrap_or_default();
+            let Some(f) = got.iter().position(|s| *s >= 200) else {
+                assert!(c.origin.flow.is_some(), "no final response: {got:?}");
+                continue;
+            };
+            let after = &got[f..];
+            assert!(
+                after.iter().all(|s| *s >= 200),
+                "provisional after a final: {got:?}"
+            );
+            let failures = after.iter().filter(|s| **s >= 300).count();
+            assert!(failures <= 1, "two failure answers: {got:?}");
+            if got[f] < 300 {
+                assert_eq!(failures, 0, "a failure after a 2xx: {got:?}");
+            }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+        #[test]
+        fn random_histories_leave_no_call_on_the_relay(steps in prop::collection::vec(step(), 1..60)) {
+            run(steps);
+        }
+    }
+}

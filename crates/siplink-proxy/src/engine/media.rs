@@ -857,7 +857,14 @@ impl<V: View> Engine<V> {
 
     /// The relay answered with `sdp`: the held message goes on.
     fn media_release(&mut self, w: Waiting, sdp: String, now: std::time::Instant) {
-        match w.op {
+        let Waiting {
+            call_id,
+            caller_tag,
+            media,
+            op,
+        } = w;
+        let orphan = (call_id.as_str(), caller_tag.as_str(), media);
+        match op {
             Op::Offer {
                 branch,
                 mut request,
@@ -886,12 +893,7 @@ impl<V: View> Engine<V> {
                         // (the fork's end deletes the relay's call).
                         self.fail_branch(branch, 487, "Request Terminated", now);
                     }
-                    None => {
-                        // The call went meanwhile: nothing deletes this.
-                        if !self.media_call_alive(&w.call_id) {
-                            self.ask_delete(w.media, &w.call_id, &w.caller_tag, MediaEnd::Cancel);
-                        }
-                    }
+                    None => self.media_orphan(orphan),
                 }
             }
             Op::Response {
@@ -909,8 +911,8 @@ impl<V: View> Engine<V> {
                     _ => None,
                 };
                 let key = in_dialog.unwrap_or_else(|| DialogKey {
-                    call_id: w.call_id.clone(),
-                    caller_tag: w.caller_tag.clone(),
+                    call_id: call_id.clone(),
+                    caller_tag: caller_tag.clone(),
                     callee_tag: tag(response.to_tag()),
                 });
                 let remember = (200..300).contains(&status)
@@ -920,6 +922,7 @@ impl<V: View> Engine<V> {
                 if let Some(r) = kept {
                     self.remember_2xx(&key, &r, stage.is_offer());
                 }
+                self.media_orphan(orphan);
             }
             Op::Request {
                 tx,
@@ -937,6 +940,7 @@ impl<V: View> Engine<V> {
                     leg.offered = Some(sdp);
                 }
                 self.start_relay(tx, request, origin, Some(dialog), target, now);
+                self.media_orphan(orphan);
             }
             Op::Ack {
                 key: _,
@@ -945,8 +949,18 @@ impl<V: View> Engine<V> {
             } => {
                 set_sdp(&mut message, sdp);
                 self.out.push_back(Output::Forward { message, hop });
+                self.media_orphan(orphan);
             }
             Op::Delete => {}
+        }
+    }
+
+    /// The relay answered for a call that ended meanwhile (its delete may
+    /// have reached the relay first): nothing else would delete what the
+    /// answer made, so delete it now.
+    fn media_orphan(&mut self, (call_id, caller_tag, media): (&str, &str, ConnectionMedia)) {
+        if !self.media_call_alive(call_id) {
+            self.ask_delete(media, call_id, caller_tag, MediaEnd::DialogEnd);
         }
     }
 
