@@ -1105,6 +1105,122 @@ mod real {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_pbx_call_forked_to_a_browser_and_a_desk_phone_through_a_real_rtpengine() {
+        let Some(r) = Rtpengine::start("engine-fork") else {
+            return;
+        };
+        let relay = relay(&r).await;
+        let mut h = harness(MediaMode::Bridge);
+        let call = "real-fork-siplink";
+        let desk = Target {
+            request_uri: Some("sip:1001@192.0.2.50:5060".to_owned()),
+            route: Vec::new(),
+            hop: addr("192.0.2.50", 5060),
+        };
+        let out = pbx_dials(
+            &mut h,
+            call,
+            &sdp_vectors::sipp_pcmu_offer(6008),
+            vec![ws_target(), desk],
+        );
+        let out = run_media(&mut h, &relay, out).await;
+        let sent = sends(&out);
+        assert_eq!(sent.len(), 2);
+        // Each branch gets its own leg: WebRTC for the browser, plain RTP
+        // (addresses anchored) for the desk phone.
+        let to_browser = sdp_of(&sent[0].request);
+        let to_desk = sdp_of(&sent[1].request);
+        assert_browser(&to_browser, &r);
+        assert_plain(&to_desk, &r);
+        assert_ne!(to_browser.media[0].desc.port, to_desk.media[0].desc.port);
+        // The desk phone rings, the browser answers.
+        h.respond(sent[1].branch, pbx_reply(&sent[1].request, 180, "desk", ""));
+        h.outputs();
+        let ok = with_sdp(
+            pbx_reply(&sent[0].request, 200, "browser-tag", ""),
+            &sdp_vectors::chrome_offer(40060),
+        );
+        h.respond(sent[0].branch, ok);
+        let out = h.outputs();
+        let out = run_media(&mut h, &relay, out).await;
+        let (_, ok) = responses(&out)
+            .into_iter()
+            .find(|(_, r)| r.status() == Some(200))
+            .expect("the 200 to the PBX");
+        assert_plain(&sdp_of(&ok), &r);
+        let cancel = sends(&out)
+            .into_iter()
+            .find(|s| s.request.method() == Some(&Method::Cancel));
+        let cancel = cancel.expect("the desk phone is cancelled");
+        h.respond(cancel.branch, pbx_reply(&cancel.request, 200, "desk", ""));
+        h.respond(sent[1].branch, pbx_reply(&sent[1].request, 487, "desk", ""));
+        let out = h.outputs();
+        assert!(asks(&out).is_empty(), "the answered call keeps its media");
+        let stats = relay.query(QueryRequest::call(call)).await.unwrap();
+        for t in ["pbx-tag-1", "browser-tag"] {
+            assert!(stats.tags.iter().any(|x| x == t), "{:?}", stats.tags);
+        }
+        // The browser's WebSocket closes: BYE to the PBX, nothing left.
+        h.engine
+            .handle_flow_closed(FlowId::from_raw(WS_FLOW), h.now);
+        let out = h.outputs();
+        run_media(&mut h, &relay, out).await;
+        assert_gone(&relay, &r, call).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn hold_and_resume_through_a_real_rtpengine() {
+        let Some(r) = Rtpengine::start("engine-hold") else {
+            return;
+        };
+        let relay = relay(&r).await;
+        let mut h = harness(MediaMode::Bridge);
+        let call = "real-hold-siplink";
+        let (_, out) = browser_dials(&mut h, call, true);
+        let out = run_media(&mut h, &relay, out).await;
+        let sent = sends(&out).remove(0);
+        let ok = with_sdp(
+            pbx_reply(&sent.request, 200, PBX_TAG, ""),
+            &sdp_vectors::sipp_pcmu_offer(6010),
+        );
+        h.respond(sent.branch, ok);
+        let out = h.outputs();
+        let out = run_media(&mut h, &relay, out).await;
+        let (_, ok) = responses(&out).remove(0);
+        // The PBX holds (sendonly), then resumes (sendrecv).
+        for (cseq, direction, back) in [(2, "sendonly", "recvonly"), (3, "sendrecv", "sendrecv")] {
+            let sdp = sdp_vectors::sipp_pcmu_offer(6010).replace(
+                "a=rtpmap:0 PCMU/8000\r\n",
+                &format!("a=rtpmap:0 PCMU/8000\r\na={direction}\r\n"),
+            );
+            let re = with_sdp(in_dialog("INVITE", &ok, false, cseq), &sdp);
+            h.request(re, udp_from(&format!("{PBX}:5060")));
+            let out = h.outputs();
+            let out = run_media(&mut h, &relay, out).await;
+            let s = sends(&out).remove(0);
+            let to_browser = sdp_of(&s.request);
+            assert_browser(&to_browser, &r);
+            assert!(to_browser.media[0].has_attribute(direction), "{to_browser}");
+            let answer =
+                sdp_vectors::chrome_offer(40070).replace("a=sendrecv", &format!("a={back}"));
+            h.respond(
+                s.branch,
+                with_sdp(pbx_reply(&s.request, 200, PHONE_TAG, ""), &answer),
+            );
+            let out = h.outputs();
+            let out = run_media(&mut h, &relay, out).await;
+            let (_, ok2) = responses(&out).remove(0);
+            let to_pbx = sdp_of(&ok2);
+            assert_plain(&to_pbx, &r);
+            assert!(to_pbx.media[0].has_attribute(back), "{to_pbx}");
+        }
+        h.request(in_dialog("BYE", &ok, true, 6140), wss_phone());
+        let out = h.outputs();
+        run_media(&mut h, &relay, out).await;
+        assert_gone(&relay, &r, call).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn relay_errors_become_the_status_the_call_fails_with() {
         let Some(r) = Rtpengine::start("engine-errors") else {
             return;
