@@ -53,6 +53,16 @@ pub async fn run<R: MediaRelay>(relay: &R, request: Request) -> MediaResult {
     outcome.unwrap_or_else(|e| MediaResult::Failed(failure(&e)))
 }
 
+/// The call a relay error says is lost (its rtpengine instance is down):
+/// the driver ends it with
+/// [`Engine::handle_media_lost`](crate::engine::Engine::handle_media_lost).
+pub fn lost_call(error: &Error) -> Option<&str> {
+    match error {
+        Error::InstanceDown { call_id, .. } => Some(call_id),
+        _ => None,
+    }
+}
+
 /// The status and reason a relay error fails a call with.
 pub fn failure(error: &Error) -> MediaFailure {
     let (status, what) = match error {

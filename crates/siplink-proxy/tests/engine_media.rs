@@ -920,6 +920,66 @@ fn the_relays_media_timeout_ends_the_call_with_bye_to_both_legs() {
     assert!(h.outputs().is_empty());
 }
 
+#[test]
+fn a_lost_relay_instance_ends_its_calls_with_bye_to_both_legs() {
+    let mut h = harness(MediaMode::Bridge);
+    answered_browser_call(&mut h, "m-lost");
+    answered_browser_call(&mut h, "m-kept");
+    h.engine.handle_media_lost("m-lost", h.now);
+    let out = h.outputs();
+    let s = sends(&out);
+    assert_eq!(methods(&s), vec!["BYE", "BYE"]);
+    assert!(s.iter().all(|b| b.request.call_id().unwrap() == "m-lost"));
+    for bye in &s {
+        assert_eq!(
+            bye.request.header_values_named("Reason").next(),
+            Some(&b"SIP;text=\"Media Relay Failed\""[..])
+        );
+    }
+    assert!(events(&out).iter().any(|e| matches!(
+        e,
+        Event::CallEnded {
+            reason: EndReason::MediaFailed,
+            ..
+        }
+    )));
+    one_delete(&out, "m-lost", PHONE_TAG);
+    assert!(h.engine.dialog(&browser_key("m-kept")).is_some());
+}
+
+#[test]
+fn media_io_maps_relay_errors_to_statuses_and_lost_calls() {
+    use siplink_media::Error;
+    use siplink_proxy::media_io::{failure, lost_call};
+    let refused = Error::Rejected {
+        command: "offer",
+        reason: "Incomplete SDP specification".into(),
+    };
+    let f = failure(&refused);
+    assert_eq!(f.status, 488);
+    assert_eq!(
+        f.reason,
+        "Media Relay Refused: rtpengine refused the offer: Incomplete SDP specification"
+    );
+    assert_eq!(failure(&Error::NoInstance).status, 503);
+    let io = Error::Io(std::io::Error::other("network is unreachable"));
+    let f = failure(&io);
+    assert_eq!(f.status, 503);
+    assert_eq!(
+        f.reason, "Media Relay Unavailable: media relay socket: network is unreachable",
+        "the source is chained"
+    );
+    let long = Error::Protocol("x".repeat(10_000));
+    assert!(failure(&long).reason.len() <= 200);
+    let down = Error::InstanceDown {
+        call_id: "c-9".into(),
+        instance: "127.0.0.1:2223".parse().unwrap(),
+    };
+    assert_eq!(lost_call(&down), Some("c-9"));
+    assert_eq!(failure(&down).status, 503);
+    assert_eq!(lost_call(&Error::NoInstance), None);
+}
+
 // ---------------------------------------------------------------------------
 // Against a real rtpengine (Debian's rtpengine-daemon): the engine's requests
 // run by `media_io::run`. Skipped when rtpengine is missing and

@@ -115,7 +115,8 @@ pub enum EndReason {
     /// timeout); both sides got a BYE.
     MediaTimeout,
     /// The media relay failed on an SDP of the established call (an answer
-    /// in an ACK or in a re-INVITE's 2xx); both sides got a BYE.
+    /// in an ACK or in a re-INVITE's 2xx), or lost the call (its instance is
+    /// down); both sides got a BYE.
     MediaFailed,
 }
 

@@ -255,6 +255,17 @@ impl<V: View> Engine<V> {
     /// The media relay reports that the call `call_id` had no media for too
     /// long (rtpengine's media timeout): its dialogs end, BYE to both legs.
     pub fn handle_media_timeout(&mut self, call_id: &str, now: std::time::Instant) {
+        self.end_media_calls(call_id, EndReason::MediaTimeout, now);
+    }
+
+    /// The media relay lost the call `call_id` (the rtpengine instance that
+    /// held it is down: [`siplink_media::Error::InstanceDown`]): its dialogs
+    /// end, BYE to both legs (`Reason: SIP;text="Media Relay Failed"`).
+    pub fn handle_media_lost(&mut self, call_id: &str, now: std::time::Instant) {
+        self.end_media_calls(call_id, EndReason::MediaFailed, now);
+    }
+
+    fn end_media_calls(&mut self, call_id: &str, reason: EndReason, now: std::time::Instant) {
         let mut keys: Vec<DialogKey> = self
             .dialogs
             .values()
@@ -263,7 +274,7 @@ impl<V: View> Engine<V> {
             .collect();
         keys.sort();
         for key in keys {
-            self.end_dialog(&key, EndReason::MediaTimeout, None, now);
+            self.end_dialog(&key, reason.clone(), None, now);
         }
     }
 
