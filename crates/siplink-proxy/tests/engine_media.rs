@@ -1281,6 +1281,48 @@ mod real {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_late_offer_and_its_ack_answer_through_a_real_rtpengine() {
+        let Some(r) = Rtpengine::start("engine-late") else {
+            return;
+        };
+        let relay = relay(&r).await;
+        let mut h = harness(MediaMode::Bridge);
+        let call = "real-late-siplink";
+        let (_, out) = browser_dials(&mut h, call, false);
+        let sent = sends(&out).remove(0);
+        assert!(sent.request.body().is_empty());
+        // The PBX offers PCMU in its 200; the browser gets WebRTC.
+        let ok = with_sdp(
+            pbx_reply(&sent.request, 200, PBX_TAG, ""),
+            &sdp_vectors::sipp_pcmu_offer(6012),
+        );
+        h.respond(sent.branch, ok);
+        let out = h.outputs();
+        let out = run_media(&mut h, &relay, out).await;
+        let (_, ok) = responses(&out).remove(0);
+        assert_browser(&sdp_of(&ok), &r);
+        // The browser answers in the ACK; the PBX gets plain RTP.
+        let ack = with_sdp(
+            in_dialog("ACK", &ok, true, 6135),
+            &sdp_vectors::chrome_offer(40080).replace("a=setup:actpass", "a=setup:active"),
+        );
+        h.request(ack, wss_phone());
+        let out = h.outputs();
+        let out = run_media(&mut h, &relay, out).await;
+        let fwd = forwards(&out);
+        assert_eq!(fwd.len(), 1);
+        assert_plain(&sdp_of(&fwd[0].0), &r);
+        let stats = relay.query(QueryRequest::call(call)).await.unwrap();
+        for t in [PHONE_TAG, PBX_TAG] {
+            assert!(stats.tags.iter().any(|x| x == t), "{:?}", stats.tags);
+        }
+        h.request(in_dialog("BYE", &ok, true, 6136), wss_phone());
+        let out = h.outputs();
+        run_media(&mut h, &relay, out).await;
+        assert_gone(&relay, &r, call).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn relay_errors_become_the_status_the_call_fails_with() {
         let Some(r) = Rtpengine::start("engine-errors") else {
             return;
