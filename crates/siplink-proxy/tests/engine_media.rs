@@ -948,6 +948,41 @@ fn a_lost_relay_instance_ends_its_calls_with_bye_to_both_legs() {
 }
 
 #[test]
+fn reinvites_waiting_for_the_relay_are_bounded() {
+    let mut v = view();
+    v.media.push((
+        "office-pbx".to_owned(),
+        ConnectionMedia {
+            mode: MediaMode::Bridge,
+            transcode: false,
+        },
+    ));
+    let mut h = Harness::new();
+    h.engine = Engine::new(
+        v,
+        EngineConfig {
+            max_calls: 2,
+            ..EngineConfig::default()
+        },
+    );
+    let (_, ok) = answered_browser_call(&mut h, "m-bound");
+    // Four may wait (twice max_calls); the fifth is refused at once.
+    let mut statuses_seen = Vec::new();
+    for n in 0..5u32 {
+        let re = with_sdp(
+            in_dialog("INVITE", &ok, true, 6136 + n),
+            &sdp_vectors::chrome_offer(40090),
+        );
+        h.request(re, wss_phone());
+        let out = h.outputs();
+        statuses_seen.extend(statuses(&out));
+        assert_eq!(asks(&out).len(), usize::from(n < 4), "re-INVITE {n}");
+    }
+    assert_eq!(statuses_seen, vec![503]);
+    assert_eq!(h.engine.media_waiting(), 4);
+}
+
+#[test]
 fn media_io_maps_relay_errors_to_statuses_and_lost_calls() {
     use siplink_media::Error;
     use siplink_proxy::media_io::{failure, lost_call};

@@ -278,6 +278,12 @@ impl<V: View> Engine<V> {
         }
     }
 
+    /// Whether the in-dialog requests and ACKs waiting for the relay reached
+    /// their bound (twice `max_calls`, as for relayed in-dialog requests).
+    fn media_full(&self) -> bool {
+        self.media.ops.len() >= self.config.max_calls.saturating_mul(2)
+    }
+
     fn ask(&mut self, request: Request, w: Waiting) {
         let token = MediaToken(self.id());
         self.media.ops.insert(token, w);
@@ -599,6 +605,10 @@ impl<V: View> Engine<V> {
         let Some(sdp) = sdp_body(&request) else {
             return Some(request);
         };
+        if self.media_full() {
+            self.respond(tx, &request, 503, "Too Many Requests In Progress");
+            return None;
+        }
         let (caller, callee) = parties(leg.pbx_is_caller);
         let from = if *from_caller { caller } else { callee };
         let media = leg.media;
@@ -664,6 +674,11 @@ impl<V: View> Engine<V> {
         let Some(sdp) = sdp_body(&message) else {
             return Some(message);
         };
+        if self.media_full() {
+            // Overloaded: the ACK is dropped (the callee retransmits its
+            // 2xx, then gives up and hangs up).
+            return None;
+        }
         let (caller, callee) = parties(leg.pbx_is_caller);
         let from = if *from_caller { caller } else { callee };
         let stage = if *from_caller {
