@@ -543,7 +543,8 @@ impl<V: View> Engine<V> {
             ids: SdpIds {
                 call_id: &call_id,
                 caller_tag: &caller_tag,
-                callee_tag: Some(&callee_tag),
+                // A response without a To tag has no leg to key: refused.
+                callee_tag: (!callee_tag.is_empty()).then_some(callee_tag.as_str()),
                 via_branch: via.as_deref(),
             },
             sdp,

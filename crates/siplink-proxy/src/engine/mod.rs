@@ -13,8 +13,11 @@
 //!   [`Engine::handle_branch_failure`] (a branch's transaction timed out or
 //!   its transport failed), [`Engine::handle_stray_response`] (a response no
 //!   client transaction wanted: 2xx retransmissions, RFC 6026),
-//!   [`Engine::handle_flow_closed`] and [`Engine::handle_lookup`] (the
-//!   answer to a [`Query`] it asked);
+//!   [`Engine::handle_flow_closed`], [`Engine::handle_lookup`] (the
+//!   answer to a [`Query`] it asked) and [`Engine::handle_media`] (the media
+//!   relay's answer to an [`Output::Media`]: on connections with media
+//!   `relay` or `bridge` every SDP waits for rtpengine's, see
+//!   `docs/media.md`);
 //! * what to do comes out of [`Engine::poll_output`], one [`Output`] at a
 //!   time;
 //! * time is [`Engine::poll_timeout`] / [`Engine::handle_timeout`] (timer C,
