@@ -948,6 +948,36 @@ fn a_lost_relay_instance_ends_its_calls_with_bye_to_both_legs() {
 }
 
 #[test]
+fn transcode_lets_a_g729_pbx_call_a_browser_with_opus_transcoded() {
+    let mut v = view();
+    v.media.push((
+        "office-pbx".to_owned(),
+        ConnectionMedia {
+            mode: MediaMode::Bridge,
+            transcode: true,
+        },
+    ));
+    let mut h = Harness::new();
+    h.engine = Engine::new(v, EngineConfig::default());
+    let g729 = "v=0\r\no=- 1 1 IN IP4 198.51.100.10\r\ns=-\r\nc=IN IP4 198.51.100.10\r\nt=0 0\r\n\
+                m=audio 7000 RTP/AVP 18\r\na=rtpmap:18 G729/8000\r\n";
+    let out = pbx_dials(&mut h, "m-transcode", g729, vec![ws_target()]);
+    assert!(responses(&out).is_empty(), "not refused: {out:?}");
+    let (_, offer) = asks(&out).remove(0);
+    let transcode: Vec<String> = offer
+        .to_value()
+        .get("codec")
+        .and_then(|c| c.get("transcode"))
+        .and_then(|t| t.as_list())
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|x| x.as_str().map(str::to_owned))
+        .collect();
+    assert_eq!(transcode, ["opus"]);
+    assert!(flags(&offer).contains("transport-protocol=UDP/TLS/RTP/SAVPF"));
+}
+
+#[test]
 fn reinvites_waiting_for_the_relay_are_bounded() {
     let mut v = view();
     v.media.push((
