@@ -1484,6 +1484,9 @@ mod model {
         Bye {
             pick: usize,
         },
+        ReInvite {
+            pick: usize,
+        },
         MediaTimeout {
             pick: usize,
         },
@@ -1504,6 +1507,7 @@ mod model {
             1 => any::<usize>().prop_map(|pick| Step::Cancel { pick }),
             1 => any::<usize>().prop_map(|pick| Step::CloseFlow { pick }),
             1 => any::<usize>().prop_map(|pick| Step::Bye { pick }),
+            1 => any::<usize>().prop_map(|pick| Step::ReInvite { pick }),
             1 => any::<usize>().prop_map(|pick| Step::MediaTimeout { pick }),
             1 => (0u16..400).prop_map(|secs| Step::Advance { secs }),
         ]
@@ -1679,7 +1683,8 @@ mod model {
                         w.collect(&mut h);
                     }
                 }
-                Step::Bye { pick } if !w.calls.is_empty() => {
+                Step::Bye { pick } | Step::ReInvite { pick } if !w.calls.is_empty() => {
+                    let bye = matches!(s, Step::Bye { .. });
                     let c = &w.calls[pick % w.calls.len()];
                     let Some(ok) = &c.answered else {
                         continue;
@@ -1692,15 +1697,21 @@ mod model {
                     } else {
                         "WSS"
                     };
-                    let bye = msg(&format!(
-                        "BYE sip:{PBX}:5060 SIP/2.0\nVia: SIP/2.0/{proto} 192.0.2.99:5060;branch=z9hG4bKbye{next}\n\
+                    let method = if bye { "BYE" } else { "INVITE" };
+                    let cseq = 50_000 + next;
+                    let mut request = msg(&format!(
+                        "{method} sip:{PBX}:5060 SIP/2.0\nVia: SIP/2.0/{proto} 192.0.2.99:5060;branch=z9hG4bKin{next}\n\
                          Max-Forwards: 70\n{routes}From: <sip:1001@proxy.example.com>;tag=8d7e4ca2c7f2e1b1\n\
-                         To: <sip:4001@proxy.example.com>;tag={to_tag}\nCall-ID: {}\nCSeq: 99999 BYE\nContent-Length: 0\n\n",
+                         To: <sip:4001@proxy.example.com>;tag={to_tag}\nCall-ID: {}\nCSeq: {cseq} {method}\n\
+                         Contact: <sip:1001-0x55d0c3a8@192.0.2.10:5060>\nContent-Length: 0\n\n",
                         ok.call_id().unwrap()
                     ));
+                    if !bye {
+                        request = with_sdp(request, &sdp_vectors::sipp_pcmu_offer(6100));
+                    }
                     next += 1;
                     let origin = c.origin;
-                    h.request(bye, origin);
+                    h.request(request, origin);
                     w.collect(&mut h);
                 }
                 Step::MediaTimeout { pick } if !w.calls.is_empty() => {

@@ -985,8 +985,17 @@ impl<V: View> Engine<V> {
     /// The relay answered for a call that ended meanwhile (its delete may
     /// have reached the relay first): nothing else would delete what the
     /// answer made, so delete it now.
+    /// When a fork of the call is still being set up, its end deletes the
+    /// call (it is marked as having asked the relay).
     fn media_orphan(&mut self, (call_id, caller_tag, media): (&str, &str, ConnectionMedia)) {
-        if !self.media_call_alive(call_id) {
+        let mut fork_alive = false;
+        for f in self.media.forks.values_mut() {
+            if f.call_id == call_id {
+                f.asked = true;
+                fork_alive = true;
+            }
+        }
+        if !fork_alive && !self.media_call_alive(call_id) {
             self.ask_delete(media, call_id, caller_tag, MediaEnd::DialogEnd);
         }
     }
