@@ -1461,6 +1461,7 @@ mod model {
             groups: Vec<u8>,
             ws: bool,
             sdp: bool,
+            from_pbx: bool,
         },
         Respond {
             pick: usize,
@@ -1487,6 +1488,9 @@ mod model {
         ReInvite {
             pick: usize,
         },
+        AckWithSdp {
+            pick: usize,
+        },
         MediaTimeout {
             pick: usize,
         },
@@ -1497,8 +1501,8 @@ mod model {
 
     fn step() -> impl Strategy<Value = Step> {
         prop_oneof![
-            2 => (prop::collection::vec(1u8..3, 1..3), any::<bool>(), any::<bool>())
-                .prop_map(|(groups, ws, sdp)| Step::Call { groups, ws, sdp }),
+            2 => (prop::collection::vec(1u8..3, 1..3), any::<bool>(), any::<bool>(), any::<bool>())
+                .prop_map(|(groups, ws, sdp, from_pbx)| Step::Call { groups, ws, sdp, from_pbx }),
             5 => (any::<usize>(), prop::sample::select(vec![180u16, 183, 200, 486, 487, 503]), any::<bool>())
                 .prop_map(|(pick, status, sdp)| Step::Respond { pick, status, sdp }),
             5 => (any::<usize>(), prop::bool::weighted(0.8))
@@ -1508,6 +1512,7 @@ mod model {
             1 => any::<usize>().prop_map(|pick| Step::CloseFlow { pick }),
             1 => any::<usize>().prop_map(|pick| Step::Bye { pick }),
             1 => any::<usize>().prop_map(|pick| Step::ReInvite { pick }),
+            1 => any::<usize>().prop_map(|pick| Step::AckWithSdp { pick }),
             1 => any::<usize>().prop_map(|pick| Step::MediaTimeout { pick }),
             1 => (0u16..400).prop_map(|secs| Step::Advance { secs }),
         ]
@@ -1517,6 +1522,10 @@ mod model {
         tx: ServerTx,
         invite: Message,
         origin: Origin,
+        /// The caller's From (with its tag).
+        from: String,
+        /// Flows of the call (the caller's, a callee's).
+        flows: Vec<FlowId>,
         answered: Option<Message>,
     }
 
@@ -1590,9 +1599,17 @@ mod model {
         }
     }
 
+    fn c_cseq(c: &Call) -> u64 {
+        u64::from(c.invite.cseq().map(|c| c.seq).unwrap_or(1))
+    }
+
     fn run(steps: Vec<Step>) {
         let mut v = view();
-        for (name, mode) in [("c0", MediaMode::Bridge), ("c1", MediaMode::Relay)] {
+        for (name, mode) in [
+            ("c0", MediaMode::Bridge),
+            ("c1", MediaMode::Relay),
+            ("office-pbx", MediaMode::Bridge),
+        ] {
             v.media.push((
                 name.to_owned(),
                 ConnectionMedia {
@@ -1607,46 +1624,97 @@ mod model {
         let mut next = 0u64;
         for s in steps {
             match s {
-                Step::Call { groups, ws, sdp } => {
+                Step::Call {
+                    groups,
+                    ws,
+                    sdp,
+                    from_pbx,
+                } => {
                     next += 1;
                     let call_id = format!("mm{next}");
-                    let origin = if ws {
-                        Origin {
-                            flow: Some(FlowId::from_raw(1000 + next)),
-                            ..wss_phone()
-                        }
+                    let mut flows = Vec::new();
+                    let (mut invite, origin, from) = if from_pbx {
+                        (
+                            pbx_invite(&call_id, &sdp_vectors::sipp_pcmu_offer(6000)),
+                            udp_from(&format!("{PBX}:5060")),
+                            format!("<sip:4001@{PBX}>;tag=pbx-tag-1"),
+                        )
                     } else {
-                        udp_from("192.0.2.10:5060")
+                        let origin = if ws {
+                            flows.push(FlowId::from_raw(1000 + next));
+                            Origin {
+                                flow: Some(FlowId::from_raw(1000 + next)),
+                                ..wss_phone()
+                            }
+                        } else {
+                            udp_from("192.0.2.10:5060")
+                        };
+                        (
+                            baresip_invite("sip:4001@proxy.example.com", &call_id, ""),
+                            origin,
+                            "\"Alice\" <sip:1001@proxy.example.com>;tag=8d7e4ca2c7f2e1b1"
+                                .to_owned(),
+                        )
                     };
-                    let mut invite = baresip_invite("sip:4001@proxy.example.com", &call_id, "");
                     if !sdp {
                         invite.set_body(None, bytes::Bytes::new());
                         invite.remove_header(HeaderName::ContentType);
                     }
                     let tx = h.request(invite.clone(), origin);
                     let token = lookups(&h.outputs())[0].0;
-                    let groups: Vec<RouteGroup> = groups
-                        .iter()
-                        .enumerate()
-                        .map(|(g, n)| {
-                            group(
-                                &format!("c{g}"),
-                                (0..*n)
-                                    .map(|k| {
-                                        target(
-                                            &format!("192.0.2.{}", 100 + g * 10 + k as usize),
-                                            5060,
-                                        )
-                                    })
-                                    .collect(),
-                            )
-                        })
-                        .collect();
+                    let groups: Vec<RouteGroup> = if from_pbx {
+                        // 1001's contacts: a browser (its own flow) when
+                        // `ws`, desk phones.
+                        let targets = (0..groups[0])
+                            .map(|k| {
+                                if ws && k == 0 {
+                                    let flow = FlowId::from_raw(2000 + next);
+                                    flows.push(flow);
+                                    Target {
+                                        request_uri: Some(
+                                            "sip:1001@b.invalid;transport=ws".to_owned(),
+                                        ),
+                                        route: Vec::new(),
+                                        hop: NextHop::Flow {
+                                            flow,
+                                            protocol: Transport::Wss,
+                                        },
+                                    }
+                                } else {
+                                    target(&format!("192.0.2.{}", 150 + k as usize), 5060)
+                                }
+                            })
+                            .collect();
+                        vec![RouteGroup {
+                            connection: None,
+                            targets,
+                        }]
+                    } else {
+                        groups
+                            .iter()
+                            .enumerate()
+                            .map(|(g, n)| {
+                                group(
+                                    &format!("c{g}"),
+                                    (0..*n)
+                                        .map(|k| {
+                                            target(
+                                                &format!("192.0.2.{}", 100 + g * 10 + k as usize),
+                                                5060,
+                                            )
+                                        })
+                                        .collect(),
+                                )
+                            })
+                            .collect()
+                    };
                     h.lookup(token, LookupResult::Routes(groups));
                     w.calls.push(Call {
                         tx,
                         invite,
                         origin,
+                        from,
+                        flows,
                         answered: None,
                     });
                     w.collect(&mut h);
@@ -1669,22 +1737,31 @@ mod model {
                     let via = header(&c.invite, HeaderName::Via)[0].clone();
                     let cancel = msg(&format!(
                         "CANCEL sip:4001@proxy.example.com SIP/2.0\nVia: {via}\nMax-Forwards: 70\n\
-                         To: <sip:4001@proxy.example.com>\nFrom: \"Alice\" <sip:1001@proxy.example.com>;tag=8d7e4ca2c7f2e1b1\n\
-                         Call-ID: {}\nCSeq: 23456 CANCEL\nContent-Length: 0\n\n",
-                        c.invite.call_id().unwrap()
+                         To: <sip:4001@proxy.example.com>\nFrom: {}\n\
+                         Call-ID: {}\nCSeq: {} CANCEL\nContent-Length: 0\n\n",
+                        c.from,
+                        c.invite.call_id().unwrap(),
+                        c.invite.cseq().unwrap().seq,
                     ));
                     let origin = c.origin;
                     h.request(cancel, origin);
                     w.collect(&mut h);
                 }
                 Step::CloseFlow { pick } if !w.calls.is_empty() => {
-                    if let Some(flow) = w.calls[pick % w.calls.len()].origin.flow {
-                        h.engine.handle_flow_closed(flow, h.now);
+                    let c = &w.calls[pick % w.calls.len()];
+                    if let Some(flow) = c.flows.get(pick / 7 % 2).or(c.flows.first()) {
+                        h.engine.handle_flow_closed(*flow, h.now);
                         w.collect(&mut h);
                     }
                 }
-                Step::Bye { pick } | Step::ReInvite { pick } if !w.calls.is_empty() => {
-                    let bye = matches!(s, Step::Bye { .. });
+                Step::Bye { pick } | Step::ReInvite { pick } | Step::AckWithSdp { pick }
+                    if !w.calls.is_empty() =>
+                {
+                    let (method, cseq) = match s {
+                        Step::Bye { .. } => ("BYE", 50_000 + next),
+                        Step::ReInvite { .. } => ("INVITE", 50_000 + next),
+                        _ => ("ACK", c_cseq(&w.calls[pick % w.calls.len()])),
+                    };
                     let c = &w.calls[pick % w.calls.len()];
                     let Some(ok) = &c.answered else {
                         continue;
@@ -1697,16 +1774,15 @@ mod model {
                     } else {
                         "WSS"
                     };
-                    let method = if bye { "BYE" } else { "INVITE" };
-                    let cseq = 50_000 + next;
                     let mut request = msg(&format!(
                         "{method} sip:{PBX}:5060 SIP/2.0\nVia: SIP/2.0/{proto} 192.0.2.99:5060;branch=z9hG4bKin{next}\n\
-                         Max-Forwards: 70\n{routes}From: <sip:1001@proxy.example.com>;tag=8d7e4ca2c7f2e1b1\n\
+                         Max-Forwards: 70\n{routes}From: {}\n\
                          To: <sip:4001@proxy.example.com>;tag={to_tag}\nCall-ID: {}\nCSeq: {cseq} {method}\n\
                          Contact: <sip:1001-0x55d0c3a8@192.0.2.10:5060>\nContent-Length: 0\n\n",
+                        c.from,
                         ok.call_id().unwrap()
                     ));
-                    if !bye {
+                    if method != "BYE" {
                         request = with_sdp(request, &sdp_vectors::sipp_pcmu_offer(6100));
                     }
                     next += 1;
