@@ -759,7 +759,7 @@ fn a_closed_flow_ends_the_call_and_deletes_it_on_the_relay() {
 }
 
 #[test]
-fn session_expiry_deletes_the_call_on_the_relay() {
+fn max_call_duration_deletes_the_call_on_the_relay() {
     let mut h = harness(MediaMode::Bridge);
     answered_browser_call(&mut h, "m-max");
     h.advance(EngineConfig::default().max_call_duration + Duration::from_secs(1));
