@@ -2063,4 +2063,16 @@ impl<L: LiveState> View for PlanView<L> {
     fn dialog_mac(&self, call_id: &str) -> String {
         self.mac(b"sld", call_id.as_bytes())
     }
+
+    /// The connection's `media`/`transcode`; off for an unknown connection
+    /// or when `[media]` lists no rtpengine (nothing could answer).
+    fn connection_media(&self, connection: &str) -> ConnectionMedia {
+        if self.plan.media.instances.is_empty() {
+            return ConnectionMedia::default();
+        }
+        self.plan
+            .connection(connection)
+            .map(|c| c.common.media)
+            .unwrap_or_default()
+    }
 }

@@ -48,6 +48,13 @@ pub trait View {
     /// The `sld` parameter of our Record-Route entries for a Call-ID (a keyed
     /// hash, so that a Route merely naming us is not forwarded).
     fn dialog_mac(&self, call_id: &str) -> String;
+    /// The media settings of a connection (`[[connections]] media`,
+    /// `transcode`): whether the engine asks the media relay at the SDP
+    /// exchanges of its calls. Off unless the view says otherwise.
+    fn connection_media(&self, connection: &str) -> crate::media::ConnectionMedia {
+        let _ = connection;
+        crate::media::ConnectionMedia::default()
+    }
 }
 
 /// A request's source when it is one of the connections' PBXs.
@@ -263,6 +270,8 @@ pub struct StaticView {
     pub faces: Vec<(Transport, String, u16)>,
     /// The key of flow tokens and dialog MACs.
     pub secret: u64,
+    /// Connections whose media is not off, with their settings.
+    pub media: Vec<(String, crate::media::ConnectionMedia)>,
 }
 
 impl StaticView {
@@ -320,6 +329,13 @@ impl View for StaticView {
     }
     fn dialog_mac(&self, call_id: &str) -> String {
         format!("{:08x}", self.keyed(("sld", call_id)))
+    }
+    fn connection_media(&self, connection: &str) -> crate::media::ConnectionMedia {
+        self.media
+            .iter()
+            .find(|(name, _)| name == connection)
+            .map(|(_, m)| *m)
+            .unwrap_or_default()
     }
 }
 
