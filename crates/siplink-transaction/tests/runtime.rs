@@ -634,3 +634,87 @@ async fn client_transactions_run_to_completion_over_udp_and_a_connection() {
         "a closed flow is refused at once"
     );
 }
+
+/// Answers every request 200 and notes the Call-IDs in the order it sees them.
+#[derive(Default)]
+struct InOrder {
+    seen: std::sync::Mutex<Vec<String>>,
+}
+
+impl Service for InOrder {
+    fn handle_request(&self, request: Request<'_>) {
+        let m = request.message().clone();
+        let id = String::from_utf8_lossy(m.header(HeaderName::CallId).unwrap()).into_owned();
+        self.seen.lock().unwrap().push(id);
+        request.respond(m.response(200).build().unwrap()).unwrap();
+    }
+}
+
+/// With `recv_batch` on, datagrams queued together are taken by `recvmmsg`
+/// several at a time: every one is answered, and the service sees them in
+/// the order they were sent. On one tokio thread the worker cannot run
+/// while the datagrams are sent, so all 45 (of different sizes, more than
+/// two batches of 16: full batches and a partial last one) are queued
+/// before its first read.
+#[tokio::test]
+async fn a_batch_of_datagrams_arriving_together_is_answered_in_order() {
+    let (transport, _streams) = Transport::new(TransportConfig::default());
+    let service = Arc::new(InOrder::default());
+    let config = RuntimeConfig {
+        workers: 1,
+        sharing: UdpSharing::Shared,
+        buckets: 8,
+        table: fast(),
+        recv_batch: 16,
+        ..RuntimeConfig::default()
+    };
+    let rt = Runtime::start(
+        &transport,
+        "127.0.0.1:0".parse().unwrap(),
+        config,
+        service.clone(),
+    )
+    .unwrap();
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let me = sock.local_addr().unwrap();
+    let mut sent = Vec::new();
+    for i in 0..45 {
+        let branch = format!("batch{i}{}", "x".repeat(i * 37));
+        let mut req = request(Method::Options, me, &branch);
+        if i == 7 {
+            // One large datagram in the middle of a batch.
+            let big = MessageBuilder::request(Method::Options, "sip:bob@example.test")
+                .header(
+                    HeaderName::Via,
+                    format!("SIP/2.0/UDP {me};rport;branch=z9hG4bK{branch}"),
+                )
+                .header(HeaderName::From, "<sip:alice@example.test>;tag=a1")
+                .header(HeaderName::To, "<sip:bob@example.test>")
+                .header(HeaderName::CallId, format!("{branch}@test"))
+                .header(HeaderName::CSeq, "1 OPTIONS")
+                .header(HeaderName::MaxForwards, 70)
+                .header(HeaderName::Subject, "s".repeat(20_000))
+                .build()
+                .unwrap();
+            req = big;
+        }
+        sock.send_to(&req.to_bytes(), rt.local_addr()).unwrap();
+        sent.push(format!("{branch}@test"));
+    }
+    let sock = UdpSocket::from_std({
+        sock.set_nonblocking(true).unwrap();
+        sock
+    })
+    .unwrap();
+    let mut answered = std::collections::HashSet::new();
+    while answered.len() < sent.len() {
+        let r = recv(&sock, Duration::from_secs(2))
+            .await
+            .unwrap_or_else(|| panic!("{} of {} answered", answered.len(), sent.len()));
+        assert_eq!(r.status(), Some(200));
+        let id = String::from_utf8_lossy(r.header(HeaderName::CallId).unwrap()).into_owned();
+        assert!(answered.insert(id), "answered twice");
+    }
+    assert_eq!(*service.seen.lock().unwrap(), sent, "handled out of order");
+    assert_eq!(rt.transaction_count(), sent.len());
+}

@@ -115,6 +115,42 @@ impl UdpWorkerSocket {
         }
     }
 
+    /// Waits for datagrams, then takes up to [`RecvBatch::capacity`] of them
+    /// in one `recvmmsg` call (Linux and Android; elsewhere one `recvfrom`
+    /// per datagram), and returns how many `batch` now holds (at least
+    /// one). A call that finds fewer queued than the capacity marks the
+    /// socket drained, so the next call waits for readiness instead of
+    /// making a `recvfrom` that fails with `WouldBlock`. Not on a
+    /// [`UdpSharing::Threads`] socket (`ErrorKind::Unsupported`).
+    pub async fn recv_batch(&self, batch: &mut RecvBatch) -> io::Result<usize> {
+        let UdpSock::Async(s) = &self.socket else {
+            return Err(io::ErrorKind::Unsupported.into());
+        };
+        batch.filled = 0;
+        loop {
+            s.readable().await?;
+            let mut got = 0;
+            let res = s.try_io(tokio::io::Interest::READABLE, || {
+                got = recv_many(s, batch)?;
+                if got < batch.capacity() {
+                    // The queue ran dry during the call: as good as the
+                    // `WouldBlock` the next call would get.
+                    Err(io::ErrorKind::WouldBlock.into())
+                } else {
+                    Ok(())
+                }
+            });
+            match res {
+                Err(e) if e.kind() != io::ErrorKind::WouldBlock => return Err(e),
+                _ if got > 0 => {
+                    batch.filled = got;
+                    return Ok(got);
+                }
+                _ => {}
+            }
+        }
+    }
+
     /// Blocks the calling thread until the next datagram, or until
     /// [`BLOCKING_RECV_TIMEOUT`] passes (`WouldBlock` or `TimedOut`). Only
     /// on a [`UdpSharing::Threads`] socket (else `ErrorKind::Unsupported`),
@@ -204,6 +240,122 @@ impl UdpWorkerSocket {
             None => false,
         }
     }
+}
+
+/// The largest UDP payload, and so the size of each [`RecvBatch`] buffer:
+/// no datagram is truncated.
+const DATAGRAM_MAX: usize = 65_536;
+
+/// The most buffers a [`RecvBatch`] holds.
+pub const RECV_BATCH_MAX: usize = 64;
+
+/// Buffers for [`UdpWorkerSocket::recv_batch`]: `capacity` datagrams of up to
+/// 64 KiB each (their pages are touched only as far as datagrams fill them),
+/// with the length and sender of each one received.
+#[derive(Debug)]
+pub struct RecvBatch {
+    bufs: Vec<u8>,
+    got: Vec<(usize, SocketAddr)>,
+    filled: usize,
+}
+
+impl RecvBatch {
+    /// Buffers for `capacity` datagrams (clamped to 1..=[`RECV_BATCH_MAX`]).
+    pub fn new(capacity: usize) -> RecvBatch {
+        let n = capacity.clamp(1, RECV_BATCH_MAX);
+        RecvBatch {
+            bufs: vec![0; n * DATAGRAM_MAX],
+            got: vec![(0, SocketAddr::from(([0, 0, 0, 0], 0))); n],
+            filled: 0,
+        }
+    }
+
+    /// How many datagrams one call can take.
+    pub fn capacity(&self) -> usize {
+        self.got.len()
+    }
+
+    /// How many datagrams the last [`UdpWorkerSocket::recv_batch`] took.
+    pub fn len(&self) -> usize {
+        self.filled
+    }
+
+    /// Whether the last call took none.
+    pub fn is_empty(&self) -> bool {
+        self.filled == 0
+    }
+
+    /// The `i`th datagram of the last call and its sender, in the order the
+    /// socket queued them.
+    pub fn get(&self, i: usize) -> Option<(&[u8], SocketAddr)> {
+        if i >= self.filled {
+            return None;
+        }
+        let (len, peer) = *self.got.get(i)?;
+        let start = i * DATAGRAM_MAX;
+        Some((self.bufs.get(start..start + len)?, peer))
+    }
+}
+
+/// One `recvmmsg(MSG_DONTWAIT)` into `batch`; returns how many datagrams it
+/// took (`WouldBlock` when none was queued). A datagram from an address
+/// that is neither IPv4 nor IPv6 is stored empty (and dropped as a
+/// keepalive by `ingest`).
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn recv_many(socket: &UdpSocket, batch: &mut RecvBatch) -> io::Result<usize> {
+    use nix::sys::socket::{MsgFlags, MultiHeaders, SockaddrStorage, recvmmsg};
+    use std::io::IoSliceMut;
+    use std::os::fd::AsRawFd;
+
+    let n = batch.capacity();
+    let RecvBatch { bufs, got, .. } = batch;
+    let mut chunks = bufs.chunks_mut(DATAGRAM_MAX);
+    let mut iovs: [[IoSliceMut<'_>; 1]; RECV_BATCH_MAX] = std::array::from_fn(|_| {
+        [IoSliceMut::new(match chunks.next() {
+            Some(c) => c,
+            None => &mut [],
+        })]
+    });
+    let mut headers = MultiHeaders::<SockaddrStorage>::preallocate(n, None);
+    let results = recvmmsg(
+        socket.as_raw_fd(),
+        &mut headers,
+        iovs.iter_mut().take(n),
+        MsgFlags::MSG_DONTWAIT,
+        None,
+    )
+    .map_err(io::Error::from)?;
+    let mut count = 0;
+    for (slot, msg) in got.iter_mut().zip(results) {
+        let peer = msg.address.and_then(|a| {
+            a.as_sockaddr_in()
+                .map(|v4| SocketAddr::from(*v4))
+                .or_else(|| a.as_sockaddr_in6().map(|v6| SocketAddr::from(*v6)))
+        });
+        *slot = match peer {
+            Some(peer) if !msg.flags.contains(MsgFlags::MSG_TRUNC) => (msg.bytes, peer),
+            _ => (0, slot.1),
+        };
+        count += 1;
+    }
+    Ok(count)
+}
+
+/// One datagram per `recvfrom` where `recvmmsg` is missing.
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+fn recv_many(socket: &UdpSocket, batch: &mut RecvBatch) -> io::Result<usize> {
+    let n = batch.capacity();
+    let RecvBatch { bufs, got, .. } = batch;
+    let mut count = 0;
+    for (chunk, slot) in bufs.chunks_mut(DATAGRAM_MAX).zip(got.iter_mut()).take(n) {
+        match socket.try_recv_from(chunk) {
+            Ok(x) => *slot = x,
+            Err(e) if count == 0 => return Err(e),
+            Err(_) => break,
+        }
+        count += 1;
+    }
+    Ok(count)
 }
 
 /// Where a UDP response goes when its Via gives an address (a request stamped
