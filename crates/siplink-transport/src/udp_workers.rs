@@ -131,7 +131,7 @@ impl UdpWorkerSocket {
             s.readable().await?;
             let mut got = 0;
             let res = s.try_io(tokio::io::Interest::READABLE, || {
-                got = recv_many(s, batch)?;
+                got = recv_many(s, self.local.is_ipv6(), batch)?;
                 if got < batch.capacity() {
                     // The queue ran dry during the call: as good as the
                     // `WouldBlock` the next call would get.
@@ -247,7 +247,7 @@ impl UdpWorkerSocket {
 const DATAGRAM_MAX: usize = 65_536;
 
 /// The most buffers a [`RecvBatch`] holds.
-pub const RECV_BATCH_MAX: usize = 64;
+pub const RECV_BATCH_MAX: usize = 32;
 
 /// Buffers for [`UdpWorkerSocket::recv_batch`]: `capacity` datagrams of up to
 /// 64 KiB each (their pages are touched only as far as datagrams fill them),
@@ -297,53 +297,76 @@ impl RecvBatch {
     }
 }
 
-/// One `recvmmsg(MSG_DONTWAIT)` into `batch`; returns how many datagrams it
-/// took (`WouldBlock` when none was queued). A datagram from an address
-/// that is neither IPv4 nor IPv6 is stored empty (and dropped as a
-/// keepalive by `ingest`).
+/// The `recvmmsg` headers of this thread, kept between calls (they cannot
+/// live in an async task: they hold raw pointers, so are not `Send`), one
+/// set per batch size and address family: the kernel shortens each header's
+/// address length to the sender's, so a set used for IPv4 would cut IPv6
+/// senders short.
 #[cfg(any(target_os = "linux", target_os = "android"))]
-fn recv_many(socket: &UdpSocket, batch: &mut RecvBatch) -> io::Result<usize> {
-    use nix::sys::socket::{MsgFlags, MultiHeaders, SockaddrStorage, recvmmsg};
+type Headers = nix::sys::socket::MultiHeaders<nix::sys::socket::SockaddrStorage>;
+
+#[cfg(any(target_os = "linux", target_os = "android"))]
+thread_local! {
+    static HEADERS: std::cell::RefCell<Vec<(usize, bool, Headers)>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// One `recvmmsg(MSG_DONTWAIT)` into `batch`; returns how many datagrams it
+/// took (`WouldBlock` when none was queued), with the headers for a socket
+/// of family `v6`. A datagram whose sender is
+/// neither IPv4 nor IPv6, or that did not fit, is stored empty (and
+/// dropped as a keepalive by `ingest`).
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn recv_many(socket: &UdpSocket, v6: bool, batch: &mut RecvBatch) -> io::Result<usize> {
+    use nix::sys::socket::{MsgFlags, recvmmsg};
     use std::io::IoSliceMut;
     use std::os::fd::AsRawFd;
 
     let n = batch.capacity();
     let RecvBatch { bufs, got, .. } = batch;
-    let mut chunks = bufs.chunks_mut(DATAGRAM_MAX);
-    let mut iovs: [[IoSliceMut<'_>; 1]; RECV_BATCH_MAX] = std::array::from_fn(|_| {
-        [IoSliceMut::new(match chunks.next() {
-            Some(c) => c,
-            None => &mut [],
-        })]
-    });
-    let mut headers = MultiHeaders::<SockaddrStorage>::preallocate(n, None);
-    let results = recvmmsg(
-        socket.as_raw_fd(),
-        &mut headers,
-        iovs.iter_mut().take(n),
-        MsgFlags::MSG_DONTWAIT,
-        None,
-    )
-    .map_err(io::Error::from)?;
-    let mut count = 0;
-    for (slot, msg) in got.iter_mut().zip(results) {
-        let peer = msg.address.and_then(|a| {
-            a.as_sockaddr_in()
-                .map(|v4| SocketAddr::from(*v4))
-                .or_else(|| a.as_sockaddr_in6().map(|v6| SocketAddr::from(*v6)))
+    HEADERS.with_borrow_mut(|sets| {
+        let mut chunks = bufs.chunks_mut(DATAGRAM_MAX);
+        let mut iovs: [[IoSliceMut<'_>; 1]; RECV_BATCH_MAX] = std::array::from_fn(|_| {
+            [IoSliceMut::new(match chunks.next() {
+                Some(c) => c,
+                None => &mut [],
+            })]
         });
-        *slot = match peer {
-            Some(peer) if !msg.flags.contains(MsgFlags::MSG_TRUNC) => (msg.bytes, peer),
-            _ => (0, slot.1),
+        let i = match sets.iter().position(|(m, f, _)| *m == n && *f == v6) {
+            Some(i) => i,
+            None => {
+                sets.push((n, v6, Headers::preallocate(n, None)));
+                sets.len() - 1
+            }
         };
-        count += 1;
-    }
-    Ok(count)
+        let results = recvmmsg(
+            socket.as_raw_fd(),
+            &mut sets[i].2,
+            iovs.iter_mut().take(n),
+            MsgFlags::MSG_DONTWAIT,
+            None,
+        )
+        .map_err(io::Error::from)?;
+        let mut count = 0;
+        for (slot, msg) in got.iter_mut().zip(results) {
+            let peer = msg.address.and_then(|a| {
+                a.as_sockaddr_in()
+                    .map(|v4| SocketAddr::from(*v4))
+                    .or_else(|| a.as_sockaddr_in6().map(|v6| SocketAddr::from(*v6)))
+            });
+            *slot = match peer {
+                Some(peer) if !msg.flags.contains(MsgFlags::MSG_TRUNC) => (msg.bytes, peer),
+                _ => (0, slot.1),
+            };
+            count += 1;
+        }
+        Ok(count)
+    })
 }
 
 /// One datagram per `recvfrom` where `recvmmsg` is missing.
 #[cfg(not(any(target_os = "linux", target_os = "android")))]
-fn recv_many(socket: &UdpSocket, batch: &mut RecvBatch) -> io::Result<usize> {
+fn recv_many(socket: &UdpSocket, _v6: bool, batch: &mut RecvBatch) -> io::Result<usize> {
     let n = batch.capacity();
     let RecvBatch { bufs, got, .. } = batch;
     let mut count = 0;

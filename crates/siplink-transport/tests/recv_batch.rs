@@ -90,3 +90,12 @@ async fn recv_batch_is_not_for_reader_threads() {
     let e = sockets[0].recv_batch(&mut batch).await.unwrap_err();
     assert_eq!(e.kind(), std::io::ErrorKind::Unsupported);
 }
+
+/// One thread reading an IPv4 socket, then an IPv6 one, then IPv4 again:
+/// the `recvmmsg` headers the thread keeps are not shared between families.
+#[tokio::test]
+async fn recv_batch_on_one_thread_for_both_families() {
+    batches_in_order("127.0.0.1").await;
+    batches_in_order("[::1]").await;
+    batches_in_order("127.0.0.1").await;
+}
