@@ -3,8 +3,7 @@
 //! ```text
 //! cargo run --example registrar -- --domain example.test --users examples/users.csv \
 //!     [--listen 127.0.0.1:5060] [--algorithms SHA-256,MD5] [--flood-limit 100] [--quiet] \
-//!     [--workers 2] [--sharing shared|reuseport|threads] [--recv-batch 16] \
-//!     [--udp-through-endpoint] \
+//!     [--workers 2] [--sharing shared|reuseport|threads] [--udp-through-endpoint] \
 //!     [--heap-stats FILE]
 //! ```
 //!
@@ -110,11 +109,6 @@ struct Args {
     /// `threads` (one socket, an OS thread per worker blocked in recvfrom).
     #[arg(long, default_value = "shared", value_parser = parse_sharing)]
     sharing: UdpSharing,
-    /// Take up to N datagrams per `recvmmsg` call (shared and reuseport
-    /// sockets; 0 or 1: one `recvfrom` per datagram, the default).
-    #[arg(long, default_value_t = 0, value_name = "N",
-          value_parser = clap::value_parser!(u16).range(0..=siplink::transport::RECV_BATCH_MAX as i64))]
-    recv_batch: u16,
     /// Serve UDP and TCP through the `Endpoint` task and channels instead
     /// of the run-to-completion runtime.
     #[arg(long)]
@@ -265,7 +259,6 @@ async fn main() -> ExitCode {
     if !args.udp_through_endpoint {
         let mut config = RuntimeConfig {
             sharing: args.sharing,
-            recv_batch: usize::from(args.recv_batch),
             ..RuntimeConfig::default()
         };
         if let Some(w) = args.workers {

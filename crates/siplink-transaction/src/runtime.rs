@@ -38,7 +38,7 @@ use std::time::{Duration, Instant};
 
 use siplink_message::{HeaderName, Message};
 use siplink_transport::{
-    Clock, FlowId, Incoming, Ingested, Origin, RecvBatch, Transport, UdpSharing, UdpWorkerSocket,
+    Clock, FlowId, Incoming, Ingested, Origin, Transport, UdpSharing, UdpWorkerSocket,
     response_addr,
 };
 use tokio::sync::Notify;
@@ -64,13 +64,6 @@ pub struct RuntimeConfig {
     pub table: TableConfig,
     /// Datagrams a worker takes in one wake-up before yielding (default 32).
     pub batch: usize,
-    /// Receive batching: above 1, a worker on an async socket
-    /// ([`UdpSharing::Shared`] or [`UdpSharing::ReusePort`]) takes up to this
-    /// many datagrams per `recvmmsg` call (at most
-    /// [`siplink_transport::RECV_BATCH_MAX`], 64 KiB of buffer each) instead
-    /// of one per `recvfrom`, then handles them one by one in arrival order.
-    /// 0 or 1 (the default): `recvfrom`. Reader threads ignore it.
-    pub recv_batch: usize,
     /// The clock (default [`Clock::new`], tokio's: paused tests drive it).
     pub clock: Clock,
 }
@@ -83,7 +76,6 @@ impl Default for RuntimeConfig {
             buckets: 64,
             table: TableConfig::default(),
             batch: 32,
-            recv_batch: 0,
             clock: Clock::new(),
         }
     }
@@ -412,7 +404,6 @@ impl Runtime {
             transport: sockets_transport,
         });
         let batch = config.batch.max(1);
-        let recv_batch = config.recv_batch;
         let mut tasks = Vec::new();
         for w in 0..workers {
             if shared.sockets[w].is_blocking() {
@@ -427,8 +418,6 @@ impl Runtime {
                 if let Err(e) = spawned {
                     tracing::error!(error = %e, "cannot start a UDP reader thread");
                 }
-            } else if recv_batch > 1 {
-                tasks.push(tokio::spawn(batch_reader(shared.clone(), w, recv_batch)));
             } else {
                 tasks.push(tokio::spawn(reader(shared.clone(), w, batch)));
             }
@@ -889,28 +878,6 @@ async fn reader(shared: Arc<Shared>, worker: usize, batch: usize) {
                     debug!(error = %e, "UDP receive error");
                     break;
                 }
-            }
-        }
-    }
-}
-
-/// A worker's receive loop with `recvmmsg` ([`RuntimeConfig::recv_batch`]):
-/// each call takes up to `size` datagrams, handled to the end in the order
-/// they arrived before the next call.
-async fn batch_reader(shared: Arc<Shared>, worker: usize, size: usize) {
-    let mut batch = RecvBatch::new(size);
-    let socket = shared.sockets[worker].clone();
-    loop {
-        if let Err(e) = socket.recv_batch(&mut batch).await {
-            debug!(error = %e, "UDP receive error");
-            if e.kind() == std::io::ErrorKind::Unsupported {
-                return;
-            }
-            continue;
-        }
-        for i in 0..batch.len() {
-            if let Some((data, peer)) = batch.get(i) {
-                shared.handle_datagram(worker, data, peer);
             }
         }
     }

@@ -76,6 +76,6 @@ pub use types::{
     Destination, FlowEvent, FlowEventKind, FlowId, Incoming, Origin, Protocol, Target,
 };
 pub use udp_workers::{
-    BLOCKING_RECV_TIMEOUT, BLOCKING_SEND_TIMEOUT, Ingested, RECV_BATCH_MAX, RecvBatch, UdpSharing,
-    UdpWorkerSocket, response_addr,
+    BLOCKING_RECV_TIMEOUT, BLOCKING_SEND_TIMEOUT, Ingested, UdpSharing, UdpWorkerSocket,
+    response_addr,
 };
