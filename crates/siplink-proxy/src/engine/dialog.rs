@@ -121,6 +121,11 @@ pub struct DialogRecord {
     pub max_end: Instant,
     /// The RFC 4028 session timer, when one was negotiated.
     pub session: Option<SessionTimer>,
+    /// What the caller's CSeq numbers are raised by towards the callee: the
+    /// proxy resent the INVITE with a connection's credentials (each resend
+    /// adds one). Requests from the caller go out that much higher, their
+    /// responses come back with the caller's numbers.
+    pub cseq_delta: u32,
     pub(crate) session_timer: Option<TimerKey>,
     pub(crate) max_timer: Option<TimerKey>,
 }

@@ -48,6 +48,18 @@ pub trait View {
     /// The `sld` parameter of our Record-Route entries for a Call-ID (a keyed
     /// hash, so that a Route merely naming us is not forwarded).
     fn dialog_mac(&self, call_id: &str) -> String;
+    /// The digest credentials with which the proxy answers a 401/407 from
+    /// connection `connection`'s PBX to a call of `user` (a trunk's, the
+    /// outbound registration's account). `None` (the default): the PBX's
+    /// challenge is not answered and the call gets 403.
+    fn credentials(
+        &self,
+        connection: &str,
+        user: Option<&str>,
+    ) -> Option<siplink_auth::ClientCredentials> {
+        let _ = (connection, user);
+        None
+    }
 }
 
 /// A request's source when it is one of the connections' PBXs.
@@ -263,6 +275,9 @@ pub struct StaticView {
     pub faces: Vec<(Transport, String, u16)>,
     /// The key of flow tokens and dialog MACs.
     pub secret: u64,
+    /// Credentials answering each connection's PBX challenges, by
+    /// connection name.
+    pub credentials: Vec<(String, siplink_auth::ClientCredentials)>,
 }
 
 impl StaticView {
@@ -320,6 +335,16 @@ impl View for StaticView {
     }
     fn dialog_mac(&self, call_id: &str) -> String {
         format!("{:08x}", self.keyed(("sld", call_id)))
+    }
+    fn credentials(
+        &self,
+        connection: &str,
+        _user: Option<&str>,
+    ) -> Option<siplink_auth::ClientCredentials> {
+        self.credentials
+            .iter()
+            .find(|(c, _)| c == connection)
+            .map(|(_, c)| c.clone())
     }
 }
 

@@ -50,6 +50,12 @@ pub(crate) struct Fork {
     cancel_key: Option<(String, String)>,
     /// The highest CSeq each callee sent in its early dialog (by tag).
     pub(crate) early_cseq: Vec<(String, u32)>,
+    /// The authenticated user (whose credentials answer a PBX's challenge).
+    user: Option<String>,
+    /// What the request's CSeq was raised by on the way out (a relayed
+    /// request of a dialog whose INVITE the proxy resent with credentials):
+    /// responses get it taken off again.
+    pub(crate) cseq_delta: u32,
 }
 
 /// A branch's CANCEL state (RFC 3261 §9.1: no CANCEL before a provisional
@@ -74,6 +80,11 @@ pub(crate) struct Branch {
     cancel_reason: Option<&'static str>,
     timed_out: bool,
     timer_c: Option<TimerKey>,
+    /// The CSeq this branch's request carries above the caller's (each
+    /// resend with credentials adds one): taken off its responses.
+    cseq_delta: u32,
+    /// How often the PBX's challenge was answered on this branch's line.
+    auth_rounds: u8,
 }
 
 /// What a branch id stands for.
@@ -88,6 +99,10 @@ pub(crate) enum BranchSlot {
 /// The Reason of the CANCELs sent when another branch answered (RFC 3326):
 /// phones then do not list the call as missed.
 const COMPLETED_ELSEWHERE: &str = "SIP;cause=200;text=\"Call completed elsewhere\"";
+
+/// Challenges of a PBX answered per branch at most (a second one means the
+/// credentials are wrong).
+const MAX_AUTH_ROUNDS: u8 = 1;
 
 /// Whether a final status lets the call go on to the next connection.
 fn fails_over(status: u16) -> bool {
@@ -121,12 +136,16 @@ impl<V: View> Engine<V> {
             caller_gone: false,
             cancel_key: p.cancel_key,
             early_cseq: Vec::new(),
+            user: p.user,
+            cseq_delta: 0,
         };
         self.forks.insert(id, fork);
         self.next_group(id, now);
     }
 
-    /// A request inside a dialog relayed through one branch.
+    /// A request inside a dialog relayed through one branch (`cseq_delta`:
+    /// what its CSeq was raised by, taken off its responses).
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn start_relay(
         &mut self,
         tx: ServerTx,
@@ -134,6 +153,7 @@ impl<V: View> Engine<V> {
         origin: Origin,
         dialog: Option<(DialogKey, bool)>,
         target: Target,
+        cseq_delta: u32,
         now: Instant,
     ) {
         let id = self.id();
@@ -166,6 +186,8 @@ impl<V: View> Engine<V> {
             caller_gone: false,
             cancel_key,
             early_cseq: Vec::new(),
+            user: None,
+            cseq_delta,
         };
         self.forks.insert(id, fork);
         self.next_group(id, now);
@@ -190,7 +212,6 @@ impl<V: View> Engine<V> {
 
     fn send_branch(&mut self, id: u64, target: Target, now: Instant) {
         let bid = BranchId(self.id());
-        let timer_c = self.config.timer_c;
         let Some(fork) = self.forks.get_mut(&id) else {
             return;
         };
@@ -209,6 +230,27 @@ impl<V: View> Engine<V> {
         }
         core::push_via(&mut request, &core::branch(&fork.cookie, fork.sent));
         fork.sent += 1;
+        let delta = fork.cseq_delta;
+        self.push_branch(id, bid, request, target.hop, delta, 0, now);
+    }
+
+    /// Records branch `bid` of fork `id` (timer C for an INVITE) and sends
+    /// its request.
+    #[allow(clippy::too_many_arguments)]
+    fn push_branch(
+        &mut self,
+        id: u64,
+        bid: BranchId,
+        request: Message,
+        hop: NextHop,
+        cseq_delta: u32,
+        auth_rounds: u8,
+        now: Instant,
+    ) {
+        let timer_c = self.config.timer_c;
+        let Some(fork) = self.forks.get_mut(&id) else {
+            return;
+        };
         fork.branches.push(bid);
         let invite = fork.invite;
         let timer = invite.then(|| {
@@ -220,20 +262,91 @@ impl<V: View> Engine<V> {
             BranchSlot::Fork(Box::new(Branch {
                 fork: id,
                 request: request.clone(),
-                hop: target.hop.clone(),
+                hop: hop.clone(),
                 provisional: false,
                 done: false,
                 cancel: Cancel::No,
                 cancel_reason: None,
                 timed_out: false,
                 timer_c: timer,
+                cseq_delta,
+                auth_rounds,
             })),
         );
         self.out.push_back(Output::Send {
             branch: bid,
             request,
-            hop: target.hop,
+            hop,
         });
+    }
+
+    /// A PBX challenged an initial request on a connection's branch (RFC
+    /// 3261 §22.2): the request goes again with the connection's digest
+    /// credentials, CSeq one up (the caller's CSeq is put back on what
+    /// comes back), as a new branch in place of the challenged one. `false`
+    /// when the challenge is not answered here (not a connection's call, no
+    /// credentials, answered once already): the response then goes on.
+    fn answer_challenge(&mut self, branch: BranchId, response: &Message, now: Instant) -> bool {
+        let Some(BranchSlot::Fork(b)) = self.branches.get(&branch) else {
+            return false;
+        };
+        let (fork_id, rounds, delta) = (b.fork, b.auth_rounds, b.cseq_delta);
+        let Some(fork) = self.forks.get(&fork_id) else {
+            return false;
+        };
+        if fork.caller.is_none() || fork.cancelled || fork.final_sent || fork.caller_gone {
+            return false;
+        }
+        let Some(connection) = fork.connection.clone() else {
+            return false;
+        };
+        if rounds >= MAX_AUTH_ROUNDS {
+            return false;
+        }
+        let Some(creds) = self.view.credentials(&connection, fork.user.as_deref()) else {
+            return false;
+        };
+        let (Ok(www), Ok(proxy)) = (response.www_authenticate(), response.proxy_authenticate())
+        else {
+            return false;
+        };
+        let mut request = b.request.clone();
+        let hop = b.hop.clone();
+        let uri = String::from_utf8_lossy(request.request_uri_bytes().map_or(&[][..], |b| b))
+            .into_owned();
+        let method = request.method().map(|m| m.as_str().to_owned());
+        let method = method.unwrap_or_default();
+        let info = siplink_auth::RequestInfo::new(&method, &uri).with_body(request.body());
+        let mut client = siplink_auth::DigestClient::new(connection.clone(), creds);
+        let Ok(headers) = client.answer(&connection, www, proxy, &info) else {
+            return false;
+        };
+        let Ok(cseq) = request.cseq().map(|c| c.seq) else {
+            return false;
+        };
+        for h in headers {
+            let name = match h.kind {
+                siplink_auth::ChallengeKind::Www => HeaderName::Authorization,
+                siplink_auth::ChallengeKind::Proxy => HeaderName::ProxyAuthorization,
+            };
+            request.append_header(name, h.credentials.to_string());
+        }
+        request.set_header(
+            HeaderName::CSeq,
+            format!("{} {method}", cseq.wrapping_add(1)),
+        );
+        // A new transaction: our Via with a new branch.
+        core::pop_via(&mut request);
+        let Some(fork) = self.forks.get_mut(&fork_id) else {
+            return false;
+        };
+        core::push_via(&mut request, &core::branch(&fork.cookie, fork.sent));
+        fork.sent += 1;
+        fork.branches.retain(|b| *b != branch);
+        self.branches.remove(&branch);
+        let bid = BranchId(self.id());
+        self.push_branch(fork_id, bid, request, hop, delta + 1, rounds + 1, now);
+        true
     }
 
     /// A response on one of our client transactions.
@@ -241,29 +354,32 @@ impl<V: View> Engine<V> {
         let Some(status) = response.status() else {
             return;
         };
-        let (fork_id, wanted_cancel, timed_out, already_done) = match self.branches.get_mut(&branch)
-        {
-            None => return self.handle_stray_response(response, now),
-            Some(BranchSlot::Own) => {
-                if status >= 200 {
-                    self.branches.remove(&branch);
+        let (fork_id, wanted_cancel, timed_out, already_done, delta) =
+            match self.branches.get_mut(&branch) {
+                None => return self.handle_stray_response(response, now),
+                Some(BranchSlot::Own) => {
+                    if status >= 200 {
+                        self.branches.remove(&branch);
+                    }
+                    return;
                 }
-                return;
-            }
-            Some(BranchSlot::Fork(b)) => {
-                // Any provisional response, 100 included, allows a CANCEL
-                // (RFC 3261 §9.1); only 101-199 restart timer C (§16.7).
-                if status < 200 {
-                    b.provisional = true;
+                Some(BranchSlot::Fork(b)) => {
+                    // Any provisional response, 100 included, allows a CANCEL
+                    // (RFC 3261 §9.1); only 101-199 restart timer C (§16.7).
+                    if status < 200 {
+                        b.provisional = true;
+                    }
+                    let wanted = b.cancel == Cancel::Wanted && status < 200;
+                    let done = b.done;
+                    if status >= 200 {
+                        b.done = true;
+                    }
+                    (b.fork, wanted, b.timed_out, done, b.cseq_delta)
                 }
-                let wanted = b.cancel == Cancel::Wanted && status < 200;
-                let done = b.done;
-                if status >= 200 {
-                    b.done = true;
-                }
-                (b.fork, wanted, b.timed_out, done)
-            }
-        };
+            };
+        if delta > 0 {
+            restore_cseq(&mut response, delta);
+        }
         if wanted_cancel {
             self.send_cancel(branch);
         }
@@ -300,6 +416,26 @@ impl<V: View> Engine<V> {
         if already_done {
             // A late answer after timer C gave the branch up.
             return;
+        }
+        let answerable = matches!(status, 401 | 407)
+            && self
+                .forks
+                .get(&fork_id)
+                .is_some_and(|f| f.connection.is_some() && f.caller.is_some());
+        if answerable && self.answer_challenge(branch, &response, now) {
+            return;
+        }
+        if answerable && delta > 0 {
+            // Our credentials were refused: the challenge is not for the
+            // phone (it has none for the PBX), so refused as the classic
+            // path refuses it. (Without credentials of ours the challenge
+            // goes up with the others, RFC 3261 §16.7 step 7.)
+            let refused = self.forks.get(&fork_id).and_then(|f| {
+                core::local_response(&f.request, 403, "Forbidden (trunk authentication failed)")
+            });
+            if let Some(r) = refused {
+                response = r;
+            }
         }
         core::pop_via(&mut response);
         let Some(fork) = self.forks.get_mut(&fork_id) else {
@@ -582,8 +718,8 @@ impl<V: View> Engine<V> {
         let tx = fork.tx;
         let caller_gone = fork.caller_gone;
         let in_dialog = fork.in_dialog.clone();
-        let hop = match self.branches.get(&branch) {
-            Some(BranchSlot::Fork(b)) => b.hop.clone(),
+        let (hop, delta) = match self.branches.get(&branch) {
+            Some(BranchSlot::Fork(b)) => (b.hop.clone(), b.cseq_delta),
             _ => return,
         };
         let Some(fork) = self.forks.get(&fork_id) else {
@@ -602,10 +738,19 @@ impl<V: View> Engine<V> {
             }
             return;
         }
-        let response = self.record_dialog(fork_id, hop, response, now);
+        let response = self.record_dialog(fork_id, hop, response, delta, now);
         if !caller_gone {
             self.out.push_back(Output::Respond { tx, response });
         }
+    }
+}
+
+/// Puts the caller's CSeq back on a response to a request sent `delta` above
+/// it.
+pub(crate) fn restore_cseq(response: &mut Message, delta: u32) {
+    if let Ok(c) = response.cseq() {
+        let value = format!("{} {}", c.seq.wrapping_sub(delta), c.method);
+        response.set_header(HeaderName::CSeq, value);
     }
 }
 

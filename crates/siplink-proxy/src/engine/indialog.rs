@@ -113,6 +113,7 @@ impl<V: View> Engine<V> {
         // the Route / Request-URI.
         let mut hop = None;
         let mut dialog = None;
+        let mut cseq_delta = 0;
         if let Some(key) = &key
             && let Some(d) = self.dialogs.get_mut(key)
             && let Some(from_caller) = d.from_caller(&from_tag)
@@ -123,6 +124,9 @@ impl<V: View> Engine<V> {
                 (&mut d.callee, &d.caller)
             };
             sender.cseq = sender.cseq.max(cseq);
+            if from_caller {
+                cseq_delta = d.cseq_delta;
+            }
             // Over its flow, or (no proxy between us and it) where the call
             // reached it: a NATed phone's source address, not its Contact.
             if matches!(dest.hop, NextHop::Flow { .. }) || dest.route.is_empty() {
@@ -149,6 +153,12 @@ impl<V: View> Engine<V> {
             }
             return;
         };
+        if cseq_delta > 0
+            && let Ok(c) = request.cseq()
+        {
+            let value = format!("{} {}", c.seq.wrapping_add(cseq_delta), c.method);
+            request.set_header(HeaderName::CSeq, value);
+        }
         if method == Method::Ack {
             let branch = core::stateless_branch(&request, &core::loop_cookie(&request));
             core::push_via(&mut request, &branch);
@@ -174,7 +184,7 @@ impl<V: View> Engine<V> {
             route: Vec::new(),
             hop,
         };
-        self.start_relay(tx, request, origin, dialog, target, now);
+        self.start_relay(tx, request, origin, dialog, target, cseq_delta, now);
     }
 
     /// A request of an early dialog from a callee (its From tag is not the
@@ -205,6 +215,7 @@ impl<V: View> Engine<V> {
         fork_id: u64,
         callee_hop: NextHop,
         mut response: Message,
+        cseq_delta: u32,
         now: Instant,
     ) -> Message {
         let Some(fork) = self.forks.get(&fork_id) else {
@@ -273,6 +284,7 @@ impl<V: View> Engine<V> {
             media: None,
             max_end: timers::deadline(now, self.config.max_call_duration),
             session: None,
+            cseq_delta,
             session_timer: None,
             max_timer: None,
         };
@@ -298,6 +310,7 @@ impl<V: View> Engine<V> {
             // and hang up towards the callee.
             if let Some(d) = self.dialogs.get(&key) {
                 let branch = core::branch("ack", 0);
+                let cseq = cseq.wrapping_add(d.cseq_delta);
                 if let Some(ack) = d.request_to(false, Method::Ack, cseq, &branch, None) {
                     let hop = d.callee.hop.clone();
                     self.out.push_back(Output::Forward { message: ack, hop });
@@ -433,7 +446,10 @@ impl<V: View> Engine<V> {
             }
             let id = BranchId(self.id());
             let branch = core::branch("bye", id.get() as usize);
-            let cseq = other.cseq.saturating_add(1);
+            // Towards the callee, the caller's numbers run `cseq_delta`
+            // higher.
+            let delta = if to_caller { 0 } else { d.cseq_delta };
+            let cseq = other.cseq.saturating_add(delta).saturating_add(1);
             if let Some(bye) = d.request_to(to_caller, Method::Bye, cseq, &branch, Some(text)) {
                 self.branches.insert(id, BranchSlot::Own);
                 self.out.push_back(Output::Send {
@@ -481,13 +497,16 @@ impl<V: View> Engine<V> {
             caller_tag: to,
             callee_tag: from,
         };
-        let hop = if let Some(d) = self.dialogs.get(&as_sent) {
-            d.caller_hop().clone()
+        let (hop, delta) = if let Some(d) = self.dialogs.get(&as_sent) {
+            (d.caller_hop().clone(), d.cseq_delta)
         } else if let Some(d) = self.dialogs.get(&reversed) {
-            d.callee.hop.clone()
+            (d.callee.hop.clone(), 0)
         } else {
             return;
         };
+        if delta > 0 {
+            super::fork::restore_cseq(&mut response, delta);
+        }
         core::pop_via(&mut response);
         self.out.push_back(Output::Forward {
             message: response,
