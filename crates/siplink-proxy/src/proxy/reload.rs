@@ -50,6 +50,9 @@ impl Proxy {
         if a.proxy.contact_fallback != b.proxy.contact_fallback {
             restart.push("proxy.contact_fallback");
         }
+        if a.proxy.core != b.proxy.core {
+            restart.push("proxy.core");
+        }
         if a.limits != b.limits {
             restart.push("limits");
         }
