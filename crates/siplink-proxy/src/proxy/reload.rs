@@ -89,6 +89,12 @@ impl Proxy {
                 }
             }
         }
+        if let Some(d) = self.inner.engine.get() {
+            match crate::plan::Plan::from_config(&config) {
+                Ok(plan) => d.set_plan(Arc::new(plan)),
+                Err(e) => warn!("reload: the engine keeps its plan: {e}"),
+            }
+        }
         self.install(config, connections)?;
         info!("configuration reloaded");
         Ok(())

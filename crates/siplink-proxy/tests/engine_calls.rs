@@ -1,0 +1,386 @@
+//! Calls through the proxy with `[proxy] core = "engine"` over real loopback
+//! UDP sockets (no external tools): the test plays the phones and the
+//! PBX. A phone's call to a number through a trunk whose PBX challenges it
+//! (407, answered with the trunk's credentials), the ACK, a 2xx
+//! retransmission and a BYE through the Record-Route; a CANCEL; a call
+//! from phone to phone.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use siplink_auth::{ClientCredentials, DigestClient, RequestInfo};
+use siplink_message::{HeaderName, Message};
+use tokio::net::UdpSocket;
+
+/// A phone or a PBX: one UDP socket.
+struct Peer {
+    sock: UdpSocket,
+    proxy: SocketAddr,
+}
+
+impl Peer {
+    async fn new(proxy: u16) -> Peer {
+        Peer::on(0, proxy).await
+    }
+
+    async fn on(port: u16, proxy: u16) -> Peer {
+        Peer {
+            sock: UdpSocket::bind(("127.0.0.1", port)).await.unwrap(),
+            proxy: SocketAddr::from(([127, 0, 0, 1], proxy)),
+        }
+    }
+
+    fn addr(&self) -> SocketAddr {
+        self.sock.local_addr().unwrap()
+    }
+
+    async fn send(&self, text: &str) {
+        let text = text.replace("\r\n", "\n").replace('\n', "\r\n");
+        self.sock
+            .send_to(text.as_bytes(), self.proxy)
+            .await
+            .unwrap();
+    }
+
+    async fn send_message(&self, m: &Message) {
+        self.sock.send_to(&m.to_bytes(), self.proxy).await.unwrap();
+    }
+
+    /// The next message, skipping 100 Trying.
+    async fn recv(&self) -> Message {
+        let mut buf = vec![0u8; 65_536];
+        loop {
+            let (n, _) =
+                tokio::time::timeout(Duration::from_secs(5), self.sock.recv_from(&mut buf))
+                    .await
+                    .expect("a message within 5 s")
+                    .unwrap();
+            let m = Message::parse(buf[..n].to_vec()).expect("parses");
+            if m.status() != Some(100) {
+                return m;
+            }
+        }
+    }
+
+    /// Nothing arrives within `d` (100 Trying aside).
+    async fn silent(&self, d: Duration) -> bool {
+        tokio::time::timeout(d, self.recv()).await.is_err()
+    }
+}
+
+fn config(port: u16, pbx: u16, authenticate: bool) -> String {
+    let head = support::head(port).replace(
+        "[proxy]\n",
+        &format!("[proxy]\ncore = \"engine\"\nauthenticate_calls = {authenticate}\n"),
+    );
+    format!(
+        r#"{head}
+[[connections]]
+name = "office"
+kind = "trunk"
+addresses = ["127.0.0.1:{pbx}"]
+dial_patterns = ["4[0-9]{{3}}"]
+username = "trunkuser"
+password = "trunk-secret"
+probe = {{ enabled = false }}
+"#
+    )
+}
+
+fn header(m: &Message, name: HeaderName) -> Vec<String> {
+    m.header_values(name)
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+        .collect()
+}
+
+fn cseq(m: &Message) -> u32 {
+    m.cseq().unwrap().seq
+}
+
+/// An INVITE from `phone` to `ruri`.
+fn invite(phone: &Peer, ruri: &str, call_id: &str, cseq: u32, extra: &str) -> String {
+    let a = phone.addr();
+    format!(
+        "INVITE {ruri} SIP/2.0\n\
+         Via: SIP/2.0/UDP {a};branch=z9hG4bK-{call_id}-{cseq};rport\n\
+         Max-Forwards: 70\n\
+         From: <sip:1001@siplink.test>;tag=ph1\n\
+         To: <{ruri}>\n\
+         Call-ID: {call_id}\n\
+         CSeq: {cseq} INVITE\n\
+         Contact: <sip:1001@{a}>\n\
+         {extra}Content-Length: 0\n\n"
+    )
+}
+
+/// A response from a PBX or phone to `request` (its Record-Route and a
+/// Contact for 18x/2xx).
+fn reply(request: &Message, status: u16, tag: &str, contact: SocketAddr, extra: &str) -> Message {
+    let mut b = request.response_with_tag(status, Some(tag));
+    if (101..300).contains(&status) {
+        for rr in request.header_values(HeaderName::RecordRoute) {
+            b = b.header_bytes(HeaderName::RecordRoute, bytes::Bytes::copy_from_slice(rr));
+        }
+        b = b.header(HeaderName::Contact, format!("<sip:{contact}>"));
+    }
+    let m = b.build().unwrap();
+    if extra.is_empty() {
+        return m;
+    }
+    let text = String::from_utf8(m.to_bytes().to_vec()).unwrap();
+    Message::parse(text.replacen("\r\n", &format!("\r\n{extra}"), 1)).unwrap()
+}
+
+/// An in-dialog request from the phone through the Record-Route of `ok`
+/// (the 2xx the phone got).
+fn in_dialog(phone: &Peer, method: &str, ok: &Message, cseq: u32) -> String {
+    let a = phone.addr();
+    let routes: String = header(ok, HeaderName::RecordRoute)
+        .iter()
+        .rev()
+        .map(|r| format!("Route: {r}\n"))
+        .collect();
+    let target = ok.contact().unwrap().as_slice()[0].uri.as_str().to_owned();
+    let to = String::from_utf8_lossy(ok.header(HeaderName::To).unwrap()).into_owned();
+    let call_id = ok.call_id().unwrap();
+    format!(
+        "{method} {target} SIP/2.0\n\
+         Via: SIP/2.0/UDP {a};branch=z9hG4bK-{method}-{cseq};rport\n\
+         Max-Forwards: 70\n{routes}\
+         From: <sip:1001@siplink.test>;tag=ph1\n\
+         To: {to}\n\
+         Call-ID: {call_id}\n\
+         CSeq: {cseq} {method}\n\
+         Content-Length: 0\n\n"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trunk_call_answers_the_pbx_challenge_and_hangs_up_through_the_record_route() {
+    let (p, b) = (support::free_port(), support::free_port());
+    let proxy = support::proxy(&config(p, b, true)).await;
+    let phone = Peer::new(p).await;
+    let pbx = Peer::on(b, p).await;
+
+    // The phone authenticates with the proxy first (407 from the engine's
+    // digest lookup).
+    phone
+        .send(&invite(&phone, "sip:4001@siplink.test", "e-trunk", 1, ""))
+        .await;
+    let challenge = phone.recv().await;
+    assert_eq!(challenge.status(), Some(407), "{challenge}");
+    let mut digest = DigestClient::new(
+        "siplink.test",
+        ClientCredentials::password("1001", "pw1001"),
+    );
+    let answer = digest
+        .answer(
+            "siplink.test",
+            &[],
+            challenge.proxy_authenticate().unwrap(),
+            &RequestInfo::new("INVITE", "sip:4001@siplink.test"),
+        )
+        .unwrap();
+    let line = format!("{}: {}\n", answer[0].header_name(), answer[0].credentials);
+    phone
+        .send(&invite(
+            &phone,
+            "sip:4001@siplink.test",
+            "e-trunk",
+            2,
+            &line,
+        ))
+        .await;
+
+    // The PBX challenges the proxy.
+    let first = pbx.recv().await;
+    assert_eq!(first.method().map(|m| m.as_str()), Some("INVITE"));
+    assert_eq!(cseq(&first), 2);
+    assert!(
+        header(&first, HeaderName::ProxyAuthorization).is_empty(),
+        "the phone's credentials for our realm stay here"
+    );
+    pbx.send_message(&reply(
+        &first,
+        407,
+        "pbx-ch",
+        pbx.addr(),
+        "Proxy-Authenticate: Digest realm=\"asterisk\", nonce=\"n-1\", algorithm=MD5, qop=\"auth\"\r\n",
+    ))
+    .await;
+    let ack = pbx.recv().await;
+    assert_eq!(ack.method().map(|m| m.as_str()), Some("ACK"), "{ack}");
+    let again = pbx.recv().await;
+    assert_eq!(
+        again.method().map(|m| m.as_str()),
+        Some("INVITE"),
+        "{again}"
+    );
+    assert_eq!(cseq(&again), 3, "CSeq one up");
+    let auth = header(&again, HeaderName::ProxyAuthorization);
+    assert_eq!(auth.len(), 1, "{again}");
+    assert!(auth[0].contains("username=\"trunkuser\""), "{auth:?}");
+    assert!(auth[0].contains("realm=\"asterisk\""), "{auth:?}");
+    assert!(
+        phone.silent(Duration::from_millis(200)).await,
+        "the 407 stays here"
+    );
+
+    // Ringing, then the answer: the phone sees its own CSeq.
+    pbx.send_message(&reply(&again, 180, "pbx1", pbx.addr(), ""))
+        .await;
+    let ringing = phone.recv().await;
+    assert_eq!((ringing.status(), cseq(&ringing)), (Some(180), 2));
+    let ok = reply(&again, 200, "pbx1", pbx.addr(), "");
+    pbx.send_message(&ok).await;
+    let answered = phone.recv().await;
+    assert_eq!((answered.status(), cseq(&answered)), (Some(200), 2));
+    assert!(!header(&answered, HeaderName::RecordRoute).is_empty());
+    let (_, _, dialogs, _) = proxy.engine_sizes().expect("the engine carries calls");
+    assert_eq!(dialogs, 1, "the answered call is one dialog record");
+
+    // The ACK through the Record-Route, with the CSeq the PBX knows.
+    phone.send(&in_dialog(&phone, "ACK", &answered, 2)).await;
+    let ack = pbx.recv().await;
+    assert_eq!(ack.method().map(|m| m.as_str()), Some("ACK"), "{ack}");
+    assert_eq!(cseq(&ack), 3);
+
+    // A 2xx retransmission goes to the phone (RFC 6026), statelessly.
+    pbx.send_message(&ok).await;
+    let again_ok = phone.recv().await;
+    assert_eq!((again_ok.status(), cseq(&again_ok)), (Some(200), 2));
+
+    // The phone hangs up through the Record-Route.
+    phone.send(&in_dialog(&phone, "BYE", &answered, 3)).await;
+    let bye = pbx.recv().await;
+    assert_eq!(bye.method().map(|m| m.as_str()), Some("BYE"), "{bye}");
+    assert_eq!(cseq(&bye), 4);
+    pbx.send_message(&reply(&bye, 200, "pbx1", pbx.addr(), ""))
+        .await;
+    let bye_ok = phone.recv().await;
+    assert_eq!((bye_ok.status(), cseq(&bye_ok)), (Some(200), 3), "{bye_ok}");
+    assert_eq!(proxy.engine_sizes(), Some((0, 0, 0, 0)), "nothing left");
+    proxy.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_reaches_the_trunk_and_the_caller_gets_487() {
+    let (p, b) = (support::free_port(), support::free_port());
+    let proxy = support::proxy(&config(p, b, false)).await;
+    let phone = Peer::new(p).await;
+    let pbx = Peer::on(b, p).await;
+    let inv = invite(&phone, "sip:4002@siplink.test", "e-cancel", 1, "");
+    phone.send(&inv).await;
+    let at_pbx = pbx.recv().await;
+    pbx.send_message(&reply(&at_pbx, 180, "pbx2", pbx.addr(), ""))
+        .await;
+    assert_eq!(phone.recv().await.status(), Some(180));
+    phone
+        .send(
+            &inv.replace("INVITE sip", "CANCEL sip")
+                .replace("1 INVITE", "1 CANCEL")
+                .replace(&format!("Contact: <sip:1001@{}>\n", phone.addr()), ""),
+        )
+        .await;
+    let cancel_ok = phone.recv().await;
+    assert_eq!(cancel_ok.status(), Some(200));
+    assert_eq!(cancel_ok.cseq().unwrap().method.as_str(), "CANCEL");
+    let cancel = pbx.recv().await;
+    assert_eq!(
+        cancel.method().map(|m| m.as_str()),
+        Some("CANCEL"),
+        "{cancel}"
+    );
+    assert_eq!(
+        cancel.top_via().unwrap().branch(),
+        at_pbx.top_via().unwrap().branch(),
+        "the INVITE's branch"
+    );
+    pbx.send_message(&reply(&cancel, 200, "pbx2", pbx.addr(), ""))
+        .await;
+    pbx.send_message(&reply(&at_pbx, 487, "pbx2", pbx.addr(), ""))
+        .await;
+    let terminated = phone.recv().await;
+    assert_eq!(terminated.status(), Some(487), "{terminated}");
+    assert_eq!(proxy.engine_sizes(), Some((0, 0, 0, 0)), "the call is gone");
+    // The proxy ACKs the 487 itself (hop by hop).
+    let ack = pbx.recv().await;
+    assert_eq!(ack.method().map(|m| m.as_str()), Some("ACK"));
+    proxy.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_phone_calls_a_registered_phone() {
+    let (p, b) = (support::free_port(), support::free_port());
+    let proxy = support::proxy(&config(p, b, false)).await;
+    let caller = Peer::new(p).await;
+    let callee = Peer::new(p).await;
+
+    // 1002 registers (digest with the registrar).
+    let register = |cseq: u32, auth: &str| {
+        let a = callee.addr();
+        format!(
+            "REGISTER sip:siplink.test SIP/2.0\n\
+             Via: SIP/2.0/UDP {a};branch=z9hG4bK-reg-{cseq};rport\n\
+             Max-Forwards: 70\n\
+             From: <sip:1002@siplink.test>;tag=reg\n\
+             To: <sip:1002@siplink.test>\n\
+             Call-ID: e-reg-1002\n\
+             CSeq: {cseq} REGISTER\n\
+             Contact: <sip:1002@{a}>\n\
+             Expires: 300\n\
+             {auth}Content-Length: 0\n\n"
+        )
+    };
+    callee.send(&register(1, "")).await;
+    let challenge = callee.recv().await;
+    assert_eq!(challenge.status(), Some(401));
+    let mut digest = DigestClient::new(
+        "siplink.test",
+        ClientCredentials::password("1002", "pw1002"),
+    );
+    let answer = digest
+        .answer(
+            "siplink.test",
+            challenge.www_authenticate().unwrap(),
+            &[],
+            &RequestInfo::new("REGISTER", "sip:siplink.test"),
+        )
+        .unwrap();
+    let line = format!("{}: {}\n", answer[0].header_name(), answer[0].credentials);
+    callee.send(&register(2, &line)).await;
+    assert_eq!(callee.recv().await.status(), Some(200));
+
+    caller
+        .send(&invite(&caller, "sip:1002@siplink.test", "e-p2p", 1, ""))
+        .await;
+    let at_callee = callee.recv().await;
+    assert_eq!(at_callee.method().map(|m| m.as_str()), Some("INVITE"));
+    assert_eq!(
+        at_callee.request_uri().unwrap().as_str(),
+        format!("sip:1002@{}", callee.addr())
+    );
+    let ok = reply(&at_callee, 200, "callee", callee.addr(), "");
+    callee.send_message(&ok).await;
+    let answered = caller.recv().await;
+    assert_eq!(answered.status(), Some(200), "{answered}");
+    assert_eq!(
+        proxy.engine_sizes().map(|s| s.2),
+        Some(1),
+        "one dialog record"
+    );
+    caller.send(&in_dialog(&caller, "ACK", &answered, 1)).await;
+    let ack = callee.recv().await;
+    assert_eq!(ack.method().map(|m| m.as_str()), Some("ACK"), "{ack}");
+    caller.send(&in_dialog(&caller, "BYE", &answered, 2)).await;
+    let bye = callee.recv().await;
+    assert_eq!(bye.method().map(|m| m.as_str()), Some("BYE"), "{bye}");
+    callee
+        .send_message(&reply(&bye, 200, "callee", callee.addr(), ""))
+        .await;
+    assert_eq!(caller.recv().await.status(), Some(200));
+    assert_eq!(proxy.engine_sizes(), Some((0, 0, 0, 0)));
+    proxy.shutdown().await;
+}
