@@ -21,6 +21,12 @@ start) and the ratios. SIPp (UAC and UAS) is pinned to CPU --sipp-cpu.
   cargo build --release --example proxy
   python3 benches/load/calls.py                       # UDP
   python3 benches/load/calls.py --transport tcp --no-ramp
+  python3 benches/load/calls.py --siplink-core engine  # the sans-IO engine (UDP only)
+
+--siplink-core chooses siplink's request path ([proxy] core in the generated TOML):
+"classic" (the default, a task per call) or "engine" (the sans-IO core on the
+run-to-completion runtime, docs/proxy-core.md). The engine does not open TCP
+connections to a trunk's address yet: use it over UDP.
 """
 
 import argparse
@@ -87,13 +93,14 @@ def start_kamailio(work, proto, uas, children, cfg_path=KAM_CFG):
     return proc, port
 
 
-def start_siplink(work, proto, uas, env):
+def start_siplink(work, proto, uas, env, core="classic"):
     port = free_port()
     d = os.path.join(work, f"siplink-{port}")
     os.makedirs(d)
     toml = os.path.join(d, "proxy.toml")
     with open(toml, "w") as f:
-        f.write(f'[proxy]\ndomains = ["siplink.test"]\nauthenticate_calls = false\n\n'
+        f.write(f'[proxy]\ndomains = ["siplink.test"]\nauthenticate_calls = false\n'
+                f'core = "{core}"\n\n'
                 f'[[listen]]\ntransport = "{proto}"\naddress = "127.0.0.1:{port}"\n\n'
                 f'[[connections]]\nname = "pbx"\nkind = "trunk"\n'
                 f'addresses = ["sip:127.0.0.1:{uas};transport={proto}"]\n'
@@ -121,7 +128,7 @@ def measure(name, args, work, env):
     if name == "kamailio":
         proc, port = start_kamailio(work, args.transport, uas_port, args.children, args.kamailio_cfg)
     else:
-        proc, port = start_siplink(work, args.transport, uas_port, env)
+        proc, port = start_siplink(work, args.transport, uas_port, env, args.siplink_core)
     fig = {}
     c0, d0 = cpu_seconds(proc.pid), udp_drops(port)
     r = run_calls(port, args, work, f"{name}-cpu", args.rate, args.rate * args.cpu_seconds,
@@ -196,8 +203,12 @@ def main():
     ap.add_argument("--max-load", type=float, default=1.5)
     ap.add_argument("--sipp-cpu", type=int, default=1)
     ap.add_argument("--siplink-env", action="append", default=[])
+    ap.add_argument("--siplink-core", choices=["classic", "engine"], default="classic",
+                    help="siplink's request path: [proxy] core in its TOML")
     ap.add_argument("--json")
     args = ap.parse_args()
+    if args.siplink_core == "engine" and args.transport != "udp":
+        raise SystemExit("--siplink-core engine: the engine reaches a trunk over UDP only (docs/proxy.md)")
     for tool in ("sipp", "kamailio", "taskset"):
         if subprocess.run(["which", tool], capture_output=True).returncode:
             raise SystemExit(f"missing: {tool}")
