@@ -798,6 +798,7 @@ impl Plan {
     pub fn engine_config(&self) -> EngineConfig {
         EngineConfig {
             max_calls: self.limits.max_calls,
+            no_response_timeout: Some(Duration::from_secs(4)),
             ..EngineConfig::default()
         }
     }

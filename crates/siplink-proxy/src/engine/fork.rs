@@ -85,6 +85,10 @@ pub(crate) struct Branch {
     cseq_delta: u32,
     /// How often the PBX's challenge was answered on this branch's line.
     auth_rounds: u8,
+    /// Its timer C is the short no-response deadline
+    /// ([`EngineConfig::no_response_timeout`](super::EngineConfig)) until
+    /// the first response.
+    awaiting_first: bool,
 }
 
 /// What a branch id stands for.
@@ -253,10 +257,13 @@ impl<V: View> Engine<V> {
         };
         fork.branches.push(bid);
         let invite = fork.invite;
-        let timer = invite.then(|| {
-            self.timers
-                .add(timers::deadline(now, timer_c), Timer::C(bid))
-        });
+        // A connection's branch gives up early when nothing at all answers.
+        let short = self
+            .config
+            .no_response_timeout
+            .filter(|_| fork.connection.is_some() && fork.caller.is_some());
+        let first = short.map_or(timer_c, |d| d.min(timer_c));
+        let timer = invite.then(|| self.timers.add(timers::deadline(now, first), Timer::C(bid)));
         self.branches.insert(
             bid,
             BranchSlot::Fork(Box::new(Branch {
@@ -271,6 +278,7 @@ impl<V: View> Engine<V> {
                 timer_c: timer,
                 cseq_delta,
                 auth_rounds,
+                awaiting_first: invite && short.is_some(),
             })),
         );
         self.out.push_back(Output::Send {
@@ -354,7 +362,7 @@ impl<V: View> Engine<V> {
         let Some(status) = response.status() else {
             return;
         };
-        let (fork_id, wanted_cancel, timed_out, already_done, delta) =
+        let (fork_id, wanted_cancel, timed_out, already_done, delta, first) =
             match self.branches.get_mut(&branch) {
                 None => return self.handle_stray_response(response, now),
                 Some(BranchSlot::Own) => {
@@ -369,12 +377,13 @@ impl<V: View> Engine<V> {
                     if status < 200 {
                         b.provisional = true;
                     }
+                    let first = std::mem::take(&mut b.awaiting_first);
                     let wanted = b.cancel == Cancel::Wanted && status < 200;
                     let done = b.done;
                     if status >= 200 {
                         b.done = true;
                     }
-                    (b.fork, wanted, b.timed_out, done, b.cseq_delta)
+                    (b.fork, wanted, b.timed_out, done, b.cseq_delta, first)
                 }
             };
         if delta > 0 {
@@ -388,7 +397,9 @@ impl<V: View> Engine<V> {
         };
         let invite = fork.invite;
         if status < 200 {
-            if invite && status > 100 {
+            // The first response ends the no-response deadline (even a
+            // 100); then 101-199 restart timer C (§16.7).
+            if invite && (status > 100 || first) {
                 self.restart_timer_c(branch, now);
             }
             if status == 100 {
@@ -616,11 +627,19 @@ impl<V: View> Engine<V> {
         if live {
             return;
         }
-        let failover = !fork.final_sent
-            && !fork.cancelled
-            && !fork.caller_gone
-            && fork.group_failover
-            && !fork.groups.is_empty();
+        let failed =
+            !fork.final_sent && !fork.cancelled && !fork.caller_gone && fork.group_failover;
+        let failover = failed && !fork.groups.is_empty();
+        if failed
+            && fork.caller.is_some()
+            && let Some(connection) = fork.connection.clone()
+        {
+            self.out.push_back(Output::Event(Event::ConnectionFailed {
+                call_id: fork.request.call_id().unwrap_or_default().to_owned(),
+                connection,
+                at: now,
+            }));
+        }
         if failover {
             self.drop_branches(id);
             self.next_group(id, now);

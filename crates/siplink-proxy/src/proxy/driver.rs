@@ -394,6 +394,20 @@ impl Driver {
                 lock(&self.shards[s].servers).remove(&tx);
             }
             Output::Lookup { token, query } => self.lookup(s, token, query),
+            Output::Event(crate::engine::Event::ConnectionFailed { connection, .. }) => {
+                // As the classic path notes it: the connection's last error.
+                if let Some(inner) = self.inner.upgrade()
+                    && let Some(c) = inner
+                        .runtime()
+                        .connections
+                        .iter()
+                        .find(|c| c.config.name == connection)
+                {
+                    let why = format!("{connection}: no answer (timeout, 408 or 503)");
+                    warn!(%connection, "failing over: {why}");
+                    c.set_error(inner.clock.wall_now(), why);
+                }
+            }
             Output::Event(e) => debug!(event = ?e, "call event"),
         }
     }
