@@ -121,7 +121,7 @@ pub(crate) struct Driver {
     /// a dialog are the engine's).
     macs: PlanView<()>,
     /// Wakes the timer task for an earlier deadline.
-    wake: Notify,
+    wake: Arc<Notify>,
     armed: Mutex<Option<Instant>>,
 }
 
@@ -170,7 +170,7 @@ impl Driver {
             next_tx: AtomicU64::new(1),
             hasher: RandomState::new(),
             macs: PlanView::new(plan, (), key),
-            wake: Notify::new(),
+            wake: Arc::new(Notify::new()),
             armed: Mutex::new(None),
         })
     }
@@ -576,7 +576,7 @@ async fn timers(driver: Weak<Driver>) {
             }
         }
         *lock(&d.armed) = next;
-        let wait = next.map_or(Duration::from_secs(3600), |t| {
+        let wait = next.map_or(Duration::from_secs(60), |t| {
             t.saturating_duration_since(now)
         });
         let Some(inner) = d.inner.upgrade() else {
@@ -584,10 +584,13 @@ async fn timers(driver: Weak<Driver>) {
         };
         let until = inner.clock.tokio_now() + wait;
         drop(inner);
-        let woken = async { d.wake.notified().await };
+        // No strong reference while asleep: a proxy that goes takes its
+        // driver (and this task, at its next wake-up) with it.
+        let wake = d.wake.clone();
+        drop(d);
         tokio::select! {
             () = tokio::time::sleep_until(until) => {}
-            () = woken => {}
+            () = wake.notified() => {}
         }
     }
 }
