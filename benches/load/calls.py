@@ -21,12 +21,11 @@ start) and the ratios. SIPp (UAC and UAS) is pinned to CPU --sipp-cpu.
   cargo build --release --example proxy
   python3 benches/load/calls.py                       # UDP
   python3 benches/load/calls.py --transport tcp --no-ramp
-  python3 benches/load/calls.py --siplink-core engine  # the sans-IO engine (UDP only)
+  python3 benches/load/calls.py --siplink-core engine  # the sans-IO engine
 
 --siplink-core chooses siplink's request path ([proxy] core in the generated TOML):
 "classic" (the default, a task per call) or "engine" (the sans-IO core on the
-run-to-completion runtime, docs/proxy-core.md). The engine does not open TCP
-connections to a trunk's address yet: use it over UDP.
+run-to-completion runtime, docs/proxy-core.md).
 """
 
 import argparse
@@ -207,8 +206,6 @@ def main():
                     help="siplink's request path: [proxy] core in its TOML")
     ap.add_argument("--json")
     args = ap.parse_args()
-    if args.siplink_core == "engine" and args.transport != "udp":
-        raise SystemExit("--siplink-core engine: the engine reaches a trunk over UDP only (docs/proxy.md)")
     for tool in ("sipp", "kamailio", "taskset"):
         if subprocess.run(["which", tool], capture_output=True).returncode:
             raise SystemExit(f"missing: {tool}")

@@ -12,7 +12,8 @@ use std::time::Duration;
 
 use siplink_auth::{ClientCredentials, DigestClient, RequestInfo};
 use siplink_message::{HeaderName, Message};
-use tokio::net::UdpSocket;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
 
 /// A phone or a PBX: one UDP socket.
 struct Peer {
@@ -388,5 +389,86 @@ async fn a_phone_calls_a_registered_phone() {
         .await;
     assert_eq!(caller.recv().await.status(), Some(200));
     assert_eq!(proxy.engine_sizes(), Some((0, 0, 0, 0)));
+    proxy.shutdown().await;
+}
+
+/// Reads one SIP message from a stream (CRLF keep-alives skipped; `buf`
+/// keeps what follows it).
+async fn read_stream(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Message {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        while buf.starts_with(b"\r\n") {
+            buf.drain(..2);
+        }
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+            let body = head
+                .lines()
+                .find_map(|l| {
+                    let (name, value) = l.split_once(':')?;
+                    matches!(name.trim(), "content-length" | "l")
+                        .then(|| value.trim().parse::<usize>().ok())?
+                })
+                .unwrap_or(0);
+            if buf.len() >= end + 4 + body {
+                let m: Vec<u8> = buf.drain(..end + 4 + body).collect();
+                return Message::parse(m).expect("parses");
+            }
+        }
+        let mut chunk = [0u8; 4096];
+        let n = tokio::time::timeout_at(deadline, stream.read(&mut chunk))
+            .await
+            .expect("a message within 5 s")
+            .unwrap();
+        assert!(n > 0, "connection closed");
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tcp_trunk_gets_its_call_over_a_connection_the_engine_opens() {
+    let (p, b) = (support::free_port(), support::free_port());
+    let config = config(p, b, false).replace(
+        &format!("addresses = [\"127.0.0.1:{b}\"]"),
+        &format!("addresses = [\"sip:127.0.0.1:{b};transport=tcp\"]"),
+    );
+    let listener = TcpListener::bind(("127.0.0.1", b)).await.unwrap();
+    let proxy = support::proxy(&config).await;
+    let phone = Peer::new(p).await;
+    phone
+        .send(&invite(&phone, "sip:4003@siplink.test", "e-tcp", 1, ""))
+        .await;
+    let (mut conn, _) = tokio::time::timeout(Duration::from_secs(5), listener.accept())
+        .await
+        .expect("the proxy connects")
+        .unwrap();
+    let mut buf = Vec::new();
+    let at_pbx = read_stream(&mut conn, &mut buf).await;
+    assert_eq!(at_pbx.method().map(|m| m.as_str()), Some("INVITE"));
+    assert!(
+        at_pbx.top_via().unwrap().to_string().contains("TCP"),
+        "{at_pbx}"
+    );
+    let ok = reply(
+        &at_pbx,
+        200,
+        "tcp1",
+        SocketAddr::from(([127, 0, 0, 1], b)),
+        "",
+    );
+    conn.write_all(&ok.to_bytes()).await.unwrap();
+    let answered = phone.recv().await;
+    assert_eq!(answered.status(), Some(200), "{answered}");
+    // Phone (UDP) to PBX (TCP): two Record-Route entries (RFC 5658).
+    assert_eq!(header(&answered, HeaderName::RecordRoute).len(), 2);
+    phone.send(&in_dialog(&phone, "ACK", &answered, 1)).await;
+    let ack = read_stream(&mut conn, &mut buf).await;
+    assert_eq!(ack.method().map(|m| m.as_str()), Some("ACK"), "{ack}");
+    phone.send(&in_dialog(&phone, "BYE", &answered, 2)).await;
+    let bye = read_stream(&mut conn, &mut buf).await;
+    assert_eq!(bye.method().map(|m| m.as_str()), Some("BYE"), "{bye}");
+    let bye_ok = reply(&bye, 200, "tcp1", SocketAddr::from(([127, 0, 0, 1], b)), "");
+    conn.write_all(&bye_ok.to_bytes()).await.unwrap();
+    assert_eq!(phone.recv().await.status(), Some(200));
     proxy.shutdown().await;
 }

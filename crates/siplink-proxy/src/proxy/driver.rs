@@ -376,18 +376,9 @@ impl Driver {
             } => match self.dest(&hop) {
                 Dest::Now(dest) => self.send(s, branch, request, dest),
                 Dest::Resolve(host, port) => self.resolve_then_send(s, branch, request, host, port),
-                Dest::None => {
-                    debug!(?hop, "no way to this next hop yet: branch failed");
-                    self.with_engine(s, |e, now| e.handle_branch_failure(branch, false, now));
-                }
+                Dest::Connect(addr) => self.connect_then_send(s, branch, request, addr),
             },
-            Output::Forward { message, hop } => {
-                if let (Dest::Now(dest), Some(h)) = (self.dest(&hop), self.handle.get())
-                    && let Err(e) = h.send_stateless(message, dest)
-                {
-                    debug!(error = %e, "stateless forward failed");
-                }
-            }
+            Output::Forward { message, hop } => self.forward(message, hop),
             Output::ToRegistrar { tx, .. } => {
                 // REGISTERs for our domains never reach the engine (the
                 // front hands them to the registrar): answered 500.
@@ -409,6 +400,59 @@ impl Driver {
                 }
             }
             Output::Event(e) => debug!(event = ?e, "call event"),
+        }
+    }
+
+    /// A message without a transaction (ACK for a 2xx, a 2xx
+    /// retransmission): at once, or after resolving or connecting in a
+    /// spawned step.
+    fn forward(&self, message: Message, hop: NextHop) {
+        let Some(h) = self.handle.get() else {
+            return;
+        };
+        let dest = match self.dest(&hop) {
+            Dest::Now(dest) => dest,
+            Dest::Resolve(host, port) => {
+                let Some(inner) = self.inner.upgrade() else {
+                    return;
+                };
+                let h = h.clone();
+                tokio::spawn(async move {
+                    let found = inner.transport.resolve(&host, port, Protocol::Udp).await;
+                    if let Some(t) = found.ok().and_then(|t| t.into_iter().next()) {
+                        let _ = h.send_stateless(message, ClientDest::Udp(t.addr));
+                    }
+                });
+                return;
+            }
+            Dest::Connect(addr) => {
+                let Some(inner) = self.inner.upgrade() else {
+                    return;
+                };
+                let h = h.clone();
+                tokio::spawn(async move {
+                    let Ok(targets) = inner
+                        .transport
+                        .resolve(&addr.host, addr.port, addr.transport)
+                        .await
+                    else {
+                        return;
+                    };
+                    let Some(t) = targets.into_iter().next() else {
+                        return;
+                    };
+                    let ping = bytes::Bytes::from_static(b"\r\n\r\n");
+                    if let Ok(sent) = inner.transport.send_bytes(t, ping).await
+                        && let Some(f) = sent.flow
+                    {
+                        let _ = h.send_stateless(message, ClientDest::Flow(f));
+                    }
+                });
+                return;
+            }
+        };
+        if let Err(e) = h.send_stateless(message, dest) {
+            debug!(error = %e, "stateless forward failed");
         }
     }
 
@@ -444,9 +488,8 @@ impl Driver {
                 Ok(ip) => Dest::Now(ClientDest::Udp(SocketAddr::new(ip, t.port))),
                 Err(_) => Dest::Resolve(t.host.clone(), t.port),
             },
-            // A connection the runtime would have to open first (TCP, TLS,
-            // WS to an address): not yet.
-            NextHop::Addr(_) => Dest::None,
+            // A connection to open (or find) first: TCP, TLS, WS, WSS.
+            NextHop::Addr(t) => Dest::Connect(t.clone()),
         }
     }
 
@@ -484,6 +527,48 @@ impl Driver {
             let Some(driver) = me.upgrade() else { return };
             match found.ok().and_then(|t| t.into_iter().next()) {
                 Some(t) => driver.send(s, branch, request, ClientDest::Udp(t.addr)),
+                None => driver.with_engine(s, |e, now| e.handle_branch_failure(branch, false, now)),
+            }
+        });
+    }
+
+    /// A stream next hop: its connection is found or opened (resolving a
+    /// name, TLS with the name for SNI) in a spawned step, with a CRLF
+    /// keep-alive (RFC 5626 §3.5.1) as the first bytes, then the branch goes
+    /// over it as a flow, or fails.
+    fn connect_then_send(
+        &self,
+        s: usize,
+        branch: BranchId,
+        request: Message,
+        addr: siplink_message::TargetAddr,
+    ) {
+        let Some(inner) = self.inner.upgrade() else {
+            return;
+        };
+        let Some(me) = inner.engine.get().map(Arc::downgrade) else {
+            return;
+        };
+        tokio::spawn(async move {
+            let flow = match inner
+                .transport
+                .resolve(&addr.host, addr.port, addr.transport)
+                .await
+            {
+                Ok(targets) => match targets.into_iter().next() {
+                    Some(t) => inner
+                        .transport
+                        .send_bytes(t, bytes::Bytes::from_static(b"\r\n\r\n"))
+                        .await
+                        .ok()
+                        .and_then(|sent| sent.flow),
+                    None => None,
+                },
+                Err(_) => None,
+            };
+            let Some(driver) = me.upgrade() else { return };
+            match flow {
+                Some(f) => driver.send(s, branch, request, ClientDest::Flow(f)),
                 None => driver.with_engine(s, |e, now| e.handle_branch_failure(branch, false, now)),
             }
         });
@@ -553,9 +638,12 @@ impl Driver {
 
 /// Where a branch goes.
 enum Dest {
+    /// At once.
     Now(ClientDest),
+    /// A host name to resolve (UDP).
     Resolve(String, u16),
-    None,
+    /// Over a connection to open or find first.
+    Connect(siplink_message::TargetAddr),
 }
 
 /// The engines' timers: one task for every shard.
