@@ -472,3 +472,45 @@ async fn a_tcp_trunk_gets_its_call_over_a_connection_the_engine_opens() {
     assert_eq!(phone.recv().await.status(), Some(200));
     proxy.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_phones_connection_closing_mid_call_hangs_up_the_pbx() {
+    let (p, b) = (support::free_port(), support::free_port());
+    let proxy = support::proxy(&config(p, b, false)).await;
+    let pbx = Peer::on(b, p).await;
+    let mut phone = TcpStream::connect(("127.0.0.1", p)).await.unwrap();
+    let a = phone.local_addr().unwrap();
+    let text = format!(
+        "INVITE sip:4004@siplink.test SIP/2.0\r\n\
+         Via: SIP/2.0/TCP {a};branch=z9hG4bK-e-flow-1;rport\r\n\
+         Max-Forwards: 70\r\n\
+         From: <sip:1001@siplink.test>;tag=ph9\r\n\
+         To: <sip:4004@siplink.test>\r\n\
+         Call-ID: e-flow\r\n\
+         CSeq: 1 INVITE\r\n\
+         Contact: <sip:1001@{a};transport=tcp>\r\n\
+         Content-Length: 0\r\n\r\n"
+    );
+    phone.write_all(text.as_bytes()).await.unwrap();
+    let at_pbx = pbx.recv().await;
+    assert_eq!(at_pbx.method().map(|m| m.as_str()), Some("INVITE"));
+    pbx.send_message(&reply(&at_pbx, 200, "pbx5", pbx.addr(), ""))
+        .await;
+    let mut buf = Vec::new();
+    let answered = read_stream(&mut phone, &mut buf).await;
+    assert_eq!(answered.status(), Some(200), "{answered}");
+    // The phone vanishes (a browser tab closed): the PBX gets a BYE.
+    drop(phone);
+    let bye = pbx.recv().await;
+    assert_eq!(bye.method().map(|m| m.as_str()), Some("BYE"), "{bye}");
+    assert_eq!(bye.call_id().unwrap(), "e-flow");
+    pbx.send_message(&reply(&bye, 200, "pbx5", pbx.addr(), ""))
+        .await;
+    let gone = support::eventually(Duration::from_secs(2), || {
+        let sizes = proxy.engine_sizes();
+        async move { sizes == Some((0, 0, 0, 0)) }
+    })
+    .await;
+    assert!(gone, "nothing left: {:?}", proxy.engine_sizes());
+    proxy.shutdown().await;
+}

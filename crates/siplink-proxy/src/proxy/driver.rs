@@ -706,6 +706,19 @@ async fn flows(
         let Some(d) = driver.upgrade() else { return };
         for s in 0..d.shards.len() {
             d.with_engine(s, |e, now| e.handle_flow_closed(flow, now));
+            // The engine answers nothing more to a caller whose flow is gone
+            // (its calls are cancelled): its transactions go.
+            // (Dropped with no lock held: each answers 500 into the void.)
+            let gone: Vec<Deferred> = {
+                let mut servers = lock(&d.shards[s].servers);
+                let ids: Vec<ServerTx> = servers
+                    .iter()
+                    .filter(|(_, t)| t.origin().flow == Some(flow))
+                    .map(|(id, _)| *id)
+                    .collect();
+                ids.iter().filter_map(|id| servers.remove(id)).collect()
+            };
+            drop(gone);
         }
     }
 }
