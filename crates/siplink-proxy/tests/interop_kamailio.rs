@@ -387,6 +387,15 @@ fn uac_pbx(dir: &Path, port: u16, proxy_port: u16, user: &str, password: &str) -
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_uac_pbx_is_down_within_a_second_and_its_calls_fail_over() {
+    a_killed_uac_pbx_is_down_within_a_second_and_its_calls_fail_over_on("classic").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_uac_pbx_is_down_within_a_second_and_its_calls_fail_over_on_the_engine() {
+    a_killed_uac_pbx_is_down_within_a_second_and_its_calls_fail_over_on("engine").await;
+}
+
+async fn a_killed_uac_pbx_is_down_within_a_second_and_its_calls_fail_over_on(core: &str) {
     if !require("kamailio", "-v", "kamailio") || !require("sipp", "-v", "sip-tester") {
         return;
     }
@@ -410,7 +419,7 @@ addresses = ["127.0.0.1:{standby_port}"]
 dial_patterns = ["5[0-9]{{3}}"]
 probe = {{ enabled = false }}
 "#,
-        head(p)
+        head_on(p, core)
     );
     let proxy = proxy(&config).await;
     let mut kam = uac_pbx(&dir, k, p, "branch", "branch-secret");
