@@ -1970,11 +1970,6 @@ impl<L: LiveState> PlanView<L> {
         &self.plan
     }
 
-    /// The plan, shared.
-    pub fn shared_plan(&self) -> std::sync::Arc<Plan> {
-        self.plan.clone()
-    }
-
     /// Replaces the plan (a reload), keeping the key: tokens and MACs
     /// already handed out stay valid.
     pub fn set_plan(&mut self, plan: std::sync::Arc<Plan>) {

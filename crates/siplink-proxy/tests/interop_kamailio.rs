@@ -58,6 +58,17 @@ registration = {{ expires = 60 }}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn outbound_registration_to_kamailio_carries_calls_both_ways() {
+    outbound_registration_to_kamailio_carries_calls_both_ways_on("classic").await;
+}
+
+/// On the engine core: the phone's call to the number falls back to the
+/// classic path (an outbound registration's call), beside the engine.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outbound_registration_to_kamailio_carries_calls_both_ways_on_the_engine() {
+    outbound_registration_to_kamailio_carries_calls_both_ways_on("engine").await;
+}
+
+async fn outbound_registration_to_kamailio_carries_calls_both_ways_on(core: &str) {
     if !require("kamailio", "-v", "kamailio") || !require("sipp", "-v", "sip-tester") {
         return;
     }
@@ -66,7 +77,9 @@ async fn outbound_registration_to_kamailio_carries_calls_both_ways() {
     let mut kam = kamailio(&dir, k, ext);
     assert!(kam.running(), "kamailio exited\n{}", kam.log());
 
-    let proxy = proxy(&office_config(p, k, PASSWORD)).await;
+    let config = office_config(p, k, PASSWORD)
+        .replace("[proxy]\n", &format!("[proxy]\ncore = \"{core}\"\n"));
+    let proxy = proxy(&config).await;
     let registered = eventually(Duration::from_secs(10), || {
         let proxy = proxy.clone();
         async move {

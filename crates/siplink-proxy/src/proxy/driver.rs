@@ -120,6 +120,11 @@ pub(crate) struct Driver {
     /// Flow tokens and dialog MACs with the engines' key (which requests in
     /// a dialog are the engine's).
     macs: PlanView<()>,
+    /// The plan in use (the connections' targets and credentials).
+    plan: std::sync::RwLock<Arc<Plan>>,
+    /// Whether an enabled outbound-registration connection exists (only
+    /// then can a request take the classic path).
+    classic: std::sync::atomic::AtomicBool,
     /// Wakes the timer task for an earlier deadline.
     wake: Arc<Notify>,
     armed: Mutex<Option<Instant>>,
@@ -169,6 +174,8 @@ impl Driver {
             handle: OnceLock::new(),
             next_tx: AtomicU64::new(1),
             hasher: RandomState::new(),
+            classic: std::sync::atomic::AtomicBool::new(has_outbound(&plan)),
+            plan: std::sync::RwLock::new(plan.clone()),
             macs: PlanView::new(plan, (), key),
             wake: Arc::new(Notify::new()),
             armed: Mutex::new(None),
@@ -188,6 +195,8 @@ impl Driver {
     /// A reload's new plan (the engines' key stays: tokens and MACs handed
     /// out remain valid).
     pub(crate) fn set_plan(&self, plan: Arc<Plan>) {
+        self.classic.store(has_outbound(&plan), Ordering::Relaxed);
+        *self.plan.write().unwrap_or_else(|e| e.into_inner()) = plan.clone();
         for s in &self.shards {
             lock(&s.engine).view_mut().set_plan(plan.clone());
         }
@@ -820,7 +829,11 @@ fn groups(
             return LookupResult::Refused(403, "Connection Not Allowed".into());
         }
     };
-    let Some(plan) = inner.engine.get().map(|d| d.macs.shared_plan()) else {
+    let plan = inner
+        .engine
+        .get()
+        .map(|d| d.plan.read().unwrap_or_else(|e| e.into_inner()).clone());
+    let Some(plan) = plan else {
         return LookupResult::Refused(500, "Engine Not Ready".into());
     };
     let mut out = Vec::new();
@@ -947,6 +960,10 @@ pub(crate) fn engine_takes(driver: &Driver, inner: &Inner, incoming: &Incoming) 
             .and_then(|v| v.branch())
             .is_some_and(|b| b.starts_with("z9hG4bKsl"));
     }
+    if !driver.classic.load(Ordering::Relaxed) {
+        // No outbound registration: every request is the engine's.
+        return true;
+    }
     if m.to_tag().ok().flatten().is_some() {
         return driver.owns_in_dialog(m);
     }
@@ -964,4 +981,11 @@ pub(crate) fn engine_takes(driver: &Driver, inner: &Inner, incoming: &Incoming) 
         _ => false,
     };
     !classic
+}
+
+/// Whether `plan` has an enabled outbound-registration connection.
+fn has_outbound(plan: &Plan) -> bool {
+    plan.connections
+        .iter()
+        .any(|c| c.common.enabled && matches!(c.kind, Kind::OutboundRegistration(_)))
 }
