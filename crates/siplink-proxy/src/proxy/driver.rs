@@ -130,7 +130,11 @@ pub(crate) struct Driver {
     relay: OnceLock<Arc<siplink_media::RtpEngine>>,
     /// Wakes the timer task for an earlier deadline.
     wake: Arc<Notify>,
-    armed: Mutex<Option<Instant>>,
+    /// The deadline the timer task sleeps until, in nanoseconds after
+    /// `base` (`u64::MAX`: none): an input with an earlier one wakes it
+    /// (no lock: every input checks it).
+    armed: AtomicU64,
+    base: Instant,
 }
 
 impl std::fmt::Debug for Driver {
@@ -182,7 +186,8 @@ impl Driver {
             macs: PlanView::new(plan, (), key),
             relay: OnceLock::new(),
             wake: Arc::new(Notify::new()),
-            armed: Mutex::new(None),
+            armed: AtomicU64::new(u64::MAX),
+            base: Instant::now(),
         })
     }
 
@@ -218,6 +223,11 @@ impl Driver {
             let (a, b, c, d) = lock(&s.engine).sizes();
             (acc.0 + a, acc.1 + b, acc.2 + c, acc.3 + d)
         })
+    }
+
+    /// `t` as nanoseconds after `base` (earlier instants are 0).
+    fn nanos(&self, t: Instant) -> u64 {
+        u64::try_from(t.saturating_duration_since(self.base).as_nanos()).unwrap_or(u64::MAX - 1)
     }
 
     fn now(&self) -> Instant {
@@ -272,9 +282,8 @@ impl Driver {
             (out, e.poll_timeout())
         };
         if let Some(t) = next {
-            let mut armed = lock(&self.armed);
-            if armed.is_none_or(|a| t < a) {
-                *armed = Some(t);
+            let n = self.nanos(t);
+            if n < self.armed.fetch_min(n, Ordering::AcqRel) {
                 self.wake.notify_one();
             }
         }
@@ -703,7 +712,8 @@ async fn timers(driver: Weak<Driver>) {
                 next = Some(next.map_or(t, |n: Instant| n.min(t)));
             }
         }
-        *lock(&d.armed) = next;
+        d.armed
+            .store(next.map_or(u64::MAX, |t| d.nanos(t)), Ordering::Release);
         let wait = next.map_or(Duration::from_secs(60), |t| {
             t.saturating_duration_since(now)
         });
