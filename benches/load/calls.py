@@ -21,6 +21,12 @@ start) and the ratios. SIPp (UAC and UAS) is pinned to CPU --sipp-cpu.
   cargo build --release --example proxy
   python3 benches/load/calls.py                       # UDP
   python3 benches/load/calls.py --transport tcp --no-ramp
+  python3 benches/load/calls.py --siplink-core engine  # the sans-IO engine
+
+--siplink-core chooses siplink's request path ([proxy] core in the generated TOML):
+"classic" (the default, a task per call) or "engine" (the sans-IO core on the
+run-to-completion runtime, docs/proxy-core.md; over TCP the generated TOML adds a UDP
+listener on the same port, whose runtime the engine runs on).
 """
 
 import argparse
@@ -87,14 +93,20 @@ def start_kamailio(work, proto, uas, children, cfg_path=KAM_CFG):
     return proc, port
 
 
-def start_siplink(work, proto, uas, env):
+def start_siplink(work, proto, uas, env, core="classic"):
     port = free_port()
     d = os.path.join(work, f"siplink-{port}")
     os.makedirs(d)
     toml = os.path.join(d, "proxy.toml")
+    # The engine runs on the UDP listener's runtime, which takes the TCP
+    # connections' messages too: over TCP it needs a UDP listener beside.
+    udp = (f'[[listen]]\ntransport = "udp"\naddress = "127.0.0.1:{port}"\n\n'
+           if core == "engine" and proto != "udp" else "")
     with open(toml, "w") as f:
-        f.write(f'[proxy]\ndomains = ["siplink.test"]\nauthenticate_calls = false\n\n'
+        f.write(f'[proxy]\ndomains = ["siplink.test"]\nauthenticate_calls = false\n'
+                f'core = "{core}"\n\n'
                 f'[[listen]]\ntransport = "{proto}"\naddress = "127.0.0.1:{port}"\n\n'
+                f'{udp}'
                 f'[[connections]]\nname = "pbx"\nkind = "trunk"\n'
                 f'addresses = ["sip:127.0.0.1:{uas};transport={proto}"]\n'
                 f'dial_patterns = ["[0-9]+"]\nprobe = {{ enabled = false }}\n\n'
@@ -121,7 +133,7 @@ def measure(name, args, work, env):
     if name == "kamailio":
         proc, port = start_kamailio(work, args.transport, uas_port, args.children, args.kamailio_cfg)
     else:
-        proc, port = start_siplink(work, args.transport, uas_port, env)
+        proc, port = start_siplink(work, args.transport, uas_port, env, args.siplink_core)
     fig = {}
     c0, d0 = cpu_seconds(proc.pid), udp_drops(port)
     r = run_calls(port, args, work, f"{name}-cpu", args.rate, args.rate * args.cpu_seconds,
@@ -196,6 +208,8 @@ def main():
     ap.add_argument("--max-load", type=float, default=1.5)
     ap.add_argument("--sipp-cpu", type=int, default=1)
     ap.add_argument("--siplink-env", action="append", default=[])
+    ap.add_argument("--siplink-core", choices=["classic", "engine"], default="classic",
+                    help="siplink's request path: [proxy] core in its TOML")
     ap.add_argument("--json")
     args = ap.parse_args()
     for tool in ("sipp", "kamailio", "taskset"):

@@ -106,6 +106,23 @@ pub struct ProxySection {
     /// and UDP bindings kept either way.
     #[serde(default)]
     pub contact_fallback: bool,
+    /// Which request path carries calls: `"classic"` (the default: a task
+    /// per call on the endpoint) or `"engine"` (the sans-IO core of
+    /// `siplink_proxy::engine` driven on the run-to-completion runtime; see
+    /// docs/proxy.md for what still takes the classic path).
+    #[serde(default)]
+    pub core: CoreKind,
+}
+
+/// `[proxy] core`: which request path carries calls.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CoreKind {
+    /// The task-per-call proxy on the endpoint (`src/proxy/`).
+    #[default]
+    Classic,
+    /// The sans-IO engine on the run-to-completion runtime.
+    Engine,
 }
 
 impl Default for ProxySection {
@@ -122,6 +139,7 @@ impl Default for ProxySection {
             tls_ca: None,
             digest_algorithms: default_algorithms(),
             contact_fallback: false,
+            core: CoreKind::Classic,
         }
     }
 }
@@ -1084,8 +1102,11 @@ impl Config {
                 w.push(format!("listen[{i}] ({}): port 0 takes a port the system picks at each start, which phones and PBXs cannot be configured for (tests only)", l.address));
             }
         }
-        if !self.media.rtpengine.is_empty() || self.connections.iter().any(|c| !c.media.is_off()) {
-            w.push("[media] and connections' media are checked but not acted on by this version: SDP passes unchanged and media flows end to end".to_owned());
+        if self.proxy.core == CoreKind::Classic
+            && (!self.media.rtpengine.is_empty()
+                || self.connections.iter().any(|c| !c.media.is_off()))
+        {
+            w.push("[media] and connections' media are checked but not acted on with proxy.core = \"classic\": SDP passes unchanged and media flows end to end (core = \"engine\" acts on them)".to_owned());
         }
         if self.proxy.contact_fallback && !self.listeners.iter().any(|l| l.transport.is_reliable())
         {

@@ -55,7 +55,7 @@ pub mod routing;
 pub mod status;
 
 pub use config::{
-    Config, ConfigError, ConnectionConfig, ConnectionKind, DEMO_CONFIG, RateLimitConfig,
+    Config, ConfigError, ConnectionConfig, ConnectionKind, CoreKind, DEMO_CONFIG, RateLimitConfig,
     SecurityConfig,
 };
 pub use connection_test::{Report, Step, StepResult};

@@ -405,6 +405,8 @@ pub struct ProxyPlan {
     /// A plain binding over TCP/TLS/WS/WSS is kept with its Contact when
     /// its connection closes (`false`: removed at once).
     pub contact_fallback: bool,
+    /// Which request path carries calls (classic or engine).
+    pub core: crate::config::CoreKind,
 }
 
 /// One listening socket.
@@ -796,6 +798,7 @@ impl Plan {
     pub fn engine_config(&self) -> EngineConfig {
         EngineConfig {
             max_calls: self.limits.max_calls,
+            no_response_timeout: Some(Duration::from_secs(4)),
             ..EngineConfig::default()
         }
     }
@@ -839,6 +842,7 @@ impl Plan {
             || old.proxy.status_listen != new.proxy.status_listen;
         d.limits = old.limits != new.limits;
         d.contact_fallback = old.proxy.contact_fallback != new.proxy.contact_fallback;
+        d.core = old.proxy.core != new.proxy.core;
         d.users = users_of(old) != users_of(new);
         d.media = old.media != new.media;
         d
@@ -925,6 +929,9 @@ pub struct PlanDiff {
     /// `proxy.contact_fallback` changed (restart needed: the registrar
     /// keeps the rule it started with).
     pub contact_fallback: bool,
+    /// `proxy.core` changed (restart needed: the request path is chosen at
+    /// start).
+    pub core: bool,
     /// Users or their secrets or allow lists changed (applied on reload).
     pub users: bool,
     /// `[media]` changed: rtpengine instances or timing (restart needed; a
@@ -954,6 +961,9 @@ impl PlanDiff {
         }
         if self.contact_fallback {
             r.push("proxy.contact_fallback");
+        }
+        if self.core {
+            r.push("proxy.core");
         }
         if self.limits {
             r.push("limits");
@@ -1103,6 +1113,7 @@ impl Builder<'_> {
             digest_algorithms,
             tls_ca: p.tls_ca.clone(),
             contact_fallback: p.contact_fallback,
+            core: p.core,
         }
     }
 
@@ -2062,6 +2073,42 @@ impl<L: LiveState> View for PlanView<L> {
 
     fn dialog_mac(&self, call_id: &str) -> String {
         self.mac(b"sld", call_id.as_bytes())
+    }
+
+    /// A trunk's credentials; an outbound registration's shared account,
+    /// or the account of `user` in per-user mode.
+    fn credentials(&self, connection: &str, user: Option<&str>) -> Option<ClientCredentials> {
+        let c = self.plan.connection(connection)?;
+        match &c.kind {
+            Kind::Trunk(t) => t.credentials.clone(),
+            Kind::OutboundRegistration(or) => match &or.accounts {
+                Accounts::Shared(a) => Some(a.credentials.clone()),
+                Accounts::PerUser(list) => {
+                    let u = self.plan.user_index(user?)?;
+                    list.iter()
+                        .find(|a| a.user == Some(u))
+                        .map(|a| a.credentials.clone())
+                }
+            },
+            Kind::InboundRegistration(_) => None,
+        }
+    }
+
+    /// An outbound registration's registered identity (its shared account,
+    /// or the account of `user` in per-user mode) at its domain.
+    fn caller_identity(&self, connection: &str, user: Option<&str>) -> Option<String> {
+        let c = self.plan.connection(connection)?;
+        let Kind::OutboundRegistration(or) = &c.kind else {
+            return None;
+        };
+        let account = match &or.accounts {
+            Accounts::Shared(a) => a,
+            Accounts::PerUser(list) => {
+                let u = self.plan.user_index(user?)?;
+                list.iter().find(|a| a.user == Some(u))?
+            }
+        };
+        Some(format!("sip:{}@{}", account.username, or.domain.uri_host()))
     }
 
     /// The connection's `media`/`transcode`; off for an unknown connection

@@ -58,6 +58,17 @@ registration = {{ expires = 60 }}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn outbound_registration_to_kamailio_carries_calls_both_ways() {
+    outbound_registration_to_kamailio_carries_calls_both_ways_on("classic").await;
+}
+
+/// On the engine core: the phone's call to the number presents the
+/// registered identity (the engine's `View::caller_identity`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outbound_registration_to_kamailio_carries_calls_both_ways_on_the_engine() {
+    outbound_registration_to_kamailio_carries_calls_both_ways_on("engine").await;
+}
+
+async fn outbound_registration_to_kamailio_carries_calls_both_ways_on(core: &str) {
     if !require("kamailio", "-v", "kamailio") || !require("sipp", "-v", "sip-tester") {
         return;
     }
@@ -66,7 +77,9 @@ async fn outbound_registration_to_kamailio_carries_calls_both_ways() {
     let mut kam = kamailio(&dir, k, ext);
     assert!(kam.running(), "kamailio exited\n{}", kam.log());
 
-    let proxy = proxy(&office_config(p, k, PASSWORD)).await;
+    let config = office_config(p, k, PASSWORD)
+        .replace("[proxy]\n", &format!("[proxy]\ncore = \"{core}\"\n"));
+    let proxy = proxy(&config).await;
     let registered = eventually(Duration::from_secs(10), || {
         let proxy = proxy.clone();
         async move {
@@ -387,6 +400,15 @@ fn uac_pbx(dir: &Path, port: u16, proxy_port: u16, user: &str, password: &str) -
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_uac_pbx_is_down_within_a_second_and_its_calls_fail_over() {
+    a_killed_uac_pbx_is_down_within_a_second_and_its_calls_fail_over_on("classic").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_uac_pbx_is_down_within_a_second_and_its_calls_fail_over_on_the_engine() {
+    a_killed_uac_pbx_is_down_within_a_second_and_its_calls_fail_over_on("engine").await;
+}
+
+async fn a_killed_uac_pbx_is_down_within_a_second_and_its_calls_fail_over_on(core: &str) {
     if !require("kamailio", "-v", "kamailio") || !require("sipp", "-v", "sip-tester") {
         return;
     }
@@ -410,7 +432,7 @@ addresses = ["127.0.0.1:{standby_port}"]
 dial_patterns = ["5[0-9]{{3}}"]
 probe = {{ enabled = false }}
 "#,
-        head(p)
+        head_on(p, core)
     );
     let proxy = proxy(&config).await;
     let mut kam = uac_pbx(&dir, k, p, "branch", "branch-secret");

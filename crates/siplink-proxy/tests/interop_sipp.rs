@@ -3,6 +3,9 @@
 //! failover to the next connection, an inbound-registration PBX reached over
 //! its own TCP connection, and a PBX calling a registered user.
 //!
+//! Each call scenario runs on both request paths (`[proxy] core =
+//! "classic"` and `"engine"`).
+//!
 //! Skipped when `sipp` is missing, unless `SIPLINK_INTEROP=1` (then it
 //! fails).
 
@@ -51,6 +54,15 @@ fn pbx(dir: &std::path::Path, name: &str, port: u16) -> Sipp {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn trunk_calls_follow_dial_patterns() {
+    trunk_calls_follow_dial_patterns_on("classic").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trunk_calls_follow_dial_patterns_on_the_engine() {
+    trunk_calls_follow_dial_patterns_on("engine").await;
+}
+
+async fn trunk_calls_follow_dial_patterns_on(core: &str) {
     if !require("sipp", "-v", "sip-tester") {
         return;
     }
@@ -77,7 +89,7 @@ probe = {{ enabled = false }}
 [limits]
 max_calls = 1
 "#,
-        head(p)
+        head_on(p, core)
     );
     let proxy = proxy(&config).await;
     let mut office = pbx(&dir, "office", a);
@@ -101,6 +113,15 @@ max_calls = 1
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unauthenticated_and_wrong_password_are_refused() {
+    unauthenticated_and_wrong_password_are_refused_on("classic").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unauthenticated_and_wrong_password_are_refused_on_the_engine() {
+    unauthenticated_and_wrong_password_are_refused_on("engine").await;
+}
+
+async fn unauthenticated_and_wrong_password_are_refused_on(core: &str) {
     if !require("sipp", "-v", "sip-tester") {
         return;
     }
@@ -115,7 +136,7 @@ addresses = ["127.0.0.1:{a}"]
 dial_patterns = [".*"]
 probe = {{ enabled = false }}
 "#,
-        head(p)
+        head_on(p, core)
     );
     let proxy = proxy(&config).await;
     // A "PBX" that fails the test if any INVITE reaches it.
@@ -175,6 +196,15 @@ probe = {{ enabled = false }}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failover_to_the_next_connection_when_the_first_pbx_is_stopped() {
+    failover_to_the_next_connection_when_the_first_pbx_is_stopped_on("classic").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failover_to_the_next_connection_when_the_first_pbx_is_stopped_on_the_engine() {
+    failover_to_the_next_connection_when_the_first_pbx_is_stopped_on("engine").await;
+}
+
+async fn failover_to_the_next_connection_when_the_first_pbx_is_stopped_on(core: &str) {
     if !require("sipp", "-v", "sip-tester") {
         return;
     }
@@ -196,7 +226,7 @@ addresses = ["127.0.0.1:{live}"]
 dial_patterns = ["7[0-9]{{3}}"]
 probe = {{ enabled = false }}
 "#,
-        head(p)
+        head_on(p, core)
     );
     let proxy = proxy(&config).await;
     // The primary PBX runs, then stops.
@@ -216,6 +246,15 @@ probe = {{ enabled = false }}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn inbound_registration_pbx_takes_its_call_over_its_own_tcp_connection() {
+    inbound_registration_pbx_takes_its_call_over_its_own_tcp_connection_on("classic").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inbound_registration_pbx_takes_its_call_over_its_own_tcp_connection_on_the_engine() {
+    inbound_registration_pbx_takes_its_call_over_its_own_tcp_connection_on("engine").await;
+}
+
+async fn inbound_registration_pbx_takes_its_call_over_its_own_tcp_connection_on(core: &str) {
     if !require("sipp", "-v", "sip-tester") {
         return;
     }
@@ -230,7 +269,7 @@ username = "branch"
 password = "branch-secret"
 dial_patterns = ["5[0-9]{{3}}"]
 "#,
-        head(p)
+        head_on(p, core)
     );
     let proxy = proxy(&config).await;
     let callid = format!("inbound-{}@siplink.test", std::process::id());
@@ -308,6 +347,15 @@ dial_patterns = ["5[0-9]{{3}}"]
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_call_from_the_pbx_rings_the_registered_user() {
+    a_call_from_the_pbx_rings_the_registered_user_on("classic").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_from_the_pbx_rings_the_registered_user_on_the_engine() {
+    a_call_from_the_pbx_rings_the_registered_user_on("engine").await;
+}
+
+async fn a_call_from_the_pbx_rings_the_registered_user_on(core: &str) {
     if !require("sipp", "-v", "sip-tester") {
         return;
     }
@@ -322,7 +370,7 @@ addresses = ["127.0.0.1:{pbx_port}"]
 dial_patterns = ["0[0-9]+"]
 probe = {{ enabled = false }}
 "#,
-        head(p)
+        head_on(p, core)
     );
     let proxy = proxy(&config).await;
     // 1002's phone: a SIPp UAS, registered by a second SIPp.
@@ -407,6 +455,15 @@ async fn options_to_the_proxy_is_answered_with_allow_and_supported() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_call_to_a_user_rings_every_contact_and_cancels_the_others() {
+    a_call_to_a_user_rings_every_contact_and_cancels_the_others_on("classic").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_to_a_user_rings_every_contact_and_cancels_the_others_on_the_engine() {
+    a_call_to_a_user_rings_every_contact_and_cancels_the_others_on("engine").await;
+}
+
+async fn a_call_to_a_user_rings_every_contact_and_cancels_the_others_on(core: &str) {
     if !require("sipp", "-v", "sip-tester") {
         return;
     }
@@ -421,7 +478,7 @@ addresses = ["127.0.0.1:{pbx_port}"]
 dial_patterns = ["0[0-9]+"]
 probe = {{ enabled = false }}
 "#,
-        head(p)
+        head_on(p, core)
     );
     let proxy = proxy(&config).await;
     // 1001 has two phones: the desk phone answers, the mobile only rings.
@@ -474,6 +531,15 @@ probe = {{ enabled = false }}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_caller_cancel_reaches_the_trunk() {
+    a_caller_cancel_reaches_the_trunk_on("classic").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caller_cancel_reaches_the_trunk_on_the_engine() {
+    a_caller_cancel_reaches_the_trunk_on("engine").await;
+}
+
+async fn a_caller_cancel_reaches_the_trunk_on(core: &str) {
     if !require("sipp", "-v", "sip-tester") {
         return;
     }
@@ -488,7 +554,7 @@ addresses = ["127.0.0.1:{a}"]
 dial_patterns = [".*"]
 probe = {{ enabled = false }}
 "#,
-        head(p)
+        head_on(p, core)
     );
     let proxy = proxy(&config).await;
     let mut pbx = sipp(&dir, "pbx", a, &["-sf", &scenario("uas_ring.xml")]);

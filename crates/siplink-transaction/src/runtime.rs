@@ -208,6 +208,64 @@ impl Handle {
     }
 }
 
+impl Handle {
+    /// Sends `message` without a transaction (an ACK for a 2xx, a 2xx
+    /// retransmission relayed by a proxy, RFC 3261 §16.11 and RFC 6026): a
+    /// request gets this runtime's sent-by in its top Via; a response goes
+    /// unchanged. Over UDP from the first worker's socket, or queued on the
+    /// connection.
+    pub fn send_stateless(&self, mut message: Message, dest: ClientDest) -> Result<()> {
+        let shared = &self.shared;
+        match dest {
+            ClientDest::Udp(peer) => {
+                if message.is_request() {
+                    let local = shared.sockets[0].local_addr();
+                    let ip = if local.ip().is_unspecified() {
+                        crate::endpoint::source_ip(peer, local.ip())
+                    } else {
+                        local.ip()
+                    };
+                    siplink_transport::via::stamp_sent_by(
+                        &mut message,
+                        siplink_transport::Protocol::Udp,
+                        SocketAddr::new(ip, local.port()),
+                    )?;
+                }
+                let bytes = message.to_bytes();
+                if !shared.sockets[0].try_send_to(&bytes, peer) {
+                    // Not writable at once (a fresh socket, a full buffer):
+                    // nothing retransmits a stateless message, so it goes
+                    // as soon as the socket takes it.
+                    let socket = shared.sockets[0].clone();
+                    tokio::spawn(async move {
+                        if let Err(e) = socket.send_to(&bytes, peer).await {
+                            debug!(%peer, error = %e, "stateless send failed");
+                        }
+                    });
+                }
+                Ok(())
+            }
+            ClientDest::Flow(flow) => {
+                if message.is_request() {
+                    let (protocol, _, local) = shared
+                        .transport
+                        .flow_info(flow)
+                        .ok_or_else(|| Error::Transport(format!("flow {flow} is gone")))?;
+                    siplink_transport::via::stamp_sent_by(
+                        &mut message,
+                        protocol,
+                        shared.transport.sent_by(protocol, local),
+                    )?;
+                }
+                shared
+                    .transport
+                    .try_send_bytes_on_flow(flow, message.to_bytes())
+                    .map_err(|e| Error::Transport(e.to_string()))
+            }
+        }
+    }
+}
+
 /// Sends stateless answers from the worker's socket, in
 /// [`Service::screen`].
 #[derive(Debug)]
@@ -590,6 +648,17 @@ impl Deferred {
     pub fn respond_stateless(mut self, response: Message) -> Result<()> {
         let w = self.inner.owner(&self.shared);
         self.inner.respond(&self.shared, w, response, true)
+    }
+
+    /// Sends a provisional (1xx) response through the transaction and keeps
+    /// it open for more (a proxy relaying 180s before the final response).
+    /// [`Error::NotAResponse`] for anything but a 1xx.
+    pub fn respond_provisional(&mut self, response: Message) -> Result<()> {
+        if response.status().is_none_or(|s| s >= 200) {
+            return Err(Error::NotAResponse);
+        }
+        let w = self.inner.owner(&self.shared);
+        self.inner.respond(&self.shared, w, response, false)
     }
 }
 

@@ -634,3 +634,78 @@ async fn client_transactions_run_to_completion_over_udp_and_a_connection() {
         "a closed flow is refused at once"
     );
 }
+
+/// Relays like a proxy: an INVITE is ringing (two 180s through the open
+/// transaction), then answered; a 200 is no provisional response.
+struct Ringing;
+
+impl Service for Ringing {
+    fn handle_request(&self, request: Request<'_>) {
+        let mut later = request.defer();
+        tokio::spawn(async move {
+            let m = later.message().clone();
+            for _ in 0..2 {
+                let ringing = m.response_with_tag(180, Some("r1")).build().unwrap();
+                later.respond_provisional(ringing).unwrap();
+            }
+            let ok = m.response_with_tag(200, Some("r1")).build().unwrap();
+            assert!(later.respond_provisional(ok.clone()).is_err());
+            later.respond(ok).unwrap();
+        });
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deferred_invite_gets_provisional_responses_then_its_final() {
+    let (transport, _in) = Transport::new(TransportConfig::default());
+    let rt = runtime_on(&transport, UdpSharing::ReusePort, 2, Arc::new(Ringing));
+    let (sock, me) = phone().await;
+    sock.send_to(
+        &request(Method::Invite, me, "ring1").to_bytes(),
+        rt.local_addr(),
+    )
+    .await
+    .unwrap();
+    let mut statuses = Vec::new();
+    while let Some(m) = recv(&sock, Duration::from_secs(2)).await {
+        statuses.push(m.status().unwrap());
+        if statuses.last() == Some(&200) {
+            break;
+        }
+    }
+    assert_eq!(statuses, vec![180, 180, 200]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn send_stateless_stamps_a_requests_via_and_sends_a_response_unchanged() {
+    let (transport, _in) = Transport::new(TransportConfig::default());
+    let rt = runtime_on(&transport, UdpSharing::ReusePort, 2, Arc::new(Ringing));
+    let (sock, me) = phone().await;
+    let h = rt.handle();
+    let mut ack = request(Method::Ack, me, "ack1");
+    ack.prepend_header(
+        HeaderName::Via,
+        "SIP/2.0/UDP 0.0.0.0:0;branch=z9hG4bKproxyack1;rport",
+    );
+    h.send_stateless(ack, siplink_transaction::runtime::ClientDest::Udp(me))
+        .unwrap();
+    let got = recv(&sock, Duration::from_secs(2)).await.expect("the ACK");
+    assert_eq!(got.method(), Some(&Method::Ack));
+    let via = got.top_via().unwrap();
+    assert_eq!(via.branch(), Some("z9hG4bKproxyack1"));
+    assert!(
+        via.to_string().contains(&rt.local_addr().to_string()),
+        "{via}"
+    );
+    let ok = request(Method::Invite, me, "inv9")
+        .response_with_tag(200, Some("t9"))
+        .build()
+        .unwrap();
+    h.send_stateless(
+        ok.clone(),
+        siplink_transaction::runtime::ClientDest::Udp(me),
+    )
+    .unwrap();
+    let got = recv(&sock, Duration::from_secs(2)).await.expect("the 200");
+    assert_eq!(got.to_bytes(), ok.to_bytes());
+}

@@ -48,6 +48,27 @@ pub trait View {
     /// The `sld` parameter of our Record-Route entries for a Call-ID (a keyed
     /// hash, so that a Route merely naming us is not forwarded).
     fn dialog_mac(&self, call_id: &str) -> String;
+    /// The digest credentials with which the proxy answers a 401/407 from
+    /// connection `connection`'s PBX to a call of `user` (a trunk's, the
+    /// outbound registration's account). `None` (the default): the PBX's
+    /// challenge is not answered here; it goes up to the caller with the
+    /// other branches' (RFC 3261 §16.7 step 7).
+    fn credentials(
+        &self,
+        connection: &str,
+        user: Option<&str>,
+    ) -> Option<siplink_auth::ClientCredentials> {
+        let _ = (connection, user);
+        None
+    }
+    /// The From URI a call of `user` through connection `connection`
+    /// presents to its PBX (an outbound registration's registered
+    /// identity), or `None` to keep the caller's. The engine maps it back
+    /// for the caller for the whole dialog.
+    fn caller_identity(&self, connection: &str, user: Option<&str>) -> Option<String> {
+        let _ = (connection, user);
+        None
+    }
     /// The media settings of a connection (`[[connections]] media`,
     /// `transcode`): whether the engine asks the media relay at the SDP
     /// exchanges of its calls. Off unless the view says otherwise.
@@ -270,6 +291,12 @@ pub struct StaticView {
     pub faces: Vec<(Transport, String, u16)>,
     /// The key of flow tokens and dialog MACs.
     pub secret: u64,
+    /// Credentials answering each connection's PBX challenges, by
+    /// connection name.
+    pub credentials: Vec<(String, siplink_auth::ClientCredentials)>,
+    /// The From URI calls through each connection present, by connection
+    /// name (an outbound registration's identity).
+    pub identities: Vec<(String, String)>,
     /// Connections whose media is not off, with their settings.
     pub media: Vec<(String, crate::media::ConnectionMedia)>,
 }
@@ -329,6 +356,22 @@ impl View for StaticView {
     }
     fn dialog_mac(&self, call_id: &str) -> String {
         format!("{:08x}", self.keyed(("sld", call_id)))
+    }
+    fn credentials(
+        &self,
+        connection: &str,
+        _user: Option<&str>,
+    ) -> Option<siplink_auth::ClientCredentials> {
+        self.credentials
+            .iter()
+            .find(|(c, _)| c == connection)
+            .map(|(_, c)| c.clone())
+    }
+    fn caller_identity(&self, connection: &str, _user: Option<&str>) -> Option<String> {
+        self.identities
+            .iter()
+            .find(|(c, _)| c == connection)
+            .map(|(_, uri)| uri.clone())
     }
     fn connection_media(&self, connection: &str) -> crate::media::ConnectionMedia {
         self.media

@@ -50,6 +50,26 @@ pub(crate) struct Fork {
     cancel_key: Option<(String, String)>,
     /// The highest CSeq each callee sent in its early dialog (by tag).
     pub(crate) early_cseq: Vec<(String, u32)>,
+    /// The authenticated user (whose credentials answer a PBX's challenge).
+    user: Option<String>,
+    /// What the request's CSeq was raised by on the way out (a relayed
+    /// request of a dialog whose INVITE the proxy resent with credentials):
+    /// responses get it taken off again.
+    pub(crate) cseq_delta: u32,
+    /// The header its branches' responses get back (see [`Mapping`]).
+    restore: Option<(HeaderName, Bytes)>,
+}
+
+/// How a request relayed in a dialog differs from what its sender sent,
+/// and what its responses get back: the CSeq offset of a resent INVITE,
+/// and the From (or To) the other side knows when the proxy presented
+/// another identity (an outbound registration's).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Mapping {
+    /// Taken off the responses' CSeq.
+    pub(crate) cseq_delta: u32,
+    /// Put back on the responses.
+    pub(crate) restore: Option<(HeaderName, Bytes)>,
 }
 
 /// A branch's CANCEL state (RFC 3261 §9.1: no CANCEL before a provisional
@@ -74,6 +94,18 @@ pub(crate) struct Branch {
     cancel_reason: Option<&'static str>,
     timed_out: bool,
     timer_c: Option<TimerKey>,
+    /// The CSeq this branch's request carries above the caller's (each
+    /// resend with credentials adds one): taken off its responses.
+    cseq_delta: u32,
+    /// How often the PBX's challenge was answered on this branch's line.
+    auth_rounds: u8,
+    /// A header its responses get back (the caller's From when the branch
+    /// presents another identity).
+    restore: Option<(HeaderName, Bytes)>,
+    /// Its timer C is the short no-response deadline
+    /// ([`EngineConfig::no_response_timeout`](super::EngineConfig)) until
+    /// the first response.
+    awaiting_first: bool,
 }
 
 impl Branch {
@@ -95,6 +127,10 @@ pub(crate) enum BranchSlot {
 /// The Reason of the CANCELs sent when another branch answered (RFC 3326):
 /// phones then do not list the call as missed.
 const COMPLETED_ELSEWHERE: &str = "SIP;cause=200;text=\"Call completed elsewhere\"";
+
+/// Challenges of a PBX answered per branch at most (a second one means the
+/// credentials are wrong).
+const MAX_AUTH_ROUNDS: u8 = 1;
 
 /// Whether a final status lets the call go on to the next connection.
 fn fails_over(status: u16) -> bool {
@@ -128,12 +164,17 @@ impl<V: View> Engine<V> {
             caller_gone: false,
             cancel_key: p.cancel_key,
             early_cseq: Vec::new(),
+            user: p.user,
+            cseq_delta: 0,
+            restore: None,
         };
         self.forks.insert(id, fork);
         self.next_group(id, now);
     }
 
-    /// A request inside a dialog relayed through one branch.
+    /// A request inside a dialog relayed through one branch (`mapping`: how
+    /// it was edited, undone on its responses).
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn start_relay(
         &mut self,
         tx: ServerTx,
@@ -141,6 +182,7 @@ impl<V: View> Engine<V> {
         origin: Origin,
         dialog: Option<(DialogKey, bool)>,
         target: Target,
+        mapping: Mapping,
         now: Instant,
     ) {
         let id = self.id();
@@ -173,6 +215,9 @@ impl<V: View> Engine<V> {
             caller_gone: false,
             cancel_key,
             early_cseq: Vec::new(),
+            user: None,
+            cseq_delta: mapping.cseq_delta,
+            restore: mapping.restore,
         };
         self.forks.insert(id, fork);
         self.next_group(id, now);
@@ -199,7 +244,6 @@ impl<V: View> Engine<V> {
 
     fn send_branch(&mut self, id: u64, target: Target, now: Instant) {
         let bid = BranchId(self.id());
-        let timer_c = self.config.timer_c;
         let Some(fork) = self.forks.get_mut(&id) else {
             return;
         };
@@ -216,37 +260,151 @@ impl<V: View> Engine<V> {
         {
             record_route(&self.view, &mut request, &fork.origin, &target.hop);
         }
+        // A call through an outbound registration presents its registered
+        // identity; the caller's From comes back on the responses.
+        if fork.caller.is_some() && fork.in_dialog.is_none() {
+            let identity = fork
+                .connection
+                .as_deref()
+                .and_then(|c| self.view.caller_identity(c, fork.user.as_deref()));
+            fork.restore = None;
+            if let Some(uri) = identity
+                && let Some(original) = request.header(HeaderName::From).map(Bytes::copy_from_slice)
+                && let Some(value) = with_uri(&original, &uri)
+            {
+                request.set_header(HeaderName::From, value);
+                fork.restore = Some((HeaderName::From, original));
+            }
+        }
         core::push_via(&mut request, &core::branch(&fork.cookie, fork.sent));
         fork.sent += 1;
+        let delta = fork.cseq_delta;
+        self.push_branch(id, bid, request, target.hop, delta, 0, now);
+    }
+
+    /// Records branch `bid` of fork `id` (timer C for an INVITE) and sends
+    /// its request.
+    #[allow(clippy::too_many_arguments)]
+    fn push_branch(
+        &mut self,
+        id: u64,
+        bid: BranchId,
+        request: Message,
+        hop: NextHop,
+        cseq_delta: u32,
+        auth_rounds: u8,
+        now: Instant,
+    ) {
+        let timer_c = self.config.timer_c;
+        let Some(fork) = self.forks.get_mut(&id) else {
+            return;
+        };
         fork.branches.push(bid);
         let invite = fork.invite;
-        let timer = invite.then(|| {
-            self.timers
-                .add(timers::deadline(now, timer_c), Timer::C(bid))
-        });
+        let fork_restore = fork.restore.clone();
+        // A connection's branch gives up early when nothing at all answers.
+        let short = self
+            .config
+            .no_response_timeout
+            .filter(|_| fork.connection.is_some() && fork.caller.is_some());
+        let first = short.map_or(timer_c, |d| d.min(timer_c));
+        let timer = invite.then(|| self.timers.add(timers::deadline(now, first), Timer::C(bid)));
         self.branches.insert(
             bid,
             BranchSlot::Fork(Box::new(Branch {
                 fork: id,
                 request: request.clone(),
-                hop: target.hop.clone(),
+                hop: hop.clone(),
                 provisional: false,
                 done: false,
                 cancel: Cancel::No,
                 cancel_reason: None,
                 timed_out: false,
                 timer_c: timer,
+                cseq_delta,
+                auth_rounds,
+                restore: fork_restore,
+                awaiting_first: invite && short.is_some(),
             })),
         );
         // With media on, the INVITE waits for the relay's SDP.
-        let Some(request) = self.media_branch_offer(id, bid, &target.hop, request) else {
+        let Some(request) = self.media_branch_offer(id, bid, &hop, request) else {
             return;
         };
         self.out.push_back(Output::Send {
             branch: bid,
             request,
-            hop: target.hop,
+            hop,
         });
+    }
+
+    /// A PBX challenged an initial request on a connection's branch (RFC
+    /// 3261 §22.2): the request goes again with the connection's digest
+    /// credentials, CSeq one up (the caller's CSeq is put back on what
+    /// comes back), as a new branch in place of the challenged one. `false`
+    /// when the challenge is not answered here (not a connection's call, no
+    /// credentials, answered once already): the response then goes on.
+    fn answer_challenge(&mut self, branch: BranchId, response: &Message, now: Instant) -> bool {
+        let Some(BranchSlot::Fork(b)) = self.branches.get(&branch) else {
+            return false;
+        };
+        let (fork_id, rounds, delta) = (b.fork, b.auth_rounds, b.cseq_delta);
+        let Some(fork) = self.forks.get(&fork_id) else {
+            return false;
+        };
+        if fork.caller.is_none() || fork.cancelled || fork.final_sent || fork.caller_gone {
+            return false;
+        }
+        let Some(connection) = fork.connection.clone() else {
+            return false;
+        };
+        if rounds >= MAX_AUTH_ROUNDS {
+            return false;
+        }
+        let Some(creds) = self.view.credentials(&connection, fork.user.as_deref()) else {
+            return false;
+        };
+        let (Ok(www), Ok(proxy)) = (response.www_authenticate(), response.proxy_authenticate())
+        else {
+            return false;
+        };
+        let mut request = b.request.clone();
+        let hop = b.hop.clone();
+        let uri = String::from_utf8_lossy(request.request_uri_bytes().map_or(&[][..], |b| b))
+            .into_owned();
+        let method = request.method().map(|m| m.as_str().to_owned());
+        let method = method.unwrap_or_default();
+        let info = siplink_auth::RequestInfo::new(&method, &uri).with_body(request.body());
+        let mut client = siplink_auth::DigestClient::new(connection.clone(), creds);
+        let Ok(headers) = client.answer(&connection, www, proxy, &info) else {
+            return false;
+        };
+        let Ok(cseq) = request.cseq().map(|c| c.seq) else {
+            return false;
+        };
+        for h in headers {
+            let name = match h.kind {
+                siplink_auth::ChallengeKind::Www => HeaderName::Authorization,
+                siplink_auth::ChallengeKind::Proxy => HeaderName::ProxyAuthorization,
+            };
+            request.append_header(name, h.credentials.to_string());
+        }
+        request.set_header(
+            HeaderName::CSeq,
+            format!("{} {method}", cseq.wrapping_add(1)),
+        );
+        // A new transaction: our Via with a new branch.
+        core::pop_via(&mut request);
+        let Some(fork) = self.forks.get_mut(&fork_id) else {
+            return false;
+        };
+        core::push_via(&mut request, &core::branch(&fork.cookie, fork.sent));
+        fork.sent += 1;
+        fork.branches.retain(|b| *b != branch);
+        self.branches.remove(&branch);
+        let bid = BranchId(self.id());
+        self.push_branch(fork_id, bid, request, hop, delta + 1, rounds + 1, now);
+        true
     }
 
     /// A response on one of our client transactions.
@@ -267,29 +425,38 @@ impl<V: View> Engine<V> {
         let Some(status) = response.status() else {
             return;
         };
-        let (fork_id, wanted_cancel, timed_out, already_done) = match self.branches.get_mut(&branch)
+        let (fork_id, wanted_cancel, timed_out, already_done, delta, first) =
+            match self.branches.get_mut(&branch) {
+                None => return self.handle_stray_response(response, now),
+                Some(BranchSlot::Own) => {
+                    if status >= 200 {
+                        self.branches.remove(&branch);
+                    }
+                    return;
+                }
+                Some(BranchSlot::Fork(b)) => {
+                    // Any provisional response, 100 included, allows a CANCEL
+                    // (RFC 3261 §9.1); only 101-199 restart timer C (§16.7).
+                    if status < 200 {
+                        b.provisional = true;
+                    }
+                    let first = std::mem::take(&mut b.awaiting_first);
+                    let wanted = b.cancel == Cancel::Wanted && status < 200;
+                    let done = b.done;
+                    if status >= 200 {
+                        b.done = true;
+                    }
+                    (b.fork, wanted, b.timed_out, done, b.cseq_delta, first)
+                }
+            };
+        if delta > 0 {
+            restore_cseq(&mut response, delta);
+        }
+        if let Some(BranchSlot::Fork(b)) = self.branches.get(&branch)
+            && let Some((name, value)) = &b.restore
         {
-            None => return self.handle_stray_response(response, now),
-            Some(BranchSlot::Own) => {
-                if status >= 200 {
-                    self.branches.remove(&branch);
-                }
-                return;
-            }
-            Some(BranchSlot::Fork(b)) => {
-                // Any provisional response, 100 included, allows a CANCEL
-                // (RFC 3261 §9.1); only 101-199 restart timer C (§16.7).
-                if status < 200 {
-                    b.provisional = true;
-                }
-                let wanted = b.cancel == Cancel::Wanted && status < 200;
-                let done = b.done;
-                if status >= 200 {
-                    b.done = true;
-                }
-                (b.fork, wanted, b.timed_out, done)
-            }
-        };
+            response.set_header(*name, value.clone());
+        }
         if wanted_cancel {
             self.send_cancel(branch);
         }
@@ -298,7 +465,9 @@ impl<V: View> Engine<V> {
         };
         let invite = fork.invite;
         if status < 200 {
-            if invite && status > 100 {
+            // The first response ends the no-response deadline (even a
+            // 100); then 101-199 restart timer C (§16.7).
+            if invite && (status > 100 || first) {
                 self.restart_timer_c(branch, now);
             }
             if status == 100 {
@@ -326,6 +495,26 @@ impl<V: View> Engine<V> {
         if already_done {
             // A late answer after timer C gave the branch up.
             return;
+        }
+        let answerable = matches!(status, 401 | 407)
+            && self
+                .forks
+                .get(&fork_id)
+                .is_some_and(|f| f.connection.is_some() && f.caller.is_some());
+        if answerable && self.answer_challenge(branch, &response, now) {
+            return;
+        }
+        if answerable && delta > 0 {
+            // Our credentials were refused: the challenge is not for the
+            // phone (it has none for the PBX), so refused as the classic
+            // path refuses it. (Without credentials of ours the challenge
+            // goes up with the others, RFC 3261 §16.7 step 7.)
+            let refused = self.forks.get(&fork_id).and_then(|f| {
+                core::local_response(&f.request, 403, "Forbidden (trunk authentication failed)")
+            });
+            if let Some(r) = refused {
+                response = r;
+            }
         }
         core::pop_via(&mut response);
         let Some(fork) = self.forks.get_mut(&fork_id) else {
@@ -520,11 +709,19 @@ impl<V: View> Engine<V> {
         if live {
             return;
         }
-        let failover = !fork.final_sent
-            && !fork.cancelled
-            && !fork.caller_gone
-            && fork.group_failover
-            && !fork.groups.is_empty();
+        let failed =
+            !fork.final_sent && !fork.cancelled && !fork.caller_gone && fork.group_failover;
+        let failover = failed && !fork.groups.is_empty();
+        if failed
+            && fork.caller.is_some()
+            && let Some(connection) = fork.connection.clone()
+        {
+            self.out.push_back(Output::Event(Event::ConnectionFailed {
+                call_id: fork.request.call_id().unwrap_or_default().to_owned(),
+                connection,
+                at: now,
+            }));
+        }
         if failover {
             self.drop_branches(id);
             self.next_group(id, now);
@@ -626,8 +823,18 @@ impl<V: View> Engine<V> {
         let tx = fork.tx;
         let caller_gone = fork.caller_gone;
         let in_dialog = fork.in_dialog.clone();
-        let hop = match self.branches.get(&branch) {
-            Some(BranchSlot::Fork(b)) => b.hop.clone(),
+        let (hop, delta, caller_as) = match self.branches.get(&branch) {
+            Some(BranchSlot::Fork(b)) => {
+                // The identity presented, when the caller's From was swapped.
+                let caller_as = match &b.restore {
+                    Some((HeaderName::From, _)) => b
+                        .request
+                        .header(HeaderName::From)
+                        .map(Bytes::copy_from_slice),
+                    _ => None,
+                };
+                (b.hop.clone(), b.cseq_delta, caller_as)
+            }
             _ => return,
         };
         let Some(fork) = self.forks.get(&fork_id) else {
@@ -646,11 +853,34 @@ impl<V: View> Engine<V> {
             }
             return;
         }
-        let response = self.record_dialog(fork_id, hop, response, now);
+        let response = self.record_dialog(fork_id, hop, response, delta, caller_as, now);
         self.media_fill_dialog(fork_id, branch, &response);
         if !caller_gone {
             self.out.push_back(Output::Respond { tx, response });
         }
+    }
+}
+
+/// A From/To value with its URI replaced by `uri` (display name and
+/// parameters, the tag among them, kept).
+fn with_uri(value: &[u8], uri: &str) -> Option<String> {
+    let v = std::str::from_utf8(value).ok()?.trim();
+    if let (Some(open), Some(close)) = (v.find('<'), v.find('>'))
+        && open < close
+    {
+        return Some(format!("{}<{uri}>{}", &v[..open], &v[close + 1..]));
+    }
+    // addr-spec form: the URI runs to the first ';' (parameters follow).
+    let params = v.find(';').map_or("", |i| &v[i..]);
+    Some(format!("<{uri}>{params}"))
+}
+
+/// Puts the caller's CSeq back on a response to a request sent `delta` above
+/// it.
+pub(crate) fn restore_cseq(response: &mut Message, delta: u32) {
+    if let Ok(c) = response.cseq() {
+        let value = format!("{} {}", c.seq.wrapping_sub(delta), c.method);
+        response.set_header(HeaderName::CSeq, value);
     }
 }
 

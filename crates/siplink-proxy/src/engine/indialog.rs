@@ -113,6 +113,8 @@ impl<V: View> Engine<V> {
         // the Route / Request-URI.
         let mut hop = None;
         let mut dialog = None;
+        let mut mapping = super::fork::Mapping::default();
+        let mut present: Option<DialogRecord> = None;
         if let Some(key) = &key
             && let Some(d) = self.dialogs.get_mut(key)
             && let Some(from_caller) = d.from_caller(&from_tag)
@@ -123,6 +125,10 @@ impl<V: View> Engine<V> {
                 (&mut d.callee, &d.caller)
             };
             sender.cseq = sender.cseq.max(cseq);
+            mapping = d.mapping(from_caller);
+            if mapping.cseq_delta > 0 || d.caller_as.is_some() {
+                present = Some(d.clone());
+            }
             // Over its flow, or (no proxy between us and it) where the call
             // reached it: a NATed phone's source address, not its Contact.
             if matches!(dest.hop, NextHop::Flow { .. }) || dest.route.is_empty() {
@@ -149,6 +155,9 @@ impl<V: View> Engine<V> {
             }
             return;
         };
+        if let (Some(d), Some((_, from_caller))) = (&present, &dialog) {
+            d.present(*from_caller, &mut request);
+        }
         if method == Method::Ack {
             let branch = core::stateless_branch(&request, &core::loop_cookie(&request));
             core::push_via(&mut request, &branch);
@@ -184,7 +193,7 @@ impl<V: View> Engine<V> {
         else {
             return;
         };
-        self.start_relay(tx, request, origin, dialog, target, now);
+        self.start_relay(tx, request, origin, dialog, target, mapping, now);
     }
 
     /// A request of an early dialog from a callee (its From tag is not the
@@ -215,6 +224,8 @@ impl<V: View> Engine<V> {
         fork_id: u64,
         callee_hop: NextHop,
         mut response: Message,
+        cseq_delta: u32,
+        caller_as: Option<Bytes>,
         now: Instant,
     ) -> Message {
         let Some(fork) = self.forks.get(&fork_id) else {
@@ -283,6 +294,8 @@ impl<V: View> Engine<V> {
             media: None,
             max_end: timers::deadline(now, self.config.max_call_duration),
             session: None,
+            cseq_delta,
+            caller_as: caller_as.map(Box::new),
             session_timer: None,
             max_timer: None,
         };
@@ -308,7 +321,11 @@ impl<V: View> Engine<V> {
             // and hang up towards the callee.
             if let Some(d) = self.dialogs.get(&key) {
                 let branch = core::branch("ack", 0);
-                if let Some(ack) = d.request_to(false, Method::Ack, cseq, &branch, None) {
+                let cseq = cseq.wrapping_add(d.cseq_delta);
+                if let Some(mut ack) = d.request_to(false, Method::Ack, cseq, &branch, None) {
+                    if let Some(presented) = &d.caller_as {
+                        ack.set_header(HeaderName::From, Bytes::clone(presented));
+                    }
                     let hop = d.callee.hop.clone();
                     self.out.push_back(Output::Forward { message: ack, hop });
                 }
@@ -446,8 +463,15 @@ impl<V: View> Engine<V> {
             }
             let id = BranchId(self.id());
             let branch = core::branch("bye", id.get() as usize);
-            let cseq = other.cseq.saturating_add(1);
-            if let Some(bye) = d.request_to(to_caller, Method::Bye, cseq, &branch, Some(text)) {
+            // Towards the callee, the caller's numbers run `cseq_delta`
+            // higher.
+            let delta = if to_caller { 0 } else { d.cseq_delta };
+            let cseq = other.cseq.saturating_add(delta).saturating_add(1);
+            if let Some(mut bye) = d.request_to(to_caller, Method::Bye, cseq, &branch, Some(text)) {
+                // The callee knows the caller by the identity presented.
+                if !to_caller && let Some(presented) = &d.caller_as {
+                    bye.set_header(HeaderName::From, Bytes::clone(presented));
+                }
                 self.branches.insert(id, BranchSlot::Own);
                 self.out.push_back(Output::Send {
                     branch: id,
@@ -494,13 +518,19 @@ impl<V: View> Engine<V> {
             caller_tag: to,
             callee_tag: from,
         };
-        let (hop, key) = if let Some(d) = self.dialogs.get(&as_sent) {
-            (d.caller_hop().clone(), as_sent)
+        let (hop, key, mapping) = if let Some(d) = self.dialogs.get(&as_sent) {
+            (d.caller_hop().clone(), as_sent, d.mapping(true))
         } else if let Some(d) = self.dialogs.get(&reversed) {
-            (d.callee.hop.clone(), reversed)
+            (d.callee.hop.clone(), reversed, d.mapping(false))
         } else {
             return;
         };
+        if mapping.cseq_delta > 0 {
+            super::fork::restore_cseq(&mut response, mapping.cseq_delta);
+        }
+        if let Some((name, value)) = mapping.restore {
+            response.set_header(name, value);
+        }
         self.media_retransmission(&key, &mut response);
         core::pop_via(&mut response);
         self.out.push_back(Output::Forward {

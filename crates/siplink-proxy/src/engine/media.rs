@@ -966,7 +966,16 @@ impl<V: View> Engine<V> {
                 {
                     leg.offered = Some(sdp);
                 }
-                self.start_relay(tx, request, origin, Some(dialog), target, now);
+                // A request from the caller of a call whose INVITE was
+                // resent with credentials carries the raised CSeq already.
+                // (Mapped already: a resent INVITE's CSeq offset, the
+                // identity presented.)
+                let mapping = self
+                    .dialogs
+                    .get(&dialog.0)
+                    .map(|d| d.mapping(dialog.1))
+                    .unwrap_or_default();
+                self.start_relay(tx, request, origin, Some(dialog), target, mapping, now);
                 self.media_orphan(orphan);
             }
             Op::Ack {
@@ -1083,6 +1092,8 @@ impl<V: View> Engine<V> {
             media: None,
             max_end: now,
             session: None,
+            cseq_delta: 0,
+            caller_as: None,
             session_timer: None,
             max_timer: None,
         };

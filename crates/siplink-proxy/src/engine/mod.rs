@@ -114,6 +114,12 @@ pub struct EngineConfig {
     pub max_branches: usize,
     /// Connections (failover groups) per call at most.
     pub max_groups: usize,
+    /// How long an INVITE branch to a connection may go without any
+    /// response, not even 100 Trying, before it is given up as 408 and the
+    /// call fails over (a PBX that is down answers nothing; RFC 3261 timer B
+    /// would wait 32 s). `None` (the default here): timer C only. The
+    /// running proxy uses 4 s, as `siplink_trunk` does.
+    pub no_response_timeout: Option<Duration>,
 }
 
 impl Default for EngineConfig {
@@ -126,6 +132,7 @@ impl Default for EngineConfig {
             max_dialogs: 100_000,
             max_branches: 16,
             max_groups: 16,
+            no_response_timeout: None,
         }
     }
 }
@@ -363,6 +370,17 @@ pub enum Event {
         key: DialogKey,
         /// The connection that carried it.
         connection: Option<String>,
+        /// When.
+        at: Instant,
+    },
+    /// Every branch to a connection failed with 408, 503, a timeout or a
+    /// transport error (its PBX looks down): the call goes on to the next
+    /// connection, if any.
+    ConnectionFailed {
+        /// The call's Call-ID.
+        call_id: String,
+        /// The connection.
+        connection: String,
         /// When.
         at: Instant,
     },

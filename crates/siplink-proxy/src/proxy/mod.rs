@@ -30,6 +30,7 @@ pub(crate) mod check;
 mod connections;
 mod dialog;
 mod dispatch;
+mod driver;
 mod fork;
 mod front;
 mod http;
@@ -113,6 +114,8 @@ pub(crate) struct Inner {
     pub(crate) udp_workers: Mutex<Vec<UdpRuntime>>,
     /// Every reading of time (the proxy's own and its drivers').
     pub clock: Clock,
+    /// The engine's driver, with `[proxy] core = "engine"`.
+    pub(crate) engine: std::sync::OnceLock<Arc<driver::Driver>>,
 }
 
 /// A running SIP proxy. Cheap to clone.
@@ -290,10 +293,33 @@ impl Proxy {
             status_token: std::sync::OnceLock::new(),
             udp_workers: Mutex::new(Vec::new()),
             clock,
+            engine: std::sync::OnceLock::new(),
         });
         let proxy = Proxy { inner };
         let connections = proxy.build_connections(&config, &[]).await?;
+        let plan = (config.proxy.core == crate::config::CoreKind::Engine)
+            .then(|| crate::plan::Plan::from_config(&config))
+            .transpose()
+            .map_err(|e| Error::Config(format!("core = \"engine\": {e}")))?;
         proxy.install(config, connections)?;
+        if let Some(plan) = plan {
+            let relay = plan.media.client_config();
+            let d = driver::Driver::new(&proxy.inner, Arc::new(plan));
+            if let Some(c) = relay {
+                // The engine's media requests (connections with media on).
+                let v4 = c.instances.iter().all(|i| i.addr.is_ipv4());
+                let bind = if v4 {
+                    SocketAddr::from((std::net::Ipv4Addr::UNSPECIFIED, 0))
+                } else {
+                    SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, 0))
+                };
+                let relay = siplink_media::RtpEngine::start(c, bind)
+                    .await
+                    .map_err(|e| Error::Config(format!("[media]: {e}")))?;
+                d.set_relay(relay);
+            }
+            let _ = proxy.inner.engine.set(d);
+        }
         let front = Arc::new(front::Front::new(proxy.inner.clone(), screened));
         let workers = udp
             .into_iter()
@@ -305,6 +331,15 @@ impl Proxy {
                 UdpRuntime::start_on(sockets, config, front.clone())
             })
             .collect::<Vec<UdpRuntime>>();
+        if let Some(d) = proxy.inner.engine.get() {
+            // The engine sends on the first UDP runtime.
+            let Some(first) = workers.first() else {
+                return Err(Error::Config(
+                    "core = \"engine\" needs a UDP listener".into(),
+                ));
+            };
+            d.start(first.handle());
+        }
         // Messages over TCP/TLS/WS/WSS run to completion in their
         // connection's task too (the first UDP runtime's buckets and
         // service); without a UDP listener they stay on the endpoint's queue.
@@ -339,6 +374,13 @@ impl Proxy {
     /// The configuration in use.
     pub fn config(&self) -> Arc<Config> {
         self.inner.runtime().config.clone()
+    }
+
+    /// With `[proxy] core = "engine"`, what the engine holds, summed over
+    /// its shards: (calls being set up, branches, dialog records, timers);
+    /// `None` on the classic path.
+    pub fn engine_sizes(&self) -> Option<(usize, usize, usize, usize)> {
+        self.inner.engine.get().map(|d| d.sizes())
     }
 
     /// A stream of status changes (connections up/down, bindings).

@@ -50,6 +50,9 @@ impl Proxy {
         if a.proxy.contact_fallback != b.proxy.contact_fallback {
             restart.push("proxy.contact_fallback");
         }
+        if a.proxy.core != b.proxy.core {
+            restart.push("proxy.core");
+        }
         if a.limits != b.limits {
             restart.push("limits");
         }
@@ -84,6 +87,12 @@ impl Proxy {
                 for r in &c.registrations {
                     let _ = self.inner.registrations.remove(r.id).await;
                 }
+            }
+        }
+        if let Some(d) = self.inner.engine.get() {
+            match crate::plan::Plan::from_config(&config) {
+                Ok(plan) => d.set_plan(Arc::new(plan)),
+                Err(e) => warn!("reload: the engine keeps its plan: {e}"),
             }
         }
         self.install(config, connections)?;

@@ -50,6 +50,8 @@ pub fn view() -> StaticView {
             (Transport::Wss, "proxy.example.com".to_owned(), 8443),
         ],
         secret: 0x5eed,
+        credentials: Vec::new(),
+        identities: Vec::new(),
         media: Vec::new(),
     }
 }

@@ -63,6 +63,11 @@ password = "pw1002"
     )
 }
 
+/// [`head`] with `[proxy] core = "CORE"` (`"classic"` or `"engine"`).
+pub fn head_on(port: u16, core: &str) -> String {
+    head(port).replace("[proxy]\n", &format!("[proxy]\ncore = \"{core}\"\n"))
+}
+
 /// Waits until `check` holds (polling), at most `limit`.
 pub async fn eventually<F, Fut>(limit: Duration, mut check: F) -> bool
 where
