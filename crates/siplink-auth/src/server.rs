@@ -139,7 +139,8 @@ pub struct ServerConfig {
     /// Bind nonces to the client's IP address (default `true`): a nonce used
     /// from another address gets `stale=true`.
     pub bind_to_source: bool,
-    /// Nonces whose highest `nc` is remembered (default 65 536 ≈ 3 MiB). Size it
+    /// Nonces whose highest `nc` is remembered (default 65 536; the table grows
+    /// with use, to about 4 MiB when full). Size it
     /// to at least (nonces first used per second) × `nonce_lifetime`: below
     /// that, clients get extra `stale=true` rounds (never a replay window).
     pub replay_capacity: usize,
@@ -399,11 +400,15 @@ struct ReplayCache {
 
 impl ReplayCache {
     fn new(capacity: usize) -> Self {
-        let capacity = capacity.max(1);
+        // The table grows with use up to `capacity`: reserving it all up front
+        // (4.3 MB at the default 65,536) costs nothing at start, but every
+        // page of it becomes resident as nonces land at random slots, so a
+        // burst of a few thousand registrations would keep megabytes that a
+        // table sized by what it holds does not.
         ReplayCache {
-            capacity,
-            map: HashMap::with_capacity(capacity.min(1 << 16)),
-            order: VecDeque::with_capacity(capacity.min(1 << 16)),
+            capacity: capacity.max(1),
+            map: HashMap::new(),
+            order: VecDeque::new(),
             floor: 0,
         }
     }
@@ -852,6 +857,17 @@ impl DigestServer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn replay_cache_grows_with_what_it_holds() {
+        let mut r = ReplayCache::new(65_536);
+        for i in 0..100u8 {
+            assert!(r.record([i; 16], 10, 1));
+        }
+        assert_eq!(r.map.len(), 100);
+        assert!(r.map.capacity() < 1024, "{}", r.map.capacity());
+        assert!(r.order.capacity() < 1024, "{}", r.order.capacity());
+    }
 
     #[test]
     fn replay_cache_evicts_and_raises_floor() {

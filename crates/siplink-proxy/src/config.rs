@@ -1136,7 +1136,13 @@ impl Config {
         self.check_listeners(&mut v);
         self.check_users(&mut v);
         self.check_connections(&mut v);
-        crate::media::check(self, &mut |location, message| v.push(location, message));
+        crate::media::check(
+            &self.media,
+            self.connections
+                .iter()
+                .map(|c| (c.name.as_str(), c.media, c.transcode)),
+            &mut |location, message| v.push(location, message),
+        );
         if v.issues.is_empty() {
             Ok(())
         } else {

@@ -46,6 +46,7 @@ pub mod engine;
 mod error;
 mod gate;
 pub mod media;
+pub mod media_io;
 pub mod media_policy;
 pub mod plan;
 mod proxy;

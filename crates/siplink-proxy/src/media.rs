@@ -30,8 +30,6 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use siplink_media::{ClientConfig, InstanceConfig};
 
-use crate::config::{Config, ConfigIssue, ConnectionConfig};
-
 /// Most rtpengine instances in `[media]`.
 pub const MAX_INSTANCES: usize = 64;
 /// Longest rtpengine interface name.
@@ -216,10 +214,14 @@ fn check_interface(name: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Checks `[media]` and the connections' media fields, pushing each problem
-/// with its location (used by [`Config::validate`]).
-pub(crate) fn check(config: &Config, push: &mut dyn FnMut(&str, String)) {
-    let m = &config.media;
+/// Checks `[media]` and the connections' media fields (each connection's
+/// name, `media` and `transcode`, in order), pushing each problem with its
+/// location (used by [`Config::validate`](crate::Config::validate)).
+pub(crate) fn check<'a>(
+    m: &MediaConfig,
+    connections: impl Iterator<Item = (&'a str, MediaMode, bool)>,
+    push: &mut dyn FnMut(&str, String),
+) {
     if m.rtpengine.len() > MAX_INSTANCES {
         push(
             "media.rtpengine",
@@ -298,34 +300,32 @@ pub(crate) fn check(config: &Config, push: &mut dyn FnMut(&str, String)) {
             format!("{} s is not between 1 and 3600", m.ping_interval),
         );
     }
-    for (i, c) in config.connections.iter().enumerate() {
-        check_connection(i, c, m, push);
+    for (i, (name, media, transcode)) in connections.enumerate() {
+        check_connection(i, name, media, transcode, m, push);
     }
 }
 
 fn check_connection(
     i: usize,
-    c: &ConnectionConfig,
+    name: &str,
+    media: MediaMode,
+    transcode: bool,
     m: &MediaConfig,
     push: &mut dyn FnMut(&str, String),
 ) {
-    let at = format!("connections[{i}] {:?}", c.name);
-    if !c.media.is_off() && m.rtpengine.is_empty() {
+    let at = format!("connections[{i}] {name:?}");
+    if !media.is_off() && m.rtpengine.is_empty() {
         push(
             &format!("{at}: media"),
             format!(
-                "media = \"{}\" needs an rtpengine, but media.rtpengine lists none: add a [[media.rtpengine]] with its ng address, or set media = \"off\"",
-                c.media
+                "media = \"{media}\" needs an rtpengine, but media.rtpengine lists none: add a [[media.rtpengine]] with its ng address, or set media = \"off\"",
             ),
         );
     }
-    if c.transcode && c.media != MediaMode::Bridge {
+    if transcode && media != MediaMode::Bridge {
         push(
             &format!("{at}: transcode"),
-            format!(
-                "transcode needs media = \"bridge\" (this connection has media = \"{}\")",
-                c.media
-            ),
+            format!("transcode needs media = \"bridge\" (this connection has media = \"{media}\")",),
         );
     }
 }
@@ -433,17 +433,4 @@ impl MediaPlan {
         c.ping_interval = self.ping_interval;
         Some(c)
     }
-}
-
-/// The media problems of `config` (the `[media]` section and each connection's
-/// `media`/`transcode`), as [`ConfigIssue`]s (for tests and tools).
-pub fn issues(config: &Config) -> Vec<ConfigIssue> {
-    let mut out = Vec::new();
-    check(config, &mut |location, message| {
-        out.push(ConfigIssue {
-            location: location.to_owned(),
-            message,
-        })
-    });
-    out
 }

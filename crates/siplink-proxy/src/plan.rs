@@ -2093,4 +2093,16 @@ impl<L: LiveState> View for PlanView<L> {
             Kind::InboundRegistration(_) => None,
         }
     }
+
+    /// The connection's `media`/`transcode`; off for an unknown connection
+    /// or when `[media]` lists no rtpengine (nothing could answer).
+    fn connection_media(&self, connection: &str) -> ConnectionMedia {
+        if self.plan.media.instances.is_empty() {
+            return ConnectionMedia::default();
+        }
+        self.plan
+            .connection(connection)
+            .map(|c| c.common.media)
+            .unwrap_or_default()
+    }
 }

@@ -990,3 +990,35 @@ mod properties {
         }
     }
 }
+
+#[test]
+fn the_view_gives_each_connections_media_settings() {
+    use siplink_proxy::media::{ConnectionMedia, MediaMode, RtpEngineConfig};
+    let mut config = siplink_proxy::Config::demo();
+    config
+        .media
+        .rtpengine
+        .push(RtpEngineConfig::new("127.0.0.1:2223"));
+    let pbx = config
+        .connections
+        .iter_mut()
+        .find(|c| c.name == "office-pbx")
+        .expect("the demo's office-pbx");
+    pbx.media = MediaMode::Bridge;
+    pbx.transcode = true;
+    let v = PlanView::new(Arc::new(Plan::from_config(&config).unwrap()), (), [7; 32]);
+    assert_eq!(
+        v.connection_media("office-pbx"),
+        ConnectionMedia {
+            mode: MediaMode::Bridge,
+            transcode: true
+        }
+    );
+    assert_eq!(v.connection_media("carrier").mode, MediaMode::Off);
+    assert_eq!(
+        v.connection_media("no-such-connection").mode,
+        MediaMode::Off
+    );
+    // The demo as shipped: no rtpengine, media off everywhere.
+    assert_eq!(view().connection_media("office-pbx").mode, MediaMode::Off);
+}

@@ -55,20 +55,32 @@ impl Leg {
 }
 
 /// The media leg of a call (relay or bridge through rtpengine): what the
-/// later SDP exchanges of the dialog (re-INVITE, UPDATE) and its end (the
-/// rtpengine `delete`) need, as [`crate::media_policy`] decided it. Not
-/// filled in by the core yet.
+/// later SDP exchanges of the dialog (re-INVITE, UPDATE, the ACK of a late
+/// offer) and its end (the rtpengine `delete`) need, as
+/// [`crate::media_policy`] decided it. Filled in by the engine when the
+/// answered call's connection has media `relay` or `bridge`.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub struct MediaLeg {
     /// The connection's media settings when the call was set up.
     pub media: crate::media::ConnectionMedia,
-    /// The rtpengine instance holding the call (its ng address).
+    /// The rtpengine instance holding the call (its ng address), when the
+    /// driver tells it.
     pub instance: Option<std::net::SocketAddr>,
     /// Whether the phone's leg is WebRTC ([`Ask::phone_webrtc`](crate::media_policy::Ask::phone_webrtc)).
     pub phone_webrtc: bool,
+    /// Whether the phone's flow is a WebSocket (WS/WSS).
+    pub phone_websocket: bool,
+    /// Whether the PBX placed the call (else the phone did).
+    pub pbx_is_caller: bool,
     /// The Via branch of the fork that was answered (rtpengine's `via-branch`).
     pub via_branch: Option<String>,
+    /// The last offer as its answerer received it (rtpengine's SDP), to
+    /// check the answer for a common codec.
+    pub offered: Option<String>,
+    /// The CSeq and SDP of the last 2xx to an INVITE sent on with
+    /// rtpengine's SDP: a retransmission of that 2xx carries the same SDP.
+    pub last_2xx: Option<(u32, String)>,
 }
 
 /// An RFC 4028 session timer on a dialog, watched by the proxy.
@@ -99,6 +111,13 @@ pub enum EndReason {
     SessionExpired,
     /// The maximum call duration was reached; both sides got a BYE.
     MaxDuration,
+    /// The media relay reported no media for too long (rtpengine's media
+    /// timeout); both sides got a BYE.
+    MediaTimeout,
+    /// The media relay failed on an SDP of the established call (an answer
+    /// in an ACK or in a re-INVITE's 2xx), or lost the call (its instance is
+    /// down); both sides got a BYE.
+    MediaFailed,
 }
 
 /// Everything an established call keeps: created at the first 2xx of each
@@ -115,7 +134,7 @@ pub struct DialogRecord {
     pub connection: Option<String>,
     /// When the 2xx went through.
     pub answered_at: Instant,
-    /// The media leg; the media issue fills it in.
+    /// The media leg (`None`: media off on the call's connection).
     pub media: Option<MediaLeg>,
     /// When the call is ended whatever happens (maximum call duration).
     pub max_end: Instant,

@@ -51,7 +51,8 @@ pub trait View {
     /// The digest credentials with which the proxy answers a 401/407 from
     /// connection `connection`'s PBX to a call of `user` (a trunk's, the
     /// outbound registration's account). `None` (the default): the PBX's
-    /// challenge is not answered and the call gets 403.
+    /// challenge is not answered here; it goes up to the caller with the
+    /// other branches' (RFC 3261 §16.7 step 7).
     fn credentials(
         &self,
         connection: &str,
@@ -59,6 +60,13 @@ pub trait View {
     ) -> Option<siplink_auth::ClientCredentials> {
         let _ = (connection, user);
         None
+    }
+    /// The media settings of a connection (`[[connections]] media`,
+    /// `transcode`): whether the engine asks the media relay at the SDP
+    /// exchanges of its calls. Off unless the view says otherwise.
+    fn connection_media(&self, connection: &str) -> crate::media::ConnectionMedia {
+        let _ = connection;
+        crate::media::ConnectionMedia::default()
     }
 }
 
@@ -278,6 +286,8 @@ pub struct StaticView {
     /// Credentials answering each connection's PBX challenges, by
     /// connection name.
     pub credentials: Vec<(String, siplink_auth::ClientCredentials)>,
+    /// Connections whose media is not off, with their settings.
+    pub media: Vec<(String, crate::media::ConnectionMedia)>,
 }
 
 impl StaticView {
@@ -345,6 +355,13 @@ impl View for StaticView {
             .iter()
             .find(|(c, _)| c == connection)
             .map(|(_, c)| c.clone())
+    }
+    fn connection_media(&self, connection: &str) -> crate::media::ConnectionMedia {
+        self.media
+            .iter()
+            .find(|(name, _)| name == connection)
+            .map(|(_, m)| *m)
+            .unwrap_or_default()
     }
 }
 

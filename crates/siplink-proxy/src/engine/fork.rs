@@ -70,11 +70,11 @@ enum Cancel {
 /// One branch of a fork.
 #[derive(Debug)]
 pub(crate) struct Branch {
-    fork: u64,
+    pub(crate) fork: u64,
     request: Message,
     pub(crate) hop: NextHop,
     provisional: bool,
-    done: bool,
+    pub(crate) done: bool,
     cancel: Cancel,
     /// The Reason header (RFC 3326) its CANCEL carries.
     cancel_reason: Option<&'static str>,
@@ -89,6 +89,13 @@ pub(crate) struct Branch {
     /// ([`EngineConfig::no_response_timeout`](super::EngineConfig)) until
     /// the first response.
     awaiting_first: bool,
+}
+
+impl Branch {
+    /// Whether a CANCEL was asked for (or sent) on this branch.
+    pub(crate) fn cancel_wanted(&self) -> bool {
+        self.cancel != Cancel::No
+    }
 }
 
 /// What a branch id stands for.
@@ -208,10 +215,12 @@ impl<V: View> Engine<V> {
         fork.connection = group.connection;
         fork.group_failover = fork.caller.is_some();
         fork.branches.clear();
+        self.media_group(id);
         let max = self.config.max_branches;
         for target in group.targets.into_iter().take(max) {
             self.send_branch(id, target, now);
         }
+        self.media_flush(now);
     }
 
     fn send_branch(&mut self, id: u64, target: Target, now: Instant) {
@@ -281,6 +290,10 @@ impl<V: View> Engine<V> {
                 awaiting_first: invite && short.is_some(),
             })),
         );
+        // With media on, the INVITE waits for the relay's SDP.
+        let Some(request) = self.media_branch_offer(id, bid, &hop, request) else {
+            return;
+        };
         self.out.push_back(Output::Send {
             branch: bid,
             request,
@@ -363,7 +376,20 @@ impl<V: View> Engine<V> {
     }
 
     /// A response on one of our client transactions.
-    pub fn handle_response(&mut self, branch: BranchId, mut response: Message, now: Instant) {
+    pub fn handle_response(&mut self, branch: BranchId, response: Message, now: Instant) {
+        // With media on, a response with SDP waits for the relay's SDP.
+        if let Some(response) = self.media_hold_response(branch, response, now) {
+            self.branch_response(branch, response, now);
+        }
+    }
+
+    /// A response on a branch, its SDP done.
+    pub(super) fn branch_response(
+        &mut self,
+        branch: BranchId,
+        mut response: Message,
+        now: Instant,
+    ) {
         let Some(status) = response.status() else {
             return;
         };
@@ -480,6 +506,22 @@ impl<V: View> Engine<V> {
     /// A branch's transaction timed out (`timeout`) or its transport failed:
     /// as if it answered 408 or 503 (both fail over to the next connection).
     pub fn handle_branch_failure(&mut self, branch: BranchId, timeout: bool, now: Instant) {
+        if timeout {
+            self.fail_branch(branch, 408, "Request Timeout", now);
+        } else {
+            self.fail_branch(branch, 503, "Next Hop Unreachable", now);
+        }
+    }
+
+    /// A branch ends without a response from its callee, as if it answered
+    /// `status`.
+    pub(super) fn fail_branch(
+        &mut self,
+        branch: BranchId,
+        status: u16,
+        reason: &str,
+        now: Instant,
+    ) {
         let fork_id = match self.branches.get_mut(&branch) {
             None => return,
             Some(BranchSlot::Own) => {
@@ -498,12 +540,10 @@ impl<V: View> Engine<V> {
         let Some(fork) = self.forks.get_mut(&fork_id) else {
             return;
         };
-        let local = if timeout {
-            core::local_response(&fork.request, 408, "Request Timeout")
-        } else {
-            core::local_response(&fork.request, 503, "Next Hop Unreachable")
-        };
-        if let Some(r) = local {
+        if !fails_over(status) {
+            fork.group_failover = false;
+        }
+        if let Some(r) = core::local_response(&fork.request, status, reason) {
             fork.best.offer(r);
         }
         self.check_done(fork_id, now);
@@ -655,8 +695,10 @@ impl<V: View> Engine<V> {
 
     fn drop_branches(&mut self, id: u64) {
         if let Some(fork) = self.forks.get(&id) {
-            for b in &fork.branches {
-                self.branches.remove(b);
+            let branches = fork.branches.clone();
+            for b in branches {
+                self.branches.remove(&b);
+                self.media_branch_dropped(b);
             }
         }
     }
@@ -667,6 +709,7 @@ impl<V: View> Engine<V> {
         let Some(fork) = self.forks.remove(&id) else {
             return;
         };
+        let unavailable = self.media_fork_done(id, fork.cancelled || fork.caller_gone);
         if let Some(k) = &fork.cancel_key {
             self.calls.remove(k);
             if self.early.get(&k.0) == Some(&id) {
@@ -681,6 +724,7 @@ impl<V: View> Engine<V> {
             .take(&fork.request)
             .or_else(|| core::local_response(&fork.request, 500, "No Response From Any Branch"));
         let Some(response) = response else { return };
+        let response = Self::media_final(&fork.request, response, unavailable);
         let status = response.status().unwrap_or(500);
         if fork.caller.is_some() && fork.invite {
             self.out.push_back(Output::Event(Event::CallEnded {
@@ -763,6 +807,7 @@ impl<V: View> Engine<V> {
             return;
         }
         let response = self.record_dialog(fork_id, hop, response, delta, now);
+        self.media_fill_dialog(fork_id, branch, &response);
         if !caller_gone {
             self.out.push_back(Output::Respond { tx, response });
         }

@@ -16,7 +16,7 @@ use super::{BranchId, Engine, Event, NextHop, Output, ServerTx, Target, View};
 use crate::core;
 
 /// The Contact URI of a message (the remote target it announces).
-fn contact_uri(message: &Message) -> Option<String> {
+pub(super) fn contact_uri(message: &Message) -> Option<String> {
     let contacts = message.contact().ok()?;
     contacts
         .as_slice()
@@ -164,6 +164,10 @@ impl<V: View> Engine<V> {
         if method == Method::Ack {
             let branch = core::stateless_branch(&request, &core::loop_cookie(&request));
             core::push_via(&mut request, &branch);
+            // With media on, an answer in the ACK waits for the relay's SDP.
+            let Some(request) = self.media_hold_ack(dialog.as_ref(), request, &hop, now) else {
+                return;
+            };
             self.out.push_back(Output::Forward {
                 message: request,
                 hop,
@@ -185,6 +189,12 @@ impl<V: View> Engine<V> {
             request_uri: None,
             route: Vec::new(),
             hop,
+        };
+        // With media on, an offer in a re-INVITE/UPDATE waits for the
+        // relay's SDP.
+        let Some(request) = self.media_hold_request(tx, request, origin, dialog.as_ref(), &target)
+        else {
+            return;
         };
         self.start_relay(tx, request, origin, dialog, target, cseq_delta, now);
     }
@@ -411,6 +421,7 @@ impl<V: View> Engine<V> {
         if let Some(mut d) = self.dialogs.remove(key) {
             self.timers.cancel(d.session_timer.take());
             self.timers.cancel(d.max_timer.take());
+            self.media_dialog_gone(&d, &reason);
             self.out.push_back(Output::Event(Event::CallEnded {
                 call_id: key.call_id.clone(),
                 reason,
@@ -435,6 +446,8 @@ impl<V: View> Engine<V> {
             EndReason::SessionExpired => "Session Timer Expired",
             EndReason::MaxDuration => "Maximum Call Duration",
             EndReason::FlowClosed(_) => "Connection Closed",
+            EndReason::MediaTimeout => "Media Timeout",
+            EndReason::MediaFailed => "Media Relay Failed",
             _ => "Call Ended By Proxy",
         };
         for to_caller in [false, true] {
@@ -499,16 +512,17 @@ impl<V: View> Engine<V> {
             caller_tag: to,
             callee_tag: from,
         };
-        let (hop, delta) = if let Some(d) = self.dialogs.get(&as_sent) {
-            (d.caller_hop().clone(), d.cseq_delta)
+        let (hop, key, delta) = if let Some(d) = self.dialogs.get(&as_sent) {
+            (d.caller_hop().clone(), as_sent, d.cseq_delta)
         } else if let Some(d) = self.dialogs.get(&reversed) {
-            (d.callee.hop.clone(), 0)
+            (d.callee.hop.clone(), reversed, 0)
         } else {
             return;
         };
         if delta > 0 {
             super::fork::restore_cseq(&mut response, delta);
         }
+        self.media_retransmission(&key, &mut response);
         core::pop_via(&mut response);
         self.out.push_back(Output::Forward {
             message: response,

@@ -13,8 +13,11 @@
 //!   [`Engine::handle_branch_failure`] (a branch's transaction timed out or
 //!   its transport failed), [`Engine::handle_stray_response`] (a response no
 //!   client transaction wanted: 2xx retransmissions, RFC 6026),
-//!   [`Engine::handle_flow_closed`] and [`Engine::handle_lookup`] (the
-//!   answer to a [`Query`] it asked);
+//!   [`Engine::handle_flow_closed`], [`Engine::handle_lookup`] (the
+//!   answer to a [`Query`] it asked) and [`Engine::handle_media`] (the media
+//!   relay's answer to an [`Output::Media`]: on connections with media
+//!   `relay` or `bridge` every SDP waits for rtpengine's, see
+//!   `docs/media.md`);
 //! * what to do comes out of [`Engine::poll_output`], one [`Output`] at a
 //!   time;
 //! * time is [`Engine::poll_timeout`] / [`Engine::handle_timeout`] (timer C,
@@ -63,6 +66,7 @@ pub mod dialog;
 pub mod dispatch;
 mod fork;
 mod indialog;
+mod media;
 mod timers;
 
 use std::collections::{HashMap, VecDeque};
@@ -79,6 +83,7 @@ pub use dispatch::{
     Caller, Decision, Fate, PbxSource, Refresher, StaticView, View, dispatch, effective_request_uri,
 };
 use fork::{BranchSlot, Fork};
+pub use media::{MediaFailure, MediaResult, MediaToken};
 use timers::{Timer, Timers};
 
 /// Methods the proxy answers or forwards (OPTIONS to the proxy).
@@ -329,6 +334,17 @@ pub enum Output {
         /// What.
         query: Query,
     },
+    /// Ask the media relay (rtpengine) and answer with
+    /// [`Engine::handle_media`]: an `offer` or `answer` (the message that
+    /// carried the SDP is held until then and goes on with the relay's SDP)
+    /// or a `delete` (nothing waits for it). Built by
+    /// [`media_policy`](crate::media_policy) with its ng flags.
+    Media {
+        /// The token to answer with.
+        token: MediaToken,
+        /// The ng request.
+        request: siplink_media::Request,
+    },
     /// Something happened (call records, metrics).
     Event(Event),
 }
@@ -423,6 +439,7 @@ pub struct Engine<V: View> {
     early: HashMap<String, u64>,
     branches: HashMap<BranchId, BranchSlot>,
     dialogs: HashMap<DialogKey, DialogRecord>,
+    media: media::MediaState,
 }
 
 impl<V: View> Engine<V> {
@@ -440,6 +457,7 @@ impl<V: View> Engine<V> {
             early: HashMap::new(),
             branches: HashMap::new(),
             dialogs: HashMap::new(),
+            media: media::MediaState::default(),
         }
     }
 
@@ -461,6 +479,11 @@ impl<V: View> Engine<V> {
     /// Every dialog record (for status pages and call records).
     pub fn dialogs(&self) -> impl Iterator<Item = &DialogRecord> {
         self.dialogs.values()
+    }
+
+    /// Requests to the media relay waiting for their answer.
+    pub fn media_waiting(&self) -> usize {
+        self.media.waiting()
     }
 
     /// Calls being set up (lookups pending or branches live).
@@ -489,6 +512,7 @@ impl<V: View> Engine<V> {
             && self.dialogs.is_empty()
             && self.timers.len() == 0
             && self.out.is_empty()
+            && self.media.is_empty()
     }
 
     /// The next thing to do.

@@ -125,6 +125,9 @@ pub(crate) struct Driver {
     /// Whether an enabled outbound-registration connection exists (only
     /// then can a request take the classic path).
     classic: std::sync::atomic::AtomicBool,
+    /// The media relay (rtpengine) for connections with media on, when
+    /// `[media]` lists instances.
+    relay: OnceLock<Arc<siplink_media::RtpEngine>>,
     /// Wakes the timer task for an earlier deadline.
     wake: Arc<Notify>,
     armed: Mutex<Option<Instant>>,
@@ -177,6 +180,7 @@ impl Driver {
             classic: std::sync::atomic::AtomicBool::new(has_outbound(&plan)),
             plan: std::sync::RwLock::new(plan.clone()),
             macs: PlanView::new(plan, (), key),
+            relay: OnceLock::new(),
             wake: Arc::new(Notify::new()),
             armed: Mutex::new(None),
         })
@@ -190,6 +194,11 @@ impl Driver {
         if let Some(inner) = self.inner.upgrade() {
             tokio::spawn(flows(Arc::downgrade(self), inner.transport.subscribe()));
         }
+    }
+
+    /// The rtpengine client media requests go to.
+    pub(crate) fn set_relay(&self, relay: siplink_media::RtpEngine) {
+        let _ = self.relay.set(Arc::new(relay));
     }
 
     /// A reload's new plan (the engines' key stays: tokens and MACs handed
@@ -394,6 +403,7 @@ impl Driver {
                 lock(&self.shards[s].servers).remove(&tx);
             }
             Output::Lookup { token, query } => self.lookup(s, token, query),
+            Output::Media { token, request } => self.media(s, token, request),
             Output::Event(crate::engine::Event::ConnectionFailed { connection, .. }) => {
                 // As the classic path notes it: the connection's last error.
                 if let Some(inner) = self.inner.upgrade()
@@ -410,6 +420,27 @@ impl Driver {
             }
             Output::Event(e) => debug!(event = ?e, "call event"),
         }
+    }
+
+    /// A media request (rtpengine offer/answer/delete), run in a spawned
+    /// step that answers the engine; without a relay it fails at once (503).
+    fn media(&self, s: usize, token: crate::engine::MediaToken, request: siplink_media::Request) {
+        let (Some(relay), Some(inner)) = (self.relay.get().cloned(), self.inner.upgrade()) else {
+            let failed = crate::engine::MediaResult::Failed(crate::engine::MediaFailure {
+                status: 503,
+                reason: "No Media Relay".to_owned(),
+            });
+            return self.with_engine(s, |e, now| e.handle_media(token, failed, now));
+        };
+        let Some(me) = inner.engine.get().map(Arc::downgrade) else {
+            return;
+        };
+        tokio::spawn(async move {
+            let result = crate::media_io::run(&*relay, request).await;
+            if let Some(driver) = me.upgrade() {
+                driver.with_engine(s, |e, now| e.handle_media(token, result, now));
+            }
+        });
     }
 
     /// A message without a transaction (ACK for a 2xx, a 2xx

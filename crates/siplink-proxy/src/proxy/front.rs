@@ -1,9 +1,11 @@
-//! The proxy's front on the run-to-completion UDP runtime: each datagram is
+//! The proxy's front on the run-to-completion runtime: each datagram is
 //! screened by the gate (rate limits, scanner filter) in the worker that read
-//! it; a REGISTER for one of our domains is answered there, start to finish
-//! (the registrar's in-memory store is synchronous); every other message goes
-//! on to the endpoint's queue (the rest of the proxy still runs there), or,
-//! with `[proxy] core = "engine"`, to the engine's driver (`driver.rs`).
+//! it, each message framed on a TCP/TLS/WS/WSS connection in that
+//! connection's task; a REGISTER for one of our domains is answered there,
+//! start to finish (the registrar's in-memory store is synchronous); every
+//! other message goes on to the endpoint's queue (the rest of the proxy still
+//! runs there), or, with `[proxy] core = "engine"`, to the engine's driver
+//! (`driver.rs`).
 
 use std::sync::{Arc, Weak};
 

@@ -303,7 +303,21 @@ impl Proxy {
             .map_err(|e| Error::Config(format!("core = \"engine\": {e}")))?;
         proxy.install(config, connections)?;
         if let Some(plan) = plan {
+            let relay = plan.media.client_config();
             let d = driver::Driver::new(&proxy.inner, Arc::new(plan));
+            if let Some(c) = relay {
+                // The engine's media requests (connections with media on).
+                let v4 = c.instances.iter().all(|i| i.addr.is_ipv4());
+                let bind = if v4 {
+                    SocketAddr::from((std::net::Ipv4Addr::UNSPECIFIED, 0))
+                } else {
+                    SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, 0))
+                };
+                let relay = siplink_media::RtpEngine::start(c, bind)
+                    .await
+                    .map_err(|e| Error::Config(format!("[media]: {e}")))?;
+                d.set_relay(relay);
+            }
             let _ = proxy.inner.engine.set(d);
         }
         let front = Arc::new(front::Front::new(proxy.inner.clone(), screened));
@@ -316,17 +330,20 @@ impl Proxy {
                 };
                 UdpRuntime::start_on(sockets, config, front.clone())
             })
-            .collect();
-        let workers: Vec<UdpRuntime> = workers;
+            .collect::<Vec<UdpRuntime>>();
         if let Some(d) = proxy.inner.engine.get() {
-            // The engine sends on the first UDP runtime and takes the
-            // connections' messages there too (run to completion).
+            // The engine sends on the first UDP runtime.
             let Some(first) = workers.first() else {
                 return Err(Error::Config(
                     "core = \"engine\" needs a UDP listener".into(),
                 ));
             };
             d.start(first.handle());
+        }
+        // Messages over TCP/TLS/WS/WSS run to completion in their
+        // connection's task too (the first UDP runtime's buckets and
+        // service); without a UDP listener they stay on the endpoint's queue.
+        if let Some(first) = workers.first() {
             first.take_streams(&proxy.inner.transport);
         }
         *lock(&proxy.inner.udp_workers) = workers;
