@@ -8,9 +8,10 @@
 //! (a UDP socket in this test) registers at the proxy and subscribes to 4001
 //! through the proxy: Kamailio challenges the SUBSCRIBE (407), the proxy
 //! answers with the connection's account; 202 and the initial NOTIFY reach
-//! the phone. A call from another extension (SIPp) to 4001 (SIPp) at Kamailio
-//! makes NOTIFYs with the states trying, early, confirmed and terminated
-//! reach the phone through the proxy's Record-Route, in that order. The
+//! the phone. A call from 1002's phone (SIPp) through the proxy to 4001
+//! (SIPp; Kamailio challenges the INVITE too) makes NOTIFYs with the states
+//! trying, early, confirmed and terminated reach 1001's phone through the
+//! proxy's Record-Route, in that order (of their dialog-info versions). The
 //! phone unsubscribes through its route set (200 and a NOTIFY with
 //! `Subscription-State: terminated`). A MESSAGE from the phone to extension
 //! 4002 goes over the same connection (challenged by Kamailio too) to a SIPp
@@ -383,6 +384,36 @@ async fn call_4001(dir: &Path, k: u16, ext: u16) {
     extension.expect_success(LIMIT).await;
 }
 
+/// The SIPp extension 4001 and 1002's phone (SIPp) calling it through the
+/// proxy on `p` (the proxy challenges the phone; Kamailio challenges the
+/// proxy, which answers with the connection's account).
+async fn call_4001_through_the_proxy(dir: &Path, p: u16, ext: u16) {
+    let mut extension = sipp(dir, "ext4001", ext, &["-sf", &scenario("presence_uas.xml")]);
+    let mut caller = sipp(
+        dir,
+        "phone1002",
+        free_port(),
+        &[
+            "-sf",
+            &scenario("phone_call.xml"),
+            "-s",
+            "4001",
+            "-key",
+            "user",
+            "1002",
+            "-au",
+            "1002",
+            "-ap",
+            "pw1002",
+            "-auth_uri",
+            "4001@siplink.test",
+            &format!("127.0.0.1:{p}"),
+        ],
+    );
+    caller.expect_success(LIMIT).await;
+    extension.expect_success(LIMIT).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kamailio_serves_dialog_subscriptions_without_the_proxy() {
     if !have_presence() {
@@ -556,13 +587,19 @@ async fn subscribe_call_and_message(name: &str, office: Office) {
         "the proxy left its Route on the NOTIFY: {initial}"
     );
 
-    // A call to 4001 at the PBX: its states reach the phone through the
-    // proxy.
-    call_4001(&dir, k, ext).await;
+    // 1002 calls 4001 through the proxy: the call's states reach 1001's
+    // phone through the proxy.
+    call_4001_through_the_proxy(&dir, p, ext).await;
     phone
         .notifies_until_terminated(Duration::from_secs(10))
         .await;
-    assert_call_states(&phone, &kam.log());
+    let log = kam.log();
+    assert!(
+        log.contains("SIPLINK-CHALLENGE INVITE")
+            && log.contains("SIPLINK-INVITE to extension 4001"),
+        "the call did not go through Kamailio's challenge to 4001:\n{log}"
+    );
+    assert_call_states(&phone, &log);
 
     // The phone unsubscribes in the dialog (its route set: the 2xx's
     // Record-Route): 200/202 and a last NOTIFY with Subscription-State
