@@ -1102,8 +1102,11 @@ impl Config {
                 w.push(format!("listen[{i}] ({}): port 0 takes a port the system picks at each start, which phones and PBXs cannot be configured for (tests only)", l.address));
             }
         }
-        if !self.media.rtpengine.is_empty() || self.connections.iter().any(|c| !c.media.is_off()) {
-            w.push("[media] and connections' media are checked but not acted on by this version: SDP passes unchanged and media flows end to end".to_owned());
+        if self.proxy.core == CoreKind::Classic
+            && (!self.media.rtpengine.is_empty()
+                || self.connections.iter().any(|c| !c.media.is_off()))
+        {
+            w.push("[media] and connections' media are checked but not acted on with proxy.core = \"classic\": SDP passes unchanged and media flows end to end (core = \"engine\" acts on them)".to_owned());
         }
         if self.proxy.contact_fallback && !self.listeners.iter().any(|l| l.transport.is_reliable())
         {

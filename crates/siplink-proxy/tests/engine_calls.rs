@@ -514,3 +514,84 @@ async fn a_phones_connection_closing_mid_call_hangs_up_the_pbx() {
     assert!(gone, "nothing left: {:?}", proxy.engine_sizes());
     proxy.shutdown().await;
 }
+
+/// The `c=` address and the first `m=` line of a message's SDP.
+fn sdp_of(m: &Message) -> (String, String) {
+    let body = String::from_utf8_lossy(m.body()).into_owned();
+    let c = body
+        .lines()
+        .find(|l| l.starts_with("c="))
+        .unwrap_or_default()
+        .to_owned();
+    let media = body
+        .lines()
+        .find(|l| l.starts_with("m="))
+        .unwrap_or_default()
+        .to_owned();
+    (c, media)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_media_relay_the_sdp_goes_through_rtpengine_both_ways() {
+    let Some(rtpengine) = siplink_testkit::Rtpengine::start("engine-calls") else {
+        return;
+    };
+    let (p, b) = (support::free_port(), support::free_port());
+    // The trunk relays media through rtpengine.
+    let config = format!(
+        "{}\n[media]\n\n[[media.rtpengine]]\nng = \"{}\"\n",
+        config(p, b, false).replace(
+            "probe = { enabled = false }\n",
+            "probe = { enabled = false }\nmedia = \"relay\"\n",
+        ),
+        rtpengine.ng_addr()
+    );
+    let proxy = support::proxy(&config).await;
+    let phone = Peer::new(p).await;
+    let pbx = Peer::on(b, p).await;
+    let offer = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 40000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n";
+    let extra = format!(
+        "Content-Type: application/sdp\nContent-Length: {}\n\n{offer}",
+        offer.len()
+    );
+    let inv = invite(&phone, "sip:4005@siplink.test", "e-media", 1, "")
+        .replace("Content-Length: 0\n\n", &extra);
+    phone.send(&inv).await;
+    let at_pbx = pbx.recv().await;
+    assert_eq!(at_pbx.method().map(|m| m.as_str()), Some("INVITE"));
+    let (_, m) = sdp_of(&at_pbx);
+    assert!(m.starts_with("m=audio "), "{at_pbx}");
+    assert_ne!(m, "m=audio 40000 RTP/AVP 0", "rtpengine's port: {at_pbx}");
+    let answer = "v=0\r\no=- 2 2 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 50000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n";
+    let ok = reply(
+        &at_pbx,
+        200,
+        "pbx6",
+        pbx.addr(),
+        "Content-Type: application/sdp\r\n",
+    );
+    let text = String::from_utf8(ok.to_bytes().to_vec()).unwrap().replace(
+        "Content-Length: 0\r\n\r\n",
+        &format!("Content-Length: {}\r\n\r\n{answer}", answer.len()),
+    );
+    let ok = Message::parse(text).unwrap();
+    pbx.send_message(&ok).await;
+    let answered = phone.recv().await;
+    assert_eq!(answered.status(), Some(200), "{answered}");
+    let (_, m) = sdp_of(&answered);
+    assert!(m.starts_with("m=audio "), "{answered}");
+    assert_ne!(m, "m=audio 50000 RTP/AVP 0", "rtpengine's port: {answered}");
+    phone.send(&in_dialog(&phone, "BYE", &answered, 2)).await;
+    let bye = pbx.recv().await;
+    let bye = if bye.method().map(|m| m.as_str()) == Some("ACK") {
+        pbx.recv().await
+    } else {
+        bye
+    };
+    assert_eq!(bye.method().map(|m| m.as_str()), Some("BYE"), "{bye}");
+    pbx.send_message(&reply(&bye, 200, "pbx6", pbx.addr(), ""))
+        .await;
+    assert_eq!(phone.recv().await.status(), Some(200));
+    drop(rtpengine);
+    proxy.shutdown().await;
+}

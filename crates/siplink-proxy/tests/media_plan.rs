@@ -306,19 +306,26 @@ fn unknown_media_fields_are_refused() {
 }
 
 #[test]
-fn a_configured_media_section_warns_that_it_is_not_acted_on_yet() {
+fn a_configured_media_section_warns_that_it_is_not_acted_on_by_the_classic_core() {
     assert!(
         !Config::demo()
             .warnings()
             .iter()
             .any(|w| w.contains("media"))
     );
-    let config = demo_with(TWO_INSTANCES);
+    let mut config = demo_with(TWO_INSTANCES);
     assert!(
         config
             .warnings()
             .iter()
-            .any(|w| w.contains("not acted on by this version")),
+            .any(|w| w.contains("not acted on with proxy.core = \"classic\"")),
+        "{:?}",
+        config.warnings()
+    );
+    // The engine core acts on it: no warning.
+    config.proxy.core = siplink_proxy::CoreKind::Engine;
+    assert!(
+        !config.warnings().iter().any(|w| w.contains("media")),
         "{:?}",
         config.warnings()
     );
