@@ -6,6 +6,7 @@
 //! subscriber's refresh/unsubscribe through that route goes out one up and
 //! its response comes back down (Kamailio's presence refuses a CSeq that does
 //! not grow); the PBX's NOTIFYs and unchallenged subscriptions are left alone.
+//! And a challenged MESSAGE goes again with its body, its 200 back down.
 
 mod engine_support;
 
@@ -196,4 +197,56 @@ fn an_offset_that_does_not_match_its_mac_is_ignored() {
     let forged = String::from_utf8(text).unwrap().replace(";cs=1.", ";cs=5.");
     let forged = Message::parse(forged.into_bytes()).unwrap();
     assert_eq!(unsubscribe(&mut h, &forged, "sub-forged", 8), (8, 8));
+}
+
+#[test]
+fn a_challenged_message_goes_again_with_its_body_and_its_200_comes_back() {
+    let mut h = harness();
+    let text = "Lunch at 12:30? \u{2014} 1001";
+    let message = msg(&format!(
+        "MESSAGE sip:4002@proxy.example.com SIP/2.0\n\
+         Via: SIP/2.0/UDP {PHONE};branch=z9hG4bKmsg1;rport\n\
+         Max-Forwards: 70\n\
+         From: <sip:1001@proxy.example.com>;tag={PHONE_TAG}\n\
+         To: <sip:4002@proxy.example.com>\n\
+         Call-ID: msg-auth\nCSeq: 3 MESSAGE\n\
+         Content-Type: text/plain;charset=UTF-8\n\
+         Content-Length: {}\n\n{text}",
+        text.len()
+    ));
+    let (tx, sent) = h.call(
+        message,
+        udp_from(PHONE),
+        vec![group("office-pbx", vec![target(PBX, 5060)])],
+    );
+    assert_eq!(methods(&sent), vec!["MESSAGE"]);
+    assert!(
+        header(&sent[0].request, HeaderName::RecordRoute).is_empty(),
+        "a MESSAGE makes no dialog"
+    );
+    h.respond(
+        sent[0].branch,
+        pbx_reply(&sent[0].request, 407, "ch", CHALLENGE),
+    );
+    let out = h.outputs();
+    assert!(responses(&out).is_empty(), "the 407 is answered here");
+    let again = sends(&out);
+    assert_eq!(methods(&again), vec!["MESSAGE"]);
+    let again = &again[0];
+    assert_eq!(cseq(&again.request), (4, "MESSAGE".into()));
+    assert_eq!(again.request.body().as_ref(), text.as_bytes());
+    assert_eq!(
+        header(&again.request, HeaderName::ContentType),
+        vec!["text/plain;charset=UTF-8".to_owned()]
+    );
+    assert_eq!(
+        header(&again.request, HeaderName::ProxyAuthorization).len(),
+        1
+    );
+    h.respond(again.branch, pbx_reply(&again.request, 200, "m1", ""));
+    let r = responses(&h.outputs());
+    assert_eq!(r.len(), 1);
+    assert_eq!((r[0].0, r[0].1.status()), (tx, Some(200)));
+    assert_eq!(cseq(&r[0].1), (3, "MESSAGE".into()));
+    assert!(h.engine.is_idle(), "{:?}", h.engine.sizes());
 }
