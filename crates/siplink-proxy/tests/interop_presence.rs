@@ -15,7 +15,9 @@
 //! phone unsubscribes through its route set (200 and a NOTIFY with
 //! `Subscription-State: terminated`). A MESSAGE from the phone to extension
 //! 4002 goes over the same connection (challenged by Kamailio too) to a SIPp
-//! extension with its body intact, and the 200 comes back.
+//! extension with its body intact, and the 200 comes back. The phone
+//! subscribes to 4001's voicemail `message-summary` (presence_mwi; the
+//! test's voicemail PUBLISHes two new messages) and is told of them.
 //!
 //! The connection is a trunk; the same over an outbound registration is
 //! `#[ignore]`d: the driver still gives requests to numbers an
@@ -201,8 +203,8 @@ impl Phone {
         )
     }
 
-    /// The next message within `limit` that is not a NOTIFY (those are
-    /// answered and kept) nor a 100 Trying.
+    /// The next message within `limit` that is not a NOTIFY (those, all
+    /// from `server`, are answered and kept) nor a 100 Trying.
     async fn next(&mut self, limit: Duration) -> Option<Message> {
         let deadline = tokio::time::Instant::now() + limit;
         let mut buf = vec![0u8; 65_536];
@@ -213,6 +215,8 @@ impl Phone {
                 .unwrap();
             let m = Message::parse(buf[..n].to_vec()).expect("a SIP message");
             if method(&m) == "NOTIFY" {
+                // Through the proxy (the route set), never around it.
+                assert_eq!(from, self.server, "a NOTIFY from elsewhere: {m}");
                 let ok = m.response_with_tag(200, None).build().unwrap();
                 self.sock.send_to(&ok.to_bytes(), from).await.unwrap();
                 if !self.notifies.iter().any(|k| same_request(k, &m)) {
@@ -671,6 +675,70 @@ async fn subscribe_call_and_message(name: &str, office: Office) {
     assert!(
         log.contains("SIPLINK-CHALLENGE MESSAGE") && log.contains("SIPLINK-MESSAGE to 4002"),
         "the MESSAGE was not challenged, or did not reach 4002:\n{log}"
+    );
+
+    // Voicemail (RFC 3842): the PBX's voicemail PUBLISHes that 4001's mailbox
+    // holds two new messages; the phone subscribes to its message-summary
+    // through the proxy (challenged by Kamailio, presence_mwi) and the first
+    // NOTIFY says so.
+    let mut voicemail = Phone::new(k, "pbx.test").await;
+    let summary = "Messages-Waiting: yes\r\nMessage-Account: sip:4001@pbx.test\r\n\
+                   Voice-Message: 2/0 (0/0)\r\n";
+    let (ok, _) = voicemail
+        .request(
+            &Req {
+                method: "PUBLISH",
+                ruri: "sip:4001@pbx.test",
+                call_id: "presence-mwi-publish",
+                to: "<sip:4001@pbx.test>",
+                routes: &[],
+                extra: "Event: message-summary\r\nExpires: 120\r\n\
+                        Content-Type: application/simple-message-summary\r\n",
+                body: summary,
+            },
+            1,
+        )
+        .await;
+    assert_eq!(ok.status(), Some(200), "PUBLISH: {ok}\n{}", kam.log());
+    let (ok, _) = phone
+        .request(
+            &Req {
+                method: "SUBSCRIBE",
+                ruri: "sip:4001@siplink.test",
+                call_id: "presence-mwi",
+                to: "<sip:4001@siplink.test>",
+                routes: &[],
+                extra: "Event: message-summary\r\n\
+                        Accept: application/simple-message-summary\r\nExpires: 120\r\n",
+                body: "",
+            },
+            1,
+        )
+        .await;
+    assert!(
+        matches!(ok.status(), Some(200 | 202)),
+        "message-summary SUBSCRIBE through the proxy: {ok}\n{}",
+        kam.log()
+    );
+    let mwi = |phone: &Phone| {
+        phone
+            .notifies
+            .iter()
+            .find(|n| n.call_id().ok() == Some("presence-mwi"))
+            .cloned()
+    };
+    let t0 = Instant::now();
+    while mwi(&phone).is_none() && t0.elapsed() < Duration::from_secs(5) {
+        if let Some(m) = phone.next(Duration::from_millis(200)).await {
+            panic!("unexpected while waiting for the message-summary NOTIFY: {m}");
+        }
+    }
+    let n = mwi(&phone).expect("a message-summary NOTIFY within 5 s");
+    assert_eq!(hdr(&n, "Event").as_deref(), Some("message-summary"), "{n}");
+    let body = String::from_utf8_lossy(n.body());
+    assert!(
+        body.contains("Messages-Waiting: yes") && body.contains("Voice-Message: 2/0"),
+        "{n}"
     );
 
     proxy.shutdown().await;
