@@ -17,7 +17,9 @@
 //! 4002 goes over the same connection (challenged by Kamailio too) to a SIPp
 //! extension with its body intact, and the 200 comes back. The phone
 //! subscribes to 4001's voicemail `message-summary` (presence_mwi; the
-//! test's voicemail PUBLISHes two new messages) and is told of them.
+//! test's voicemail PUBLISHes two new messages) and is told of them. And
+//! a MESSAGE from extension 4100 to 1001 comes from Kamailio over the
+//! connection to the phone, and its 200 goes back.
 //!
 //! The connection is a trunk; the same over an outbound registration is
 //! `#[ignore]`d: the driver still gives requests to numbers an
@@ -68,8 +70,8 @@ fn have_presence() -> bool {
 }
 
 /// Kamailio as the presence PBX on `port`; extension 4001 is 127.0.0.1:`ext`,
-/// extension 4002 (MESSAGE) 127.0.0.1:`msg`.
-fn kamailio(dir: &Path, port: u16, ext: u16, msg: u16) -> Kamailio {
+/// extension 4002 (MESSAGE) 127.0.0.1:`msg`, the proxy (users 1NNN) 127.0.0.1:`proxy`.
+fn kamailio(dir: &Path, port: u16, ext: u16, msg: u16, proxy: u16) -> Kamailio {
     Kamailio::builder(dir)
         .config_file(scenario("kamailio-presence.cfg"))
         .extra_file("pua", scenario("kamailio-dbtext/pua"))
@@ -77,6 +79,7 @@ fn kamailio(dir: &Path, port: u16, ext: u16, msg: u16) -> Kamailio {
         .set("PORT", port)
         .set("EXT_PORT", ext)
         .set("MSG_PORT", msg)
+        .set("PROXY_PORT", proxy)
         .set("USER", "proxy")
         .set("PASSWORD", PASSWORD)
         .memory(64, 8)
@@ -137,9 +140,11 @@ fn dialog_states(body: &[u8]) -> Vec<String> {
         .collect()
 }
 
-/// 1001's phone: one UDP socket talking to `server` (the proxy, or Kamailio
-/// in the harness check). NOTIFYs are answered 200 and kept.
+/// 1001's phone (or another party): one UDP socket talking to `server` (the
+/// proxy, or Kamailio). NOTIFYs are answered 200 and kept.
 struct Phone {
+    /// Its From URI.
+    from: &'static str,
     sock: UdpSocket,
     server: SocketAddr,
     digest: DigestClient,
@@ -161,7 +166,13 @@ struct Req<'a> {
 
 impl Phone {
     async fn new(server: u16, realm_of_server: &'static str) -> Phone {
+        Phone::named("sip:1001@siplink.test", server, realm_of_server).await
+    }
+
+    /// A party with From `from` (and 1001's credentials, if challenged).
+    async fn named(from: &'static str, server: u16, realm_of_server: &'static str) -> Phone {
         Phone {
+            from,
             sock: UdpSocket::bind("127.0.0.1:0").await.unwrap(),
             server: SocketAddr::from(([127, 0, 0, 1], server)),
             digest: DigestClient::new(
@@ -186,13 +197,14 @@ impl Phone {
             "{m} {ruri} SIP/2.0\r\n\
              Via: SIP/2.0/UDP {a};branch=z9hG4bK-phone-{b};rport\r\n\
              Max-Forwards: 70\r\n{routes}\
-             From: <sip:1001@siplink.test>;tag=phone1001\r\n\
+             From: <{from}>;tag=phone1001\r\n\
              To: {to}\r\n\
              Call-ID: {call_id}\r\n\
              CSeq: {cseq} {m}\r\n\
              Contact: <sip:1001@{a}>\r\n\
              {extra}{auth}Content-Length: {len}\r\n\r\n{body}",
             m = r.method,
+            from = self.from,
             ruri = r.ruri,
             b = self.branch,
             to = r.to,
@@ -425,7 +437,7 @@ async fn kamailio_serves_dialog_subscriptions_without_the_proxy() {
     }
     let dir = work_dir("presence-direct");
     let (k, ext) = (free_port(), free_port());
-    let mut kam = kamailio(&dir, k, ext, free_port());
+    let mut kam = kamailio(&dir, k, ext, free_port(), free_port());
     assert!(kam.running(), "kamailio exited\n{}", kam.log());
 
     let mut phone = Phone::new(k, "pbx.test").await;
@@ -510,7 +522,7 @@ async fn a_phone_follows_an_extensions_dialog_state_and_sends_a_message_over_an_
 async fn subscribe_call_and_message(name: &str, office: Office) {
     let dir = work_dir(name);
     let (p, k, ext, msg) = (free_port(), free_port(), free_port(), free_port());
-    let mut kam = kamailio(&dir, k, ext, msg);
+    let mut kam = kamailio(&dir, k, ext, msg, p);
     assert!(kam.running(), "kamailio exited\n{}", kam.log());
 
     let proxy = proxy(&office_config(p, k, office)).await;
@@ -681,7 +693,7 @@ async fn subscribe_call_and_message(name: &str, office: Office) {
     // holds two new messages; the phone subscribes to its message-summary
     // through the proxy (challenged by Kamailio, presence_mwi) and the first
     // NOTIFY says so.
-    let mut voicemail = Phone::new(k, "pbx.test").await;
+    let mut voicemail = Phone::named("sip:voicemail@pbx.test", k, "pbx.test").await;
     let summary = "Messages-Waiting: yes\r\nMessage-Account: sip:4001@pbx.test\r\n\
                    Voice-Message: 2/0 (0/0)\r\n";
     let (ok, _) = voicemail
@@ -739,6 +751,48 @@ async fn subscribe_call_and_message(name: &str, office: Office) {
     assert!(
         body.contains("Messages-Waiting: yes") && body.contains("Voice-Message: 2/0"),
         "{n}"
+    );
+
+    // The other way: extension 4100 sends 1001 a MESSAGE at the PBX, which
+    // relays it over the connection to the proxy (a PBX's request to a user:
+    // the user's contacts); the phone answers 200 and it goes back.
+    let mut ext4100 = Phone::named("sip:4100@pbx.test", k, "pbx.test").await;
+    let text = "Call me back \u{260e}";
+    let send = tokio::spawn(async move {
+        let r = Req {
+            method: "MESSAGE",
+            ruri: "sip:1001@pbx.test",
+            call_id: "presence-message-in",
+            to: "<sip:1001@pbx.test>",
+            routes: &[],
+            extra: "X-Direct: yes\r\nContent-Type: text/plain;charset=UTF-8\r\n",
+            body: text,
+        };
+        ext4100.request(&r, 1).await.0
+    });
+    let m = phone
+        .next(Duration::from_secs(10))
+        .await
+        .expect("the PBX's MESSAGE at the phone");
+    assert_eq!(method(&m), "MESSAGE", "{m}");
+    assert_eq!(m.body().as_ref(), text.as_bytes(), "{m}");
+    let via = m.top_via().unwrap().branch().unwrap_or_default().to_owned();
+    assert!(
+        via.starts_with("z9hG4bKsl"),
+        "not relayed by the engine: {m}"
+    );
+    let ok = m.response_with_tag(200, Some("ph-msg")).build().unwrap();
+    phone
+        .sock
+        .send_to(&ok.to_bytes(), phone.server)
+        .await
+        .unwrap();
+    let ok = send.await.unwrap();
+    assert_eq!(ok.status(), Some(200), "{ok}\n{}", kam.log());
+    assert!(
+        kam.log().contains("SIPLINK-MESSAGE to 1001"),
+        "{}",
+        kam.log()
     );
 
     proxy.shutdown().await;
