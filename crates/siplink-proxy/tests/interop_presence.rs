@@ -54,9 +54,15 @@ fn have_presence() -> bool {
         return false;
     }
     let found = kamailio_modules().is_some_and(|d| {
-        ["presence.so", "presence_dialoginfo.so", "pua_dialoginfo.so"]
-            .iter()
-            .all(|m| d.join(m).exists())
+        [
+            "presence.so",
+            "presence_dialoginfo.so",
+            "presence_mwi.so",
+            "pua.so",
+            "pua_dialoginfo.so",
+        ]
+        .iter()
+        .all(|m| d.join(m).exists())
     });
     if !found {
         assert!(
