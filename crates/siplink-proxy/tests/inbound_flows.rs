@@ -276,7 +276,11 @@ async fn with_contact_fallback_the_pbx_stays_registered_at_its_contact() {
     // The registrar reports the lost connection; the binding stays.
     let change = tokio::time::timeout(Duration::from_secs(1), async {
         loop {
-            if let Ok(siplink_proxy::StatusEvent::Binding { change, .. }) = events.recv().await {
+            // (The registrations' own "added" events may be published a
+            // moment after the subscription: not what is waited for.)
+            if let Ok(siplink_proxy::StatusEvent::Binding { change, .. }) = events.recv().await
+                && change != "added"
+            {
                 return change;
             }
         }
