@@ -2094,6 +2094,23 @@ impl<L: LiveState> View for PlanView<L> {
         }
     }
 
+    /// An outbound registration's registered identity (its shared account,
+    /// or the account of `user` in per-user mode) at its domain.
+    fn caller_identity(&self, connection: &str, user: Option<&str>) -> Option<String> {
+        let c = self.plan.connection(connection)?;
+        let Kind::OutboundRegistration(or) = &c.kind else {
+            return None;
+        };
+        let account = match &or.accounts {
+            Accounts::Shared(a) => a,
+            Accounts::PerUser(list) => {
+                let u = self.plan.user_index(user?)?;
+                list.iter().find(|a| a.user == Some(u))?
+            }
+        };
+        Some(format!("sip:{}@{}", account.username, or.domain.uri_host()))
+    }
+
     /// The connection's `media`/`transcode`; off for an unknown connection
     /// or when `[media]` lists no rtpengine (nothing could answer).
     fn connection_media(&self, connection: &str) -> ConnectionMedia {

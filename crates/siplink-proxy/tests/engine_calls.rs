@@ -595,3 +595,56 @@ async fn with_media_relay_the_sdp_goes_through_rtpengine_both_ways() {
     drop(rtpengine);
     proxy.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_added_by_a_reload_carries_calls() {
+    let (p, b, c) = (
+        support::free_port(),
+        support::free_port(),
+        support::free_port(),
+    );
+    let first = config(p, b, false);
+    let proxy = support::proxy(&first).await;
+    let phone = Peer::new(p).await;
+    let carrier = Peer::on(c, p).await;
+    // Nothing matches 0… yet: 404.
+    phone
+        .send(&invite(
+            &phone,
+            "sip:0201234567@siplink.test",
+            "e-reload-1",
+            1,
+            "",
+        ))
+        .await;
+    assert_eq!(phone.recv().await.status(), Some(404));
+    let second = format!(
+        "{first}\n[[connections]]\nname = \"carrier\"\nkind = \"trunk\"\n\
+         addresses = [\"127.0.0.1:{c}\"]\ndial_patterns = [\"0[0-9]+\"]\n\
+         probe = {{ enabled = false }}\n"
+    );
+    proxy
+        .reload(siplink_proxy::Config::from_toml(&second).unwrap())
+        .await
+        .unwrap();
+    phone
+        .send(&invite(
+            &phone,
+            "sip:0201234567@siplink.test",
+            "e-reload-2",
+            1,
+            "",
+        ))
+        .await;
+    let at_carrier = carrier.recv().await;
+    assert_eq!(at_carrier.method().map(|m| m.as_str()), Some("INVITE"));
+    assert_eq!(
+        at_carrier.request_uri().unwrap().as_str(),
+        "sip:0201234567@127.0.0.1"
+    );
+    carrier
+        .send_message(&reply(&at_carrier, 486, "busy", carrier.addr(), ""))
+        .await;
+    assert_eq!(phone.recv().await.status(), Some(486));
+    proxy.shutdown().await;
+}

@@ -61,8 +61,8 @@ async fn outbound_registration_to_kamailio_carries_calls_both_ways() {
     outbound_registration_to_kamailio_carries_calls_both_ways_on("classic").await;
 }
 
-/// On the engine core: the phone's call to the number falls back to the
-/// classic path (an outbound registration's call), beside the engine.
+/// On the engine core: the phone's call to the number presents the
+/// registered identity (the engine's `View::caller_identity`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn outbound_registration_to_kamailio_carries_calls_both_ways_on_the_engine() {
     outbound_registration_to_kamailio_carries_calls_both_ways_on("engine").await;

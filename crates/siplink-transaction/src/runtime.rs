@@ -231,7 +231,18 @@ impl Handle {
                         SocketAddr::new(ip, local.port()),
                     )?;
                 }
-                shared.sockets[0].try_send_to(&message.to_bytes(), peer);
+                let bytes = message.to_bytes();
+                if !shared.sockets[0].try_send_to(&bytes, peer) {
+                    // Not writable at once (a fresh socket, a full buffer):
+                    // nothing retransmits a stateless message, so it goes
+                    // as soon as the socket takes it.
+                    let socket = shared.sockets[0].clone();
+                    tokio::spawn(async move {
+                        if let Err(e) = socket.send_to(&bytes, peer).await {
+                            debug!(%peer, error = %e, "stateless send failed");
+                        }
+                    });
+                }
                 Ok(())
             }
             ClientDest::Flow(flow) => {

@@ -145,11 +145,55 @@ pub struct DialogRecord {
     /// adds one). Requests from the caller go out that much higher, their
     /// responses come back with the caller's numbers.
     pub cseq_delta: u32,
+    /// The From value the callee knows the caller by, when the proxy
+    /// presented another identity (an outbound registration's): requests
+    /// from the caller carry it, requests from the callee have their To put
+    /// back to the caller's From, and the responses are mapped back. (Boxed:
+    /// most calls have none, and the record stays small.)
+    pub caller_as: Option<Box<Bytes>>,
     pub(crate) session_timer: Option<TimerKey>,
     pub(crate) max_timer: Option<TimerKey>,
 }
 
 impl DialogRecord {
+    /// How a request from the caller (`from_caller`) or the callee is
+    /// mapped, and what its responses get back.
+    pub(crate) fn mapping(&self, from_caller: bool) -> super::fork::Mapping {
+        match (&self.caller_as, from_caller) {
+            (Some(_), true) => super::fork::Mapping {
+                cseq_delta: self.cseq_delta,
+                restore: Some((HeaderName::From, self.caller.party.clone())),
+            },
+            (Some(presented), false) => super::fork::Mapping {
+                cseq_delta: 0,
+                restore: Some((HeaderName::To, Bytes::clone(presented))),
+            },
+            (None, true) => super::fork::Mapping {
+                cseq_delta: self.cseq_delta,
+                restore: None,
+            },
+            (None, false) => super::fork::Mapping::default(),
+        }
+    }
+
+    /// Maps a request of this dialog for the other side (see
+    /// [`mapping`](Self::mapping)).
+    pub(crate) fn present(&self, from_caller: bool, request: &mut Message) {
+        if from_caller {
+            if self.cseq_delta > 0
+                && let Ok(c) = request.cseq()
+            {
+                let value = format!("{} {}", c.seq.wrapping_add(self.cseq_delta), c.method);
+                request.set_header(HeaderName::CSeq, value);
+            }
+            if let Some(presented) = &self.caller_as {
+                request.set_header(HeaderName::From, Bytes::clone(presented));
+            }
+        } else if self.caller_as.is_some() {
+            request.set_header(HeaderName::To, self.caller.party.clone());
+        }
+    }
+
     /// Which side sent a request with this From tag: `Some(true)` the caller,
     /// `Some(false)` the callee.
     pub fn from_caller(&self, from_tag: &str) -> Option<bool> {

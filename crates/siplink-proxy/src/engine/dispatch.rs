@@ -61,6 +61,14 @@ pub trait View {
         let _ = (connection, user);
         None
     }
+    /// The From URI a call of `user` through connection `connection`
+    /// presents to its PBX (an outbound registration's registered
+    /// identity), or `None` to keep the caller's. The engine maps it back
+    /// for the caller for the whole dialog.
+    fn caller_identity(&self, connection: &str, user: Option<&str>) -> Option<String> {
+        let _ = (connection, user);
+        None
+    }
     /// The media settings of a connection (`[[connections]] media`,
     /// `transcode`): whether the engine asks the media relay at the SDP
     /// exchanges of its calls. Off unless the view says otherwise.
@@ -286,6 +294,9 @@ pub struct StaticView {
     /// Credentials answering each connection's PBX challenges, by
     /// connection name.
     pub credentials: Vec<(String, siplink_auth::ClientCredentials)>,
+    /// The From URI calls through each connection present, by connection
+    /// name (an outbound registration's identity).
+    pub identities: Vec<(String, String)>,
     /// Connections whose media is not off, with their settings.
     pub media: Vec<(String, crate::media::ConnectionMedia)>,
 }
@@ -355,6 +366,12 @@ impl View for StaticView {
             .iter()
             .find(|(c, _)| c == connection)
             .map(|(_, c)| c.clone())
+    }
+    fn caller_identity(&self, connection: &str, _user: Option<&str>) -> Option<String> {
+        self.identities
+            .iter()
+            .find(|(c, _)| c == connection)
+            .map(|(_, uri)| uri.clone())
     }
     fn connection_media(&self, connection: &str) -> crate::media::ConnectionMedia {
         self.media

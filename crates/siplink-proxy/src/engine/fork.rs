@@ -56,6 +56,20 @@ pub(crate) struct Fork {
     /// request of a dialog whose INVITE the proxy resent with credentials):
     /// responses get it taken off again.
     pub(crate) cseq_delta: u32,
+    /// The header its branches' responses get back (see [`Mapping`]).
+    restore: Option<(HeaderName, Bytes)>,
+}
+
+/// How a request relayed in a dialog differs from what its sender sent,
+/// and what its responses get back: the CSeq offset of a resent INVITE,
+/// and the From (or To) the other side knows when the proxy presented
+/// another identity (an outbound registration's).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Mapping {
+    /// Taken off the responses' CSeq.
+    pub(crate) cseq_delta: u32,
+    /// Put back on the responses.
+    pub(crate) restore: Option<(HeaderName, Bytes)>,
 }
 
 /// A branch's CANCEL state (RFC 3261 §9.1: no CANCEL before a provisional
@@ -85,6 +99,9 @@ pub(crate) struct Branch {
     cseq_delta: u32,
     /// How often the PBX's challenge was answered on this branch's line.
     auth_rounds: u8,
+    /// A header its responses get back (the caller's From when the branch
+    /// presents another identity).
+    restore: Option<(HeaderName, Bytes)>,
     /// Its timer C is the short no-response deadline
     /// ([`EngineConfig::no_response_timeout`](super::EngineConfig)) until
     /// the first response.
@@ -149,13 +166,14 @@ impl<V: View> Engine<V> {
             early_cseq: Vec::new(),
             user: p.user,
             cseq_delta: 0,
+            restore: None,
         };
         self.forks.insert(id, fork);
         self.next_group(id, now);
     }
 
-    /// A request inside a dialog relayed through one branch (`cseq_delta`:
-    /// what its CSeq was raised by, taken off its responses).
+    /// A request inside a dialog relayed through one branch (`mapping`: how
+    /// it was edited, undone on its responses).
     #[allow(clippy::too_many_arguments)]
     pub(super) fn start_relay(
         &mut self,
@@ -164,7 +182,7 @@ impl<V: View> Engine<V> {
         origin: Origin,
         dialog: Option<(DialogKey, bool)>,
         target: Target,
-        cseq_delta: u32,
+        mapping: Mapping,
         now: Instant,
     ) {
         let id = self.id();
@@ -198,7 +216,8 @@ impl<V: View> Engine<V> {
             cancel_key,
             early_cseq: Vec::new(),
             user: None,
-            cseq_delta,
+            cseq_delta: mapping.cseq_delta,
+            restore: mapping.restore,
         };
         self.forks.insert(id, fork);
         self.next_group(id, now);
@@ -241,6 +260,22 @@ impl<V: View> Engine<V> {
         {
             record_route(&self.view, &mut request, &fork.origin, &target.hop);
         }
+        // A call through an outbound registration presents its registered
+        // identity; the caller's From comes back on the responses.
+        if fork.caller.is_some() && fork.in_dialog.is_none() {
+            let identity = fork
+                .connection
+                .as_deref()
+                .and_then(|c| self.view.caller_identity(c, fork.user.as_deref()));
+            fork.restore = None;
+            if let Some(uri) = identity
+                && let Some(original) = request.header(HeaderName::From).map(Bytes::copy_from_slice)
+                && let Some(value) = with_uri(&original, &uri)
+            {
+                request.set_header(HeaderName::From, value);
+                fork.restore = Some((HeaderName::From, original));
+            }
+        }
         core::push_via(&mut request, &core::branch(&fork.cookie, fork.sent));
         fork.sent += 1;
         let delta = fork.cseq_delta;
@@ -266,6 +301,7 @@ impl<V: View> Engine<V> {
         };
         fork.branches.push(bid);
         let invite = fork.invite;
+        let fork_restore = fork.restore.clone();
         // A connection's branch gives up early when nothing at all answers.
         let short = self
             .config
@@ -287,6 +323,7 @@ impl<V: View> Engine<V> {
                 timer_c: timer,
                 cseq_delta,
                 auth_rounds,
+                restore: fork_restore,
                 awaiting_first: invite && short.is_some(),
             })),
         );
@@ -419,6 +456,11 @@ impl<V: View> Engine<V> {
             };
         if delta > 0 {
             restore_cseq(&mut response, delta);
+        }
+        if let Some(BranchSlot::Fork(b)) = self.branches.get(&branch)
+            && let Some((name, value)) = &b.restore
+        {
+            response.set_header(*name, value.clone());
         }
         if wanted_cancel {
             self.send_cancel(branch);
@@ -786,8 +828,18 @@ impl<V: View> Engine<V> {
         let tx = fork.tx;
         let caller_gone = fork.caller_gone;
         let in_dialog = fork.in_dialog.clone();
-        let (hop, delta) = match self.branches.get(&branch) {
-            Some(BranchSlot::Fork(b)) => (b.hop.clone(), b.cseq_delta),
+        let (hop, delta, caller_as) = match self.branches.get(&branch) {
+            Some(BranchSlot::Fork(b)) => {
+                // The identity presented, when the caller's From was swapped.
+                let caller_as = match &b.restore {
+                    Some((HeaderName::From, _)) => b
+                        .request
+                        .header(HeaderName::From)
+                        .map(Bytes::copy_from_slice),
+                    _ => None,
+                };
+                (b.hop.clone(), b.cseq_delta, caller_as)
+            }
             _ => return,
         };
         let Some(fork) = self.forks.get(&fork_id) else {
@@ -806,12 +858,26 @@ impl<V: View> Engine<V> {
             }
             return;
         }
-        let response = self.record_dialog(fork_id, hop, response, delta, now);
+        let response = self.record_dialog(fork_id, hop, response, delta, caller_as, now);
         self.media_fill_dialog(fork_id, branch, &response);
         if !caller_gone {
             self.out.push_back(Output::Respond { tx, response });
         }
     }
+}
+
+/// A From/To value with its URI replaced by `uri` (display name and
+/// parameters, the tag among them, kept).
+fn with_uri(value: &[u8], uri: &str) -> Option<String> {
+    let v = std::str::from_utf8(value).ok()?.trim();
+    if let (Some(open), Some(close)) = (v.find('<'), v.find('>'))
+        && open < close
+    {
+        return Some(format!("{}<{uri}>{}", &v[..open], &v[close + 1..]));
+    }
+    // addr-spec form: the URI runs to the first ';' (parameters follow).
+    let params = v.find(';').map_or("", |i| &v[i..]);
+    Some(format!("<{uri}>{params}"))
 }
 
 /// Puts the caller's CSeq back on a response to a request sent `delta` above

@@ -113,7 +113,8 @@ impl<V: View> Engine<V> {
         // the Route / Request-URI.
         let mut hop = None;
         let mut dialog = None;
-        let mut cseq_delta = 0;
+        let mut mapping = super::fork::Mapping::default();
+        let mut present: Option<DialogRecord> = None;
         if let Some(key) = &key
             && let Some(d) = self.dialogs.get_mut(key)
             && let Some(from_caller) = d.from_caller(&from_tag)
@@ -124,8 +125,9 @@ impl<V: View> Engine<V> {
                 (&mut d.callee, &d.caller)
             };
             sender.cseq = sender.cseq.max(cseq);
-            if from_caller {
-                cseq_delta = d.cseq_delta;
+            mapping = d.mapping(from_caller);
+            if mapping.cseq_delta > 0 || d.caller_as.is_some() {
+                present = Some(d.clone());
             }
             // Over its flow, or (no proxy between us and it) where the call
             // reached it: a NATed phone's source address, not its Contact.
@@ -136,8 +138,16 @@ impl<V: View> Engine<V> {
         }
         if dialog.is_none() {
             self.note_early_cseq(&request, &from_tag, cseq);
+            // A challenged SUBSCRIBE's dialog: the offset is in our route.
             let call_id = request.call_id().unwrap_or_default();
-            cseq_delta = cseq_offset(&self.view, &consumed.routes, call_id, &from_tag);
+            let delta = cseq_offset(&self.view, &consumed.routes, call_id, &from_tag);
+            if delta > 0
+                && let Ok(c) = request.cseq()
+            {
+                let value = format!("{} {}", c.seq.wrapping_add(delta), c.method);
+                request.set_header(HeaderName::CSeq, value);
+                mapping.cseq_delta = delta;
+            }
         }
         if hop.is_none()
             && let Some(Uri::Sip(last)) = consumed.routes.last()
@@ -155,11 +165,8 @@ impl<V: View> Engine<V> {
             }
             return;
         };
-        if cseq_delta > 0
-            && let Ok(c) = request.cseq()
-        {
-            let value = format!("{} {}", c.seq.wrapping_add(cseq_delta), c.method);
-            request.set_header(HeaderName::CSeq, value);
+        if let (Some(d), Some((_, from_caller))) = (&present, &dialog) {
+            d.present(*from_caller, &mut request);
         }
         if method == Method::Ack {
             let branch = core::stateless_branch(&request, &core::loop_cookie(&request));
@@ -196,7 +203,7 @@ impl<V: View> Engine<V> {
         else {
             return;
         };
-        self.start_relay(tx, request, origin, dialog, target, cseq_delta, now);
+        self.start_relay(tx, request, origin, dialog, target, mapping, now);
     }
 
     /// A request of an early dialog from a callee (its From tag is not the
@@ -228,6 +235,7 @@ impl<V: View> Engine<V> {
         callee_hop: NextHop,
         mut response: Message,
         cseq_delta: u32,
+        caller_as: Option<Bytes>,
         now: Instant,
     ) -> Message {
         let Some(fork) = self.forks.get(&fork_id) else {
@@ -297,6 +305,7 @@ impl<V: View> Engine<V> {
             max_end: timers::deadline(now, self.config.max_call_duration),
             session: None,
             cseq_delta,
+            caller_as: caller_as.map(Box::new),
             session_timer: None,
             max_timer: None,
         };
@@ -323,7 +332,10 @@ impl<V: View> Engine<V> {
             if let Some(d) = self.dialogs.get(&key) {
                 let branch = core::branch("ack", 0);
                 let cseq = cseq.wrapping_add(d.cseq_delta);
-                if let Some(ack) = d.request_to(false, Method::Ack, cseq, &branch, None) {
+                if let Some(mut ack) = d.request_to(false, Method::Ack, cseq, &branch, None) {
+                    if let Some(presented) = &d.caller_as {
+                        ack.set_header(HeaderName::From, Bytes::clone(presented));
+                    }
                     let hop = d.callee.hop.clone();
                     self.out.push_back(Output::Forward { message: ack, hop });
                 }
@@ -465,7 +477,11 @@ impl<V: View> Engine<V> {
             // higher.
             let delta = if to_caller { 0 } else { d.cseq_delta };
             let cseq = other.cseq.saturating_add(delta).saturating_add(1);
-            if let Some(bye) = d.request_to(to_caller, Method::Bye, cseq, &branch, Some(text)) {
+            if let Some(mut bye) = d.request_to(to_caller, Method::Bye, cseq, &branch, Some(text)) {
+                // The callee knows the caller by the identity presented.
+                if !to_caller && let Some(presented) = &d.caller_as {
+                    bye.set_header(HeaderName::From, Bytes::clone(presented));
+                }
                 self.branches.insert(id, BranchSlot::Own);
                 self.out.push_back(Output::Send {
                     branch: id,
@@ -512,15 +528,18 @@ impl<V: View> Engine<V> {
             caller_tag: to,
             callee_tag: from,
         };
-        let (hop, key, delta) = if let Some(d) = self.dialogs.get(&as_sent) {
-            (d.caller_hop().clone(), as_sent, d.cseq_delta)
+        let (hop, key, mapping) = if let Some(d) = self.dialogs.get(&as_sent) {
+            (d.caller_hop().clone(), as_sent, d.mapping(true))
         } else if let Some(d) = self.dialogs.get(&reversed) {
-            (d.callee.hop.clone(), reversed, 0)
+            (d.callee.hop.clone(), reversed, d.mapping(false))
         } else {
             return;
         };
-        if delta > 0 {
-            super::fork::restore_cseq(&mut response, delta);
+        if mapping.cseq_delta > 0 {
+            super::fork::restore_cseq(&mut response, mapping.cseq_delta);
+        }
+        if let Some((name, value)) = mapping.restore {
+            response.set_header(name, value);
         }
         self.media_retransmission(&key, &mut response);
         core::pop_via(&mut response);

@@ -968,12 +968,14 @@ impl<V: View> Engine<V> {
                 }
                 // A request from the caller of a call whose INVITE was
                 // resent with credentials carries the raised CSeq already.
-                let cseq_delta = self
+                // (Mapped already: a resent INVITE's CSeq offset, the
+                // identity presented.)
+                let mapping = self
                     .dialogs
                     .get(&dialog.0)
-                    .filter(|_| dialog.1)
-                    .map_or(0, |d| d.cseq_delta);
-                self.start_relay(tx, request, origin, Some(dialog), target, cseq_delta, now);
+                    .map(|d| d.mapping(dialog.1))
+                    .unwrap_or_default();
+                self.start_relay(tx, request, origin, Some(dialog), target, mapping, now);
                 self.media_orphan(orphan);
             }
             Op::Ack {
@@ -1091,6 +1093,7 @@ impl<V: View> Engine<V> {
             max_end: now,
             session: None,
             cseq_delta: 0,
+            caller_as: None,
             session_timer: None,
             max_timer: None,
         };

@@ -117,20 +117,18 @@ pub(crate) struct Driver {
     handle: OnceLock<Handle>,
     next_tx: AtomicU64,
     hasher: RandomState,
-    /// Flow tokens and dialog MACs with the engines' key (which requests in
-    /// a dialog are the engine's).
-    macs: PlanView<()>,
     /// The plan in use (the connections' targets and credentials).
     plan: std::sync::RwLock<Arc<Plan>>,
-    /// Whether an enabled outbound-registration connection exists (only
-    /// then can a request take the classic path).
-    classic: std::sync::atomic::AtomicBool,
     /// The media relay (rtpengine) for connections with media on, when
     /// `[media]` lists instances.
     relay: OnceLock<Arc<siplink_media::RtpEngine>>,
     /// Wakes the timer task for an earlier deadline.
     wake: Arc<Notify>,
-    armed: Mutex<Option<Instant>>,
+    /// The deadline the timer task sleeps until, in nanoseconds after
+    /// `base` (`u64::MAX`: none): an input with an earlier one wakes it
+    /// (no lock: every input checks it).
+    armed: AtomicU64,
+    base: Instant,
 }
 
 impl std::fmt::Debug for Driver {
@@ -177,12 +175,11 @@ impl Driver {
             handle: OnceLock::new(),
             next_tx: AtomicU64::new(1),
             hasher: RandomState::new(),
-            classic: std::sync::atomic::AtomicBool::new(has_outbound(&plan)),
             plan: std::sync::RwLock::new(plan.clone()),
-            macs: PlanView::new(plan, (), key),
             relay: OnceLock::new(),
             wake: Arc::new(Notify::new()),
-            armed: Mutex::new(None),
+            armed: AtomicU64::new(u64::MAX),
+            base: Instant::now(),
         })
     }
 
@@ -204,7 +201,6 @@ impl Driver {
     /// A reload's new plan (the engines' key stays: tokens and MACs handed
     /// out remain valid).
     pub(crate) fn set_plan(&self, plan: Arc<Plan>) {
-        self.classic.store(has_outbound(&plan), Ordering::Relaxed);
         *self.plan.write().unwrap_or_else(|e| e.into_inner()) = plan.clone();
         for s in &self.shards {
             lock(&s.engine).view_mut().set_plan(plan.clone());
@@ -218,6 +214,11 @@ impl Driver {
             let (a, b, c, d) = lock(&s.engine).sizes();
             (acc.0 + a, acc.1 + b, acc.2 + c, acc.3 + d)
         })
+    }
+
+    /// `t` as nanoseconds after `base` (earlier instants are 0).
+    fn nanos(&self, t: Instant) -> u64 {
+        u64::try_from(t.saturating_duration_since(self.base).as_nanos()).unwrap_or(u64::MAX - 1)
     }
 
     fn now(&self) -> Instant {
@@ -237,31 +238,6 @@ impl Driver {
         &self.clients[i as usize]
     }
 
-    /// Whether a request with a To tag belongs to the engine: it carries
-    /// no Record-Route entry of a dialog (`sld`) or one with the engine's
-    /// MAC. A classic dialog's requests stay on the classic path.
-    pub(crate) fn owns_in_dialog(&self, m: &Message) -> bool {
-        use crate::engine::View as _;
-        let call_id = m.call_id().unwrap_or_default();
-        let mut named = false;
-        for v in m.header_values(HeaderName::Route) {
-            let Ok(v) = std::str::from_utf8(v) else {
-                continue;
-            };
-            let mut rest = v;
-            while let Some(i) = rest.find("sld=") {
-                named = true;
-                let tail = &rest[i + 4..];
-                let end = tail.find([';', '>', ',', ' ']).unwrap_or(tail.len());
-                if tail[..end] == self.macs.dialog_mac(call_id) {
-                    return true;
-                }
-                rest = &tail[end..];
-            }
-        }
-        !named
-    }
-
     /// Runs `input` on shard `s`'s engine and carries out what comes out.
     fn with_engine(&self, s: usize, input: impl FnOnce(&mut Engine<View>, Instant)) {
         let now = self.now();
@@ -272,9 +248,8 @@ impl Driver {
             (out, e.poll_timeout())
         };
         if let Some(t) = next {
-            let mut armed = lock(&self.armed);
-            if armed.is_none_or(|a| t < a) {
-                *armed = Some(t);
+            let n = self.nanos(t);
+            if n < self.armed.fetch_min(n, Ordering::AcqRel) {
                 self.wake.notify_one();
             }
         }
@@ -703,7 +678,8 @@ async fn timers(driver: Weak<Driver>) {
                 next = Some(next.map_or(t, |n: Instant| n.min(t)));
             }
         }
-        *lock(&d.armed) = next;
+        d.armed
+            .store(next.map_or(u64::MAX, |t| d.nanos(t)), Ordering::Release);
         let wait = next.map_or(Duration::from_secs(60), |t| {
             t.saturating_duration_since(now)
         });
@@ -977,12 +953,11 @@ fn authenticate(inner: &Inner, request: &Message, origin: &Origin) -> LookupResu
     }
 }
 
-/// Whether the engine takes `incoming` (else the classic path does):
-/// responses to its own branches, requests inside its dialogs, and new
-/// requests except those the classic path still carries (calls to numbers
-/// that an outbound-registration connection may carry: the engine does not
-/// present the registered identity yet).
-pub(crate) fn engine_takes(driver: &Driver, inner: &Inner, incoming: &Incoming) -> bool {
+/// Whether the engine takes `incoming` (else the classic path does): every
+/// request, and the responses to its own branches (top Via branch
+/// `z9hG4bKsl…`; the endpoint's own client transactions, registrations and
+/// probes, use other branches).
+pub(crate) fn engine_takes(incoming: &Incoming) -> bool {
     let m = &incoming.message;
     if m.is_response() {
         return m
@@ -991,32 +966,5 @@ pub(crate) fn engine_takes(driver: &Driver, inner: &Inner, incoming: &Incoming) 
             .and_then(|v| v.branch())
             .is_some_and(|b| b.starts_with("z9hG4bKsl"));
     }
-    if !driver.classic.load(Ordering::Relaxed) {
-        // No outbound registration: every request is the engine's.
-        return true;
-    }
-    if m.to_tag().ok().flatten().is_some() {
-        return driver.owns_in_dialog(m);
-    }
-    let Ok(ruri) = m.request_uri() else {
-        return true;
-    };
-    let Some(number) = crate::routing::dialled_number(ruri) else {
-        return true;
-    };
-    let rt = inner.runtime();
-    let classic = match rt.router.route(None, &number, |_| true) {
-        Decision::Route(c) | Decision::AllDown(c) => c
-            .iter()
-            .any(|c| c.kind == crate::config::ConnectionKind::OutboundRegistration),
-        _ => false,
-    };
-    !classic
-}
-
-/// Whether `plan` has an enabled outbound-registration connection.
-fn has_outbound(plan: &Plan) -> bool {
-    plan.connections
-        .iter()
-        .any(|c| c.common.enabled && matches!(c.kind, Kind::OutboundRegistration(_)))
+    true
 }

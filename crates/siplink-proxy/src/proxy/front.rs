@@ -53,9 +53,7 @@ impl Service for Front {
         if m.method() == Some(&Method::Register) && inner.registrar.registrar().is_ours(m) {
             return Some(incoming);
         }
-        if let Some(d) = inner.engine.get()
-            && super::driver::engine_takes(d, &inner, &incoming)
-        {
+        if inner.engine.get().is_some() && super::driver::engine_takes(&incoming) {
             return Some(incoming);
         }
         if self.endpoint.try_send(incoming).is_err() {

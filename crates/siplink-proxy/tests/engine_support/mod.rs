@@ -51,6 +51,7 @@ pub fn view() -> StaticView {
         ],
         secret: 0x5eed,
         credentials: Vec::new(),
+        identities: Vec::new(),
         media: Vec::new(),
     }
 }
