@@ -21,12 +21,10 @@
 //! a MESSAGE from extension 4100 to 1001 comes from Kamailio over the
 //! connection to the phone, and its 200 goes back.
 //!
-//! The connection is a trunk; the same over an outbound registration is
-//! `#[ignore]`d: the driver still gives requests to numbers an
-//! outbound-registration connection may carry to the classic path (405 to a
-//! SUBSCRIBE or MESSAGE). `kamailio_serves_dialog_subscriptions_without_the_proxy`
-//! checks the PBX side of this harness alone (the phone subscribes at
-//! Kamailio directly).
+//! All of it over a trunk and over an outbound registration (whose
+//! registered identity the PBX sees in From).
+//! `kamailio_serves_dialog_subscriptions_without_the_proxy` checks the PBX
+//! side of this harness alone (the phone subscribes at Kamailio directly).
 //!
 //! Skipped when kamailio, its presence modules or sipp are missing, unless
 //! `SIPLINK_INTEROP=1`.
@@ -511,9 +509,6 @@ async fn a_phone_follows_an_extensions_dialog_state_and_sends_a_message_over_a_t
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs the engine driver to carry requests to numbers an outbound-registration \
-            connection may carry (they take the classic path, which answers 405 to a \
-            SUBSCRIBE or MESSAGE): issue 16"]
 async fn a_phone_follows_an_extensions_dialog_state_and_sends_a_message_over_an_outbound_registration()
  {
     if !have_presence() {
@@ -694,6 +689,21 @@ async fn subscribe_call_and_message(name: &str, office: Office) {
         log.contains("SIPLINK-CHALLENGE MESSAGE") && log.contains("SIPLINK-MESSAGE to 4002"),
         "the MESSAGE was not challenged, or did not reach 4002:\n{log}"
     );
+    // Over an outbound registration the PBX sees the registered identity;
+    // over the trunk, the phone's.
+    let from = match office {
+        Office::Trunk => "sip:1001@siplink.test",
+        Office::OutboundRegistration => "sip:proxy@pbx.test",
+    };
+    for (what, and) in [
+        ("SIPLINK-SUBSCRIBE to sip:4001@", "event dialog from"),
+        ("SIPLINK-MESSAGE to 4002", "from"),
+    ] {
+        let seen = log
+            .lines()
+            .any(|l| l.contains(what) && l.trim_end().ends_with(&format!("{and} {from}")));
+        assert!(seen, "{what} not from {from}:\n{log}");
+    }
 
     // Voicemail (RFC 3842): the PBX's voicemail PUBLISHes that 4001's mailbox
     // holds two new messages; the phone subscribes to its message-summary
