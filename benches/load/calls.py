@@ -25,7 +25,8 @@ start) and the ratios. SIPp (UAC and UAS) is pinned to CPU --sipp-cpu.
 
 --siplink-core chooses siplink's request path ([proxy] core in the generated TOML):
 "classic" (the default, a task per call) or "engine" (the sans-IO core on the
-run-to-completion runtime, docs/proxy-core.md).
+run-to-completion runtime, docs/proxy-core.md; over TCP the generated TOML adds a UDP
+listener on the same port, whose runtime the engine runs on).
 """
 
 import argparse
@@ -97,10 +98,15 @@ def start_siplink(work, proto, uas, env, core="classic"):
     d = os.path.join(work, f"siplink-{port}")
     os.makedirs(d)
     toml = os.path.join(d, "proxy.toml")
+    # The engine runs on the UDP listener's runtime, which takes the TCP
+    # connections' messages too: over TCP it needs a UDP listener beside.
+    udp = (f'[[listen]]\ntransport = "udp"\naddress = "127.0.0.1:{port}"\n\n'
+           if core == "engine" and proto != "udp" else "")
     with open(toml, "w") as f:
         f.write(f'[proxy]\ndomains = ["siplink.test"]\nauthenticate_calls = false\n'
                 f'core = "{core}"\n\n'
                 f'[[listen]]\ntransport = "{proto}"\naddress = "127.0.0.1:{port}"\n\n'
+                f'{udp}'
                 f'[[connections]]\nname = "pbx"\nkind = "trunk"\n'
                 f'addresses = ["sip:127.0.0.1:{uas};transport={proto}"]\n'
                 f'dial_patterns = ["[0-9]+"]\nprobe = {{ enabled = false }}\n\n'
