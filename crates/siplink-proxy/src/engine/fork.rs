@@ -393,6 +393,11 @@ impl<V: View> Engine<V> {
             HeaderName::CSeq,
             format!("{} {method}", cseq.wrapping_add(1)),
         );
+        if method != "INVITE" {
+            // No dialog record keeps the offset of a SUBSCRIBE's (REFER's)
+            // dialog: our Record-Route entry carries it.
+            super::indialog::mark_cseq_offset(&self.view, &mut request, delta + 1);
+        }
         // A new transaction: our Via with a new branch.
         core::pop_via(&mut request);
         let Some(fork) = self.forks.get_mut(&fork_id) else {

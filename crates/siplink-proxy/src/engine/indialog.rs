@@ -138,6 +138,16 @@ impl<V: View> Engine<V> {
         }
         if dialog.is_none() {
             self.note_early_cseq(&request, &from_tag, cseq);
+            // A challenged SUBSCRIBE's dialog: the offset is in our route.
+            let call_id = request.call_id().unwrap_or_default();
+            let delta = cseq_offset(&self.view, &consumed.routes, call_id, &from_tag);
+            if delta > 0
+                && let Ok(c) = request.cseq()
+            {
+                let value = format!("{} {}", c.seq.wrapping_add(delta), c.method);
+                request.set_header(HeaderName::CSeq, value);
+                mapping.cseq_delta = delta;
+            }
         }
         if hop.is_none()
             && let Some(Uri::Sip(last)) = consumed.routes.last()
@@ -551,4 +561,68 @@ fn header_bytes(message: &Message, name: HeaderName) -> Bytes {
         .header(name)
         .map(Bytes::copy_from_slice)
         .unwrap_or_default()
+}
+
+/// What the MAC of a `cs` Record-Route parameter binds: the Call-ID, the
+/// caller's From tag and the offset.
+fn cseq_offset_input(call_id: &str, from_tag: &str, delta: u32) -> String {
+    format!("{call_id}\ncs\n{from_tag}\n{delta}")
+}
+
+/// Marks our Record-Route entries in `request` (an initial request other than
+/// INVITE, sent again `delta` above the caller's CSeq with the connection's
+/// credentials, RFC 3261 §22.2) with `cs=DELTA.MAC`: no dialog record keeps
+/// the offset of a SUBSCRIBE's or REFER's dialog, so the route set does. The
+/// caller's later requests in that dialog go out `delta` higher (the PBX
+/// wants its CSeq to grow, §12.2.2) and their responses come back lowered;
+/// the callee's requests are left alone (the MAC binds the caller's From
+/// tag).
+pub(super) fn mark_cseq_offset(view: &dyn View, request: &mut Message, delta: u32) {
+    let call_id = request.call_id().unwrap_or_default().to_owned();
+    let from_tag = request
+        .from_tag()
+        .ok()
+        .flatten()
+        .unwrap_or_default()
+        .to_owned();
+    let ours = format!(";sld={}", view.dialog_mac(&call_id));
+    let values: Vec<String> = request
+        .header_values(HeaderName::RecordRoute)
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+        .collect();
+    if !values.iter().any(|v| v.contains(&ours)) {
+        return;
+    }
+    let mac = view.dialog_mac(&cseq_offset_input(&call_id, &from_tag, delta));
+    let param = format!(";cs={delta}.{mac}");
+    request.remove_header(HeaderName::RecordRoute);
+    for v in values.iter().rev() {
+        let v = match (v.contains(&ours), v.rfind('>')) {
+            (true, Some(end)) => {
+                // Another round replaces an earlier mark.
+                let head = match v[..end].find(";cs=") {
+                    Some(at) => &v[..at],
+                    None => &v[..end],
+                };
+                format!("{head}{param}{}", &v[end..])
+            }
+            _ => v.clone(),
+        };
+        request.prepend_header(HeaderName::RecordRoute, v);
+    }
+}
+
+/// The CSeq offset that our consumed Route entries give a request from the
+/// dialog's caller (`from_tag`; see [`mark_cseq_offset`]), 0 if none.
+fn cseq_offset(view: &dyn View, routes: &[Uri], call_id: &str, from_tag: &str) -> u32 {
+    routes
+        .iter()
+        .filter_map(|u| u.as_sip()?.param("cs")?.map(|v| v.into_owned()))
+        .find_map(|v| {
+            let (delta, mac) = v.split_once('.')?;
+            let delta: u32 = delta.parse().ok()?;
+            let want = view.dialog_mac(&cseq_offset_input(call_id, from_tag, delta));
+            (mac == want).then_some(delta)
+        })
+        .unwrap_or(0)
 }
