@@ -161,7 +161,7 @@ def measure(name, args, work, env):
         if name == "kamailio":
             proc, port = start_kamailio(work, args.transport, uas_port, args.children, args.kamailio_cfg)
         else:
-            proc, port = start_siplink(work, args.transport, uas_port, env)
+            proc, port = start_siplink(work, args.transport, uas_port, env, args.siplink_core)
         idle = pss_kib(proc.pid)
         top = {"pss": idle}
         import threading
