@@ -206,9 +206,7 @@ impl Handle {
         shared.deliver(events);
         Ok(id)
     }
-}
 
-impl Handle {
     /// Sends `message` without a transaction (an ACK for a 2xx, a 2xx
     /// retransmission relayed by a proxy, RFC 3261 §16.11 and RFC 6026): a
     /// request gets this runtime's sent-by in its top Via; a response goes
